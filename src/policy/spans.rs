@@ -1,0 +1,269 @@
+//! Key path → source span index, from toml_edit's spanned parse of each file.
+//!
+//! figment reports errors by key path, not position; the compiler finds problems in the
+//! typed [`super::Policy`], which has no positions either. Both resolve a key path through
+//! this index to a `file:line:col`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+
+use toml_edit::{Item, Table, Value};
+
+/// One step in a key path: a table key or an array index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Seg {
+    /// A table key.
+    Key(String),
+    /// An array index.
+    Index(usize),
+}
+
+/// A path from the root of a policy to a value, e.g. `models."gpt-4.1".price`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct KeyPath(pub Vec<Seg>);
+
+impl KeyPath {
+    /// The root.
+    pub fn root() -> Self {
+        KeyPath(Vec::new())
+    }
+    /// This path extended by a key.
+    pub fn key(&self, k: impl Into<String>) -> Self {
+        let mut p = self.clone();
+        p.0.push(Seg::Key(k.into()));
+        p
+    }
+    /// This path extended by an index.
+    pub fn index(&self, i: usize) -> Self {
+        let mut p = self.clone();
+        p.0.push(Seg::Index(i));
+        p
+    }
+    /// The path one step up (the root stays the root).
+    pub fn parent(&self) -> Self {
+        let mut p = self.clone();
+        p.0.pop();
+        p
+    }
+    /// Whether `self` starts with `prefix`.
+    pub fn starts_with(&self, prefix: &KeyPath) -> bool {
+        self.0.starts_with(&prefix.0)
+    }
+}
+
+impl<S: Into<String>, const N: usize> From<[S; N]> for KeyPath {
+    fn from(keys: [S; N]) -> Self {
+        KeyPath(keys.into_iter().map(|k| Seg::Key(k.into())).collect())
+    }
+}
+
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for seg in &self.0 {
+            match seg {
+                Seg::Key(k) => {
+                    if !first {
+                        f.write_str(".")?;
+                    }
+                    let bare = !k.is_empty()
+                        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                    if bare {
+                        f.write_str(k)?;
+                    } else {
+                        write!(f, "{k:?}")?;
+                    }
+                }
+                Seg::Index(i) => write!(f, "[{i}]")?,
+            }
+            first = false;
+        }
+        if first {
+            f.write_str("<root>")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a key and its value are written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Spans {
+    /// The key (for a `[table]` header: the header).
+    pub key: Option<Range<usize>>,
+    /// The value (for a table: its header or inline braces).
+    pub value: Option<Range<usize>>,
+}
+
+/// Every key path of one file with its spans, plus the spans of literal secrets.
+#[derive(Debug, Default)]
+pub struct SpanIndex {
+    spans: HashMap<KeyPath, Spans>,
+    /// Number of `[[routes]]` entries in this file.
+    pub routes: usize,
+    /// Spans of values that are (or look like) API keys, to mask in every snippet.
+    pub secrets: Vec<Range<usize>>,
+    /// Top-level named entries (`upstreams.x`, …) and leaf keys of `defaults`, for the
+    /// duplicate check across files.
+    pub definitions: Vec<KeyPath>,
+}
+
+/// Sections whose entries are named tables.
+pub(crate) const NAMED_SECTIONS: [&str; 5] = ["upstreams", "models", "retry", "breakers", "budgets"];
+
+impl SpanIndex {
+    /// Indexes a parsed document.
+    pub fn build(doc: &Table) -> Self {
+        let mut idx = SpanIndex::default();
+        idx.walk_table(&KeyPath::root(), doc);
+        if let Some(Item::ArrayOfTables(a)) = doc.get("routes") {
+            idx.routes = a.len();
+        } else if let Some(Item::Value(Value::Array(a))) = doc.get("routes") {
+            idx.routes = a.len();
+        }
+        for (k, item) in doc.iter() {
+            let section = KeyPath::root().key(k);
+            if NAMED_SECTIONS.contains(&k) {
+                if let Some(t) = item.as_table_like() {
+                    idx.definitions.extend(t.iter().map(|(name, _)| section.key(name)));
+                }
+            } else if k == "defaults" {
+                if let Some(t) = item.as_table_like() {
+                    idx.definitions.extend(t.iter().map(|(name, _)| section.key(name)));
+                }
+            } else if k != "routes" {
+                idx.definitions.push(section);
+            }
+        }
+        idx
+    }
+
+    /// The spans of exactly this path, if written in this file.
+    pub fn get(&self, path: &KeyPath) -> Option<&Spans> {
+        self.spans.get(path)
+    }
+
+    fn insert(&mut self, path: KeyPath, key: Option<Range<usize>>, value: Option<Range<usize>>) {
+        let e = self.spans.entry(path).or_default();
+        if e.key.is_none() {
+            e.key = key;
+        }
+        if e.value.is_none() {
+            e.value = value;
+        }
+    }
+
+    fn walk_table(&mut self, path: &KeyPath, t: &Table) {
+        for (k, item) in t.iter() {
+            let p = path.key(k);
+            let key_span = t.key(k).and_then(|k| k.span());
+            self.walk_item(p, key_span, item);
+        }
+    }
+
+    fn walk_item(&mut self, p: KeyPath, key_span: Option<Range<usize>>, item: &Item) {
+        match item {
+            Item::None => {}
+            Item::Value(v) => self.walk_value(p, key_span, v),
+            Item::Table(t) => {
+                self.insert(p.clone(), key_span, t.span());
+                self.walk_table(&p, t);
+            }
+            Item::ArrayOfTables(a) => {
+                self.insert(p.clone(), key_span.clone(), a.span());
+                for (i, t) in a.iter().enumerate() {
+                    let ip = p.index(i);
+                    self.insert(ip.clone(), t.span(), t.span());
+                    self.walk_table(&ip, t);
+                }
+            }
+        }
+    }
+
+    fn walk_value(&mut self, p: KeyPath, key_span: Option<Range<usize>>, v: &Value) {
+        self.insert(p.clone(), key_span, v.span());
+        if is_api_key(&p) {
+            match v {
+                Value::String(_) => self.secrets.extend(v.span()),
+                Value::InlineTable(t) => {
+                    // An `env` that is not a variable name is most likely a pasted key.
+                    if let Some(Value::String(s)) = t.get("env") {
+                        if !is_env_name(s.value()) {
+                            self.secrets.extend(s.span());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        match v {
+            Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    self.walk_value(p.index(i), v.span(), v);
+                }
+            }
+            Value::InlineTable(t) => {
+                for (k, v) in t.iter() {
+                    let ks = t.key(k).and_then(|k| k.span());
+                    self.walk_value(p.key(k), ks, v);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `upstreams.NAME.api_key`.
+fn is_api_key(p: &KeyPath) -> bool {
+    matches!(p.0.as_slice(), [Seg::Key(s), Seg::Key(_), Seg::Key(k)] if s == "upstreams" && k == "api_key")
+}
+
+/// Whether `s` is a plausible environment variable name (`[A-Za-z_][A-Za-z0-9_]*`).
+pub(crate) fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(src: &str) -> SpanIndex {
+        let doc = toml_edit::ImDocument::parse(src.to_string()).unwrap();
+        SpanIndex::build(doc.as_table())
+    }
+
+    #[test]
+    fn finds_keys_in_tables_inline_tables_and_arrays() {
+        let src = "[models.\"gpt-4.1\"]\nupstream = \"relay\"\nprice = { input_per_mtok = 2.0 }\n[[routes]]\nname = \"a\"\ntargets = [\"x\", { model = \"y\" }]\n";
+        let idx = index(src);
+        let at = |p: KeyPath| {
+            let s = idx.get(&p).unwrap_or_else(|| panic!("no {p}"));
+            &src[s.value.clone().unwrap()]
+        };
+        assert_eq!(at(KeyPath::from(["models", "gpt-4.1", "upstream"])), "\"relay\"");
+        assert_eq!(at(KeyPath::from(["models", "gpt-4.1", "price", "input_per_mtok"])), "2.0");
+        assert_eq!(at(KeyPath::from(["routes"]).index(0).key("targets").index(1).key("model")), "\"y\"");
+        assert_eq!(idx.routes, 1);
+        assert_eq!(
+            idx.definitions,
+            vec![KeyPath::from(["models", "gpt-4.1"])]
+        );
+    }
+
+    #[test]
+    fn records_literal_keys_as_secrets() {
+        let src = "[upstreams.a]\napi_key = \"sk-live-123\"\n[upstreams.b]\napi_key = { env = \"sk-live-456\" }\n[upstreams.c]\napi_key = { env = \"OK_VAR\" }\n";
+        let idx = index(src);
+        let secrets: Vec<&str> = idx.secrets.iter().map(|r| &src[r.clone()]).collect();
+        assert_eq!(secrets, ["\"sk-live-123\"", "\"sk-live-456\""]);
+    }
+
+    #[test]
+    fn key_paths_display_like_toml() {
+        let p = KeyPath::from(["models", "gpt-4.1"]).key("price");
+        assert_eq!(p.to_string(), "models.\"gpt-4.1\".price");
+        assert_eq!(KeyPath::from(["routes"]).index(2).key("when").to_string(), "routes[2].when");
+    }
+}

@@ -1,0 +1,186 @@
+//! `[upstreams.NAME]`: where calls go.
+
+use std::fmt;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::{de, Deserialize, Deserializer, Serialize};
+
+use super::{Duration, Timeouts};
+
+/// An upstream API endpoint (a provider, or a relay in front of several).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Base URL of the endpoint, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// Where the API key comes from: always an environment variable, never a literal key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<ApiKey>,
+    /// Connection pool settings for the HTTP client of this upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<Pool>,
+    /// Request, token and concurrency limits the upstream imposes (or that you impose on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+    /// Follow `x-ratelimit-remaining` / `x-ratelimit-reset` headers to tighten the local limiter.
+    #[serde(default)]
+    pub rate_limit_headers: bool,
+    /// Name of a `[breakers.NAME]` policy for this upstream (default: `defaults.breaker`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<String>,
+    /// Timeouts for calls to this upstream, overriding `defaults.timeouts` field by field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+}
+
+/// An API key reference: `{ env = "VAR", prefixes = ["sk-"] }`.
+///
+/// A literal string is accepted by the parser only so that the compiler can reject it with
+/// a precise diagnostic; its value is never printed.
+#[derive(Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ApiKey {
+    /// Read the key from this environment variable at start-up.
+    Env(EnvKey),
+    /// A key written into the policy: always an error. The value is kept redacted.
+    #[serde(serialize_with = "serialize_redacted")]
+    Literal(Secret),
+}
+
+/// `{ env = "VAR", prefixes = [...] }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvKey {
+    /// Name of the environment variable holding the key.
+    pub env: String,
+    /// If set, the key must start with one of these prefixes (e.g. `["sk-"]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefixes: Vec<String>,
+}
+
+/// A secret string whose `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself: call only where it is sent, never where it is shown.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+fn serialize_redacted<S: serde::Serializer>(_: &Secret, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("<redacted>")
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiKey::Env(k) => f.debug_tuple("Env").field(k).finish(),
+            ApiKey::Literal(s) => f.debug_tuple("Literal").field(s).finish(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ApiKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = ApiKey;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a table `{ env = \"VAR\" }` naming an environment variable")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ApiKey, E> {
+                Ok(ApiKey::Literal(Secret::new(v)))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<ApiKey, A::Error> {
+                EnvKey::deserialize(de::value::MapAccessDeserializer::new(map)).map(ApiKey::Env)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for ApiKey {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ApiKey".into()
+    }
+    fn json_schema(g: &mut SchemaGenerator) -> Schema {
+        // Only the environment-variable form is valid; literal keys are rejected.
+        let mut s = EnvKey::json_schema(g);
+        s.insert(
+            "description".into(),
+            "Where the API key comes from: `{ env = \"VAR\", prefixes = [...] }`. A literal key is an error.".into(),
+        );
+        s
+    }
+}
+
+/// HTTP connection pool settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    /// Most connections open at once to this upstream (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Most idle connections kept (default 32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_idle: Option<u32>,
+    /// How long an idle connection is kept (default 90s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Duration>,
+}
+
+/// What to do when a limiter cannot admit a call right away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLimit {
+    /// Fail (or skip to the next target) at once.
+    #[default]
+    Fail,
+    /// Wait for a permit, up to `queue_timeout`.
+    Wait,
+}
+
+/// Limits on calls to an upstream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Requests admitted per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<f64>,
+    /// Requests admitted per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<f64>,
+    /// Tokens (input estimate + max output) admitted per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<f64>,
+    /// Requests that may burst above the steady rate (default: one second's worth, at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Most calls in flight at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// `fail` (default) or `wait` when a limit is reached.
+    #[serde(default)]
+    pub on_limit: OnLimit,
+    /// With `on_limit = "wait"`, the longest wait for a permit (default 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_timeout: Option<Duration>,
+}
