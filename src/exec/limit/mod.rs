@@ -1,0 +1,1 @@
+//! Rate, token and concurrency limits (being written).
