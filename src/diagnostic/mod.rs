@@ -182,9 +182,6 @@ impl Sources {
     pub fn get(&self, id: FileId) -> &SourceFile {
         &self.files[id.0 as usize]
     }
-    pub(crate) fn get_mut(&mut self, id: FileId) -> &mut SourceFile {
-        &mut self.files[id.0 as usize]
-    }
     /// All files with their ids.
     pub fn iter(&self) -> impl Iterator<Item = (FileId, &SourceFile)> {
         self.files

@@ -12,6 +12,7 @@ mod retry;
 mod route;
 mod upstream;
 pub mod spans;
+mod load;
 
 use std::collections::BTreeMap;
 
@@ -24,6 +25,7 @@ pub use duration::{Duration, DurationError};
 pub use model::{Model, Price};
 pub use retry::{Backoff, BackoffKind, Jitter, RetryAfter, RetryBudget, RetryOverride, RetryPolicy};
 pub use route::{Condition, Hedge, Route, Scalar, Strategy, Streaming, Target};
+pub use load::{load, LoadOptions, Loaded, ENV_PREFIX};
 pub use upstream::{ApiKey, EnvKey, Limits, OnLimit, Pool, Secret, Upstream};
 
 /// A whole policy: what one file holds, or several merged.

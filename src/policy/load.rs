@@ -1,0 +1,577 @@
+//! Loading: files (or directories of `*.toml`) merged with figment, then environment
+//! overrides, then typed extraction that reports **every** error, each at its
+//! `file:line:col`.
+//!
+//! # Steps
+//! 1. Each path is a file, or a directory whose `*.toml` files are taken in name order.
+//! 2. Each file is parsed by toml_edit, which keeps spans: syntax errors are reported with
+//!    their position, and a [`SpanIndex`] maps every key path to where it is written.
+//! 3. A named entry (`upstreams.NAME`, `models.NAME`, …) or a `defaults` key written in two
+//!    files is an error naming both places. `[[routes]]` from several files are concatenated
+//!    in file order.
+//! 4. figment merges the files and then the `TOLLGATE__…` environment overrides.
+//! 5. Each section and entry is deserialized on its own. On an error, the offending key is
+//!    pruned and the entry tried again, so one bad key does not hide the next.
+//!
+//! # Environment overrides
+//! A variable `TOLLGATE__A__B__C=value` sets the key `a.b.c`: the prefix is stripped,
+//! the rest lowercased and split at `__`. Values are parsed like TOML values where they
+//! can be (`600`, `true`, `[1, 2]`), else taken as strings (`90s`). For example
+//! `TOLLGATE__DEFAULTS__TIMEOUTS__TOTAL=120s` or
+//! `TOLLGATE__UPSTREAMS__RELAY__BASE_URL=http://127.0.0.1:8080/v1`. Names containing `.`
+//! or `-`, and `[[routes]]` entries, cannot be addressed this way. Errors in an overridden
+//! value name the variable instead of a line.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::de::DeserializeOwned;
+
+use super::spans::{KeyPath, Seg, SpanIndex, NAMED_SECTIONS};
+use super::Policy;
+use crate::diagnostic::{did_you_mean, one_of, Diagnostic, FileId, Origin, SourceFile, Sources};
+
+/// Prefix of environment variables that override policy keys.
+pub const ENV_PREFIX: &str = "TOLLGATE__";
+
+/// Top-level keys of a policy.
+const TOP_LEVEL: [&str; 8] = ["version", "defaults", "upstreams", "models", "retry", "breakers", "routes", "budgets"];
+
+/// What to load.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Files, or directories of `*.toml` files.
+    pub paths: Vec<PathBuf>,
+    /// Environment variables to apply as overrides (only those starting with
+    /// [`ENV_PREFIX`] are used).
+    pub env: Vec<(String, String)>,
+}
+
+impl LoadOptions {
+    /// Load these paths with overrides from the process environment.
+    pub fn new<P: Into<PathBuf>>(paths: impl IntoIterator<Item = P>) -> Self {
+        LoadOptions {
+            paths: paths.into_iter().map(Into::into).collect(),
+            env: std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect(),
+        }
+    }
+    /// Replace the environment overrides (for tests, or to ignore the process environment).
+    pub fn with_env<K: Into<String>, V: Into<String>>(mut self, vars: impl IntoIterator<Item = (K, V)>) -> Self {
+        self.env = vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        self
+    }
+}
+
+/// A loaded policy, possibly partial: entries that failed to parse are left out, listed in
+/// [`Loaded::is_broken`], and explained in `diagnostics`.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The policy as far as it could be read.
+    pub policy: Policy,
+    /// Problems found while loading.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The files read.
+    pub sources: Sources,
+    files: Vec<(FileId, SpanIndex, usize)>,
+    env: Vec<(KeyPath, String)>,
+    broken: BTreeSet<KeyPath>,
+    route_paths: Vec<KeyPath>,
+    io_failed: bool,
+}
+
+/// Loads a policy. Never panics and never stops at the first problem: see [`Loaded`].
+pub fn load(opts: &LoadOptions) -> Loaded {
+    let mut l = Loaded {
+        policy: Policy::default(),
+        diagnostics: Vec::new(),
+        sources: Sources::default(),
+        files: Vec::new(),
+        env: Vec::new(),
+        broken: BTreeSet::new(),
+        route_paths: Vec::new(),
+        io_failed: false,
+    };
+    let mut figment = Figment::new();
+    let mut route_offset = 0;
+    for path in l.expand(&opts.paths) {
+        let text = match std::fs::read(&path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(t) => t,
+                Err(e) => {
+                    l.diagnostics.push(Diagnostic::error(
+                        "io",
+                        format!("the file is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+                        Origin::Path(path.clone()),
+                    ));
+                    continue;
+                }
+            },
+            Err(e) => {
+                l.io_failed = true;
+                l.diagnostics.push(Diagnostic::error("io", format!("cannot read: {e}"), Origin::Path(path.clone())));
+                continue;
+            }
+        };
+        let mut file = SourceFile::new(&path, text.clone());
+        match toml_edit::ImDocument::parse(text.clone()) {
+            Ok(doc) => {
+                let idx = SpanIndex::build(doc.as_table());
+                for s in &idx.secrets {
+                    file.redact(s.clone());
+                }
+                let id = l.sources.add(file);
+                figment = figment.admerge(FileProvider { path: path.clone(), text });
+                let n = idx.routes;
+                l.files.push((id, idx, route_offset));
+                route_offset += n;
+            }
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                let id = l.sources.add(file);
+                let message = e.message().trim_end().replace('\n', "; ");
+                l.diagnostics.push(
+                    Diagnostic::error("syntax", format!("invalid TOML: {message}"), Origin::File { file: id, span })
+                        .with_label("here"),
+                );
+            }
+        }
+    }
+    l.check_duplicates();
+    let overrides = l.env_overrides(&opts.env);
+    figment = figment.merge(overrides);
+    let root = match figment.find_value("") {
+        Ok(v) => v,
+        Err(_) => Value::from(Dict::new()), // nothing loaded: an empty policy
+    };
+    l.extract_root(&root);
+    l
+}
+
+impl Loaded {
+    /// Whether loading hit an I/O problem (a missing path, an unreadable file): the CLI
+    /// exits 2 for those, 1 for an invalid policy.
+    pub fn io_failed(&self) -> bool {
+        self.io_failed
+    }
+
+    /// Whether the entry at `path` (e.g. `models.x` or `routes[3]`) failed to parse and was
+    /// left out of the policy; the compiler does not report references to it as unknown.
+    pub fn is_broken(&self, path: &KeyPath) -> bool {
+        self.broken.contains(path)
+    }
+
+    /// The key path of `policy.routes[i]` in the merged input (entries that failed to parse
+    /// are not in `policy.routes`, so indices may differ).
+    pub fn route_path(&self, i: usize) -> KeyPath {
+        self.route_paths.get(i).cloned().unwrap_or_else(|| KeyPath::from(["routes"]).index(i))
+    }
+
+    /// Where the value at `path` is written (or its closest written ancestor).
+    pub fn locate(&self, path: &KeyPath) -> Origin {
+        self.find(path, false)
+    }
+
+    /// Where the key of `path` is written (for "unknown key" and the like).
+    pub fn locate_key(&self, path: &KeyPath) -> Origin {
+        self.find(path, true)
+    }
+
+    fn find(&self, path: &KeyPath, prefer_key: bool) -> Origin {
+        if let Some((_, var)) = self.env.iter().find(|(p, _)| path.starts_with(p)) {
+            return Origin::Env { var: var.clone() };
+        }
+        // (matched length, origin) of the longest written prefix of `path` in any file.
+        let mut best: Option<(usize, Origin)> = None;
+        for (id, idx, offset) in &self.files {
+            let mut local = path.clone();
+            if let [Seg::Key(k), Seg::Index(i), ..] = local.0.as_mut_slice() {
+                if k == "routes" {
+                    if *i < *offset || *i >= offset + idx.routes {
+                        continue;
+                    }
+                    *i -= offset;
+                }
+            }
+            for len in (0..=local.0.len()).rev() {
+                if best.as_ref().is_some_and(|(l, _)| *l >= len) {
+                    break;
+                }
+                let prefix = KeyPath(local.0[..len].to_vec());
+                if let Some(s) = idx.get(&prefix) {
+                    let span = if prefer_key { s.key.clone().or(s.value.clone()) } else { s.value.clone().or(s.key.clone()) };
+                    if let Some(span) = span {
+                        best = Some((len, Origin::File { file: *id, span }));
+                        break;
+                    }
+                }
+            }
+        }
+        if best.as_ref().is_none_or(|(l, _)| *l < path.0.len()) {
+            if let Some((_, var)) = self.env.iter().find(|(p, _)| p.starts_with(path)) {
+                return Origin::Env { var: var.clone() };
+            }
+        }
+        match best {
+            Some((_, o)) => o,
+            None => match self.files.first() {
+                Some((id, _, _)) => Origin::File { file: *id, span: 0..0 },
+                None => Origin::None,
+            },
+        }
+    }
+
+    fn expand(&mut self, paths: &[PathBuf]) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        if paths.is_empty() {
+            self.io_failed = true;
+            self.diagnostics.push(Diagnostic::error("io", "no policy path given", Origin::None));
+        }
+        for p in paths {
+            if p.is_dir() {
+                let entries = match std::fs::read_dir(p) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        self.io_failed = true;
+                        self.diagnostics.push(Diagnostic::error("io", format!("cannot read directory: {e}"), Origin::Path(p.clone())));
+                        continue;
+                    }
+                };
+                let mut files: Vec<PathBuf> = entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|f| f.extension().is_some_and(|x| x == "toml") && f.is_file())
+                    .collect();
+                files.sort();
+                if files.is_empty() {
+                    self.io_failed = true;
+                    self.diagnostics.push(Diagnostic::error("io", "the directory holds no *.toml file", Origin::Path(p.clone())));
+                }
+                out.extend(files);
+            } else if p.exists() {
+                out.push(p.clone());
+            } else {
+                self.io_failed = true;
+                self.diagnostics.push(Diagnostic::error("io", "no such file or directory", Origin::Path(p.clone())));
+            }
+        }
+        out
+    }
+
+    fn check_duplicates(&mut self) {
+        let mut seen: Vec<(KeyPath, FileId)> = Vec::new();
+        let mut found = Vec::new();
+        for (id, idx, _) in &self.files {
+            for def in &idx.definitions {
+                if let Some((_, first)) = seen.iter().find(|(p, _)| p == def) {
+                    let span_of = |f: FileId| {
+                        let (_, idx, _) = self.files.iter().find(|(i, _, _)| *i == f).expect("file was indexed above");
+                        idx.get(def).and_then(|s| s.key.clone().or(s.value.clone())).unwrap_or(0..0)
+                    };
+                    found.push(
+                        Diagnostic::error("duplicate-name", format!("`{def}` is defined in two files"), Origin::File { file: *id, span: span_of(*id) })
+                            .with_label("defined again here")
+                            .with_related(Origin::File { file: *first, span: span_of(*first) }, "first defined here")
+                            .with_help("each name may be defined in one file only; rename or remove one of them"),
+                    );
+                } else {
+                    seen.push((def.clone(), *id));
+                }
+            }
+        }
+        self.diagnostics.extend(found);
+    }
+
+    fn env_overrides(&mut self, vars: &[(String, String)]) -> EnvOverrides {
+        let mut dict = Dict::new();
+        let mut sorted: Vec<&(String, String)> = vars.iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        sorted.sort();
+        for (var, value) in sorted {
+            let rest = &var[ENV_PREFIX.len()..];
+            let segs: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            if segs.iter().any(|s| s.is_empty() || s.contains('.')) {
+                self.diagnostics.push(
+                    Diagnostic::error("invalid-override", "malformed override variable name", Origin::Env { var: var.clone() })
+                        .with_help(format!("write `{ENV_PREFIX}SECTION__NAME__KEY`, keys separated by `__`")),
+                );
+                continue;
+            }
+            if !TOP_LEVEL.contains(&segs[0].as_str()) {
+                self.diagnostics.push(
+                    Diagnostic::error("unknown-key", format!("override of unknown top-level key `{}`", segs[0]), Origin::Env { var: var.clone() })
+                        .with_label(format!("expected one of {}", one_of(TOP_LEVEL)))
+                        .with_help_opt(did_you_mean(&segs[0], TOP_LEVEL)),
+                );
+                continue;
+            }
+            let parsed: Value = value.parse().unwrap_or_else(|_| Value::from(value.clone()));
+            let nested = figment::util::nest(&segs.join("."), parsed);
+            if let Some(d) = nested.into_dict() {
+                dict = merge_dicts(dict, d);
+            }
+            self.env.push((KeyPath(segs.into_iter().map(Seg::Key).collect()), var.clone()));
+        }
+        EnvOverrides { dict }
+    }
+
+    fn extract_root(&mut self, root: &Value) {
+        let Some(dict) = root.as_dict() else {
+            return self.type_error(&KeyPath::root(), "a table", root);
+        };
+        let root_path = KeyPath::root();
+        for (key, value) in dict {
+            let path = root_path.key(key);
+            match key.as_str() {
+                "version" => self.policy.version = self.extract(value, &path),
+                "defaults" => self.policy.defaults = self.extract(value, &path).unwrap_or_default(),
+                "upstreams" => self.policy.upstreams = self.extract_named(value, &path),
+                "models" => self.policy.models = self.extract_named(value, &path),
+                "retry" => self.policy.retry = self.extract_named(value, &path),
+                "breakers" => self.policy.breakers = self.extract_named(value, &path),
+                "budgets" => self.policy.budgets = self.extract_named(value, &path),
+                "routes" => {
+                    let Some(items) = value.as_array() else {
+                        self.type_error(&path, "an array of tables (`[[routes]]`)", value);
+                        continue;
+                    };
+                    for (i, item) in items.iter().enumerate() {
+                        let p = path.index(i);
+                        match self.extract(item, &p) {
+                            Some(r) => {
+                                self.policy.routes.push(r);
+                                self.route_paths.push(p);
+                            }
+                            None => {
+                                self.broken.insert(p);
+                            }
+                        }
+                    }
+                }
+                other => {
+                    let d = Diagnostic::error("unknown-key", format!("unknown key `{other}` at the top level"), self.locate_key(&path))
+                        .with_label(format!("expected one of {}", one_of(TOP_LEVEL)))
+                        .with_help_opt(did_you_mean(other, TOP_LEVEL));
+                    self.diagnostics.push(d);
+                }
+            }
+        }
+        debug_assert!(NAMED_SECTIONS.iter().all(|s| TOP_LEVEL.contains(s)));
+    }
+
+    fn extract_named<T: DeserializeOwned>(&mut self, value: &Value, path: &KeyPath) -> std::collections::BTreeMap<String, T> {
+        let mut out = std::collections::BTreeMap::new();
+        let Some(dict) = value.as_dict() else {
+            self.type_error(path, "a table of named entries", value);
+            return out;
+        };
+        for (name, v) in dict {
+            let p = path.key(name);
+            match self.extract(v, &p) {
+                Some(t) => {
+                    out.insert(name.clone(), t);
+                }
+                None => {
+                    self.broken.insert(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// Deserializes one value; on each error, reports it, prunes the offending key and
+    /// tries again, so every bad key of an entry is reported in one pass.
+    fn extract<T: DeserializeOwned>(&mut self, value: &Value, path: &KeyPath) -> Option<T> {
+        let mut v = value.clone();
+        let mut pruned: Vec<Vec<String>> = Vec::new();
+        let mut failed = false;
+        // Each round prunes one key, so this ends; the bound is a guard, not a limit users meet.
+        for _ in 0..256 {
+            let err = match T::deserialize(&v) {
+                Ok(t) => return (!failed).then_some(t),
+                Err(e) => e,
+            };
+            failed = true;
+            let rel: Vec<String> = err.path.clone();
+            if let figment::error::Kind::MissingField(f) = &err.kind {
+                let mut full = rel.clone();
+                full.push(f.to_string());
+                if pruned.iter().any(|p| full.starts_with(p)) {
+                    return None; // a required key we pruned ourselves: already reported
+                }
+            }
+            let kp = self.key_path(path, &v, &rel);
+            self.report(&err, &kp);
+            match prune(&mut v, &rel) {
+                Some(p) => pruned.push(p),
+                None => return None,
+            }
+        }
+        None
+    }
+
+    /// Turns figment's string path (relative to `value`) into a key path, reading indices
+    /// where the value is an array.
+    fn key_path(&self, base: &KeyPath, value: &Value, rel: &[String]) -> KeyPath {
+        let mut kp = base.clone();
+        let mut cur = Some(value);
+        for seg in rel {
+            match cur {
+                Some(Value::Array(_, items)) => match seg.parse::<usize>() {
+                    Ok(i) => {
+                        kp = kp.index(i);
+                        cur = items.get(i);
+                    }
+                    Err(_) => break,
+                },
+                Some(Value::Dict(_, d)) => {
+                    kp = kp.key(seg.clone());
+                    cur = d.get(seg);
+                }
+                _ => {
+                    kp = kp.key(seg.clone());
+                    cur = None;
+                }
+            }
+        }
+        kp
+    }
+
+    fn report(&mut self, err: &figment::Error, path: &KeyPath) {
+        use figment::error::Kind;
+        let secret = path.0.iter().any(|s| matches!(s, Seg::Key(k) if k == "api_key"));
+        let d = match &err.kind {
+            Kind::UnknownField(field, expected) => {
+                let table = path.parent();
+                Diagnostic::error("unknown-key", format!("unknown key `{field}` in `{table}`"), self.locate_key(path))
+                    .with_label(format!("expected one of {}", one_of(expected.iter().copied())))
+                    .with_help_opt(did_you_mean(field, expected.iter().copied()))
+            }
+            Kind::MissingField(field) => Diagnostic::error("missing-key", format!("missing key `{field}` in `{path}`"), self.locate(path))
+                .with_label(format!("`{field}` is required here")),
+            Kind::UnknownVariant(found, expected) => Diagnostic::error("invalid-value", format!("unknown value `{found}` for `{path}`"), self.locate(path))
+                .with_label(format!("expected one of {}", one_of(expected.iter().copied())))
+                .with_help_opt(did_you_mean(found, expected.iter().copied())),
+            Kind::InvalidType(actual, expected) => {
+                let found = if secret { actual_kind(actual) } else { actual.to_string() };
+                Diagnostic::error("invalid-type", format!("`{path}` has the wrong type: found {found}"), self.locate(path))
+                    .with_label(format!("expected {}", humanize_expected(expected)))
+            }
+            Kind::InvalidValue(actual, expected) => {
+                let found = if secret { actual_kind(actual) } else { actual.to_string() };
+                Diagnostic::error("invalid-value", format!("invalid value for `{path}`: found {found}"), self.locate(path))
+                    .with_label(format!("expected {}", humanize_expected(expected)))
+            }
+            Kind::Message(m) => Diagnostic::error("invalid-value", format!("invalid value for `{path}`: {m}"), self.locate(path)),
+            other => Diagnostic::error("invalid-value", format!("invalid value for `{path}`: {other}"), self.locate(path)),
+        };
+        self.diagnostics.push(d);
+    }
+
+    fn type_error(&mut self, path: &KeyPath, expected: &str, found: &Value) {
+        let d = Diagnostic::error("invalid-type", format!("`{path}` has the wrong type: found {}", value_kind(found)), self.locate(path))
+            .with_label(format!("expected {expected}"));
+        self.diagnostics.push(d);
+    }
+}
+
+/// Removes the key an error points at (or the array holding it), returning the removed
+/// path; `None` if there is nothing left to remove.
+fn prune(v: &mut Value, rel: &[String]) -> Option<Vec<String>> {
+    let (first, rest) = rel.split_first()?;
+    match v {
+        Value::Dict(_, d) => {
+            let recurse = !rest.is_empty() && matches!(d.get(first), Some(Value::Dict(..)));
+            if recurse {
+                let inner = d.get_mut(first)?;
+                let mut p = prune(inner, rest)?;
+                p.insert(0, first.clone());
+                Some(p)
+            } else {
+                d.remove(first).map(|_| vec![first.clone()])
+            }
+        }
+        _ => None,
+    }
+}
+
+fn merge_dicts(mut a: Dict, b: Dict) -> Dict {
+    for (k, v) in b {
+        match (a.remove(&k), v) {
+            (Some(Value::Dict(t, x)), Value::Dict(_, y)) => {
+                a.insert(k, Value::Dict(t, merge_dicts(x, y)));
+            }
+            (_, v) => {
+                a.insert(k, v);
+            }
+        }
+    }
+    a
+}
+
+fn value_kind(v: &Value) -> &'static str {
+    match v {
+        Value::String(..) => "a string",
+        Value::Char(..) => "a character",
+        Value::Bool(..) => "a boolean",
+        Value::Num(..) => "a number",
+        Value::Empty(..) => "an empty value",
+        Value::Dict(..) => "a table",
+        Value::Array(..) => "an array",
+    }
+}
+
+fn actual_kind(a: &figment::error::Actual) -> String {
+    use figment::error::Actual;
+    match a {
+        Actual::Str(_) | Actual::Char(_) => "a string (value not shown)".into(),
+        other => other.to_string(),
+    }
+}
+
+/// serde's "expected" texts, in a policy author's words.
+fn humanize_expected(e: &str) -> String {
+    match e {
+        "f64" | "f32" => "a number".into(),
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a non-negative whole number".into(),
+        "i8" | "i16" | "i32" | "i64" => "a whole number".into(),
+        "a boolean" | "bool" => "`true` or `false`".into(),
+        "a sequence" => "an array".into(),
+        "a map" => "a table".into(),
+        s if s.starts_with("struct ") => "a table".into(),
+        s => s.to_string(),
+    }
+}
+
+/// One policy file as a figment provider, labelled with its path.
+struct FileProvider {
+    path: PathBuf,
+    text: String,
+}
+
+impl Provider for FileProvider {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("policy file").source(figment::Source::File(self.path.clone()))
+    }
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        use figment::providers::Format;
+        figment::providers::Toml::string(&self.text).data()
+    }
+}
+
+/// `TOLLGATE__…` overrides as a figment provider. figment's own `Env` reads only the
+/// process environment; this one takes explicit variables, so loading is testable and
+/// reloads re-read exactly what they are given.
+struct EnvOverrides {
+    dict: Dict,
+}
+
+impl Provider for EnvOverrides {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment override")
+            .interpolater(|_: &Profile, keys: &[&str]| format!("{ENV_PREFIX}{}", keys.join("__").to_ascii_uppercase()))
+    }
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}
+
