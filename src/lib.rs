@@ -1,6 +1,14 @@
 //! tollgate: call flaky, rate-limited, priced upstream APIs under policies written as TOML.
+//!
+//! The flow is one way: [`policy`] (TOML files → typed policy, with source spans) →
+//! [`plan`] (compile: resolve, validate, compute static bounds → immutable plan) →
+//! [`exec`] (run any async operation under the plan). [`diagnostic`] carries every
+//! problem found on the way, with its location.
 #![warn(missing_docs)]
 
-pub mod policy;
+pub mod cli;
 pub mod diagnostic;
 pub mod exec;
+pub mod plan;
+pub mod policy;
+pub mod schema;

@@ -14,6 +14,8 @@ struct Report<'a> {
     source: Option<NamedSource<String>>,
     span: Option<SourceSpan>,
     related: Vec<Report<'a>>,
+    /// A related place of another diagnostic ("first defined here"), rendered as a note.
+    is_note: bool,
 }
 
 impl<'a> Report<'a> {
@@ -22,7 +24,10 @@ impl<'a> Report<'a> {
         r.related = d
             .related
             .iter()
-            .map(|(o, note)| Self::at(d, o, note.clone(), sources))
+            .map(|(o, note)| Report {
+                is_note: true,
+                ..Self::at(d, o, note.clone(), sources)
+            })
             .collect();
         r
     }
@@ -32,14 +37,31 @@ impl<'a> Report<'a> {
             Origin::File { file, span } => {
                 let f = sources.get(*file);
                 let src = NamedSource::new(f.path.display().to_string(), f.display.clone());
-                let len = span.len().max(if span.start < f.text.len() { 1 } else { 0 });
-                (Some(src), Some(SourceSpan::new(span.start.into(), len)), message)
+                let len = span
+                    .len()
+                    .max(if span.start < f.text.len() { 1 } else { 0 });
+                (
+                    Some(src),
+                    Some(SourceSpan::new(span.start.into(), len)),
+                    message,
+                )
             }
-            Origin::Env { var } => (None, None, format!("{message}\n  (set by environment variable {var})")),
+            Origin::Env { var } => (
+                None,
+                None,
+                format!("{message}\n  (set by environment variable {var})"),
+            ),
             Origin::Path(p) => (None, None, format!("{}: {message}", p.display())),
             Origin::None => (None, None, message),
         };
-        Report { d, message, source, span, related: Vec::new() }
+        Report {
+            d,
+            message,
+            source,
+            span,
+            related: Vec::new(),
+            is_note: false,
+        }
     }
 }
 
@@ -57,9 +79,15 @@ impl std::error::Error for Report<'_> {}
 
 impl miette::Diagnostic for Report<'_> {
     fn code<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        if self.is_note {
+            return None;
+        }
         Some(Box::new(format!("tollgate::{}", self.d.code)))
     }
     fn severity(&self) -> Option<miette::Severity> {
+        if self.is_note {
+            return Some(miette::Severity::Advice);
+        }
         Some(match self.d.severity {
             Severity::Error => miette::Severity::Error,
             Severity::Warning => miette::Severity::Warning,
@@ -67,24 +95,35 @@ impl miette::Diagnostic for Report<'_> {
     }
     fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
         // Related places carry only their note, not the parent's help.
-        if self.related.is_empty() && self.message != self.d.message {
+        if self.is_note {
             return None;
         }
-        self.d.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.d
+            .help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
         self.source.as_ref().map(|s| s as &dyn miette::SourceCode)
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let span = self.span?;
-        let label = if self.message == self.d.message { self.d.label.clone() } else { None };
-        Some(Box::new(std::iter::once(LabeledSpan::new_with_span(label, span))))
+        let label = if self.is_note {
+            None
+        } else {
+            self.d.label.clone()
+        };
+        Some(Box::new(std::iter::once(LabeledSpan::new_with_span(
+            label, span,
+        ))))
     }
     fn related<'b>(&'b self) -> Option<Box<dyn Iterator<Item = &'b dyn miette::Diagnostic> + 'b>> {
         if self.related.is_empty() {
             return None;
         }
-        Some(Box::new(self.related.iter().map(|r| r as &dyn miette::Diagnostic)))
+        Some(Box::new(
+            self.related.iter().map(|r| r as &dyn miette::Diagnostic),
+        ))
     }
 }
 
@@ -117,7 +156,11 @@ impl Diagnostics {
     /// Renders every diagnostic rustc-style: message, `file:line:col`, the source line with a
     /// caret under the span, the label and the help. Secrets in the source are masked.
     pub fn render(&self, color: bool) -> String {
-        let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
+        let theme = if color {
+            GraphicalTheme::unicode()
+        } else {
+            GraphicalTheme::unicode_nocolor()
+        };
         let handler = GraphicalReportHandler::new_themed(theme).with_context_lines(1);
         let mut out = String::new();
         for d in &self.items {
@@ -146,7 +189,11 @@ impl Diagnostics {
                     env: None,
                     label: d.label.as_deref(),
                     help: d.help.as_deref(),
-                    related: d.related.iter().map(|(o, n)| format!("{}: {n}", self.sources.describe(o))).collect(),
+                    related: d
+                        .related
+                        .iter()
+                        .map(|(o, n)| format!("{}: {n}", self.sources.describe(o)))
+                        .collect(),
                 };
                 match &d.origin {
                     Origin::File { file, span } => {
@@ -154,7 +201,8 @@ impl Diagnostics {
                         let (l, c) = f.line_col(span.start);
                         let (el, ec) = f.line_col(span.end);
                         j.file = Some(f.path.display().to_string());
-                        (j.line, j.column, j.end_line, j.end_column) = (Some(l), Some(c), Some(el), Some(ec));
+                        (j.line, j.column, j.end_line, j.end_column) =
+                            (Some(l), Some(c), Some(el), Some(ec));
                     }
                     Origin::Env { var } => j.env = Some(var),
                     Origin::Path(p) => j.file = Some(p.display().to_string()),

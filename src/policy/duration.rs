@@ -83,7 +83,9 @@ impl FromStr for Duration {
             if start == i {
                 return Err(err("a number must come before each unit"));
             }
-            let n: u64 = s[start..i].parse().map_err(|_| err("the number is too large"))?;
+            let n: u64 = s[start..i]
+                .parse()
+                .map_err(|_| err("the number is too large"))?;
             let ustart = i;
             while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
                 i += 1;
@@ -164,14 +166,31 @@ mod tests {
 
     #[test]
     fn parses_compound_and_units() {
-        for (s, ms) in [("250ms", 250), ("3s", 3000), ("1m30s", 90_000), ("30d", 2_592_000_000), ("1h", 3_600_000)] {
-            assert_eq!(s.parse::<Duration>().unwrap().get().as_millis() as u64, ms, "{s}");
+        for (s, ms) in [
+            ("250ms", 250),
+            ("3s", 3000),
+            ("1m30s", 90_000),
+            ("30d", 2_592_000_000),
+            ("1h", 3_600_000),
+        ] {
+            assert_eq!(
+                s.parse::<Duration>().unwrap().get().as_millis() as u64,
+                ms,
+                "{s}"
+            );
         }
     }
 
     #[test]
     fn rejects_garbage_with_reason() {
-        for (s, reason) in [("", "empty"), ("3", "unit is missing"), ("s", "number must come"), ("3x", "not one of"), ("99999999999999999999s", "too large"), ("-1s", "number must come")] {
+        for (s, reason) in [
+            ("", "empty"),
+            ("3", "unit is missing"),
+            ("s", "number must come"),
+            ("3x", "not one of"),
+            ("99999999999999999999s", "too large"),
+            ("-1s", "number must come"),
+        ] {
             let e = s.parse::<Duration>().unwrap_err().to_string();
             assert!(e.contains(reason), "{s}: {e}");
         }

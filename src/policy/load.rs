@@ -37,7 +37,16 @@ use crate::diagnostic::{did_you_mean, one_of, Diagnostic, FileId, Origin, Source
 pub const ENV_PREFIX: &str = "TOLLGATE__";
 
 /// Top-level keys of a policy.
-const TOP_LEVEL: [&str; 8] = ["version", "defaults", "upstreams", "models", "retry", "breakers", "routes", "budgets"];
+const TOP_LEVEL: [&str; 8] = [
+    "version",
+    "defaults",
+    "upstreams",
+    "models",
+    "retry",
+    "breakers",
+    "routes",
+    "budgets",
+];
 
 /// What to load.
 #[derive(Debug, Clone, Default)]
@@ -54,12 +63,20 @@ impl LoadOptions {
     pub fn new<P: Into<PathBuf>>(paths: impl IntoIterator<Item = P>) -> Self {
         LoadOptions {
             paths: paths.into_iter().map(Into::into).collect(),
-            env: std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect(),
+            env: std::env::vars()
+                .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+                .collect(),
         }
     }
     /// Replace the environment overrides (for tests, or to ignore the process environment).
-    pub fn with_env<K: Into<String>, V: Into<String>>(mut self, vars: impl IntoIterator<Item = (K, V)>) -> Self {
-        self.env = vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+    pub fn with_env<K: Into<String>, V: Into<String>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.env = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
         self
     }
 }
@@ -102,7 +119,10 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                 Err(e) => {
                     l.diagnostics.push(Diagnostic::error(
                         "io",
-                        format!("the file is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+                        format!(
+                            "the file is not UTF-8 text (invalid byte at offset {})",
+                            e.utf8_error().valid_up_to()
+                        ),
                         Origin::Path(path.clone()),
                     ));
                     continue;
@@ -110,7 +130,11 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             },
             Err(e) => {
                 l.io_failed = true;
-                l.diagnostics.push(Diagnostic::error("io", format!("cannot read: {e}"), Origin::Path(path.clone())));
+                l.diagnostics.push(Diagnostic::error(
+                    "io",
+                    format!("cannot read: {e}"),
+                    Origin::Path(path.clone()),
+                ));
                 continue;
             }
         };
@@ -122,7 +146,10 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                     file.redact(s.clone());
                 }
                 let id = l.sources.add(file);
-                figment = figment.admerge(FileProvider { path: path.clone(), text });
+                figment = figment.admerge(FileProvider {
+                    path: path.clone(),
+                    text,
+                });
                 let n = idx.routes;
                 l.files.push((id, idx, route_offset));
                 route_offset += n;
@@ -132,8 +159,12 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                 let id = l.sources.add(file);
                 let message = e.message().trim_end().replace('\n', "; ");
                 l.diagnostics.push(
-                    Diagnostic::error("syntax", format!("invalid TOML: {message}"), Origin::File { file: id, span })
-                        .with_label("here"),
+                    Diagnostic::error(
+                        "syntax",
+                        format!("invalid TOML: {message}"),
+                        Origin::File { file: id, span },
+                    )
+                    .with_label("here"),
                 );
             }
         }
@@ -165,7 +196,10 @@ impl Loaded {
     /// The key path of `policy.routes[i]` in the merged input (entries that failed to parse
     /// are not in `policy.routes`, so indices may differ).
     pub fn route_path(&self, i: usize) -> KeyPath {
-        self.route_paths.get(i).cloned().unwrap_or_else(|| KeyPath::from(["routes"]).index(i))
+        self.route_paths
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| KeyPath::from(["routes"]).index(i))
     }
 
     /// Where the value at `path` is written (or its closest written ancestor).
@@ -200,7 +234,11 @@ impl Loaded {
                 }
                 let prefix = KeyPath(local.0[..len].to_vec());
                 if let Some(s) = idx.get(&prefix) {
-                    let span = if prefer_key { s.key.clone().or(s.value.clone()) } else { s.value.clone().or(s.key.clone()) };
+                    let span = if prefer_key {
+                        s.key.clone().or(s.value.clone())
+                    } else {
+                        s.value.clone().or(s.key.clone())
+                    };
                     if let Some(span) = span {
                         best = Some((len, Origin::File { file: *id, span }));
                         break;
@@ -216,7 +254,10 @@ impl Loaded {
         match best {
             Some((_, o)) => o,
             None => match self.files.first() {
-                Some((id, _, _)) => Origin::File { file: *id, span: 0..0 },
+                Some((id, _, _)) => Origin::File {
+                    file: *id,
+                    span: 0..0,
+                },
                 None => Origin::None,
             },
         }
@@ -226,7 +267,11 @@ impl Loaded {
         let mut out = Vec::new();
         if paths.is_empty() {
             self.io_failed = true;
-            self.diagnostics.push(Diagnostic::error("io", "no policy path given", Origin::None));
+            self.diagnostics.push(Diagnostic::error(
+                "io",
+                "no policy path given",
+                Origin::None,
+            ));
         }
         for p in paths {
             if p.is_dir() {
@@ -234,7 +279,11 @@ impl Loaded {
                     Ok(e) => e,
                     Err(e) => {
                         self.io_failed = true;
-                        self.diagnostics.push(Diagnostic::error("io", format!("cannot read directory: {e}"), Origin::Path(p.clone())));
+                        self.diagnostics.push(Diagnostic::error(
+                            "io",
+                            format!("cannot read directory: {e}"),
+                            Origin::Path(p.clone()),
+                        ));
                         continue;
                     }
                 };
@@ -245,14 +294,22 @@ impl Loaded {
                 files.sort();
                 if files.is_empty() {
                     self.io_failed = true;
-                    self.diagnostics.push(Diagnostic::error("io", "the directory holds no *.toml file", Origin::Path(p.clone())));
+                    self.diagnostics.push(Diagnostic::error(
+                        "io",
+                        "the directory holds no *.toml file",
+                        Origin::Path(p.clone()),
+                    ));
                 }
                 out.extend(files);
             } else if p.exists() {
                 out.push(p.clone());
             } else {
                 self.io_failed = true;
-                self.diagnostics.push(Diagnostic::error("io", "no such file or directory", Origin::Path(p.clone())));
+                self.diagnostics.push(Diagnostic::error(
+                    "io",
+                    "no such file or directory",
+                    Origin::Path(p.clone()),
+                ));
             }
         }
         out
@@ -265,8 +322,14 @@ impl Loaded {
             for def in &idx.definitions {
                 if let Some((_, first)) = seen.iter().find(|(p, _)| p == def) {
                     let span_of = |f: FileId| {
-                        let (_, idx, _) = self.files.iter().find(|(i, _, _)| *i == f).expect("file was indexed above");
-                        idx.get(def).and_then(|s| s.key.clone().or(s.value.clone())).unwrap_or(0..0)
+                        let (_, idx, _) = self
+                            .files
+                            .iter()
+                            .find(|(i, _, _)| *i == f)
+                            .expect("file was indexed above");
+                        idx.get(def)
+                            .and_then(|s| s.key.clone().or(s.value.clone()))
+                            .unwrap_or(0..0)
                     };
                     found.push(
                         Diagnostic::error("duplicate-name", format!("`{def}` is defined in two files"), Origin::File { file: *id, span: span_of(*id) })
@@ -284,23 +347,36 @@ impl Loaded {
 
     fn env_overrides(&mut self, vars: &[(String, String)]) -> EnvOverrides {
         let mut dict = Dict::new();
-        let mut sorted: Vec<&(String, String)> = vars.iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        let mut sorted: Vec<&(String, String)> = vars
+            .iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
         sorted.sort();
         for (var, value) in sorted {
             let rest = &var[ENV_PREFIX.len()..];
             let segs: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
             if segs.iter().any(|s| s.is_empty() || s.contains('.')) {
                 self.diagnostics.push(
-                    Diagnostic::error("invalid-override", "malformed override variable name", Origin::Env { var: var.clone() })
-                        .with_help(format!("write `{ENV_PREFIX}SECTION__NAME__KEY`, keys separated by `__`")),
+                    Diagnostic::error(
+                        "invalid-override",
+                        "malformed override variable name",
+                        Origin::Env { var: var.clone() },
+                    )
+                    .with_help(format!(
+                        "write `{ENV_PREFIX}SECTION__NAME__KEY`, keys separated by `__`"
+                    )),
                 );
                 continue;
             }
             if !TOP_LEVEL.contains(&segs[0].as_str()) {
                 self.diagnostics.push(
-                    Diagnostic::error("unknown-key", format!("override of unknown top-level key `{}`", segs[0]), Origin::Env { var: var.clone() })
-                        .with_label(format!("expected one of {}", one_of(TOP_LEVEL)))
-                        .with_help_opt(did_you_mean(&segs[0], TOP_LEVEL)),
+                    Diagnostic::error(
+                        "unknown-key",
+                        format!("override of unknown top-level key `{}`", segs[0]),
+                        Origin::Env { var: var.clone() },
+                    )
+                    .with_label(format!("expected one of {}", one_of(TOP_LEVEL)))
+                    .with_help_opt(did_you_mean(&segs[0], TOP_LEVEL)),
                 );
                 continue;
             }
@@ -309,7 +385,10 @@ impl Loaded {
             if let Some(d) = nested.into_dict() {
                 dict = merge_dicts(dict, d);
             }
-            self.env.push((KeyPath(segs.into_iter().map(Seg::Key).collect()), var.clone()));
+            self.env.push((
+                KeyPath(segs.into_iter().map(Seg::Key).collect()),
+                var.clone(),
+            ));
         }
         EnvOverrides { dict }
     }
@@ -348,9 +427,13 @@ impl Loaded {
                     }
                 }
                 other => {
-                    let d = Diagnostic::error("unknown-key", format!("unknown key `{other}` at the top level"), self.locate_key(&path))
-                        .with_label(format!("expected one of {}", one_of(TOP_LEVEL)))
-                        .with_help_opt(did_you_mean(other, TOP_LEVEL));
+                    let d = Diagnostic::error(
+                        "unknown-key",
+                        format!("unknown key `{other}` at the top level"),
+                        self.locate_key(&path),
+                    )
+                    .with_label(format!("expected one of {}", one_of(TOP_LEVEL)))
+                    .with_help_opt(did_you_mean(other, TOP_LEVEL));
                     self.diagnostics.push(d);
                 }
             }
@@ -358,7 +441,11 @@ impl Loaded {
         debug_assert!(NAMED_SECTIONS.iter().all(|s| TOP_LEVEL.contains(s)));
     }
 
-    fn extract_named<T: DeserializeOwned>(&mut self, value: &Value, path: &KeyPath) -> std::collections::BTreeMap<String, T> {
+    fn extract_named<T: DeserializeOwned>(
+        &mut self,
+        value: &Value,
+        path: &KeyPath,
+    ) -> std::collections::BTreeMap<String, T> {
         let mut out = std::collections::BTreeMap::new();
         let Some(dict) = value.as_dict() else {
             self.type_error(path, "a table of named entries", value);
@@ -438,38 +525,87 @@ impl Loaded {
 
     fn report(&mut self, err: &figment::Error, path: &KeyPath) {
         use figment::error::Kind;
-        let secret = path.0.iter().any(|s| matches!(s, Seg::Key(k) if k == "api_key"));
+        let secret = path
+            .0
+            .iter()
+            .any(|s| matches!(s, Seg::Key(k) if k == "api_key"));
         let d = match &err.kind {
             Kind::UnknownField(field, expected) => {
                 let table = path.parent();
-                Diagnostic::error("unknown-key", format!("unknown key `{field}` in `{table}`"), self.locate_key(path))
-                    .with_label(format!("expected one of {}", one_of(expected.iter().copied())))
-                    .with_help_opt(did_you_mean(field, expected.iter().copied()))
+                Diagnostic::error(
+                    "unknown-key",
+                    format!("unknown key `{field}` in `{table}`"),
+                    self.locate_key(path),
+                )
+                .with_label(format!(
+                    "expected one of {}",
+                    one_of(expected.iter().copied())
+                ))
+                .with_help_opt(did_you_mean(field, expected.iter().copied()))
             }
-            Kind::MissingField(field) => Diagnostic::error("missing-key", format!("missing key `{field}` in `{path}`"), self.locate(path))
-                .with_label(format!("`{field}` is required here")),
-            Kind::UnknownVariant(found, expected) => Diagnostic::error("invalid-value", format!("unknown value `{found}` for `{path}`"), self.locate(path))
-                .with_label(format!("expected one of {}", one_of(expected.iter().copied())))
-                .with_help_opt(did_you_mean(found, expected.iter().copied())),
+            Kind::MissingField(field) => Diagnostic::error(
+                "missing-key",
+                format!("missing key `{field}` in `{path}`"),
+                self.locate(path),
+            )
+            .with_label(format!("`{field}` is required here")),
+            Kind::UnknownVariant(found, expected) => Diagnostic::error(
+                "invalid-value",
+                format!("unknown value `{found}` for `{path}`"),
+                self.locate(path),
+            )
+            .with_label(format!(
+                "expected one of {}",
+                one_of(expected.iter().copied())
+            ))
+            .with_help_opt(did_you_mean(found, expected.iter().copied())),
             Kind::InvalidType(actual, expected) => {
-                let found = if secret { actual_kind(actual) } else { actual.to_string() };
-                Diagnostic::error("invalid-type", format!("`{path}` has the wrong type: found {found}"), self.locate(path))
-                    .with_label(format!("expected {}", humanize_expected(expected)))
+                let found = if secret {
+                    actual_kind(actual)
+                } else {
+                    actual.to_string()
+                };
+                Diagnostic::error(
+                    "invalid-type",
+                    format!("`{path}` has the wrong type: found {found}"),
+                    self.locate(path),
+                )
+                .with_label(format!("expected {}", humanize_expected(expected)))
             }
             Kind::InvalidValue(actual, expected) => {
-                let found = if secret { actual_kind(actual) } else { actual.to_string() };
-                Diagnostic::error("invalid-value", format!("invalid value for `{path}`: found {found}"), self.locate(path))
-                    .with_label(format!("expected {}", humanize_expected(expected)))
+                let found = if secret {
+                    actual_kind(actual)
+                } else {
+                    actual.to_string()
+                };
+                Diagnostic::error(
+                    "invalid-value",
+                    format!("invalid value for `{path}`: found {found}"),
+                    self.locate(path),
+                )
+                .with_label(format!("expected {}", humanize_expected(expected)))
             }
-            Kind::Message(m) => Diagnostic::error("invalid-value", format!("invalid value for `{path}`: {m}"), self.locate(path)),
-            other => Diagnostic::error("invalid-value", format!("invalid value for `{path}`: {other}"), self.locate(path)),
+            Kind::Message(m) => Diagnostic::error(
+                "invalid-value",
+                format!("invalid value for `{path}`: {m}"),
+                self.locate(path),
+            ),
+            other => Diagnostic::error(
+                "invalid-value",
+                format!("invalid value for `{path}`: {other}"),
+                self.locate(path),
+            ),
         };
         self.diagnostics.push(d);
     }
 
     fn type_error(&mut self, path: &KeyPath, expected: &str, found: &Value) {
-        let d = Diagnostic::error("invalid-type", format!("`{path}` has the wrong type: found {}", value_kind(found)), self.locate(path))
-            .with_label(format!("expected {expected}"));
+        let d = Diagnostic::error(
+            "invalid-type",
+            format!("`{path}` has the wrong type: found {}", value_kind(found)),
+            self.locate(path),
+        )
+        .with_label(format!("expected {expected}"));
         self.diagnostics.push(d);
     }
 }
@@ -567,11 +703,11 @@ struct EnvOverrides {
 
 impl Provider for EnvOverrides {
     fn metadata(&self) -> Metadata {
-        Metadata::named("environment override")
-            .interpolater(|_: &Profile, keys: &[&str]| format!("{ENV_PREFIX}{}", keys.join("__").to_ascii_uppercase()))
+        Metadata::named("environment override").interpolater(|_: &Profile, keys: &[&str]| {
+            format!("{ENV_PREFIX}{}", keys.join("__").to_ascii_uppercase())
+        })
     }
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         Ok(Profile::Default.collect(self.dict.clone()))
     }
 }
-

@@ -7,12 +7,12 @@
 mod breaker;
 mod budget;
 mod duration;
+mod load;
 mod model;
 mod retry;
 mod route;
-mod upstream;
 pub mod spans;
-mod load;
+mod upstream;
 
 use std::collections::BTreeMap;
 
@@ -22,10 +22,12 @@ use serde::{Deserialize, Serialize};
 pub use breaker::{Breaker, FailureRate, HalfOpen, SlowCall};
 pub use budget::{Budget, OnExceed, Scope};
 pub use duration::{Duration, DurationError};
-pub use model::{Model, Price};
-pub use retry::{Backoff, BackoffKind, Jitter, RetryAfter, RetryBudget, RetryOverride, RetryPolicy};
-pub use route::{Condition, Hedge, Route, Scalar, Strategy, Streaming, Target};
 pub use load::{load, LoadOptions, Loaded, ENV_PREFIX};
+pub use model::{Model, Price};
+pub use retry::{
+    Backoff, BackoffKind, Jitter, RetryAfter, RetryBudget, RetryOverride, RetryPolicy,
+};
+pub use route::{Condition, Hedge, Route, Scalar, Strategy, Streaming, Target};
 pub use upstream::{ApiKey, EnvKey, Limits, OnLimit, Pool, Secret, Upstream};
 
 /// A whole policy: what one file holds, or several merged.

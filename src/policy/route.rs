@@ -60,6 +60,25 @@ pub enum Strategy {
     LeastBusy,
 }
 
+impl Strategy {
+    /// The name as written in a policy.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Failover => "failover",
+            Strategy::Weighted => "weighted",
+            Strategy::Cheapest => "cheapest",
+            Strategy::LowestLatency => "lowest-latency",
+            Strategy::LeastBusy => "least-busy",
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A route target: a model name, optionally weighted.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Target {
@@ -91,11 +110,17 @@ impl<'de> Deserialize<'de> for Target {
                 f.write_str("a model name or a table `{ model = \"...\", weight = 1.0 }`")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Target, E> {
-                Ok(Target { model: v.to_string(), weight: None })
+                Ok(Target {
+                    model: v.to_string(),
+                    weight: None,
+                })
             }
             fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Target, A::Error> {
                 let t = TargetTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(Target { model: t.model, weight: t.weight })
+                Ok(Target {
+                    model: t.model,
+                    weight: t.weight,
+                })
             }
         }
         d.deserialize_any(V)

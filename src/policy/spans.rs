@@ -68,7 +68,8 @@ impl fmt::Display for KeyPath {
                         f.write_str(".")?;
                     }
                     let bare = !k.is_empty()
-                        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
                     if bare {
                         f.write_str(k)?;
                     } else {
@@ -109,7 +110,8 @@ pub struct SpanIndex {
 }
 
 /// Sections whose entries are named tables.
-pub(crate) const NAMED_SECTIONS: [&str; 5] = ["upstreams", "models", "retry", "breakers", "budgets"];
+pub(crate) const NAMED_SECTIONS: [&str; 5] =
+    ["upstreams", "models", "retry", "breakers", "budgets"];
 
 impl SpanIndex {
     /// Indexes a parsed document.
@@ -125,11 +127,13 @@ impl SpanIndex {
             let section = KeyPath::root().key(k);
             if NAMED_SECTIONS.contains(&k) {
                 if let Some(t) = item.as_table_like() {
-                    idx.definitions.extend(t.iter().map(|(name, _)| section.key(name)));
+                    idx.definitions
+                        .extend(t.iter().map(|(name, _)| section.key(name)));
                 }
             } else if k == "defaults" {
                 if let Some(t) = item.as_table_like() {
-                    idx.definitions.extend(t.iter().map(|(name, _)| section.key(name)));
+                    idx.definitions
+                        .extend(t.iter().map(|(name, _)| section.key(name)));
                 }
             } else if k != "routes" {
                 idx.definitions.push(section);
@@ -221,7 +225,9 @@ fn is_api_key(p: &KeyPath) -> bool {
 /// Whether `s` is a plausible environment variable name (`[A-Za-z_][A-Za-z0-9_]*`).
 pub(crate) fn is_env_name(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -242,14 +248,29 @@ mod tests {
             let s = idx.get(&p).unwrap_or_else(|| panic!("no {p}"));
             &src[s.value.clone().unwrap()]
         };
-        assert_eq!(at(KeyPath::from(["models", "gpt-4.1", "upstream"])), "\"relay\"");
-        assert_eq!(at(KeyPath::from(["models", "gpt-4.1", "price", "input_per_mtok"])), "2.0");
-        assert_eq!(at(KeyPath::from(["routes"]).index(0).key("targets").index(1).key("model")), "\"y\"");
-        assert_eq!(idx.routes, 1);
         assert_eq!(
-            idx.definitions,
-            vec![KeyPath::from(["models", "gpt-4.1"])]
+            at(KeyPath::from(["models", "gpt-4.1", "upstream"])),
+            "\"relay\""
         );
+        assert_eq!(
+            at(KeyPath::from([
+                "models",
+                "gpt-4.1",
+                "price",
+                "input_per_mtok"
+            ])),
+            "2.0"
+        );
+        assert_eq!(
+            at(KeyPath::from(["routes"])
+                .index(0)
+                .key("targets")
+                .index(1)
+                .key("model")),
+            "\"y\""
+        );
+        assert_eq!(idx.routes, 1);
+        assert_eq!(idx.definitions, vec![KeyPath::from(["models", "gpt-4.1"])]);
     }
 
     #[test]
@@ -264,6 +285,9 @@ mod tests {
     fn key_paths_display_like_toml() {
         let p = KeyPath::from(["models", "gpt-4.1"]).key("price");
         assert_eq!(p.to_string(), "models.\"gpt-4.1\".price");
-        assert_eq!(KeyPath::from(["routes"]).index(2).key("when").to_string(), "routes[2].when");
+        assert_eq!(
+            KeyPath::from(["routes"]).index(2).key("when").to_string(),
+            "routes[2].when"
+        );
     }
 }

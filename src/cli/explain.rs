@@ -1,0 +1,256 @@
+//! `tollgate explain`: the resolved plan and each route's static bounds, as tables.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::{color, EXIT_INVALID, EXIT_USAGE};
+use crate::plan::{route_bounds, OnExceed, Plan, RouteId, TokenCounts};
+use crate::policy::{load, Duration, LoadOptions};
+
+/// Loads, compiles and explains `paths`.
+pub fn run(paths: &[PathBuf], tokens: TokenCounts) -> ExitCode {
+    let loaded = load(&LoadOptions::new(paths.iter().cloned()));
+    let io_failed = loaded.io_failed();
+    match crate::plan::compile(loaded) {
+        Ok(c) => {
+            print!("{}", explain(&c.plan, tokens));
+            if !c.warnings.items.is_empty() {
+                print!("\n{}", c.warnings.render(color()));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(d) => {
+            print!("{}", d.render(color()));
+            ExitCode::from(if io_failed { EXIT_USAGE } else { EXIT_INVALID })
+        }
+    }
+}
+
+fn d(x: std::time::Duration) -> String {
+    Duration::new(x).to_string()
+}
+
+fn usd(x: f64) -> String {
+    if x >= 1.0 {
+        format!("${x:.2}")
+    } else {
+        format!("${x:.5}")
+    }
+}
+
+/// A plain text table, columns padded to their widest cell.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = widths[i] - c.chars().count();
+            s.push_str(c);
+            if i + 1 < cells.len() {
+                s.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    out.push_str(&line(
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect(),
+    ));
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// The explanation of a plan as text.
+pub fn explain(plan: &Plan, tokens: TokenCounts) -> String {
+    let mut out = String::new();
+    let ups: Vec<Vec<String>> = plan
+        .upstreams
+        .iter()
+        .map(|u| {
+            let l = &u.limits;
+            let mut limits = Vec::new();
+            if let Some(r) = l.rate {
+                limits.push(format!("{:.4}/s burst {}", r.per_second, r.burst));
+            }
+            if let Some(t) = l.tokens_per_minute {
+                limits.push(format!("{t} tok/min"));
+            }
+            if let Some(c) = l.concurrency {
+                limits.push(format!("{c} in flight"));
+            }
+            vec![
+                u.name.clone(),
+                u.base_url.clone(),
+                u.api_key
+                    .as_ref()
+                    .map_or("-".into(), |k| format!("${}", k.env)),
+                if limits.is_empty() {
+                    "-".into()
+                } else {
+                    limits.join(", ")
+                },
+                u.breaker
+                    .map_or("-".into(), |b| plan.breakers[b.index()].name.clone()),
+                format!(
+                    "{}/{}/{}",
+                    d(u.timeouts.connect),
+                    d(u.timeouts.per_try),
+                    d(u.timeouts.total)
+                ),
+            ]
+        })
+        .collect();
+    let _ = writeln!(out, "Upstreams\n");
+    out.push_str(&table(
+        &[
+            "name",
+            "base_url",
+            "key",
+            "limits",
+            "breaker",
+            "connect/per_try/total",
+        ],
+        &ups,
+    ));
+    let models: Vec<Vec<String>> = plan
+        .models
+        .iter()
+        .map(|m| {
+            vec![
+                m.name.clone(),
+                plan.upstream(m.upstream).name.clone(),
+                m.upstream_model.clone(),
+                m.price.map_or("-".into(), |p| {
+                    format!("${} / ${}", p.input_per_mtok, p.output_per_mtok)
+                }),
+                m.context_window.map_or("-".into(), |c| c.to_string()),
+            ]
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "\nModels (price in USD per million tokens, input / output)\n"
+    );
+    out.push_str(&table(
+        &["name", "upstream", "upstream model", "price", "context"],
+        &models,
+    ));
+    let routes: Vec<Vec<String>> = plan
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let b = route_bounds(plan, RouteId(i as u32), tokens);
+            let targets: Vec<String> = r
+                .targets
+                .iter()
+                .map(|t| plan.model(t.model).name.clone())
+                .collect();
+            vec![
+                r.name.clone(),
+                r.when.as_ref().map_or("(always)".into(), |w| w.to_string()),
+                r.strategy.to_string(),
+                targets.join(", "),
+                plan.retry(r.retry).name.clone(),
+                b.attempts.to_string(),
+                if b.unbounded_latency > b.latency {
+                    format!(
+                        "{} (deadline; {} unbounded)",
+                        d(b.latency),
+                        d(b.unbounded_latency)
+                    )
+                } else {
+                    d(b.latency)
+                },
+                b.success_cost_usd.map_or("-".into(), |(lo, hi)| {
+                    if lo == hi {
+                        usd(lo)
+                    } else {
+                        format!("{}–{}", usd(lo), usd(hi))
+                    }
+                }),
+                b.worst_cost_usd.map_or("unpriced".into(), usd),
+            ]
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "\nRoutes, first match wins (costs for {} input + {} output tokens)\n",
+        tokens.input, tokens.output
+    );
+    out.push_str(&table(
+        &[
+            "route",
+            "when",
+            "strategy",
+            "targets",
+            "retry",
+            "max attempts",
+            "worst latency",
+            "cost if ok",
+            "worst cost",
+        ],
+        &routes,
+    ));
+    if !plan.budgets.is_empty() {
+        let budgets: Vec<Vec<String>> = plan
+            .budgets
+            .iter()
+            .map(|b| {
+                let scope: Vec<String> = b
+                    .scope
+                    .routes
+                    .iter()
+                    .map(|r| format!("route {}", plan.route(*r).name))
+                    .chain(
+                        b.scope
+                            .models
+                            .iter()
+                            .map(|m| format!("model {}", plan.model(*m).name)),
+                    )
+                    .chain(
+                        b.scope
+                            .upstreams
+                            .iter()
+                            .map(|u| format!("upstream {}", plan.upstream(*u).name)),
+                    )
+                    .chain(b.scope.keys.iter().map(|k| format!("key {k}")))
+                    .collect();
+                vec![
+                    b.name.clone(),
+                    usd(b.limit_usd),
+                    d(b.window),
+                    if scope.is_empty() {
+                        "all calls".into()
+                    } else {
+                        scope.join(", ")
+                    },
+                    match b.on_exceed {
+                        OnExceed::Reject => "reject".into(),
+                        OnExceed::Reroute(r) => format!("reroute to {}", plan.route(r).name),
+                    },
+                ]
+            })
+            .collect();
+        let _ = writeln!(out, "\nBudgets\n");
+        out.push_str(&table(
+            &["name", "limit", "window", "scope", "on exceed"],
+            &budgets,
+        ));
+    }
+    out
+}

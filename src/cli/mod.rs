@@ -1,0 +1,106 @@
+//! The `tollgate` command line: `check`, `schema`, `explain`.
+//!
+//! Exit codes: 0 success (warnings allowed), 1 an invalid policy, 2 a usage or I/O error.
+
+mod check;
+mod explain;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Call flaky, rate-limited, priced upstream APIs under policies written as TOML.
+#[derive(Parser, Debug)]
+#[command(name = "tollgate", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate policy files: every error at once, with file:line:col.
+    Check {
+        /// Policy files, or directories of *.toml files (merged in name order).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Check all paths as ONE policy (what `serve --policy` loads). Without it, every
+        /// file (directories expanded to their *.toml files) is checked on its own.
+        #[arg(long)]
+        merge: bool,
+    },
+    /// Print the JSON Schema of policy files.
+    Schema,
+    /// Print the resolved plan and the static worst-case bounds of every route.
+    Explain {
+        /// Policy files, or directories of *.toml files.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Input tokens per request, for the cost bounds.
+        #[arg(long, default_value_t = 1000)]
+        input_tokens: u64,
+        /// Output tokens per request, for the cost bounds.
+        #[arg(long, default_value_t = 500)]
+        output_tokens: u64,
+    },
+}
+
+/// Diagnostic output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// rustc-style, with source snippets.
+    Human,
+    /// One JSON document, for CI annotations.
+    Json,
+    /// One line per diagnostic: `file:line:col: severity[code]: message`.
+    Short,
+}
+
+/// Exit code for an invalid policy.
+pub const EXIT_INVALID: u8 = 1;
+/// Exit code for a usage or I/O error.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Whether to colour output written to stdout.
+pub(crate) fn color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// Runs the CLI with the process arguments.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Check {
+            paths,
+            format,
+            merge,
+        } => check::run(&paths, format, merge),
+        Command::Schema => {
+            println!("{}", crate::schema::policy_schema_json());
+            ExitCode::SUCCESS
+        }
+        Command::Explain {
+            paths,
+            input_tokens,
+            output_tokens,
+        } => explain::run(
+            &paths,
+            crate::plan::TokenCounts {
+                input: input_tokens,
+                output: output_tokens,
+            },
+        ),
+    }
+}

@@ -1,0 +1,1500 @@
+//! The compiler: resolves every name, applies defaults and checks every semantic rule of a
+//! loaded policy, collecting all diagnostics in one pass.
+//!
+//! # Environment variables named by `api_key`
+//! At `tollgate check` and compile time, a variable that is **unset** is a warning (CI and
+//! laptops rarely hold production keys); one that is set but does not start with an allowed
+//! prefix is an error (its value is never shown). At start-up (`tollgate serve`, building
+//! an HTTP client) an unset or empty key is an error: nothing is sent without it.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use super::bounds::route_bounds;
+use super::*;
+use crate::diagnostic::{did_you_mean, one_of, Diagnostic, Diagnostics};
+use crate::policy::spans::{is_env_name, KeyPath};
+use crate::policy::{self, ApiKey, Condition, Loaded, Scalar};
+
+/// A successful compilation: the plan and any warnings.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The plan.
+    pub plan: Plan,
+    /// Warnings (no errors).
+    pub warnings: Diagnostics,
+}
+
+/// Default `retry_on`.
+pub const DEFAULT_RETRY_ON: [&str; 4] = ["connect", "timeout", "429", "5xx"];
+/// Default `failover_on`.
+pub const DEFAULT_FAILOVER_ON: [&str; 6] = [
+    "connect",
+    "timeout",
+    "429",
+    "5xx",
+    "breaker_open",
+    "limited",
+];
+/// Default breaker `trip_on`.
+pub const DEFAULT_TRIP_ON: [&str; 3] = ["connect", "timeout", "5xx"];
+
+/// Compiles a loaded policy. Returns the plan with its warnings, or every diagnostic
+/// (loading and compiling) when there is an error.
+pub fn compile(loaded: Loaded) -> Result<Compiled, Diagnostics> {
+    if loaded.io_failed() {
+        // A missing or unreadable file: what is left is not the policy the user meant, so
+        // checking its semantics would only add noise.
+        let items = loaded.diagnostics.clone();
+        return Err(Diagnostics {
+            items,
+            sources: std::sync::Arc::new(loaded.sources),
+        });
+    }
+    let mut c = Compiler {
+        l: &loaded,
+        diags: loaded.diagnostics.clone(),
+        names: HashMap::new(),
+    };
+    let plan = c.run();
+    let mut diags = Diagnostics {
+        items: c.diags,
+        sources: std::sync::Arc::new(loaded.sources.clone()),
+    };
+    diags.sort();
+    if diags.has_errors() {
+        Err(diags)
+    } else {
+        Ok(Compiled {
+            plan,
+            warnings: diags,
+        })
+    }
+}
+
+/// A path through the reroute graph: (route reached, budget that rerouted there).
+type Trail = Vec<(usize, usize)>;
+
+/// Annotating a diagnostic already pushed.
+trait Annotate {
+    fn label(self, s: impl Into<String>) -> Self;
+    fn hint(self, s: impl Into<String>) -> Self;
+}
+
+impl Annotate for &mut Diagnostic {
+    fn label(self, s: impl Into<String>) -> Self {
+        self.label = Some(s.into());
+        self
+    }
+    fn hint(self, s: impl Into<String>) -> Self {
+        self.help = Some(s.into());
+        self
+    }
+}
+
+struct Compiler<'a> {
+    l: &'a Loaded,
+    diags: Vec<Diagnostic>,
+    names: HashMap<(Kind, String), u32>,
+}
+
+fn positive(x: f64) -> bool {
+    x.is_finite() && x > 0.0
+}
+
+impl Compiler<'_> {
+    fn p(&self) -> &policy::Policy {
+        &self.l.policy
+    }
+
+    fn error(
+        &mut self,
+        code: &'static str,
+        message: impl Into<String>,
+        at: &KeyPath,
+    ) -> &mut Diagnostic {
+        let d = Diagnostic::error(code, message, self.l.locate(at));
+        self.diags.push(d);
+        self.diags.last_mut().expect("just pushed")
+    }
+
+    fn warning(
+        &mut self,
+        code: &'static str,
+        message: impl Into<String>,
+        at: &KeyPath,
+    ) -> &mut Diagnostic {
+        let d = Diagnostic::warning(code, message, self.l.locate(at));
+        self.diags.push(d);
+        self.diags.last_mut().expect("just pushed")
+    }
+
+    /// Resolves a reference to a named entry in a section, reporting an unknown name with
+    /// the names that exist and the nearest one.
+    fn resolve(
+        &mut self,
+        section: &'static str,
+        candidates: &[String],
+        name: &str,
+        at: &KeyPath,
+    ) -> Option<u32> {
+        if let Some(i) = candidates.iter().position(|c| c == name) {
+            return Some(i as u32);
+        }
+        if section == "routes" {
+            // Routes that failed to parse are not in the list: do not also call them unknown.
+            if (0..self.p().routes.len() + 64)
+                .any(|i| self.l.is_broken(&KeyPath::from(["routes"]).index(i)))
+            {
+                return None;
+            }
+        } else if self.l.is_broken(&KeyPath::from([section, name])) {
+            return None;
+        }
+        let what = section.trim_end_matches('s');
+        let help = did_you_mean(name, candidates.iter().map(String::as_str));
+        self.error("unknown-reference", format!("unknown {what} `{name}`"), at)
+            .label(format!(
+                "expected one of {}",
+                one_of(candidates.iter().map(String::as_str))
+            ))
+            .help = help;
+        None
+    }
+
+    fn run(&mut self) -> Plan {
+        if let Some(v) = self.p().version {
+            if v != 1 {
+                self.error(
+                    "unsupported-version",
+                    format!("policy version {v} is not supported"),
+                    &KeyPath::from(["version"]),
+                )
+                .label("expected `1`");
+            }
+        }
+        let p = self.l.policy.clone();
+        let upstream_names: Vec<String> = p.upstreams.keys().cloned().collect();
+        let model_names: Vec<String> = p.models.keys().cloned().collect();
+        let retry_names: Vec<String> = p.retry.keys().cloned().collect();
+        let breaker_names: Vec<String> = p.breakers.keys().cloned().collect();
+        let budget_names: Vec<String> = p.budgets.keys().cloned().collect();
+        let route_names = self.route_names();
+        for (kind, names) in [
+            (Kind::Upstream, &upstream_names),
+            (Kind::Model, &model_names),
+            (Kind::Route, &route_names),
+            (Kind::Budget, &budget_names),
+        ] {
+            for (i, n) in names.iter().enumerate() {
+                self.names.entry((kind, n.clone())).or_insert(i as u32);
+            }
+        }
+
+        let defaults_path = KeyPath::from(["defaults"]);
+        let default_timeouts = self.timeouts(
+            DEFAULT_TIMEOUTS,
+            p.defaults.timeouts.as_ref(),
+            &defaults_path.key("timeouts"),
+        );
+        let breakers: Vec<BreakerPolicy> =
+            p.breakers.iter().map(|(n, b)| self.breaker(n, b)).collect();
+        let mut retries: Vec<RetryPolicy> = p.retry.iter().map(|(n, r)| self.retry(n, r)).collect();
+        retries.push(RetryPolicy {
+            name: "<none>".into(),
+            max_attempts: 1,
+            backoff: DEFAULT_BACKOFF,
+            retry_on: ClassSet::default(),
+            retry_after_honor: true,
+            retry_after_max: Duration::from_secs(60),
+            budget: None,
+            overrides: Vec::new(),
+        });
+        let builtin_retry = RetryId(retries.len() as u32 - 1);
+        let default_retry = match &p.defaults.retry {
+            Some(n) => self
+                .resolve("retry", &retry_names, n, &defaults_path.key("retry"))
+                .map(RetryId)
+                .unwrap_or(builtin_retry),
+            None => builtin_retry,
+        };
+        let default_breaker = p.defaults.breaker.as_ref().and_then(|n| {
+            self.resolve("breakers", &breaker_names, n, &defaults_path.key("breaker"))
+                .map(BreakerId)
+        });
+        let baseline_model = p.defaults.baseline_model.as_ref().and_then(|n| {
+            self.resolve(
+                "models",
+                &model_names,
+                n,
+                &defaults_path.key("baseline_model"),
+            )
+            .map(ModelId)
+        });
+
+        let upstreams: Vec<Upstream> = p
+            .upstreams
+            .iter()
+            .map(|(n, u)| self.upstream(n, u, &breaker_names, default_breaker, default_timeouts))
+            .collect();
+        let models: Vec<Model> = p
+            .models
+            .iter()
+            .map(|(n, m)| self.model(n, m, &upstream_names, &breaker_names))
+            .collect();
+        if let Some(b) = baseline_model {
+            if models[b.index()].price.is_none() {
+                self.error(
+                    "missing-price",
+                    format!("baseline model `{}` has no price", models[b.index()].name),
+                    &defaults_path.key("baseline_model"),
+                )
+                .hint("savings are computed from the baseline's price: add `price` to the model");
+            }
+        }
+        let mut routes = Vec::new();
+        for (i, r) in p.routes.iter().enumerate() {
+            let path = self.l.route_path(i);
+            let route = self.route(
+                r,
+                &path,
+                &model_names,
+                &retry_names,
+                &breaker_names,
+                default_retry,
+                &models,
+                &upstreams,
+                default_timeouts.total,
+            );
+            routes.push(route);
+        }
+        self.reachability();
+        let budgets: Vec<Budget> = p
+            .budgets
+            .iter()
+            .map(|(n, b)| self.budget(n, b, &route_names, &model_names, &upstream_names, &models))
+            .collect();
+        self.reroute_cycles(&budgets, routes.len());
+        for (i, r) in routes.iter_mut().enumerate() {
+            r.budgets = budgets
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| {
+                    b.scope.routes.is_empty() || b.scope.routes.contains(&RouteId(i as u32))
+                })
+                .map(|(j, _)| BudgetId(j as u32))
+                .collect();
+        }
+
+        let data = PlanData {
+            upstreams,
+            models,
+            routes,
+            retries,
+            breakers,
+            budgets,
+            baseline_model,
+            names: std::mem::take(&mut self.names),
+        };
+        let plan = Plan(std::sync::Arc::new(data));
+        // Static bounds: warn where the retry schedule cannot fit the deadline.
+        for (i, r) in plan.routes.iter().enumerate() {
+            let b = route_bounds(&plan, RouteId(i as u32), TokenCounts::default());
+            if b.schedule > r.total_timeout {
+                let path = self.l.route_path(i);
+                self.warning(
+                    "schedule-exceeds-deadline",
+                    format!(
+                        "route `{}`: its worst-case retry schedule ({} attempts timing out, backoff at its ceiling) takes {} but its total timeout is {}",
+                        r.name,
+                        b.attempts,
+                        crate::policy::Duration::new(b.schedule),
+                        crate::policy::Duration::new(r.total_timeout)
+                    ),
+                    &path.key("name"),
+                )
+                .hint("the deadline will cut later attempts short; lower max_attempts or per_try, or raise the total timeout");
+            }
+        }
+        plan
+    }
+
+    fn route_names(&mut self) -> Vec<String> {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut names = Vec::new();
+        let routes = self.p().routes.clone();
+        for (i, r) in routes.iter().enumerate() {
+            let path = self.l.route_path(i).key("name");
+            if r.name.trim().is_empty() {
+                self.error("invalid-value", "a route name must not be empty", &path);
+            }
+            if let Some(first) = seen.get(&r.name) {
+                let first_origin = self.l.locate(&self.l.route_path(*first).key("name"));
+                self.error(
+                    "duplicate-name",
+                    format!("route `{}` is defined twice", r.name),
+                    &path,
+                )
+                .label("defined again here")
+                .related
+                .push((first_origin, "first defined here".into()));
+            } else {
+                seen.insert(r.name.clone(), i);
+            }
+            names.push(r.name.clone());
+        }
+        names
+    }
+
+    fn timeouts(
+        &mut self,
+        base: Timeouts,
+        t: Option<&policy::Timeouts>,
+        path: &KeyPath,
+    ) -> Timeouts {
+        let Some(t) = t else { return base };
+        let mut out = base;
+        for (name, v, slot) in [
+            ("connect", t.connect, &mut out.connect),
+            ("per_try", t.per_try, &mut out.per_try),
+            ("total", t.total, &mut out.total),
+        ] {
+            if let Some(v) = v {
+                if v.get().is_zero() {
+                    self.diags.push(
+                        Diagnostic::error(
+                            "invalid-value",
+                            format!("timeout `{name}` must be above zero"),
+                            self.l.locate(&path.key(name)),
+                        )
+                        .with_label("expected a positive duration"),
+                    );
+                }
+                *slot = v.get();
+            }
+        }
+        if (t.per_try.is_some() || t.total.is_some()) && out.per_try > out.total {
+            self.warning(
+                "per-try-exceeds-total",
+                format!(
+                    "per_try ({}) is longer than total ({})",
+                    policy::Duration::new(out.per_try),
+                    policy::Duration::new(out.total)
+                ),
+                &path.key(if t.per_try.is_some() {
+                    "per_try"
+                } else {
+                    "total"
+                }),
+            )
+            .hint("an attempt can never use more than the total timeout");
+        }
+        out
+    }
+
+    fn classes(
+        &mut self,
+        entries: Option<&Vec<String>>,
+        default: &[&str],
+        path: &KeyPath,
+    ) -> ClassSet {
+        let Some(entries) = entries else {
+            return ClassSet::builtin(default);
+        };
+        let mut set = ClassSet::default();
+        for (i, e) in entries.iter().enumerate() {
+            match e.parse::<ClassMatcher>() {
+                Ok(m) => set.0.push(m),
+                Err(err) => {
+                    self.error("invalid-class", format!("{err}"), &path.index(i))
+                        .label("expected `connect`, `timeout`, `breaker_open`, `limited`, a status (`429`), a range (`5xx`) or an error code")
+                        .help = did_you_mean(e, ["connect", "timeout", "breaker_open", "limited"]);
+                }
+            }
+        }
+        set
+    }
+
+    fn backoff(&mut self, b: &policy::Backoff, path: &KeyPath) -> Backoff {
+        let out = Backoff {
+            kind: b.kind,
+            base: b.base.map_or(DEFAULT_BACKOFF.base, |d| d.get()),
+            factor: b.factor.unwrap_or(DEFAULT_BACKOFF.factor),
+            max: b.max.map_or(DEFAULT_BACKOFF.max, |d| d.get()),
+            jitter: b.jitter.unwrap_or(DEFAULT_BACKOFF.jitter),
+            jitter_ratio: b.jitter_ratio.unwrap_or(DEFAULT_BACKOFF.jitter_ratio),
+        };
+        if out.base > out.max {
+            let at = if b.base.is_some() {
+                path.key("base")
+            } else {
+                path.key("max")
+            };
+            self.error(
+                "backoff-base-above-max",
+                format!(
+                    "backoff base {} is above its cap {}",
+                    policy::Duration::new(out.base),
+                    policy::Duration::new(out.max)
+                ),
+                &at,
+            )
+            .label("expected base <= max");
+        }
+        if !(out.factor.is_finite() && out.factor >= 1.0) {
+            self.error(
+                "invalid-value",
+                format!("backoff factor {} is below 1", out.factor),
+                &path.key("factor"),
+            )
+            .label("expected a number >= 1 (1 = constant)");
+        }
+        if !(out.jitter_ratio.is_finite() && out.jitter_ratio > 0.0 && out.jitter_ratio <= 1.0) {
+            self.error(
+                "threshold-out-of-range",
+                format!("jitter_ratio {} is outside (0, 1]", out.jitter_ratio),
+                &path.key("jitter_ratio"),
+            )
+            .label("expected a number in (0, 1]");
+        }
+        if b.jitter_ratio.is_some() && out.jitter != policy::Jitter::Proportional {
+            self.warning(
+                "ignored-key",
+                "jitter_ratio only applies to `jitter = \"proportional\"`",
+                &path.key("jitter_ratio"),
+            );
+        }
+        if b.factor.is_some() && out.kind != policy::BackoffKind::Exponential {
+            self.warning(
+                "ignored-key",
+                "factor only applies to `kind = \"exponential\"`",
+                &path.key("factor"),
+            );
+        }
+        out
+    }
+
+    fn retry(&mut self, name: &str, r: &policy::RetryPolicy) -> RetryPolicy {
+        let path = KeyPath::from(["retry", name]);
+        let max_attempts = r.max_attempts.unwrap_or(3);
+        if max_attempts == 0 {
+            self.error(
+                "zero-attempts",
+                "max_attempts is 0: no call would ever be made",
+                &path.key("max_attempts"),
+            )
+            .label("expected at least 1 (1 = no retry)");
+        }
+        let backoff = match &r.backoff {
+            Some(b) => self.backoff(b, &path.key("backoff")),
+            None => DEFAULT_BACKOFF,
+        };
+        let retry_on = self.classes(
+            r.retry_on.as_ref(),
+            &DEFAULT_RETRY_ON,
+            &path.key("retry_on"),
+        );
+        let (honor, ra_max) = match r.retry_after {
+            Some(ra) => (
+                ra.honor,
+                ra.max.map_or(Duration::from_secs(60), |d| d.get()),
+            ),
+            None => (true, Duration::from_secs(60)),
+        };
+        let budget = r.budget.map(|b| {
+            let bp = path.key("budget");
+            if !(b.ratio.is_finite() && b.ratio >= 0.0) {
+                self.error(
+                    "invalid-value",
+                    format!("retry budget ratio {} is negative", b.ratio),
+                    &bp.key("ratio"),
+                )
+                .label("expected a number >= 0");
+            }
+            let min = b.min_per_second.unwrap_or(10.0);
+            if !(min.is_finite() && min >= 0.0) {
+                self.error(
+                    "invalid-value",
+                    format!("min_per_second {min} is negative"),
+                    &bp.key("min_per_second"),
+                )
+                .label("expected a number >= 0");
+            }
+            let ttl = b.ttl.map_or(Duration::from_secs(10), |d| d.get());
+            if ttl.is_zero() || ttl > Duration::from_secs(60) {
+                self.error(
+                    "invalid-value",
+                    "retry budget ttl must be between 1ms and 60s",
+                    &bp.key("ttl"),
+                )
+                .label("expected a duration in (0, 60s]");
+            }
+            RetryBudget {
+                ratio: b.ratio,
+                min_per_second: min,
+                ttl,
+            }
+        });
+        let mut overrides = Vec::new();
+        for (key, o) in &r.on {
+            let op = path.key("on").key(key.clone());
+            let class = match key.parse::<ClassMatcher>() {
+                Ok(c) => c,
+                Err(e) => {
+                    self.diags.push(
+                        Diagnostic::error("invalid-class", format!("{e}"), self.l.locate_key(&op))
+                            .with_label("expected a failure class as the key"),
+                    );
+                    continue;
+                }
+            };
+            let covered = retry_on.0.iter().any(|m| {
+                m == &class
+                    || matches!((m, &class), (ClassMatcher::StatusRange(h), ClassMatcher::Status(s)) if s / 100 == *h)
+            });
+            if !covered {
+                self.diags.push(
+                    Diagnostic::warning(
+                        "override-never-applies",
+                        format!("class `{class}` has an override but is not in retry_on"),
+                        self.l.locate_key(&op),
+                    )
+                    .with_help(format!(
+                        "add \"{class}\" to retry_on, or the override is never used"
+                    )),
+                );
+            }
+            if o.max_attempts == Some(0) {
+                self.error(
+                    "zero-attempts",
+                    "max_attempts is 0",
+                    &op.key("max_attempts"),
+                )
+                .label("expected at least 1");
+            }
+            let backoff = o
+                .backoff
+                .as_ref()
+                .map(|b| self.backoff(b, &op.key("backoff")));
+            overrides.push(RetryOverride {
+                class,
+                max_attempts: o.max_attempts,
+                backoff,
+            });
+        }
+        overrides.sort_by_key(|o| std::cmp::Reverse(o.class.specificity()));
+        RetryPolicy {
+            name: name.to_string(),
+            max_attempts: max_attempts.max(1),
+            backoff,
+            retry_on,
+            retry_after_honor: honor,
+            retry_after_max: ra_max,
+            budget,
+            overrides,
+        }
+    }
+
+    fn fraction(&mut self, x: f64, what: &str, path: &KeyPath) {
+        if !(x.is_finite() && x > 0.0 && x <= 1.0) {
+            self.error(
+                "threshold-out-of-range",
+                format!("{what} {x} is outside (0, 1]"),
+                path,
+            )
+            .label("expected a number in (0, 1]");
+        }
+    }
+
+    fn breaker(&mut self, name: &str, b: &policy::Breaker) -> BreakerPolicy {
+        let path = KeyPath::from(["breakers", name]);
+        if b.consecutive_failures == Some(0) {
+            self.error(
+                "invalid-value",
+                "consecutive_failures is 0: the breaker would open on nothing",
+                &path.key("consecutive_failures"),
+            )
+            .label("expected at least 1");
+        }
+        let failure_rate = b.failure_rate.map(|f| {
+            let fp = path.key("failure_rate");
+            self.fraction(f.threshold, "failure_rate threshold", &fp.key("threshold"));
+            let min_calls = f.min_calls.unwrap_or(10);
+            if min_calls == 0 {
+                self.error("invalid-value", "min_calls is 0", &fp.key("min_calls"))
+                    .label("expected at least 1");
+            }
+            let window = f.window.map_or(Duration::from_secs(30), |d| d.get());
+            if window.is_zero() {
+                self.error(
+                    "invalid-value",
+                    "the failure-rate window is zero",
+                    &fp.key("window"),
+                )
+                .label("expected a positive duration");
+            }
+            (f.threshold, min_calls, window)
+        });
+        let slow_call = b.slow_call.map(|s| {
+            let sp = path.key("slow_call");
+            self.fraction(
+                s.rate_threshold,
+                "slow_call rate_threshold",
+                &sp.key("rate_threshold"),
+            );
+            if s.over.get().is_zero() {
+                self.error(
+                    "invalid-value",
+                    "slow_call `over` is zero: every call would be slow",
+                    &sp.key("over"),
+                )
+                .label("expected a positive duration");
+            }
+            let min_calls = s.min_calls.or(failure_rate.map(|f| f.1)).unwrap_or(10);
+            if min_calls == 0 {
+                self.error("invalid-value", "min_calls is 0", &sp.key("min_calls"))
+                    .label("expected at least 1");
+            }
+            let window = s
+                .window
+                .map(|d| d.get())
+                .or(failure_rate.map(|f| f.2))
+                .unwrap_or(Duration::from_secs(30));
+            (s.over.get(), s.rate_threshold, min_calls, window)
+        });
+        let open_for = b.open_for.map_or(Duration::from_secs(30), |d| d.get());
+        if open_for.is_zero() {
+            self.error(
+                "invalid-value",
+                "open_for is zero: the breaker could never stay open",
+                &path.key("open_for"),
+            )
+            .label("expected a positive duration");
+        }
+        let (probes, successes) = match b.half_open {
+            Some(h) => (h.probes.unwrap_or(1), h.successes_to_close.unwrap_or(1)),
+            None => (1, 1),
+        };
+        let hp = path.key("half_open");
+        if probes == 0 {
+            self.error(
+                "zero-probes",
+                "half_open probes is 0: an open breaker could never close",
+                &hp.key("probes"),
+            )
+            .label("expected at least 1");
+        }
+        if successes == 0 {
+            self.error(
+                "invalid-value",
+                "successes_to_close is 0",
+                &hp.key("successes_to_close"),
+            )
+            .label("expected at least 1");
+        } else if successes > probes && probes > 0 {
+            self.error("invalid-value", format!("successes_to_close ({successes}) is more than probes ({probes}): the breaker could never close"), &hp.key("successes_to_close"))
+                .label(format!("expected at most {probes}"));
+        }
+        if b.consecutive_failures.is_none() && failure_rate.is_none() && slow_call.is_none() {
+            self.warning(
+                "breaker-never-opens",
+                format!("breaker `{name}` has no rule that opens it"),
+                &path,
+            )
+            .hint("set consecutive_failures, failure_rate or slow_call");
+        }
+        let trip_on = self.classes(b.trip_on.as_ref(), &DEFAULT_TRIP_ON, &path.key("trip_on"));
+        BreakerPolicy {
+            name: name.to_string(),
+            consecutive_failures: b.consecutive_failures,
+            failure_rate,
+            slow_call,
+            open_for,
+            probes: probes.max(1),
+            successes_to_close: successes.clamp(1, probes.max(1)),
+            trip_on,
+        }
+    }
+
+    fn upstream(
+        &mut self,
+        name: &str,
+        u: &policy::Upstream,
+        breakers: &[String],
+        default_breaker: Option<BreakerId>,
+        default_timeouts: Timeouts,
+    ) -> Upstream {
+        let path = KeyPath::from(["upstreams", name]);
+        let url_ok = ["http://", "https://"]
+            .iter()
+            .any(|s| u.base_url.starts_with(s) && u.base_url.len() > s.len());
+        if !url_ok {
+            self.error(
+                "invalid-url",
+                format!("base_url `{}` is not an http(s) URL", u.base_url),
+                &path.key("base_url"),
+            )
+            .label("expected `https://host[:port]/path`");
+        }
+        let api_key = match &u.api_key {
+            None => None,
+            Some(ApiKey::Literal(_)) => {
+                self.error("literal-secret", format!("upstream `{name}` has an API key written in the policy"), &path.key("api_key"))
+                    .label("a literal key (not shown)")
+                    .hint("put the key in an environment variable and write `api_key = { env = \"VAR_NAME\" }`; treat this key as leaked and rotate it");
+                None
+            }
+            Some(ApiKey::Env(k)) => {
+                let kp = path.key("api_key").key("env");
+                if !is_env_name(&k.env) {
+                    self.error("literal-secret", format!("upstream `{name}`: `env` must name an environment variable, and this does not look like one"), &kp)
+                        .label("not a variable name (value not shown)")
+                        .hint("write the variable's name (e.g. `OPENAI_API_KEY`), not the key; if this was a key, rotate it");
+                    None
+                } else {
+                    self.check_env_key(name, k, &kp);
+                    Some(ApiKeyRef {
+                        env: k.env.clone(),
+                        prefixes: k.prefixes.clone(),
+                    })
+                }
+            }
+        };
+        let pool = u.pool.clone().unwrap_or(policy::Pool {
+            max_connections: None,
+            max_idle: None,
+            idle_timeout: None,
+        });
+        let max_connections = pool.max_connections.unwrap_or(100);
+        if max_connections == 0 {
+            self.error(
+                "invalid-value",
+                "max_connections is 0",
+                &path.key("pool").key("max_connections"),
+            )
+            .label("expected at least 1");
+        }
+        let max_idle = pool.max_idle.unwrap_or(32.min(max_connections));
+        let limits = self.limits(u.limits.as_ref(), &path.key("limits"));
+        let breaker = match &u.breaker {
+            Some(b) => self
+                .resolve("breakers", breakers, b, &path.key("breaker"))
+                .map(BreakerId),
+            None => default_breaker,
+        };
+        let timeouts = self.timeouts(default_timeouts, u.timeouts.as_ref(), &path.key("timeouts"));
+        Upstream {
+            name: name.to_string(),
+            base_url: u.base_url.clone(),
+            api_key,
+            max_connections: max_connections.max(1),
+            max_idle,
+            idle_timeout: pool
+                .idle_timeout
+                .map_or(Duration::from_secs(90), |d| d.get()),
+            limits,
+            rate_limit_headers: u.rate_limit_headers,
+            breaker,
+            timeouts,
+        }
+    }
+
+    fn check_env_key(&mut self, upstream: &str, k: &policy::EnvKey, path: &KeyPath) {
+        match std::env::var(&k.env).map(|v| v.trim().to_string()) {
+            Ok(v) if !v.is_empty() => {
+                if !k.prefixes.is_empty() && !k.prefixes.iter().any(|p| v.starts_with(p.as_str())) {
+                    self.error("api-key-prefix", format!("upstream `{upstream}`: the key in {} does not start with an allowed prefix (value not shown)", k.env), path)
+                        .label(format!("expected a key starting with {}", one_of(k.prefixes.iter().map(String::as_str))));
+                }
+            }
+            _ => {
+                self.warning(
+                    "env-unset",
+                    format!(
+                        "upstream `{upstream}`: environment variable {} is not set",
+                        k.env
+                    ),
+                    path,
+                )
+                .hint("fine for `check`; `tollgate serve` refuses to start until it is set");
+            }
+        }
+    }
+
+    fn limits(&mut self, l: Option<&policy::Limits>, path: &KeyPath) -> Limits {
+        let Some(l) = l else {
+            return Limits {
+                rate: None,
+                tokens_per_minute: None,
+                concurrency: None,
+                on_limit: policy::OnLimit::Fail,
+                queue_timeout: Duration::from_secs(1),
+            };
+        };
+        for (key, v) in [
+            ("requests_per_second", l.requests_per_second),
+            ("requests_per_minute", l.requests_per_minute),
+            ("tokens_per_minute", l.tokens_per_minute),
+        ] {
+            if let Some(v) = v {
+                if !positive(v) {
+                    self.error("non-positive-rate", format!("{key} is {v}"), &path.key(key))
+                        .label("expected a positive number");
+                }
+            }
+        }
+        if l.requests_per_second.is_some() && l.requests_per_minute.is_some() {
+            self.error(
+                "conflicting-keys",
+                "both requests_per_second and requests_per_minute are set",
+                &path.key("requests_per_minute"),
+            )
+            .label("give one of them");
+        }
+        let per_second = l
+            .requests_per_second
+            .or(l.requests_per_minute.map(|m| m / 60.0));
+        if l.burst == Some(0) {
+            self.error(
+                "invalid-value",
+                "burst is 0: no request could ever be admitted",
+                &path.key("burst"),
+            )
+            .label("expected at least 1");
+        }
+        if l.burst.is_some() && per_second.is_none() {
+            self.warning(
+                "ignored-key",
+                "burst has no effect without a request rate",
+                &path.key("burst"),
+            );
+        }
+        if l.concurrency == Some(0) {
+            self.error(
+                "invalid-value",
+                "concurrency is 0: no call could ever run",
+                &path.key("concurrency"),
+            )
+            .label("expected at least 1");
+        }
+        if l.queue_timeout.is_some() && l.on_limit == policy::OnLimit::Fail {
+            self.warning(
+                "ignored-key",
+                "queue_timeout has no effect with on_limit = \"fail\"",
+                &path.key("queue_timeout"),
+            );
+        }
+        let rate = per_second.filter(|r| positive(*r)).map(|r| Rate {
+            per_second: r,
+            burst: l.burst.unwrap_or_else(|| (r.ceil() as u32).max(1)).max(1),
+        });
+        Limits {
+            rate,
+            tokens_per_minute: l.tokens_per_minute.filter(|t| positive(*t)),
+            concurrency: l.concurrency.filter(|c| *c > 0),
+            on_limit: l.on_limit,
+            queue_timeout: l.queue_timeout.map_or(Duration::from_secs(1), |d| d.get()),
+        }
+    }
+
+    fn model(
+        &mut self,
+        name: &str,
+        m: &policy::Model,
+        upstreams: &[String],
+        breakers: &[String],
+    ) -> Model {
+        let path = KeyPath::from(["models", name]);
+        let upstream = self
+            .resolve("upstreams", upstreams, &m.upstream, &path.key("upstream"))
+            .map(UpstreamId)
+            .unwrap_or(UpstreamId(0));
+        let price = m.price.map(|p| {
+            for (k, v) in [
+                ("input_per_mtok", p.input_per_mtok),
+                ("output_per_mtok", p.output_per_mtok),
+            ] {
+                if !(v.is_finite() && v >= 0.0) {
+                    self.error(
+                        "negative-price",
+                        format!("{k} is {v}"),
+                        &path.key("price").key(k),
+                    )
+                    .label("expected a number >= 0");
+                }
+            }
+            Price {
+                input_per_mtok: p.input_per_mtok,
+                output_per_mtok: p.output_per_mtok,
+            }
+        });
+        if m.context_window == Some(0) {
+            self.error(
+                "invalid-value",
+                "context_window is 0",
+                &path.key("context_window"),
+            )
+            .label("expected a positive number of tokens");
+        }
+        let breaker = m.breaker.as_ref().and_then(|b| {
+            self.resolve("breakers", breakers, b, &path.key("breaker"))
+                .map(BreakerId)
+        });
+        Model {
+            name: name.to_string(),
+            upstream,
+            upstream_model: m.upstream_model.clone().unwrap_or_else(|| name.to_string()),
+            price,
+            context_window: m.context_window,
+            breaker,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn route(
+        &mut self,
+        r: &policy::Route,
+        path: &KeyPath,
+        model_names: &[String],
+        retry_names: &[String],
+        breaker_names: &[String],
+        default_retry: RetryId,
+        models: &[Model],
+        upstreams: &[Upstream],
+        default_total: Duration,
+    ) -> Route {
+        let when = r
+            .when
+            .as_ref()
+            .and_then(|w| self.condition(w, &path.key("when")));
+        if r.targets.is_empty() {
+            self.error(
+                "no-targets",
+                format!("route `{}` has no targets", r.name),
+                &path.key("targets"),
+            )
+            .label("expected at least one model");
+        }
+        let weighted = r.strategy == policy::Strategy::Weighted;
+        let mut seen = HashSet::new();
+        let mut targets = Vec::new();
+        let route_timeouts = r.timeouts;
+        for (j, t) in r.targets.iter().enumerate() {
+            let tp = path.key("targets").index(j);
+            let Some(mid) = self
+                .resolve("models", model_names, &t.model, &tp)
+                .map(ModelId)
+            else {
+                continue;
+            };
+            if !seen.insert(mid) {
+                self.warning(
+                    "duplicate-target",
+                    format!("model `{}` is listed twice in route `{}`", t.model, r.name),
+                    &tp,
+                );
+            }
+            if let Some(w) = t.weight {
+                if !positive(w) {
+                    self.error(
+                        "non-positive-weight",
+                        format!("weight {w} is not positive"),
+                        &tp.key("weight"),
+                    )
+                    .label("expected a number > 0");
+                }
+                if !weighted {
+                    self.warning(
+                        "ignored-key",
+                        format!(
+                            "weights only apply to `weighted` routes; route `{}` is `{}`",
+                            r.name, r.strategy
+                        ),
+                        &tp.key("weight"),
+                    );
+                }
+            }
+            let model = &models[mid.index()];
+            if r.strategy == policy::Strategy::Cheapest && model.price.is_none() {
+                self.error("missing-price", format!("route `{}` is `cheapest` but model `{}` has no price", r.name, t.model), &tp)
+                    .hint(format!("add `price = {{ input_per_mtok = …, output_per_mtok = … }}` to [models.\"{}\"]", t.model));
+            }
+            let up = upstreams
+                .get(model.upstream.index())
+                .map_or(DEFAULT_TIMEOUTS, |u| u.timeouts);
+            let timeouts = self.timeouts(up, route_timeouts.as_ref(), &path.key("timeouts"));
+            targets.push(RouteTarget {
+                model: mid,
+                weight: t.weight.filter(|w| positive(*w)).unwrap_or(1.0),
+                timeouts,
+            });
+        }
+        let failover_on = self.classes(
+            r.failover_on.as_ref(),
+            &DEFAULT_FAILOVER_ON,
+            &path.key("failover_on"),
+        );
+        let hedge = r.hedge.map(|h| {
+            if h.after.get().is_zero() {
+                self.error(
+                    "invalid-value",
+                    "hedge `after` is zero: every request would be sent twice at once",
+                    &path.key("hedge").key("after"),
+                )
+                .label("expected a positive duration");
+            }
+            let max_extra = h.max_extra.unwrap_or(1);
+            if max_extra == 0 {
+                self.error(
+                    "invalid-value",
+                    "hedge max_extra is 0",
+                    &path.key("hedge").key("max_extra"),
+                )
+                .label("expected at least 1 (or remove `hedge`)");
+            }
+            Hedge {
+                after: h.after.get(),
+                max_extra,
+            }
+        });
+        let retry = match &r.retry {
+            Some(n) => self
+                .resolve("retry", retry_names, n, &path.key("retry"))
+                .map(RetryId)
+                .unwrap_or(default_retry),
+            None => default_retry,
+        };
+        let breaker = r.breaker.as_ref().and_then(|b| {
+            self.resolve("breakers", breaker_names, b, &path.key("breaker"))
+                .map(BreakerId)
+        });
+        let total_timeout = r
+            .timeouts
+            .and_then(|t| t.total)
+            .map_or(default_total, |d| d.get());
+        let streaming = r.streaming.map(|s| {
+            for (k, v) in [("first_byte", s.first_byte), ("idle_chunk", s.idle_chunk)] {
+                if v.is_some_and(|d| d.get().is_zero()) {
+                    self.error(
+                        "invalid-value",
+                        format!("streaming {k} is zero"),
+                        &path.key("streaming").key(k),
+                    )
+                    .label("expected a positive duration");
+                }
+            }
+            StreamingTimeouts {
+                first_byte: s.first_byte.map(|d| d.get()),
+                idle_chunk: s.idle_chunk.map(|d| d.get()),
+            }
+        });
+        Route {
+            name: r.name.clone(),
+            when,
+            strategy: r.strategy,
+            targets,
+            failover_on,
+            hedge,
+            retry,
+            breaker,
+            total_timeout,
+            streaming,
+            budgets: Vec::new(),
+        }
+    }
+
+    /// Routes after a catch-all, or with the same condition as an earlier route, can never
+    /// match; no catch-all at all is worth a warning.
+    fn reachability(&mut self) {
+        let routes = self.p().routes.clone();
+        let mut catch_all: Option<usize> = None;
+        for (i, r) in routes.iter().enumerate() {
+            let path = self.l.route_path(i);
+            if let Some(c) = catch_all {
+                let origin = self.l.locate(&self.l.route_path(c).key("name"));
+                self.error(
+                    "unreachable-route",
+                    format!(
+                        "route `{}` can never match: it comes after the catch-all route `{}`",
+                        r.name, routes[c].name
+                    ),
+                    &path.key("name"),
+                )
+                .hint("move the catch-all (the route without `when`) last")
+                .related
+                .push((origin, "the catch-all is here".into()));
+                continue;
+            }
+            if r.when.is_none() {
+                catch_all = Some(i);
+                continue;
+            }
+            if let Some(j) = routes[..i]
+                .iter()
+                .position(|e| e.when.is_some() && e.when == r.when)
+            {
+                let origin = self.l.locate(&self.l.route_path(j).key("when"));
+                self.error("unreachable-route", format!("route `{}` can never match: route `{}` has the same condition and comes first", r.name, routes[j].name), &path.key("when"))
+                    .related
+                    .push((origin, "shadowed by this condition".into()));
+            }
+        }
+        if routes.is_empty()
+            && !(0..64).any(|i| self.l.is_broken(&KeyPath::from(["routes"]).index(i)))
+        {
+            self.error("no-routes", "the policy defines no routes: no request could be served", &KeyPath::root())
+                .hint("add a `[[routes]]` table with a `name` and `targets`; an empty file is not a policy");
+        }
+        if catch_all.is_none() && !routes.is_empty() {
+            let last = self.l.route_path(routes.len() - 1).key("name");
+            self.warning(
+                "no-catch-all",
+                "no route matches every request: a request that matches none fails with `no route`",
+                &last,
+            )
+            .hint("add a last route without `when`");
+        }
+    }
+
+    fn condition(&mut self, c: &Condition, path: &KeyPath) -> Option<Matcher> {
+        let combos = [c.any.is_some(), c.all.is_some(), c.not.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        let tests: Vec<&str> = [
+            ("eq", c.eq.is_some()),
+            ("one_of", c.one_of.is_some()),
+            ("gt", c.gt.is_some()),
+            ("gte", c.gte.is_some()),
+            ("lt", c.lt.is_some()),
+            ("lte", c.lte.is_some()),
+            ("contains_any", c.contains_any.is_some()),
+            ("exists", c.exists.is_some()),
+        ]
+        .iter()
+        .filter(|(_, b)| *b)
+        .map(|(n, _)| *n)
+        .collect();
+        if combos > 0 {
+            if combos > 1 || !tests.is_empty() || c.attr.is_some() {
+                self.error(
+                    "invalid-condition",
+                    "a condition is either a test of one attribute or one of `any`, `all`, `not`",
+                    path,
+                )
+                .hint("nest them: `{ all = [{ attr = … }, { any = [...] }] }`");
+                return None;
+            }
+            let list = |this: &mut Self, v: &[Condition], key: &str| -> Option<Vec<Matcher>> {
+                if v.is_empty() {
+                    this.error(
+                        "invalid-condition",
+                        format!("`{key}` is empty"),
+                        &path.key(key),
+                    )
+                    .label("expected at least one condition");
+                    return None;
+                }
+                let ms: Vec<Option<Matcher>> = v
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| this.condition(c, &path.key(key).index(i)))
+                    .collect();
+                ms.into_iter().collect()
+            };
+            if let Some(v) = &c.any {
+                return list(self, v, "any").map(Matcher::Any);
+            }
+            if let Some(v) = &c.all {
+                return list(self, v, "all").map(Matcher::All);
+            }
+            if let Some(n) = &c.not {
+                return self
+                    .condition(n, &path.key("not"))
+                    .map(|m| Matcher::Not(Box::new(m)));
+            }
+        }
+        let Some(attr_name) = &c.attr else {
+            self.error(
+                "invalid-condition",
+                if tests.is_empty() {
+                    "empty condition".to_string()
+                } else {
+                    format!("`{}` needs an `attr` to test", tests[0])
+                },
+                path,
+            )
+            .label("expected `attr` and a test, or `any`/`all`/`not`");
+            return None;
+        };
+        let names: Vec<&str> = Attr::ALL.iter().map(|(n, _)| *n).collect();
+        let Some(attr) = Attr::from_name(attr_name) else {
+            self.error(
+                "unknown-attribute",
+                format!("unknown request attribute `{attr_name}`"),
+                &path.key("attr"),
+            )
+            .label(format!("expected one of {}", one_of(names.iter().copied())))
+            .help = did_you_mean(attr_name, names.iter().copied());
+            return None;
+        };
+        let numeric: Vec<(Cmp, f64, &str)> = [
+            (Cmp::Gt, c.gt, "gt"),
+            (Cmp::Gte, c.gte, "gte"),
+            (Cmp::Lt, c.lt, "lt"),
+            (Cmp::Lte, c.lte, "lte"),
+        ]
+        .into_iter()
+        .filter_map(|(op, v, n)| v.map(|v| (op, v, n)))
+        .collect();
+        let others = tests.len() - numeric.len();
+        if tests.is_empty() {
+            self.error("invalid-condition", format!("condition on `{attr_name}` has no test"), path)
+                .label("expected one of `eq`, `one_of`, `gt`, `gte`, `lt`, `lte`, `contains_any`, `exists`");
+            return None;
+        }
+        if others > 1 || (others == 1 && !numeric.is_empty()) {
+            self.error(
+                "invalid-condition",
+                format!(
+                    "one condition may hold one test; found {}",
+                    tests.join(", ")
+                ),
+                path,
+            )
+            .hint("combine several tests with `all = [...]`");
+            return None;
+        }
+        if c.min_hits.is_some() && c.contains_any.is_none() {
+            self.error(
+                "invalid-condition",
+                "min_hits only applies to contains_any",
+                &path.key("min_hits"),
+            );
+        }
+        let kind = attr.kind();
+        if !numeric.is_empty() {
+            if kind != AttrKind::Number {
+                self.error(
+                    "attribute-type",
+                    format!(
+                        "`{}` compares numbers but `{attr_name}` is not numeric",
+                        numeric[0].2
+                    ),
+                    &path.key(numeric[0].2),
+                )
+                .label("numeric attributes: `max_tokens`, `input_tokens`");
+                return None;
+            }
+            let ms: Vec<Matcher> = numeric
+                .iter()
+                .map(|(op, v, _)| Matcher::Compare(attr, *op, *v))
+                .collect();
+            return Some(if ms.len() == 1 {
+                ms.into_iter().next().expect("len is 1")
+            } else {
+                Matcher::All(ms)
+            });
+        }
+        if let Some(words) = &c.contains_any {
+            if kind == AttrKind::Number {
+                self.error(
+                    "attribute-type",
+                    format!("contains_any tests text but `{attr_name}` is numeric"),
+                    &path.key("contains_any"),
+                );
+                return None;
+            }
+            if words.is_empty() {
+                self.error(
+                    "invalid-condition",
+                    "contains_any is empty",
+                    &path.key("contains_any"),
+                )
+                .label("expected at least one word");
+                return None;
+            }
+            let min_hits = c.min_hits.unwrap_or(1);
+            if min_hits == 0 || min_hits as usize > words.len() {
+                self.error(
+                    "invalid-condition",
+                    format!(
+                        "min_hits {min_hits} can never be met by {} word(s)",
+                        words.len()
+                    ),
+                    &path.key("min_hits"),
+                )
+                .label(format!("expected 1 to {}", words.len()));
+                return None;
+            }
+            return Some(Matcher::ContainsAny {
+                attr,
+                words: words.iter().map(|w| w.to_lowercase()).collect(),
+                min_hits,
+            });
+        }
+        if let Some(e) = c.exists {
+            return Some(Matcher::Exists(attr, e));
+        }
+        let (values, key): (Vec<Scalar>, &str) = match (&c.eq, &c.one_of) {
+            (Some(v), _) => (vec![v.clone()], "eq"),
+            (_, Some(vs)) => (vs.clone(), "one_of"),
+            _ => unreachable!("tests is non-empty and every other test returned above"),
+        };
+        if values.is_empty() {
+            self.error("invalid-condition", "one_of is empty", &path.key(key))
+                .label("expected at least one value");
+            return None;
+        }
+        for (i, v) in values.iter().enumerate() {
+            let ok = match kind {
+                AttrKind::Number => matches!(v, Scalar::Int(_) | Scalar::Float(_)),
+                AttrKind::Text | AttrKind::List => matches!(v, Scalar::Str(_)),
+            };
+            if !ok {
+                let at = if key == "eq" {
+                    path.key("eq")
+                } else {
+                    path.key("one_of").index(i)
+                };
+                self.error(
+                    "attribute-type",
+                    format!(
+                        "`{attr_name}` is compared with {v}, which is not a {}",
+                        if kind == AttrKind::Number {
+                            "number"
+                        } else {
+                            "string"
+                        }
+                    ),
+                    &at,
+                );
+                return None;
+            }
+        }
+        Some(Matcher::OneOf(attr, values))
+    }
+
+    fn budget(
+        &mut self,
+        name: &str,
+        b: &policy::Budget,
+        routes: &[String],
+        models: &[String],
+        upstreams: &[String],
+        model_plans: &[Model],
+    ) -> Budget {
+        let path = KeyPath::from(["budgets", name]);
+        if !positive(b.limit_usd) {
+            self.error(
+                "invalid-value",
+                format!("limit_usd is {}", b.limit_usd),
+                &path.key("limit_usd"),
+            )
+            .label("expected a positive amount");
+        }
+        if b.window.get().is_zero() {
+            self.error(
+                "invalid-value",
+                "the budget window is zero",
+                &path.key("window"),
+            )
+            .label("expected a positive duration");
+        }
+        let mut scope = BudgetScope::default();
+        if let Some(s) = &b.scope {
+            let sp = path.key("scope");
+            for (i, r) in s.routes.iter().enumerate() {
+                scope.routes.extend(
+                    self.resolve("routes", routes, r, &sp.key("routes").index(i))
+                        .map(RouteId),
+                );
+            }
+            for (i, m) in s.models.iter().enumerate() {
+                scope.models.extend(
+                    self.resolve("models", models, m, &sp.key("models").index(i))
+                        .map(ModelId),
+                );
+            }
+            for (i, u) in s.upstreams.iter().enumerate() {
+                scope.upstreams.extend(
+                    self.resolve("upstreams", upstreams, u, &sp.key("upstreams").index(i))
+                        .map(UpstreamId),
+                );
+            }
+            scope.keys = s.keys.clone();
+        }
+        let unpriced: Vec<&str> = model_plans
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| {
+                m.price.is_none()
+                    && (scope.models.is_empty() || scope.models.contains(&ModelId(*i as u32)))
+            })
+            .map(|(_, m)| m.name.as_str())
+            .collect();
+        if !unpriced.is_empty() && (scope.upstreams.is_empty() && scope.routes.is_empty()) {
+            self.warning("unpriced-model", format!("budget `{name}` covers model(s) without a price, whose calls count as free: {}", one_of(unpriced.iter().copied())), &path)
+                .hint("add a price to every model a budget covers");
+        }
+        let on_exceed = match &b.on_exceed {
+            policy::OnExceed::Reject => OnExceed::Reject,
+            policy::OnExceed::Reroute(r) => {
+                match self.resolve("routes", routes, r, &path.key("on_exceed").key("reroute")) {
+                    Some(id) => OnExceed::Reroute(RouteId(id)),
+                    None => OnExceed::Reject,
+                }
+            }
+        };
+        Budget {
+            name: name.to_string(),
+            limit_usd: b.limit_usd,
+            window: b.window.get(),
+            scope,
+            on_exceed,
+        }
+    }
+
+    /// A reroute whose target is covered by a budget that reroutes (back) again loops
+    /// forever once both budgets are spent: report each cycle once.
+    fn reroute_cycles(&mut self, budgets: &[Budget], n_routes: usize) {
+        // Edge route -> (target route, budget) for every route a rerouting budget covers.
+        let mut edges: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n_routes];
+        for (bi, b) in budgets.iter().enumerate() {
+            if let OnExceed::Reroute(t) = b.on_exceed {
+                for (r, e) in edges.iter_mut().enumerate() {
+                    if b.scope.routes.is_empty() || b.scope.routes.contains(&RouteId(r as u32)) {
+                        e.push((t.index(), bi));
+                    }
+                }
+            }
+        }
+        let mut reported: HashSet<Vec<usize>> = HashSet::new();
+        for start in 0..n_routes {
+            // Depth-first search for a path back to `start`.
+            let mut stack: Vec<(usize, Trail)> = vec![(start, Vec::new())];
+            let mut visited = HashSet::new();
+            while let Some((node, trail)) = stack.pop() {
+                for &(next, bi) in &edges[node] {
+                    let mut t = trail.clone();
+                    t.push((next, bi));
+                    if next == start {
+                        let mut key: Vec<usize> = t.iter().map(|(r, _)| *r).collect();
+                        key.sort();
+                        if reported.insert(key) {
+                            let names: Vec<String> = std::iter::once(start)
+                                .chain(t.iter().map(|(r, _)| *r))
+                                .map(|r| format!("`{}`", self.p().routes[r].name))
+                                .collect();
+                            let b = &budgets[t[0].1];
+                            self.error("reroute-cycle", format!("budgets reroute in a cycle: {}", names.join(" → ")), &KeyPath::from(["budgets", b.name.as_str()]).key("on_exceed"))
+                                .hint("once these budgets are spent, requests would be rerouted forever; end the chain with `on_exceed = \"reject\"`");
+                        }
+                    } else if visited.insert(next) {
+                        stack.push((next, t));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,469 @@
+//! The plan: a policy compiled into an immutable, fully resolved form.
+//!
+//! Names are resolved to indices, defaults applied at every level, durations and classes
+//! parsed, and every semantic rule checked (see [`compile`]). The executor reads only the
+//! plan; a plan is cheap to clone (`Arc`) and never changes, so a reload swaps plans
+//! whole and a request sees exactly one.
+//!
+//! ```
+//! use tollgate::plan::Plan;
+//! use tollgate::policy::LoadOptions;
+//!
+//! let compiled = Plan::load(&LoadOptions::new(["policies/minimal.toml"]).with_env(Vec::<(String, String)>::new()))
+//!     .expect("the minimal policy compiles");
+//! let plan = compiled.plan;
+//! assert!(plan.route_by_name("default").is_some());
+//! ```
+
+mod bounds;
+mod class;
+mod compile;
+mod matcher;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use bounds::{backoff_ceiling, route_bounds, RouteBounds, TokenCounts};
+pub use class::{ClassError, ClassMatcher, ClassSet, FailureView};
+pub use compile::{compile, Compiled};
+pub use matcher::{Attr, AttrKind, Cmp, Matcher};
+
+use crate::policy::{BackoffKind, Jitter, OnLimit, Strategy};
+
+macro_rules! id_type {
+    ($($(#[$m:meta])* $name:ident),*) => {$(
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub u32);
+        impl $name {
+            /// The index into the plan's list.
+            pub fn index(self) -> usize { self.0 as usize }
+        }
+    )*};
+}
+
+id_type!(
+    /// Index of an upstream in [`Plan::upstreams`].
+    UpstreamId,
+    /// Index of a model in [`Plan::models`].
+    ModelId,
+    /// Index of a route in [`Plan::routes`].
+    RouteId,
+    /// Index of a retry policy in [`Plan::retries`].
+    RetryId,
+    /// Index of a breaker policy in [`Plan::breakers`].
+    BreakerId,
+    /// Index of a budget in [`Plan::budgets`].
+    BudgetId
+);
+
+/// A compiled policy. Clone it freely: it is an `Arc`.
+#[derive(Debug, Clone)]
+pub struct Plan(Arc<PlanData>);
+
+/// The contents of a [`Plan`].
+#[derive(Debug)]
+pub struct PlanData {
+    /// Upstreams, in name order.
+    pub upstreams: Vec<Upstream>,
+    /// Models, in name order.
+    pub models: Vec<Model>,
+    /// Routes, in match order.
+    pub routes: Vec<Route>,
+    /// Retry policies, in name order; the last is the built-in single-attempt policy.
+    pub retries: Vec<RetryPolicy>,
+    /// Breaker policies, in name order.
+    pub breakers: Vec<BreakerPolicy>,
+    /// Budgets, in name order.
+    pub budgets: Vec<Budget>,
+    /// Model whose prices the savings report compares against.
+    pub baseline_model: Option<ModelId>,
+    names: HashMap<(Kind, String), u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Upstream,
+    Model,
+    Route,
+    Budget,
+}
+
+impl std::ops::Deref for Plan {
+    type Target = PlanData;
+    fn deref(&self) -> &PlanData {
+        &self.0
+    }
+}
+
+impl Plan {
+    /// Loads and compiles in one step.
+    pub fn load(
+        opts: &crate::policy::LoadOptions,
+    ) -> Result<Compiled, crate::diagnostic::Diagnostics> {
+        compile(crate::policy::load(opts))
+    }
+    fn lookup(&self, kind: Kind, name: &str) -> Option<u32> {
+        self.names.get(&(kind, name.to_string())).copied()
+    }
+    /// An upstream by name.
+    pub fn upstream_by_name(&self, name: &str) -> Option<UpstreamId> {
+        self.lookup(Kind::Upstream, name).map(UpstreamId)
+    }
+    /// A model by name.
+    pub fn model_by_name(&self, name: &str) -> Option<ModelId> {
+        self.lookup(Kind::Model, name).map(ModelId)
+    }
+    /// A route by name.
+    pub fn route_by_name(&self, name: &str) -> Option<RouteId> {
+        self.lookup(Kind::Route, name).map(RouteId)
+    }
+    /// A budget by name.
+    pub fn budget_by_name(&self, name: &str) -> Option<BudgetId> {
+        self.lookup(Kind::Budget, name).map(BudgetId)
+    }
+    /// An upstream.
+    pub fn upstream(&self, id: UpstreamId) -> &Upstream {
+        &self.upstreams[id.index()]
+    }
+    /// A model.
+    pub fn model(&self, id: ModelId) -> &Model {
+        &self.models[id.index()]
+    }
+    /// A route.
+    pub fn route(&self, id: RouteId) -> &Route {
+        &self.routes[id.index()]
+    }
+    /// A retry policy.
+    pub fn retry(&self, id: RetryId) -> &RetryPolicy {
+        &self.retries[id.index()]
+    }
+}
+
+/// Resolved timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connect timeout.
+    pub connect: Duration,
+    /// Per-attempt timeout.
+    pub per_try: Duration,
+    /// Whole-request deadline.
+    pub total: Duration,
+}
+
+/// Built-in timeouts, used where no level sets one.
+pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_secs(10),
+    per_try: Duration::from_secs(30),
+    total: Duration::from_secs(120),
+};
+
+/// An API key reference. The key itself is read at start-up, never at compile time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRef {
+    /// The environment variable.
+    pub env: String,
+    /// Allowed prefixes (empty: any).
+    pub prefixes: Vec<String>,
+}
+
+/// A resolved upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    /// Its name.
+    pub name: String,
+    /// Base URL.
+    pub base_url: String,
+    /// Where its key comes from.
+    pub api_key: Option<ApiKeyRef>,
+    /// Pool: most connections.
+    pub max_connections: u32,
+    /// Pool: most idle connections.
+    pub max_idle: u32,
+    /// Pool: idle timeout.
+    pub idle_timeout: Duration,
+    /// Limits.
+    pub limits: Limits,
+    /// Follow rate-limit headers.
+    pub rate_limit_headers: bool,
+    /// Breaker policy for the upstream.
+    pub breaker: Option<BreakerId>,
+    /// Timeouts (upstream over defaults).
+    pub timeouts: Timeouts,
+}
+
+/// Resolved limits of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Requests per second and burst.
+    pub rate: Option<Rate>,
+    /// Tokens per minute.
+    pub tokens_per_minute: Option<f64>,
+    /// Concurrency cap.
+    pub concurrency: Option<u32>,
+    /// Fail fast, or wait up to the queue timeout.
+    pub on_limit: OnLimit,
+    /// Longest wait for a permit with `on_limit = "wait"`.
+    pub queue_timeout: Duration,
+}
+
+/// A request rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    /// Steady rate.
+    pub per_second: f64,
+    /// Burst above it.
+    pub burst: u32,
+}
+
+/// Token prices, USD per million.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    /// Input.
+    pub input_per_mtok: f64,
+    /// Output.
+    pub output_per_mtok: f64,
+}
+
+impl Price {
+    /// Cost in USD of a call with these token counts.
+    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+        (input_tokens as f64 * self.input_per_mtok + output_tokens as f64 * self.output_per_mtok)
+            / 1e6
+    }
+}
+
+/// A resolved model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    /// Its name.
+    pub name: String,
+    /// The upstream serving it.
+    pub upstream: UpstreamId,
+    /// The id sent upstream.
+    pub upstream_model: String,
+    /// Its price, if known.
+    pub price: Option<Price>,
+    /// Its context window, if known.
+    pub context_window: Option<u64>,
+    /// A breaker of its own, if any.
+    pub breaker: Option<BreakerId>,
+}
+
+/// Resolved backoff.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// Kind.
+    pub kind: BackoffKind,
+    /// First delay.
+    pub base: Duration,
+    /// Growth factor.
+    pub factor: f64,
+    /// Cap.
+    pub max: Duration,
+    /// Jitter.
+    pub jitter: Jitter,
+    /// Spread of proportional jitter.
+    pub jitter_ratio: f64,
+}
+
+/// Built-in backoff: exponential from 100ms, factor 2, cap 10s, full jitter.
+pub const DEFAULT_BACKOFF: Backoff = Backoff {
+    kind: BackoffKind::Exponential,
+    base: Duration::from_millis(100),
+    factor: 2.0,
+    max: Duration::from_secs(10),
+    jitter: Jitter::Full,
+    jitter_ratio: 0.2,
+};
+
+/// A resolved retry policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Its name (`<none>` for the built-in single attempt).
+    pub name: String,
+    /// Attempts per target.
+    pub max_attempts: u32,
+    /// Backoff.
+    pub backoff: Backoff,
+    /// Retried classes.
+    pub retry_on: ClassSet,
+    /// Honour `Retry-After`.
+    pub retry_after_honor: bool,
+    /// Cap on a honoured `Retry-After`.
+    pub retry_after_max: Duration,
+    /// Retry budget.
+    pub budget: Option<RetryBudget>,
+    /// Per-class overrides, most specific first.
+    pub overrides: Vec<RetryOverride>,
+}
+
+impl RetryPolicy {
+    /// The override for a failure, if one applies.
+    pub fn override_for(&self, f: &FailureView<'_>) -> Option<&RetryOverride> {
+        self.overrides.iter().find(|o| o.class.matches(f))
+    }
+    /// Most attempts any failure class allows.
+    pub fn max_attempts_any(&self) -> u32 {
+        self.overrides
+            .iter()
+            .filter_map(|o| o.max_attempts)
+            .chain([self.max_attempts])
+            .max()
+            .unwrap_or(1)
+    }
+}
+
+/// A per-class override.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryOverride {
+    /// The class.
+    pub class: ClassMatcher,
+    /// Attempts, if overridden.
+    pub max_attempts: Option<u32>,
+    /// Backoff, if overridden.
+    pub backoff: Option<Backoff>,
+}
+
+/// A resolved retry budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudget {
+    /// Retries per request.
+    pub ratio: f64,
+    /// Retries per second always allowed.
+    pub min_per_second: f64,
+    /// How long a request counts.
+    pub ttl: Duration,
+}
+
+/// A resolved breaker policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerPolicy {
+    /// Its name.
+    pub name: String,
+    /// Consecutive failures that open it.
+    pub consecutive_failures: Option<u32>,
+    /// Failure-rate rule: threshold, min calls, window.
+    pub failure_rate: Option<(f64, u32, Duration)>,
+    /// Slow-call rule: over, rate threshold, min calls, window.
+    pub slow_call: Option<(Duration, f64, u32, Duration)>,
+    /// Open duration.
+    pub open_for: Duration,
+    /// Half-open probes.
+    pub probes: u32,
+    /// Successes that close it.
+    pub successes_to_close: u32,
+    /// Classes counted as failures.
+    pub trip_on: ClassSet,
+}
+
+/// A target of a route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteTarget {
+    /// The model.
+    pub model: ModelId,
+    /// Its weight.
+    pub weight: f64,
+    /// Timeouts for this target (route over upstream over defaults).
+    pub timeouts: Timeouts,
+}
+
+/// Hedging settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hedge {
+    /// Delay before each extra attempt.
+    pub after: Duration,
+    /// Most extra attempts.
+    pub max_extra: u32,
+}
+
+/// Streaming timeouts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StreamingTimeouts {
+    /// First byte.
+    pub first_byte: Option<Duration>,
+    /// Gap between chunks.
+    pub idle_chunk: Option<Duration>,
+}
+
+/// A resolved route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Its name.
+    pub name: String,
+    /// What it matches; `None` matches everything.
+    pub when: Option<Matcher>,
+    /// How a target is picked.
+    pub strategy: Strategy,
+    /// Its targets.
+    pub targets: Vec<RouteTarget>,
+    /// Classes that may move a request to the next target.
+    pub failover_on: ClassSet,
+    /// Hedging.
+    pub hedge: Option<Hedge>,
+    /// Retry policy.
+    pub retry: RetryId,
+    /// Breaker policy replacing the upstreams' for this route.
+    pub breaker: Option<BreakerId>,
+    /// The route's whole-request deadline (route over defaults).
+    pub total_timeout: Duration,
+    /// Streaming timeouts.
+    pub streaming: Option<StreamingTimeouts>,
+    /// Budgets that cover calls through this route (some only for some models).
+    pub budgets: Vec<BudgetId>,
+}
+
+/// Which calls a budget covers.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BudgetScope {
+    /// Routes (empty: any).
+    pub routes: Vec<RouteId>,
+    /// Models (empty: any).
+    pub models: Vec<ModelId>,
+    /// Upstreams (empty: any).
+    pub upstreams: Vec<UpstreamId>,
+    /// Caller keys (empty: any).
+    pub keys: Vec<String>,
+}
+
+/// What happens past a budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExceed {
+    /// Refuse.
+    Reject,
+    /// Use another route.
+    Reroute(RouteId),
+}
+
+/// A resolved budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    /// Its name.
+    pub name: String,
+    /// USD per window.
+    pub limit_usd: f64,
+    /// The window.
+    pub window: Duration,
+    /// What it covers.
+    pub scope: BudgetScope,
+    /// What happens past it.
+    pub on_exceed: OnExceed,
+}
+
+impl Budget {
+    /// Whether a call through this route to this model (by this caller) counts.
+    pub fn covers(
+        &self,
+        route: RouteId,
+        model: ModelId,
+        upstream: UpstreamId,
+        caller: Option<&str>,
+    ) -> bool {
+        let s = &self.scope;
+        (s.routes.is_empty() || s.routes.contains(&route))
+            && (s.models.is_empty() || s.models.contains(&model))
+            && (s.upstreams.is_empty() || s.upstreams.contains(&upstream))
+            && (s.keys.is_empty() || caller.is_some_and(|c| s.keys.iter().any(|k| k == c)))
+    }
+}
