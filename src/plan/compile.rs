@@ -54,7 +54,7 @@ pub fn compile(loaded: Loaded) -> Result<Compiled, Diagnostics> {
     let mut c = Compiler {
         l: &loaded,
         diags: loaded.diagnostics.clone(),
-        names: HashMap::new(),
+        names: Names::default(),
     };
     let plan = c.run();
     let mut diags = Diagnostics {
@@ -95,7 +95,7 @@ impl Annotate for &mut Diagnostic {
 struct Compiler<'a> {
     l: &'a Loaded,
     diags: Vec<Diagnostic>,
-    names: HashMap<(Kind, String), u32>,
+    names: Names,
 }
 
 fn positive(x: f64) -> bool {
@@ -180,14 +180,14 @@ impl Compiler<'_> {
         let breaker_names: Vec<String> = p.breakers.keys().cloned().collect();
         let budget_names: Vec<String> = p.budgets.keys().cloned().collect();
         let route_names = self.route_names();
-        for (kind, names) in [
-            (Kind::Upstream, &upstream_names),
-            (Kind::Model, &model_names),
-            (Kind::Route, &route_names),
-            (Kind::Budget, &budget_names),
+        for (map, names) in [
+            (&mut self.names.upstreams, &upstream_names),
+            (&mut self.names.models, &model_names),
+            (&mut self.names.routes, &route_names),
+            (&mut self.names.budgets, &budget_names),
         ] {
             for (i, n) in names.iter().enumerate() {
-                self.names.entry((kind, n.clone())).or_insert(i as u32);
+                map.entry(n.clone()).or_insert(i as u32);
             }
         }
 

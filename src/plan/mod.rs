@@ -79,15 +79,16 @@ pub struct PlanData {
     pub budgets: Vec<Budget>,
     /// Model whose prices the savings report compares against.
     pub baseline_model: Option<ModelId>,
-    names: HashMap<(Kind, String), u32>,
+    names: Names,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Kind {
-    Upstream,
-    Model,
-    Route,
-    Budget,
+/// Name → index maps, one per kind, so a lookup by `&str` does not allocate.
+#[derive(Debug, Default)]
+pub(crate) struct Names {
+    pub(crate) upstreams: HashMap<String, u32>,
+    pub(crate) models: HashMap<String, u32>,
+    pub(crate) routes: HashMap<String, u32>,
+    pub(crate) budgets: HashMap<String, u32>,
 }
 
 impl std::ops::Deref for Plan {
@@ -104,24 +105,21 @@ impl Plan {
     ) -> Result<Compiled, crate::diagnostic::Diagnostics> {
         compile(crate::policy::load(opts))
     }
-    fn lookup(&self, kind: Kind, name: &str) -> Option<u32> {
-        self.names.get(&(kind, name.to_string())).copied()
-    }
     /// An upstream by name.
     pub fn upstream_by_name(&self, name: &str) -> Option<UpstreamId> {
-        self.lookup(Kind::Upstream, name).map(UpstreamId)
+        self.names.upstreams.get(name).copied().map(UpstreamId)
     }
     /// A model by name.
     pub fn model_by_name(&self, name: &str) -> Option<ModelId> {
-        self.lookup(Kind::Model, name).map(ModelId)
+        self.names.models.get(name).copied().map(ModelId)
     }
     /// A route by name.
     pub fn route_by_name(&self, name: &str) -> Option<RouteId> {
-        self.lookup(Kind::Route, name).map(RouteId)
+        self.names.routes.get(name).copied().map(RouteId)
     }
     /// A budget by name.
     pub fn budget_by_name(&self, name: &str) -> Option<BudgetId> {
-        self.lookup(Kind::Budget, name).map(BudgetId)
+        self.names.budgets.get(name).copied().map(BudgetId)
     }
     /// An upstream.
     pub fn upstream(&self, id: UpstreamId) -> &Upstream {
