@@ -147,7 +147,9 @@ impl BackoffConfig {
         }
         // f64::powi takes an i32; exponents that large saturate anyway.
         let grown = base as f64 * factor.powi(exp.min(i32::MAX as u32) as i32);
-        f64_to_nanos(grown).min(max)
+        // factor >= 1, so mathematically grown >= base; f64 rounding of large nanosecond
+        // counts must not make it smaller.
+        f64_to_nanos(grown).max(base).min(max)
     }
 
     /// The delay to sleep before retry number `retry`. `prev` is the previous delay (used
