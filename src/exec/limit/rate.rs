@@ -87,7 +87,7 @@ impl RateLimiter {
             return Err(LimitConfigError::ZeroBurst);
         }
         let t = (1e9 / r).ceil().max(1.0);
-        if !(t <= MAX_SPAN as f64) {
+        if t > MAX_SPAN as f64 {
             return Err(LimitConfigError::Rate(r));
         }
         let t = t as u64;
