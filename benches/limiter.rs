@@ -117,6 +117,27 @@ fn contention(c: &mut Criterion) {
             b.iter_custom(|iters| hammer(&deny, &clock, threads, iters))
         });
     }
+    // governor under the same contention, for context (frozen fake clock, admit path).
+    let fake = FakeRelativeClock::default();
+    for threads in [1u32, 2] {
+        g.throughput(Throughput::Elements(threads as u64));
+        let gov = Governor::direct_with_clock(Quota::per_second(nz(u32::MAX)), fake.clone());
+        g.bench_function(format!("governor_admit/{threads}"), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for _ in 0..threads {
+                        s.spawn(|| {
+                            for _ in 0..iters {
+                                black_box(gov.check().is_ok());
+                            }
+                        });
+                    }
+                });
+                start.elapsed()
+            })
+        });
+    }
     g.finish();
 }
 
