@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use super::{Backoff, Plan, RouteId};
-use crate::policy::{BackoffKind, Jitter, OnLimit};
+use super::{Plan, RouteId};
+use crate::policy::OnLimit;
 
 /// Token counts a cost bound is computed for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,26 +48,6 @@ pub struct RouteBounds {
     pub success_cost_usd: Option<(f64, f64)>,
 }
 
-/// Upper bound of one backoff delay before retry `n` (1-based), jitter included.
-pub fn backoff_ceiling(b: &Backoff, n: u32) -> Duration {
-    let exp = n.saturating_sub(1).min(1000) as i32;
-    let raw = match b.kind {
-        BackoffKind::Constant => b.base.as_secs_f64(),
-        BackoffKind::Exponential => b.base.as_secs_f64() * b.factor.max(1.0).powi(exp),
-        BackoffKind::Decorrelated => b.base.as_secs_f64() * 3f64.powi(exp),
-    };
-    let jittered = match b.jitter {
-        Jitter::Proportional => raw * (1.0 + b.jitter_ratio.clamp(0.0, 1.0)),
-        _ => raw,
-    };
-    let capped = if jittered.is_finite() {
-        jittered.min(b.max.as_secs_f64())
-    } else {
-        b.max.as_secs_f64()
-    };
-    Duration::from_secs_f64(capped.max(0.0))
-}
-
 /// Computes the bounds of a route.
 pub fn route_bounds(plan: &Plan, route: RouteId, tokens: TokenCounts) -> RouteBounds {
     let r = plan.route(route);
@@ -94,7 +74,7 @@ pub fn route_bounds(plan: &Plan, route: RouteId, tokens: TokenCounts) -> RouteBo
                 .iter()
                 .filter_map(|o| o.backoff.as_ref())
                 .chain([&retry.backoff])
-                .map(|b| backoff_ceiling(b, n))
+                .map(|b| b.worst_case(n))
                 .max()
                 .unwrap_or_default();
             schedule += backoff;
@@ -126,36 +106,5 @@ pub fn route_bounds(plan: &Plan, route: RouteId, tokens: TokenCounts) -> RouteBo
         schedule,
         worst_cost_usd: worst_cost,
         success_cost_usd: success,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::plan::DEFAULT_BACKOFF;
-
-    #[test]
-    fn exponential_ceiling_grows_then_caps() {
-        let b = Backoff {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(10),
-            ..DEFAULT_BACKOFF
-        };
-        let d: Vec<u64> = (1..=6).map(|n| backoff_ceiling(&b, n).as_secs()).collect();
-        assert_eq!(d, [1, 2, 4, 8, 10, 10]);
-        assert_eq!(backoff_ceiling(&b, u32::MAX), Duration::from_secs(10));
-    }
-
-    #[test]
-    fn proportional_jitter_raises_the_ceiling_up_to_max() {
-        let b = Backoff {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(10),
-            jitter: Jitter::Proportional,
-            jitter_ratio: 0.5,
-            ..DEFAULT_BACKOFF
-        };
-        assert_eq!(backoff_ceiling(&b, 1), Duration::from_millis(1500));
-        assert_eq!(backoff_ceiling(&b, 5), Duration::from_secs(10));
     }
 }

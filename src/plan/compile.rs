@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::bounds::route_bounds;
 use super::*;
 use crate::diagnostic::{did_you_mean, one_of, Diagnostic, Diagnostics};
+use crate::exec::backoff::{BackoffKind, Jitter};
 use crate::policy::spans::{is_env_name, KeyPath};
 use crate::policy::{self, ApiKey, Condition, Loaded, Scalar};
 
@@ -416,13 +417,23 @@ impl Compiler<'_> {
     }
 
     fn backoff(&mut self, b: &policy::Backoff, path: &KeyPath) -> Backoff {
+        let jitter = b.jitter.unwrap_or(policy::Jitter::Full);
+        let jitter_ratio = b.jitter_ratio.unwrap_or(DEFAULT_JITTER_RATIO);
         let out = Backoff {
-            kind: b.kind,
+            kind: match b.kind {
+                policy::BackoffKind::Exponential => BackoffKind::Exponential,
+                policy::BackoffKind::Constant => BackoffKind::Constant,
+                policy::BackoffKind::Decorrelated => BackoffKind::Decorrelated,
+            },
             base: b.base.map_or(DEFAULT_BACKOFF.base, |d| d.get()),
             factor: b.factor.unwrap_or(DEFAULT_BACKOFF.factor),
             max: b.max.map_or(DEFAULT_BACKOFF.max, |d| d.get()),
-            jitter: b.jitter.unwrap_or(DEFAULT_BACKOFF.jitter),
-            jitter_ratio: b.jitter_ratio.unwrap_or(DEFAULT_BACKOFF.jitter_ratio),
+            jitter: match jitter {
+                policy::Jitter::None => Jitter::None,
+                policy::Jitter::Full => Jitter::Full,
+                policy::Jitter::Equal => Jitter::Equal,
+                policy::Jitter::Proportional => Jitter::Proportional(jitter_ratio),
+            },
         };
         if out.base > out.max {
             let at = if b.base.is_some() {
@@ -449,22 +460,22 @@ impl Compiler<'_> {
             )
             .label("expected a number >= 1 (1 = constant)");
         }
-        if !(out.jitter_ratio.is_finite() && out.jitter_ratio > 0.0 && out.jitter_ratio <= 1.0) {
+        if !(jitter_ratio.is_finite() && jitter_ratio > 0.0 && jitter_ratio <= 1.0) {
             self.error(
                 "threshold-out-of-range",
-                format!("jitter_ratio {} is outside (0, 1]", out.jitter_ratio),
+                format!("jitter_ratio {jitter_ratio} is outside (0, 1]"),
                 &path.key("jitter_ratio"),
             )
             .label("expected a number in (0, 1]");
         }
-        if b.jitter_ratio.is_some() && out.jitter != policy::Jitter::Proportional {
+        if b.jitter_ratio.is_some() && jitter != policy::Jitter::Proportional {
             self.warning(
                 "ignored-key",
                 "jitter_ratio only applies to `jitter = \"proportional\"`",
                 &path.key("jitter_ratio"),
             );
         }
-        if b.factor.is_some() && out.kind != policy::BackoffKind::Exponential {
+        if b.factor.is_some() && b.kind != policy::BackoffKind::Exponential {
             self.warning(
                 "ignored-key",
                 "factor only applies to `kind = \"exponential\"`",

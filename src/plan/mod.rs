@@ -24,12 +24,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use bounds::{backoff_ceiling, route_bounds, RouteBounds, TokenCounts};
+pub use bounds::{route_bounds, RouteBounds, TokenCounts};
 pub use class::{ClassError, ClassMatcher, ClassSet, FailureView};
 pub use compile::{compile, Compiled};
 pub use matcher::{Attr, AttrKind, Cmp, Matcher};
 
-use crate::policy::{BackoffKind, Jitter, OnLimit, Strategy};
+use crate::policy::{OnLimit, Strategy};
 
 macro_rules! id_type {
     ($($(#[$m:meta])* $name:ident),*) => {$(
@@ -249,31 +249,19 @@ pub struct Model {
     pub breaker: Option<BreakerId>,
 }
 
-/// Resolved backoff.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Backoff {
-    /// Kind.
-    pub kind: BackoffKind,
-    /// First delay.
-    pub base: Duration,
-    /// Growth factor.
-    pub factor: f64,
-    /// Cap.
-    pub max: Duration,
-    /// Jitter.
-    pub jitter: Jitter,
-    /// Spread of proportional jitter.
-    pub jitter_ratio: f64,
-}
+/// Resolved backoff: the executor's own configuration.
+pub use crate::exec::backoff::BackoffConfig as Backoff;
+
+/// Spread of `proportional` jitter when `jitter_ratio` is not set.
+pub const DEFAULT_JITTER_RATIO: f64 = 0.2;
 
 /// Built-in backoff: exponential from 100ms, factor 2, cap 10s, full jitter.
 pub const DEFAULT_BACKOFF: Backoff = Backoff {
-    kind: BackoffKind::Exponential,
+    kind: crate::exec::backoff::BackoffKind::Exponential,
     base: Duration::from_millis(100),
     factor: 2.0,
     max: Duration::from_secs(10),
-    jitter: Jitter::Full,
-    jitter_ratio: 0.2,
+    jitter: crate::exec::backoff::Jitter::Full,
 };
 
 /// A resolved retry policy.
