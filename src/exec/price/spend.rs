@@ -1,0 +1,262 @@
+//! Where the money went: spend and tokens by model, route and upstream.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use super::{Price, Usage, Usd};
+
+#[derive(Debug, Default)]
+struct Counters {
+    calls: AtomicU64,
+    input_tokens: AtomicU64,
+    output_tokens: AtomicU64,
+    nanos: AtomicU64,
+}
+
+impl Counters {
+    #[inline]
+    fn add(&self, u: Usage, cost: Usd) {
+        self.calls.fetch_add(1, Relaxed);
+        self.input_tokens.fetch_add(u.input_tokens, Relaxed);
+        self.output_tokens.fetch_add(u.output_tokens, Relaxed);
+        self.nanos.fetch_add(cost.nanos(), Relaxed);
+    }
+
+    fn line(&self) -> SpendLine {
+        SpendLine {
+            calls: self.calls.load(Relaxed),
+            input_tokens: self.input_tokens.load(Relaxed),
+            output_tokens: self.output_tokens.load(Relaxed),
+            spend: Usd::from_nanos(self.nanos.load(Relaxed)),
+        }
+    }
+}
+
+/// Which model, route and upstream a call used, as the small integer ids the plan assigns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SpendKey {
+    /// Model id, `0..n_models`.
+    pub model: usize,
+    /// Route id, `0..n_routes`.
+    pub route: usize,
+    /// Upstream id, `0..n_upstreams`.
+    pub upstream: usize,
+}
+
+/// Totals for one model, route, upstream, or everything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpendLine {
+    /// Calls recorded.
+    pub calls: u64,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Cost.
+    pub spend: Usd,
+}
+
+impl SpendLine {
+    /// The tokens as a [`Usage`].
+    pub fn usage(&self) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+        }
+    }
+}
+
+/// An owned snapshot from [`SpendTracker::report`]; vectors are indexed by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpendReport {
+    /// Everything recorded (including calls with out-of-range ids).
+    pub total: SpendLine,
+    /// Per model id.
+    pub by_model: Vec<SpendLine>,
+    /// Per route id.
+    pub by_route: Vec<SpendLine>,
+    /// Per upstream id.
+    pub by_upstream: Vec<SpendLine>,
+}
+
+/// What the recorded usage would have cost at a baseline price, against what it cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Savings {
+    /// The same tokens at the baseline price.
+    pub baseline: Usd,
+    /// What was actually spent.
+    pub actual: Usd,
+}
+
+impl Savings {
+    /// `baseline − actual` in nano-dollars; negative when routing cost more than the baseline.
+    pub fn saved_nanos(&self) -> i128 {
+        i128::from(self.baseline.nanos()) - i128::from(self.actual.nanos())
+    }
+
+    /// `baseline − actual` in dollars.
+    pub fn saved_dollars(&self) -> f64 {
+        self.saved_nanos() as f64 / 1e9
+    }
+}
+
+impl fmt::Display for Savings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (sign, diff) = if self.actual <= self.baseline {
+            ("", self.baseline.saturating_sub(self.actual))
+        } else {
+            ("-", self.actual.saturating_sub(self.baseline))
+        };
+        write!(
+            f,
+            "{sign}{diff} saved ({} spent vs {} baseline)",
+            self.actual, self.baseline
+        )
+    }
+}
+
+/// Accumulates spend and tokens by model, route and upstream. Counters are preallocated per
+/// id, so [`record`](Self::record) is a handful of relaxed atomic adds and never allocates.
+/// Totals saturate only beyond `u64` (≈ $18.4 billion, 1.8e19 tokens); they wrap silently
+/// past that, which is not a practical concern.
+///
+/// ```
+/// use tollgate::exec::price::{Price, SpendKey, SpendTracker, Usage};
+///
+/// let t = SpendTracker::new(2, 1, 1);
+/// let cheap = Price::new(0.07, 0.42)?;
+/// let usage = Usage { input_tokens: 1_000_000, output_tokens: 0 };
+/// t.record(SpendKey { model: 1, route: 0, upstream: 0 }, usage, cheap.cost(usage));
+/// let s = t.savings(Price::new(3.0, 15.0)?);
+/// assert_eq!(s.saved_dollars(), 2.93);
+/// assert_eq!(t.report().by_model[1].calls, 1);
+/// # Ok::<(), tollgate::exec::price::PriceError>(())
+/// ```
+#[derive(Debug)]
+pub struct SpendTracker {
+    total: Counters,
+    models: Box<[Counters]>,
+    routes: Box<[Counters]>,
+    upstreams: Box<[Counters]>,
+}
+
+fn counters(n: usize) -> Box<[Counters]> {
+    (0..n).map(|_| Counters::default()).collect()
+}
+
+impl SpendTracker {
+    /// A tracker for ids `0..n_models`, `0..n_routes`, `0..n_upstreams`.
+    pub fn new(n_models: usize, n_routes: usize, n_upstreams: usize) -> Self {
+        SpendTracker {
+            total: Counters::default(),
+            models: counters(n_models),
+            routes: counters(n_routes),
+            upstreams: counters(n_upstreams),
+        }
+    }
+
+    /// Record one call's usage and cost. An out-of-range id is counted in the total only.
+    #[inline]
+    pub fn record(&self, key: SpendKey, usage: Usage, cost: Usd) {
+        self.total.add(usage, cost);
+        for (table, id) in [
+            (&self.models, key.model),
+            (&self.routes, key.route),
+            (&self.upstreams, key.upstream),
+        ] {
+            if let Some(c) = table.get(id) {
+                c.add(usage, cost);
+            }
+        }
+    }
+
+    /// An owned snapshot. Each counter is read atomically; the snapshot as a whole is not
+    /// (a call recorded meanwhile may appear in some lines and not others).
+    pub fn report(&self) -> SpendReport {
+        let lines = |t: &[Counters]| t.iter().map(Counters::line).collect();
+        SpendReport {
+            total: self.total.line(),
+            by_model: lines(&self.models),
+            by_route: lines(&self.routes),
+            by_upstream: lines(&self.upstreams),
+        }
+    }
+
+    /// What all recorded tokens would have cost at `baseline`, against what they cost.
+    pub fn savings(&self, baseline: Price) -> Savings {
+        let total = self.total.line();
+        Savings {
+            baseline: baseline.cost(total.usage()),
+            actual: total.spend,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_by_every_dimension() {
+        let t = SpendTracker::new(2, 2, 1);
+        let u = Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+        };
+        t.record(
+            SpendKey {
+                model: 0,
+                route: 1,
+                upstream: 0,
+            },
+            u,
+            Usd::from_nanos(100),
+        );
+        t.record(
+            SpendKey {
+                model: 1,
+                route: 1,
+                upstream: 0,
+            },
+            u,
+            Usd::from_nanos(50),
+        );
+        t.record(
+            SpendKey {
+                model: 9,
+                route: 9,
+                upstream: 9,
+            },
+            u,
+            Usd::from_nanos(1),
+        );
+        let r = t.report();
+        assert_eq!(r.total.calls, 3);
+        assert_eq!(r.total.spend, Usd::from_nanos(151));
+        assert_eq!(r.by_model[0].spend, Usd::from_nanos(100));
+        assert_eq!(r.by_route[1].calls, 2);
+        assert_eq!(r.by_route[0], SpendLine::default());
+        assert_eq!(r.by_upstream[0].input_tokens, 20);
+    }
+
+    #[test]
+    fn savings_can_be_negative() {
+        let t = SpendTracker::new(1, 1, 1);
+        let k = SpendKey {
+            model: 0,
+            route: 0,
+            upstream: 0,
+        };
+        let u = Usage {
+            input_tokens: 1_000_000,
+            output_tokens: 0,
+        };
+        t.record(k, u, Usd::from_dollars(3.0).unwrap());
+        let s = t.savings(Price::new(1.0, 1.0).unwrap());
+        assert_eq!(s.saved_nanos(), -2_000_000_000);
+        assert_eq!(
+            s.to_string(),
+            "-$2.0000 saved ($3.0000 spent vs $1.0000 baseline)"
+        );
+    }
+}
