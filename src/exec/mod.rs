@@ -8,6 +8,16 @@
 pub mod backoff;
 pub mod breaker;
 pub mod clock;
+mod error;
+mod executor;
 pub mod limit;
+mod outcome;
 pub mod price;
+mod request;
 pub mod retry_budget;
+pub mod state;
+
+pub use error::{AttemptRecord, ExecError, SkipReason, SkipRecord, StopReason};
+pub use executor::{select_route, Executor, ExecutorBuilder, Served, Target};
+pub use outcome::{Done, Failure, FailureKind, RateLimitInfo, Usage};
+pub use request::{Request, DEFAULT_MAX_OUTPUT_TOKENS};

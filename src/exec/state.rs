@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::breaker::{Breaker, BreakerConfig, RateRule, SlowRule};
-use super::limit::{ConcurrencyConfig, ConcurrencyLimiter, RateConfig, RateLimiter, TokenConfig, TokenLimiter};
-use super::price::{BudgetConfig, BudgetLedger, Usd};
+use super::limit::{
+    ConcurrencyConfig, ConcurrencyLimiter, RateConfig, RateLimiter, TokenConfig, TokenLimiter,
+};
+use super::price::{BudgetConfig, BudgetLedger, SpendTracker, Usd};
 use super::retry_budget::{RetryBudget, RetryBudgetConfig};
 use crate::plan::{self, BreakerPolicy, Plan};
-use crate::policy;
 
 /// A plan's settings the executor could not build state from (a compiler bug if it happens:
 /// the compiler checks the same ranges).
@@ -27,23 +28,46 @@ pub struct BuildError {
     pub reason: String,
 }
 
-fn build<T, E: std::fmt::Display>(entity: impl FnOnce() -> String, r: Result<T, E>) -> Result<T, BuildError> {
-    r.map_err(|e| BuildError { entity: entity(), reason: e.to_string() })
+fn build<T, E: std::fmt::Display>(
+    entity: impl FnOnce() -> String,
+    r: Result<T, E>,
+) -> Result<T, BuildError> {
+    r.map_err(|e| BuildError {
+        entity: entity(),
+        reason: e.to_string(),
+    })
 }
 
 /// Converts a plan breaker policy into the executor's.
 pub fn breaker_config(b: &BreakerPolicy) -> BreakerConfig {
     BreakerConfig {
         consecutive_failures: b.consecutive_failures,
-        failure_rate: b.failure_rate.map(|(threshold, min_calls, window)| RateRule { threshold, min_calls, window }),
-        slow_call: b.slow_call.map(|(over, rate_threshold, min_calls, window)| SlowRule { over, rate_threshold, min_calls, window }),
+        failure_rate: b
+            .failure_rate
+            .map(|(threshold, min_calls, window)| RateRule {
+                threshold,
+                min_calls,
+                window,
+            }),
+        slow_call: b
+            .slow_call
+            .map(|(over, rate_threshold, min_calls, window)| SlowRule {
+                over,
+                rate_threshold,
+                min_calls,
+                window,
+            }),
         open_for: b.open_for,
         probes: b.probes,
         successes_to_close: b.successes_to_close,
     }
 }
 
-fn new_breaker(plan: &Plan, id: plan::BreakerId, scope: String) -> Result<Breaker, BreakerBuildError> {
+fn new_breaker(
+    plan: &Plan,
+    id: plan::BreakerId,
+    scope: String,
+) -> Result<Breaker, BreakerBuildError> {
     let policy = &plan.breakers[id.index()];
     let name = scope.clone();
     Breaker::new(breaker_config(policy))
@@ -59,7 +83,10 @@ struct BreakerBuildError(String, String);
 
 impl From<BreakerBuildError> for BuildError {
     fn from(e: BreakerBuildError) -> Self {
-        BuildError { entity: e.0, reason: e.1 }
+        BuildError {
+            entity: e.0,
+            reason: e.1,
+        }
     }
 }
 
@@ -85,7 +112,6 @@ pub struct UpstreamState {
     pub concurrency: Option<ConcurrencyLimiter>,
     /// The upstream's breaker.
     pub breaker: Option<BreakerSlot>,
-    limits: plan::Limits,
 }
 
 /// Live state of a model (as a target).
@@ -101,12 +127,6 @@ pub struct ModelState {
     pub successes: AtomicU64,
     /// Failed attempts.
     pub failures: AtomicU64,
-    /// Spend in micro-USD.
-    pub spend_micros: AtomicU64,
-    /// Input tokens used.
-    pub input_tokens: AtomicU64,
-    /// Output tokens used.
-    pub output_tokens: AtomicU64,
 }
 
 /// Weight of a new latency sample in the EWMA.
@@ -118,7 +138,11 @@ impl ModelState {
     pub fn observe_latency(&self, d: Duration) {
         let sample = d.as_nanos().min(u64::MAX as u128) as u64;
         let old = self.ewma_nanos.load(Relaxed);
-        let new = if old == 0 { sample } else { (old as f64 * (1.0 - EWMA_ALPHA) + sample as f64 * EWMA_ALPHA) as u64 };
+        let new = if old == 0 {
+            sample
+        } else {
+            (old as f64 * (1.0 - EWMA_ALPHA) + sample as f64 * EWMA_ALPHA) as u64
+        };
         self.ewma_nanos.store(new.max(1), Relaxed);
     }
 }
@@ -130,8 +154,6 @@ pub struct RouteState {
     pub retry_budget: Option<RetryBudget>,
     /// Breakers replacing the upstreams' for this route, one per target, if the route names one.
     pub breakers: Vec<BreakerSlot>,
-    /// Spend through this route in micro-USD.
-    pub spend_micros: AtomicU64,
     /// Requests that came through it.
     pub requests: AtomicU64,
     retry: Option<plan::RetryBudget>,
@@ -161,12 +183,15 @@ pub struct Runtime {
     pub routes: Vec<Arc<RouteState>>,
     /// Per budget, by [`plan::BudgetId`].
     pub budgets: Vec<Arc<BudgetState>>,
+    /// Spend and tokens by model, route and upstream of this plan (a reload starts a new
+    /// report; budgets, not this report, carry spend across reloads).
+    pub spend: SpendTracker,
 }
 
 impl Runtime {
     /// Fresh state for a plan.
     pub fn new(plan: Plan, version: u64) -> Result<Self, BuildError> {
-        Self::carry_over(plan, version, None)
+        Self::carry_over(plan, version, None, 0)
     }
 
     /// State for `plan`, reusing from `old` every entity that still exists under the same
@@ -174,13 +199,19 @@ impl Runtime {
     /// buckets, budgets their spend, models their EWMAs. An entity whose settings changed
     /// starts fresh, except budgets, which keep their spend so a reload can never reset a
     /// spent budget.
-    pub fn carry_over(plan: Plan, version: u64, old: Option<&Runtime>) -> Result<Self, BuildError> {
+    pub fn carry_over(
+        plan: Plan,
+        version: u64,
+        old: Option<&Runtime>,
+        now: u64,
+    ) -> Result<Self, BuildError> {
         let mut upstreams = Vec::with_capacity(plan.upstreams.len());
         for u in &plan.upstreams {
             let prev = old.and_then(|o| o.plan.upstream_by_name(&u.name).map(|id| (o, id)));
             let reuse = prev.filter(|(o, id)| {
                 let p = o.plan.upstream(*id);
-                p.limits == u.limits && breaker_policy(&o.plan, p.breaker) == breaker_policy(&plan, u.breaker)
+                p.limits == u.limits
+                    && breaker_policy(&o.plan, p.breaker) == breaker_policy(&plan, u.breaker)
             });
             if let Some((o, id)) = reuse {
                 upstreams.push(o.upstreams[id.index()].clone());
@@ -189,29 +220,60 @@ impl Runtime {
             let name = || format!("upstream `{}`", u.name);
             let l = &u.limits;
             upstreams.push(Arc::new(UpstreamState {
-                rate: l.rate.map(|r| build(name, RateLimiter::new(RateConfig { rate_per_sec: r.per_second, burst: r.burst }))).transpose()?,
+                rate: l
+                    .rate
+                    .map(|r| {
+                        build(
+                            name,
+                            RateLimiter::new(RateConfig {
+                                rate_per_sec: r.per_second,
+                                burst: r.burst,
+                            }),
+                        )
+                    })
+                    .transpose()?,
                 tokens: l
                     .tokens_per_minute
                     .map(|t| {
                         // The bucket holds one minute of tokens: a burst may use the whole minute.
                         let tpm = t.ceil().max(1.0) as u64;
-                        build(name, TokenLimiter::new(TokenConfig { tokens_per_minute: tpm, burst: tpm }))
+                        build(
+                            name,
+                            TokenLimiter::new(TokenConfig {
+                                tokens_per_minute: tpm,
+                                burst: tpm,
+                            }),
+                        )
                     })
                     .transpose()?,
-                concurrency: l.concurrency.map(|c| build(name, ConcurrencyLimiter::new(ConcurrencyConfig { max_in_flight: c }))).transpose()?,
+                concurrency: l
+                    .concurrency
+                    .map(|c| {
+                        build(
+                            name,
+                            ConcurrencyLimiter::new(ConcurrencyConfig { max_in_flight: c }),
+                        )
+                    })
+                    .transpose()?,
                 breaker: u
                     .breaker
                     .map(|b| -> Result<BreakerSlot, BuildError> {
-                        Ok(BreakerSlot { breaker: new_breaker(&plan, b, format!("upstream {}", u.name))?, policy: plan.breakers[b.index()].clone(), name: format!("upstream {}", u.name) })
+                        Ok(BreakerSlot {
+                            breaker: new_breaker(&plan, b, format!("upstream {}", u.name))?,
+                            policy: plan.breakers[b.index()].clone(),
+                            name: format!("upstream {}", u.name),
+                        })
                     })
                     .transpose()?,
-                limits: u.limits,
             }));
         }
         let mut models = Vec::with_capacity(plan.models.len());
         for m in &plan.models {
             let prev = old.and_then(|o| o.plan.model_by_name(&m.name).map(|id| (o, id)));
-            let same = prev.filter(|(o, id)| breaker_policy(&o.plan, o.plan.model(*id).breaker) == breaker_policy(&plan, m.breaker));
+            let same = prev.filter(|(o, id)| {
+                breaker_policy(&o.plan, o.plan.model(*id).breaker)
+                    == breaker_policy(&plan, m.breaker)
+            });
             if let Some((o, id)) = same {
                 models.push(o.models[id.index()].clone());
                 continue;
@@ -219,10 +281,17 @@ impl Runtime {
             let breaker = m
                 .breaker
                 .map(|b| -> Result<BreakerSlot, BuildError> {
-                    Ok(BreakerSlot { breaker: new_breaker(&plan, b, format!("model {}", m.name))?, policy: plan.breakers[b.index()].clone(), name: format!("model {}", m.name) })
+                    Ok(BreakerSlot {
+                        breaker: new_breaker(&plan, b, format!("model {}", m.name))?,
+                        policy: plan.breakers[b.index()].clone(),
+                        name: format!("model {}", m.name),
+                    })
                 })
                 .transpose()?;
-            models.push(Arc::new(ModelState { breaker, ..ModelState::default() }));
+            models.push(Arc::new(ModelState {
+                breaker,
+                ..ModelState::default()
+            }));
         }
         let mut routes = Vec::with_capacity(plan.routes.len());
         for r in &plan.routes {
@@ -232,7 +301,10 @@ impl Runtime {
                 let p = o.plan.route(*id);
                 o.routes[id.index()].retry == retry
                     && breaker_policy(&o.plan, p.breaker) == breaker_policy(&plan, r.breaker)
-                    && p.targets.iter().map(|t| &o.plan.model(t.model).name).eq(r.targets.iter().map(|t| &plan.model(t.model).name))
+                    && p.targets
+                        .iter()
+                        .map(|t| &o.plan.model(t.model).name)
+                        .eq(r.targets.iter().map(|t| &plan.model(t.model).name))
             });
             if let Some((o, id)) = same {
                 routes.push(o.routes[id.index()].clone());
@@ -240,34 +312,78 @@ impl Runtime {
             }
             let name = || format!("route `{}`", r.name);
             let retry_budget = retry
-                .map(|b| build(name, RetryBudget::new(RetryBudgetConfig { ratio: b.ratio, min_per_second: b.min_per_second, ttl: b.ttl })))
+                .map(|b| {
+                    build(
+                        name,
+                        RetryBudget::new(RetryBudgetConfig {
+                            ratio: b.ratio,
+                            min_per_second: b.min_per_second,
+                            ttl: b.ttl,
+                        }),
+                    )
+                })
                 .transpose()?;
             let mut breakers = Vec::new();
             if let Some(b) = r.breaker {
                 for t in &r.targets {
                     let label = format!("route {} → {}", r.name, plan.model(t.model).name);
-                    breakers.push(BreakerSlot { breaker: new_breaker(&plan, b, label.clone())?, policy: plan.breakers[b.index()].clone(), name: label });
+                    breakers.push(BreakerSlot {
+                        breaker: new_breaker(&plan, b, label.clone())?,
+                        policy: plan.breakers[b.index()].clone(),
+                        name: label,
+                    });
                 }
             }
-            routes.push(Arc::new(RouteState { retry_budget, breakers, spend_micros: AtomicU64::new(0), requests: AtomicU64::new(0), retry }));
+            routes.push(Arc::new(RouteState {
+                retry_budget,
+                breakers,
+                requests: AtomicU64::new(0),
+                retry,
+            }));
         }
         let mut budgets = Vec::with_capacity(plan.budgets.len());
         for b in &plan.budgets {
-            let prev = old.and_then(|o| o.plan.budget_by_name(&b.name).map(|id| o.budgets[id.index()].clone()));
-            if let Some(p) = prev.as_ref().filter(|p| p.limit_usd == b.limit_usd && p.window == b.window) {
+            let prev = old.and_then(|o| {
+                o.plan
+                    .budget_by_name(&b.name)
+                    .map(|id| o.budgets[id.index()].clone())
+            });
+            if let Some(p) = prev
+                .as_ref()
+                .filter(|p| p.limit_usd == b.limit_usd && p.window == b.window)
+            {
                 budgets.push(p.clone());
                 continue;
             }
             let name = || format!("budget `{}`", b.name);
             let limit = build(name, Usd::from_dollars(b.limit_usd))?;
-            let ledger = build(name, BudgetLedger::new(BudgetConfig { limit, window: b.window }))?;
+            let ledger = build(
+                name,
+                BudgetLedger::new(BudgetConfig {
+                    limit,
+                    window: b.window,
+                }),
+            )?;
             if let Some(p) = prev {
                 // Limit or window changed: keep what was spent, so a reload never resets a budget.
-                ledger.carry_spend_from(&p.ledger);
+                ledger.record_spend(p.ledger.spent(now), now);
             }
-            budgets.push(Arc::new(BudgetState { ledger, limit_usd: b.limit_usd, window: b.window }));
+            budgets.push(Arc::new(BudgetState {
+                ledger,
+                limit_usd: b.limit_usd,
+                window: b.window,
+            }));
         }
-        Ok(Runtime { plan, version, upstreams, models, routes, budgets })
+        let spend = SpendTracker::new(plan.models.len(), plan.routes.len(), plan.upstreams.len());
+        Ok(Runtime {
+            plan,
+            version,
+            upstreams,
+            models,
+            routes,
+            budgets,
+            spend,
+        })
     }
 }
 

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use super::{Plan, RouteId};
+use crate::exec::price::Usage;
 use crate::policy::OnLimit;
 
 /// Token counts a cost bound is computed for.
@@ -86,7 +87,12 @@ pub fn route_bounds(plan: &Plan, route: RouteId, tokens: TokenCounts) -> RouteBo
         }
         match model.price {
             Some(p) => {
-                let c = p.cost(tokens.input, tokens.output);
+                let c = p
+                    .cost(Usage {
+                        input_tokens: tokens.input,
+                        output_tokens: tokens.output,
+                    })
+                    .as_dollars();
                 worst_cost = worst_cost.map(|w| w + c * f64::from(per_target_attempts));
                 success = Some(success.map_or((c, c), |(lo, hi)| (lo.min(c), hi.max(c))));
             }

@@ -215,22 +215,8 @@ pub struct Rate {
     pub burst: u32,
 }
 
-/// Token prices, USD per million.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Price {
-    /// Input.
-    pub input_per_mtok: f64,
-    /// Output.
-    pub output_per_mtok: f64,
-}
-
-impl Price {
-    /// Cost in USD of a call with these token counts.
-    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
-        (input_tokens as f64 * self.input_per_mtok + output_tokens as f64 * self.output_per_mtok)
-            / 1e6
-    }
-}
+/// Token prices, USD per million: the executor's own type.
+pub use crate::exec::price::Price;
 
 /// A resolved model.
 #[derive(Debug, Clone, PartialEq)]

@@ -325,6 +325,29 @@ impl BudgetLedger {
         }
     }
 
+    /// Adds `spend` to the window of `now` without checking the limit. For carrying spend
+    /// over when a reload replaces a budget whose limit or window changed: money already
+    /// spent stays spent, even if it is now above the new limit.
+    pub fn record_spend(&self, spend: Usd, now: u64) {
+        self.newest.fetch_max(now / self.window_ns, AcqRel);
+        let k = self.current(now);
+        let units = self.units(spend.nanos());
+        let mut cur = self.committed.load(Acquire);
+        loop {
+            let base = if of_window(cur, k) { amount(cur) } else { 0 };
+            match self.committed.compare_exchange(
+                cur,
+                word(k, base.saturating_add(units)),
+                AcqRel,
+                Acquire,
+            ) {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        self.charge(k, units);
+    }
+
     /// Settled spend in the window of `now` (rounded up to the ledger's unit).
     pub fn spent(&self, now: u64) -> Usd {
         self.spent_in(self.current(now))
@@ -396,6 +419,19 @@ mod tests {
             window: Duration::from_secs(window_secs),
         })
         .unwrap()
+    }
+
+    #[test]
+    fn record_spend_counts_against_the_limit_even_above_it() {
+        let l = ledger(100, 60);
+        l.record_spend(Usd::from_nanos(150), 5 * SEC);
+        assert_eq!(l.spent(5 * SEC), Usd::from_nanos(150));
+        assert_eq!(l.remaining(5 * SEC), Usd::ZERO);
+        assert!(l.reserve(Usd::from_nanos(1), 6 * SEC).is_err());
+        assert!(
+            l.reserve(Usd::from_nanos(1), 61 * SEC).is_ok(),
+            "the next window starts afresh"
+        );
     }
 
     #[test]

@@ -1,0 +1,1083 @@
+//! The executor: runs any async operation under the current plan.
+//!
+//! One call of [`Executor::execute`]:
+//! 1. loads the current [`Runtime`] once (a request sees exactly one plan);
+//! 2. picks the route (a route named by `model`, else the first whose `when` matches);
+//! 3. orders the route's targets by its strategy;
+//! 4. for each target: skips it if the request does not fit its context window, a budget
+//!    covering it is spent (reject, or reroute the whole request), its breaker is open or a
+//!    limiter cannot admit it (waiting up to the queue timeout where the policy says so);
+//! 5. runs the attempt under the per-try timeout, never past the request deadline;
+//! 6. classifies the outcome with the plan: success is accounted (breaker, EWMA, cost,
+//!    budgets, token limiter); a failure is retried on the same target with backoff (the
+//!    class's override, `Retry-After` up to its cap), or fails over to the next target if the
+//!    route allows that class to cross targets, or stops;
+//! 7. every attempt after the first draws on the route's retry budget, hedges included.
+//!
+//! The clock is read once per decision, and every time-dependent part takes that reading.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use super::backoff::{next_delay, Delay};
+use super::breaker::BreakerPermit;
+use super::clock::{nanos, Clock, TokioClock};
+use super::error::{AttemptRecord, ExecError, SkipReason, SkipRecord, StopReason};
+use super::limit::{ConcurrencyPermit, LimitError, OnLimit, TokenReservation};
+use super::outcome::{Done, Failure, Usage};
+use super::price::{BudgetReservation, SpendKey, Usd};
+use super::request::Request;
+use super::state::{BreakerSlot, BuildError, Runtime};
+use crate::plan::{FailureView, ModelId, OnExceed, Plan, RouteId, UpstreamId};
+use crate::policy::Strategy;
+
+/// Most reroutes one request follows (the compiler rejects cycles; this is a guard).
+const MAX_REROUTES: usize = 4;
+
+/// Runs operations under a plan. Cheap to clone; clones share state.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use tollgate::exec::{Done, Executor, Failure, Request};
+/// use tollgate::plan::Plan;
+/// use tollgate::policy::LoadOptions;
+///
+/// let compiled = Plan::load(&LoadOptions::new(["policies/minimal.toml"]).with_env(Vec::<(String, String)>::new())).unwrap();
+/// let exec = Executor::new(compiled.plan).unwrap();
+/// let served = exec
+///     .execute(&Request::new().prompt("hello"), |target, _attempt| async move {
+///         // Call target.base_url() / target.upstream_model() here.
+///         Ok::<_, Failure>(Done::with_usage(format!("answered by {}", target.model_name()), 12, 30))
+///     })
+///     .await
+///     .unwrap();
+/// assert_eq!(served.value, "answered by gpt-4.1-mini");
+/// assert!(served.cost_usd > 0.0);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Executor {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    current: ArcSwap<Runtime>,
+    clock: Arc<dyn Clock>,
+    seed: u64,
+    requests: AtomicU64,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("version", &self.shared.current.load().version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`Executor`] with a chosen clock or random seed.
+pub struct ExecutorBuilder {
+    plan: Plan,
+    clock: Option<Arc<dyn Clock>>,
+    seed: Option<u64>,
+}
+
+impl ExecutorBuilder {
+    /// Uses this clock (default: [`TokioClock`], which follows tokio's paused time in tests).
+    pub fn clock(mut self, c: Arc<dyn Clock>) -> Self {
+        self.clock = Some(c);
+        self
+    }
+    /// Seeds the random choices (weighted routing, jitter) for reproducible runs.
+    pub fn seed(mut self, s: u64) -> Self {
+        self.seed = Some(s);
+        self
+    }
+    /// Builds the executor.
+    pub fn build(self) -> Result<Executor, BuildError> {
+        let rt = Runtime::new(self.plan, 1)?;
+        Ok(Executor {
+            shared: Arc::new(Shared {
+                current: ArcSwap::from_pointee(rt),
+                clock: self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
+                seed: self.seed.unwrap_or_else(|| fastrand::u64(..)),
+                requests: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+/// What the operation is asked to call.
+#[derive(Debug, Clone)]
+pub struct Target {
+    plan: Plan,
+    route: RouteId,
+    model: ModelId,
+    attempt: u32,
+    hedge: bool,
+    timeout: Duration,
+}
+
+impl Target {
+    /// The model's name in the plan.
+    pub fn model_name(&self) -> &str {
+        &self.plan.model(self.model).name
+    }
+    /// The model id to send upstream.
+    pub fn upstream_model(&self) -> &str {
+        &self.plan.model(self.model).upstream_model
+    }
+    /// The upstream's name.
+    pub fn upstream_name(&self) -> &str {
+        &self.plan.upstream(self.upstream()).name
+    }
+    /// The upstream's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.plan.upstream(self.upstream()).base_url
+    }
+    /// The route's name.
+    pub fn route_name(&self) -> &str {
+        &self.plan.route(self.route).name
+    }
+    /// The model's id.
+    pub fn model(&self) -> ModelId {
+        self.model
+    }
+    /// The upstream's id.
+    pub fn upstream(&self) -> UpstreamId {
+        self.plan.model(self.model).upstream
+    }
+    /// 1-based attempt number on this target.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+    /// Whether this attempt is a hedge racing another.
+    pub fn is_hedge(&self) -> bool {
+        self.hedge
+    }
+    /// The time this attempt has (per-try timeout, cut by the request deadline). The
+    /// executor enforces it; an operation may pass it on (e.g. as an HTTP timeout).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+    /// The plan this request runs under.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+}
+
+/// A successful request.
+#[derive(Debug, Clone)]
+pub struct Served<T> {
+    /// What the operation produced.
+    pub value: T,
+    /// The route that served it.
+    pub route: RouteId,
+    /// The model that served it.
+    pub model: ModelId,
+    /// Attempts made, the successful one included.
+    pub attempts: u32,
+    /// Cost of the successful attempt (and any billed failures), USD.
+    pub cost_usd: f64,
+    /// Token usage reported.
+    pub usage: Option<Usage>,
+    /// Failed attempts before the success.
+    pub failed: Vec<AttemptRecord>,
+    /// The plan it ran under.
+    pub plan: Plan,
+    /// That plan's version.
+    pub plan_version: u64,
+}
+
+impl<T> Served<T> {
+    /// The serving model's name.
+    pub fn model_name(&self) -> &str {
+        &self.plan.model(self.model).name
+    }
+    /// The route's name.
+    pub fn route_name(&self) -> &str {
+        &self.plan.route(self.route).name
+    }
+}
+
+/// Permits held for one attempt; dropping them releases everything not yet settled.
+struct Admission<'r> {
+    breakers: [Option<(&'r BreakerSlot, BreakerPermit<'r>)>; 2],
+    _concurrency: Option<ConcurrencyPermit>,
+    tokens: Option<TokenReservation<'r>>,
+    budgets: Vec<BudgetReservation<'r>>,
+    _in_flight: InFlight<'r>,
+}
+
+/// Counts a call in flight on a model while alive.
+struct InFlight<'r>(&'r std::sync::atomic::AtomicU32);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Why admission refused a target.
+enum Refusal {
+    Skip(SkipReason),
+    Reroute { to: RouteId, budget: String },
+    Reject { budget: String },
+}
+
+/// An attempt in a hedge race.
+struct Racer<'r, MF> {
+    ti: usize,
+    adm: Option<Admission<'r>>,
+    hedge: bool,
+    fut: Pin<Box<MF>>,
+}
+
+/// A finished attempt with the permits it held.
+struct Finished<'r, T> {
+    result: Result<Done<T>, Failure>,
+    elapsed: Duration,
+    adm: Admission<'r>,
+    ti: usize,
+    hedge: bool,
+}
+
+/// Bookkeeping of one request.
+struct Trail {
+    attempts: u32,
+    failed: Vec<AttemptRecord>,
+    skipped: Vec<SkipRecord>,
+    cost: f64,
+}
+
+type AttemptResult<T> = (Result<Done<T>, Failure>, Duration);
+
+impl Executor {
+    /// An executor for a plan, on tokio's clock.
+    pub fn new(plan: Plan) -> Result<Self, BuildError> {
+        Self::builder(plan).build()
+    }
+
+    /// A builder to choose the clock or the random seed.
+    pub fn builder(plan: Plan) -> ExecutorBuilder {
+        ExecutorBuilder {
+            plan,
+            clock: None,
+            seed: None,
+        }
+    }
+
+    /// The current plan.
+    pub fn plan(&self) -> Plan {
+        self.shared.current.load().plan.clone()
+    }
+
+    /// The current plan with its live state.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.shared.current.load_full()
+    }
+
+    /// The clock the executor reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.shared.clock
+    }
+
+    /// Replaces the plan, carrying over the state of every entity that still exists. Calls
+    /// in flight finish under the plan they started with. Returns the new version.
+    pub fn swap_plan(&self, plan: Plan) -> Result<u64, BuildError> {
+        let old = self.shared.current.load_full();
+        let rt = Runtime::carry_over(plan, old.version + 1, Some(&old), self.shared.clock.now())?;
+        let v = rt.version;
+        self.shared.current.store(Arc::new(rt));
+        Ok(v)
+    }
+
+    /// The route a request would take (without running anything).
+    pub fn route_for(&self, req: &Request) -> Option<RouteId> {
+        select_route(&self.shared.current.load().plan, req)
+    }
+
+    /// Runs `op` under the plan: `op(target, attempt)` is called for every attempt (and
+    /// hedge) and must return the value with its usage, or a [`Failure`] the plan
+    /// classifies. See the [module docs](self) for the whole sequence.
+    pub async fn execute<T, F, Fut>(&self, req: &Request, mut op: F) -> Result<Served<T>, ExecError>
+    where
+        F: FnMut(Target, u32) -> Fut,
+        Fut: Future<Output = Result<Done<T>, Failure>>,
+    {
+        let rt = self.shared.current.load_full();
+        let clock = &self.shared.clock;
+        let start = clock.now();
+        let n = self.shared.requests.fetch_add(1, Relaxed);
+        let mut rng =
+            fastrand::Rng::with_seed(self.shared.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut trail = Trail {
+            attempts: 0,
+            failed: Vec::new(),
+            skipped: Vec::new(),
+            cost: 0.0,
+        };
+        let fail = |trail: Trail, route: Option<RouteId>, reason: StopReason, now: u64| ExecError {
+            route: route.map(|r| rt.plan.route(r).name.clone()),
+            reason,
+            attempts: trail.failed,
+            skipped: trail.skipped,
+            elapsed: Duration::from_nanos(now.saturating_sub(start)),
+        };
+        let Some(mut route_id) = select_route(&rt.plan, req) else {
+            tracing::debug!(target: "tollgate::exec", "no route matches the request");
+            return Err(fail(trail, None, StopReason::NoRoute, start));
+        };
+        let mut reroutes = 0;
+        let deposit_route = route_id;
+        if let Some(b) = &rt.routes[route_id.index()].retry_budget {
+            b.deposit(start);
+        }
+        'route: loop {
+            let route = rt.plan.route(route_id);
+            rt.routes[route_id.index()].requests.fetch_add(1, Relaxed);
+            let deadline = start.saturating_add(nanos(route.total_timeout));
+            let retry = rt.plan.retry(route.retry);
+            let order = target_order(&rt, route_id, req, &mut rng);
+            let mut stop = StopReason::NoTargetAvailable;
+            let mut hedged = false;
+            for (pos, &ti) in order.iter().enumerate() {
+                let target = &route.targets[ti];
+                let model = rt.plan.model(target.model);
+                let mut attempt_no = 1;
+                let mut prev_delay = Duration::ZERO;
+                loop {
+                    let now = clock.now();
+                    if now >= deadline {
+                        return Err(fail(trail, Some(route_id), StopReason::Deadline, now));
+                    }
+                    // Every attempt after the request's first draws on the retry budget.
+                    if trail.attempts > 0 {
+                        if let Some(b) = &rt.routes[deposit_route.index()].retry_budget {
+                            if !b.try_withdraw(now) {
+                                tracing::warn!(target: "tollgate::exec", route = %route.name, "retry budget exhausted");
+                                return Err(fail(
+                                    trail,
+                                    Some(route_id),
+                                    StopReason::RetryBudgetExhausted,
+                                    now,
+                                ));
+                            }
+                        }
+                    }
+                    let adm = match self.admit(&rt, route_id, ti, req, now, deadline).await {
+                        Ok(a) => a,
+                        Err(Refusal::Skip(reason)) => {
+                            tracing::debug!(target: "tollgate::exec", route = %route.name, model = %model.name, %reason, "target skipped");
+                            let class = match reason {
+                                SkipReason::BreakerOpen { .. } => FailureView {
+                                    breaker_open: true,
+                                    ..Default::default()
+                                },
+                                _ => FailureView {
+                                    limited: true,
+                                    ..Default::default()
+                                },
+                            };
+                            let crosses = matches!(
+                                reason,
+                                SkipReason::ContextWindow { .. }
+                                    | SkipReason::BudgetExceeded { .. }
+                            ) || route.failover_on.matches(&class);
+                            trail.skipped.push(SkipRecord {
+                                model: model.name.clone(),
+                                reason,
+                            });
+                            if crosses {
+                                break;
+                            }
+                            return Err(fail(
+                                trail,
+                                Some(route_id),
+                                StopReason::NoTargetAvailable,
+                                now,
+                            ));
+                        }
+                        Err(Refusal::Reroute { to, budget }) => {
+                            tracing::info!(target: "tollgate::exec", route = %route.name, %budget, to = %rt.plan.route(to).name, "budget spent: rerouting");
+                            trail.skipped.push(SkipRecord {
+                                model: model.name.clone(),
+                                reason: SkipReason::BudgetExceeded { budget },
+                            });
+                            if reroutes < MAX_REROUTES && to != route_id {
+                                reroutes += 1;
+                                route_id = to;
+                                continue 'route;
+                            }
+                            break;
+                        }
+                        Err(Refusal::Reject { budget }) => {
+                            tracing::info!(target: "tollgate::exec", route = %route.name, %budget, "budget spent: rejecting");
+                            trail.skipped.push(SkipRecord {
+                                model: model.name.clone(),
+                                reason: SkipReason::BudgetExceeded {
+                                    budget: budget.clone(),
+                                },
+                            });
+                            stop = StopReason::BudgetExceeded { budget };
+                            break;
+                        }
+                    };
+                    let timeout = target
+                        .timeouts
+                        .per_try
+                        .min(Duration::from_nanos(deadline - now));
+                    let mk =
+                        |op: &mut F, ti: usize, attempt: u32, hedge: bool, timeout: Duration| {
+                            let t = Target {
+                                plan: rt.plan.clone(),
+                                route: route_id,
+                                model: route.targets[ti].model,
+                                attempt,
+                                hedge,
+                                timeout,
+                            };
+                            let fut = op(t, attempt);
+                            async move {
+                                let started = tokio::time::Instant::now();
+                                let r = match tokio::time::timeout(timeout, fut).await {
+                                    Ok(r) => r,
+                                    Err(_) => Err(Failure::timeout()
+                                        .message(format!("no answer within {timeout:?}"))),
+                                };
+                                (r, started.elapsed())
+                            }
+                        };
+                    trail.attempts += 1;
+                    // Hedge the request's first attempt if the route asks for it.
+                    let hedge_targets: Vec<usize> = match route.hedge {
+                        Some(h) if !hedged && trail.attempts == 1 => {
+                            hedged = true;
+                            order[pos + 1..]
+                                .iter()
+                                .copied()
+                                .take(h.max_extra as usize)
+                                .collect()
+                        }
+                        _ => Vec::new(),
+                    };
+                    let Finished {
+                        result,
+                        elapsed,
+                        adm,
+                        ti: served_ti,
+                        hedge,
+                    } = if hedge_targets.is_empty() {
+                        let (result, elapsed) = mk(&mut op, ti, attempt_no, false, timeout).await;
+                        Finished {
+                            result,
+                            elapsed,
+                            adm,
+                            ti,
+                            hedge: false,
+                        }
+                    } else {
+                        let after = route.hedge.map(|h| h.after).unwrap_or_default();
+                        self.race(
+                            &rt,
+                            route_id,
+                            req,
+                            deadline,
+                            &mut op,
+                            &mk,
+                            (ti, adm, timeout),
+                            &hedge_targets,
+                            after,
+                            &mut trail,
+                        )
+                        .await
+                    };
+                    let now = clock.now();
+                    let served_model = route.targets[served_ti].model;
+                    match result {
+                        Ok(done) => {
+                            let cost = self.settle_success(
+                                &rt,
+                                route_id,
+                                served_model,
+                                adm,
+                                &done,
+                                elapsed,
+                                now,
+                            );
+                            trail.cost += cost;
+                            return Ok(Served {
+                                value: done.value,
+                                route: route_id,
+                                model: served_model,
+                                attempts: trail.attempts,
+                                cost_usd: trail.cost,
+                                usage: done.usage,
+                                failed: trail.failed,
+                                plan: rt.plan.clone(),
+                                plan_version: rt.version,
+                            });
+                        }
+                        Err(f) => {
+                            trail.cost += self.settle_failure(
+                                &rt,
+                                route_id,
+                                served_model,
+                                adm,
+                                &f,
+                                elapsed,
+                                now,
+                            );
+                            let view = f.view();
+                            tracing::debug!(target: "tollgate::exec", route = %route.name, model = %rt.plan.model(served_model).name, attempt = attempt_no, failure = %f, "attempt failed");
+                            trail.failed.push(AttemptRecord {
+                                model: rt.plan.model(served_model).name.clone(),
+                                upstream: rt
+                                    .plan
+                                    .upstream(rt.plan.model(served_model).upstream)
+                                    .name
+                                    .clone(),
+                                attempt: attempt_no,
+                                failure: f.to_string(),
+                                elapsed,
+                                delay: None,
+                                hedge,
+                            });
+                            let retryable = retry.retry_on.matches(&view);
+                            let ov = retry.override_for(&view);
+                            let max = ov
+                                .and_then(|o| o.max_attempts)
+                                .unwrap_or(retry.max_attempts);
+                            let crosses = route.failover_on.matches(&view);
+                            if retryable && attempt_no < max {
+                                let backoff = ov
+                                    .and_then(|o| o.backoff.as_ref())
+                                    .unwrap_or(&retry.backoff);
+                                let computed = backoff.delay(attempt_no, prev_delay, &mut rng);
+                                let remaining = Duration::from_nanos(deadline.saturating_sub(now));
+                                match next_delay(
+                                    computed,
+                                    f.retry_after,
+                                    retry.retry_after_honor,
+                                    retry.retry_after_max,
+                                    remaining,
+                                ) {
+                                    Delay::Sleep(d) => {
+                                        if let Some(last) = trail.failed.last_mut() {
+                                            last.delay = Some(d);
+                                        }
+                                        tracing::debug!(target: "tollgate::exec", route = %route.name, model = %model.name, delay = ?d, "retrying");
+                                        tokio::time::sleep(d).await;
+                                        prev_delay = d;
+                                        attempt_no += 1;
+                                        continue;
+                                    }
+                                    Delay::TooLong { requested } => {
+                                        trail.skipped.push(SkipRecord {
+                                            model: model.name.clone(),
+                                            reason: SkipReason::RetryAfterTooLong(requested),
+                                        });
+                                        if crosses {
+                                            stop = StopReason::AttemptsExhausted;
+                                            break;
+                                        }
+                                        return Err(fail(
+                                            trail,
+                                            Some(route_id),
+                                            StopReason::AttemptsExhausted,
+                                            now,
+                                        ));
+                                    }
+                                    Delay::PastDeadline => {
+                                        return Err(fail(
+                                            trail,
+                                            Some(route_id),
+                                            StopReason::Deadline,
+                                            now,
+                                        ))
+                                    }
+                                }
+                            }
+                            let why = if retryable {
+                                StopReason::AttemptsExhausted
+                            } else {
+                                StopReason::NotRetryable
+                            };
+                            if crosses {
+                                stop = why;
+                                break;
+                            }
+                            return Err(fail(trail, Some(route_id), why, now));
+                        }
+                    }
+                }
+            }
+            return Err(fail(trail, Some(route_id), stop, clock.now()));
+        }
+    }
+
+    /// Takes every permit a call to target `ti` of the route needs, or says why not.
+    async fn admit<'r>(
+        &self,
+        rt: &'r Runtime,
+        route_id: RouteId,
+        ti: usize,
+        req: &Request,
+        now: u64,
+        deadline: u64,
+    ) -> Result<Admission<'r>, Refusal> {
+        let route = rt.plan.route(route_id);
+        let target = &route.targets[ti];
+        let model = rt.plan.model(target.model);
+        let up_id = model.upstream;
+        let upstream = rt.plan.upstream(up_id);
+        let ups = &rt.upstreams[up_id.index()];
+        let ms = &rt.models[target.model.index()];
+        let input = req.estimated_input_tokens();
+        let output = req.reserved_output_tokens();
+        if let Some(window) = model.context_window {
+            let needed = input.saturating_add(req.max_tokens.unwrap_or(0));
+            if needed > window {
+                return Err(Refusal::Skip(SkipReason::ContextWindow { needed, window }));
+            }
+        }
+        // Breakers: the route's own (per target) replaces the upstream's; a model's adds to it.
+        let rs = &rt.routes[route_id.index()];
+        let first = rs.breakers.get(ti).or(ups.breaker.as_ref());
+        let mut breakers: [Option<(&BreakerSlot, BreakerPermit<'r>)>; 2] = [None, None];
+        for (slot, b) in [first, ms.breaker.as_ref()].into_iter().enumerate() {
+            if let Some(b) = b {
+                match b.breaker.try_acquire(now) {
+                    Ok(p) => breakers[slot] = Some((b, p)),
+                    Err(e) => {
+                        return Err(Refusal::Skip(SkipReason::BreakerOpen {
+                            breaker: b.name.clone(),
+                            retry_in: e.retry_in,
+                        }))
+                    }
+                }
+            }
+        }
+        // Budgets: reserve the worst-case cost before the call.
+        let mut budgets = Vec::new();
+        if let Some(price) = model.price {
+            let worst = price.cost(Usage {
+                input_tokens: input,
+                output_tokens: output,
+            });
+            for &bid in &route.budgets {
+                let b = &rt.plan.budgets[bid.index()];
+                if !b.covers(route_id, target.model, up_id, req.caller.as_deref()) {
+                    continue;
+                }
+                match rt.budgets[bid.index()].ledger.reserve(worst, now) {
+                    Ok(r) => budgets.push(r),
+                    Err(_) => {
+                        let budget = b.name.clone();
+                        return Err(match b.on_exceed {
+                            OnExceed::Reject => Refusal::Reject { budget },
+                            OnExceed::Reroute(to) => Refusal::Reroute { to, budget },
+                        });
+                    }
+                }
+            }
+        }
+        // Limiters: concurrency (returned on drop), then tokens, then the request rate.
+        let on_limit = match upstream.limits.on_limit {
+            crate::policy::OnLimit::Fail => OnLimit::Fail,
+            crate::policy::OnLimit::Wait => OnLimit::Wait {
+                queue_timeout: upstream
+                    .limits
+                    .queue_timeout
+                    .min(Duration::from_nanos(deadline.saturating_sub(now))),
+            },
+        };
+        let limited = |e: LimitError| Refusal::Skip(SkipReason::Limited(e.to_string()));
+        let concurrency = match &ups.concurrency {
+            None => None,
+            Some(c) => match c.try_acquire() {
+                Ok(p) => Some(p),
+                Err(e) => match on_limit {
+                    OnLimit::Wait { queue_timeout } if !queue_timeout.is_zero() => {
+                        Some(c.acquire_timeout(queue_timeout).await.map_err(limited)?)
+                    }
+                    _ => return Err(limited(e)),
+                },
+            },
+        };
+        let mut now = now;
+        let tokens = match &ups.tokens {
+            None => None,
+            Some(t) => loop {
+                match t.reserve(input.saturating_add(output), now) {
+                    Ok(r) => break Some(r),
+                    Err(e) => match e.retry_in().and_then(|d| on_limit.wait_for(d)) {
+                        Some(d) => {
+                            tokio::time::sleep(d).await;
+                            now = self.shared.clock.now();
+                        }
+                        None => return Err(limited(e)),
+                    },
+                }
+            },
+        };
+        if let Some(r) = &ups.rate {
+            loop {
+                match r.check(now) {
+                    Ok(()) => break,
+                    Err(nu) => match on_limit.wait_for(nu.wait()) {
+                        Some(d) => {
+                            tokio::time::sleep(d).await;
+                            now = self.shared.clock.now();
+                        }
+                        None => {
+                            if let Some(t) = tokens {
+                                t.settle(0, now);
+                            }
+                            return Err(limited(nu.into_rate_error()));
+                        }
+                    },
+                }
+            }
+        }
+        ms.in_flight.fetch_add(1, Relaxed);
+        Ok(Admission {
+            breakers,
+            _concurrency: concurrency,
+            tokens,
+            budgets,
+            _in_flight: InFlight(&ms.in_flight),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn settle_success<T>(
+        &self,
+        rt: &Runtime,
+        route: RouteId,
+        model: ModelId,
+        adm: Admission<'_>,
+        done: &Done<T>,
+        elapsed: Duration,
+        now: u64,
+    ) -> f64 {
+        let ms = &rt.models[model.index()];
+        ms.successes.fetch_add(1, Relaxed);
+        ms.observe_latency(elapsed);
+        self.settle(
+            rt,
+            route,
+            model,
+            adm,
+            done.usage,
+            done.rate_limit.map(|r| (r.remaining, r.reset)),
+            None,
+            elapsed,
+            now,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn settle_failure(
+        &self,
+        rt: &Runtime,
+        route: RouteId,
+        model: ModelId,
+        adm: Admission<'_>,
+        f: &Failure,
+        elapsed: Duration,
+        now: u64,
+    ) -> f64 {
+        rt.models[model.index()].failures.fetch_add(1, Relaxed);
+        self.settle(
+            rt,
+            route,
+            model,
+            adm,
+            f.usage,
+            f.rate_limit.map(|r| (r.remaining, r.reset)),
+            Some(f),
+            elapsed,
+            now,
+        )
+    }
+
+    /// Records an attempt's outcome everywhere it counts; returns its cost in USD.
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &self,
+        rt: &Runtime,
+        route: RouteId,
+        model: ModelId,
+        adm: Admission<'_>,
+        usage: Option<Usage>,
+        rate_limit: Option<(u64, Duration)>,
+        failure: Option<&Failure>,
+        elapsed: Duration,
+        now: u64,
+    ) -> f64 {
+        let m = rt.plan.model(model);
+        let Admission {
+            breakers,
+            tokens,
+            budgets,
+            ..
+        } = adm;
+        for (slot, permit) in breakers.into_iter().flatten() {
+            let trips = failure.is_some_and(|f| slot.policy.trip_on.matches(&f.view()));
+            slot.breaker.record(permit, trips, elapsed, now);
+        }
+        let cost = match (m.price, usage) {
+            (Some(p), Some(u)) => p.cost(u),
+            _ => Usd::ZERO,
+        };
+        for r in budgets {
+            r.settle(cost);
+        }
+        if let Some(t) = tokens {
+            match usage {
+                Some(u) => t.settle(u.input_tokens.saturating_add(u.output_tokens), now),
+                // A connection that never opened used no tokens; otherwise keep the estimate.
+                None if failure.is_some_and(|f| f.kind == super::outcome::FailureKind::Connect) => {
+                    t.settle(0, now)
+                }
+                None => {}
+            }
+        }
+        let ups = &rt.upstreams[m.upstream.index()];
+        if let (Some((remaining, reset)), Some(rate)) = (rate_limit, &ups.rate) {
+            if rt.plan.upstream(m.upstream).rate_limit_headers {
+                rate.tighten(remaining, reset, now);
+            }
+        }
+        if let Some(u) = usage {
+            rt.spend.record(
+                SpendKey {
+                    model: model.index(),
+                    route: route.index(),
+                    upstream: m.upstream.index(),
+                },
+                u,
+                cost,
+            );
+        }
+        cost.as_dollars()
+    }
+
+    /// Races the first attempt with up to `hedges.len()` hedges, each started `after` the
+    /// previous one. The first success wins and the others are cancelled (their permits
+    /// return on drop); if all fail, the last failure is returned.
+    #[allow(clippy::too_many_arguments)]
+    async fn race<'r, T, F, Fut, M, MF>(
+        &self,
+        rt: &'r Runtime,
+        route_id: RouteId,
+        req: &Request,
+        deadline: u64,
+        op: &mut F,
+        mk: &M,
+        first: (usize, Admission<'r>, Duration),
+        hedges: &[usize],
+        after: Duration,
+        trail: &mut Trail,
+    ) -> Finished<'r, T>
+    where
+        F: FnMut(Target, u32) -> Fut,
+        Fut: Future<Output = Result<Done<T>, Failure>>,
+        M: Fn(&mut F, usize, u32, bool, Duration) -> MF,
+        MF: Future<Output = AttemptResult<T>>,
+    {
+        let (ti, adm, timeout) = first;
+        let mut running: Vec<Racer<'r, MF>> = vec![Racer {
+            ti,
+            adm: Some(adm),
+            hedge: false,
+            fut: Box::pin(mk(op, ti, 1, false, timeout)),
+        }];
+        let mut next = 0;
+        let mut timer = Box::pin(tokio::time::sleep(after));
+        // The latest failure, kept until we know whether it is the one to return.
+        let mut last: Option<Finished<'r, T>> = None;
+        loop {
+            enum Ev<R> {
+                Done(usize, R),
+                Launch,
+            }
+            let can_launch = next < hedges.len();
+            let ev = std::future::poll_fn(|cx| {
+                for (i, r) in running.iter_mut().enumerate() {
+                    if let Poll::Ready(out) = r.fut.as_mut().poll(cx) {
+                        return Poll::Ready(Ev::Done(i, out));
+                    }
+                }
+                if can_launch && timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ev::Launch);
+                }
+                Poll::Pending
+            })
+            .await;
+            match ev {
+                Ev::Launch => {
+                    let hti = hedges[next];
+                    next += 1;
+                    timer.as_mut().reset(tokio::time::Instant::now() + after);
+                    let now = self.shared.clock.now();
+                    if now >= deadline {
+                        continue;
+                    }
+                    // Hedges draw on the same retry budget as retries and failovers.
+                    let budget_ok = rt.routes[route_id.index()]
+                        .retry_budget
+                        .as_ref()
+                        .is_none_or(|b| b.try_withdraw(now));
+                    if !budget_ok {
+                        next = hedges.len();
+                        continue;
+                    }
+                    if let Ok(a) = self.admit(rt, route_id, hti, req, now, deadline).await {
+                        trail.attempts += 1;
+                        let target = &rt.plan.route(route_id).targets[hti];
+                        let t = target
+                            .timeouts
+                            .per_try
+                            .min(Duration::from_nanos(deadline - now));
+                        tracing::debug!(target: "tollgate::exec", model = %rt.plan.model(target.model).name, "hedging");
+                        running.push(Racer {
+                            ti: hti,
+                            adm: Some(a),
+                            hedge: true,
+                            fut: Box::pin(mk(op, hti, 1, true, t)),
+                        });
+                    }
+                }
+                Ev::Done(i, (result, elapsed)) => {
+                    let Racer { ti, adm, hedge, .. } = running.swap_remove(i);
+                    let adm = adm.expect("a racer's admission is taken once, when it finishes");
+                    let finished = Finished {
+                        result,
+                        elapsed,
+                        adm,
+                        ti,
+                        hedge,
+                    };
+                    let over = running.is_empty() && next >= hedges.len();
+                    if finished.result.is_ok() || over {
+                        // The winner, or the last failure: account any earlier failure first.
+                        if let Some(prev) = last.take() {
+                            self.record_lost(rt, route_id, prev, trail);
+                        }
+                        return finished;
+                    }
+                    if let Some(prev) = last.replace(finished) {
+                        self.record_lost(rt, route_id, prev, trail);
+                    }
+                    if running.is_empty() {
+                        // Nothing in flight: launch the next hedge at once rather than wait.
+                        timer.as_mut().reset(tokio::time::Instant::now());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Accounts a failed racer that is not the one returned.
+    fn record_lost<T>(
+        &self,
+        rt: &Runtime,
+        route_id: RouteId,
+        f: Finished<'_, T>,
+        trail: &mut Trail,
+    ) {
+        let Err(failure) = f.result else { return };
+        let model = rt.plan.route(route_id).targets[f.ti].model;
+        self.settle_failure(
+            rt,
+            route_id,
+            model,
+            f.adm,
+            &failure,
+            f.elapsed,
+            self.shared.clock.now(),
+        );
+        trail.failed.push(AttemptRecord {
+            model: rt.plan.model(model).name.clone(),
+            upstream: rt.plan.upstream(rt.plan.model(model).upstream).name.clone(),
+            attempt: 1,
+            failure: failure.to_string(),
+            elapsed: f.elapsed,
+            delay: None,
+            hedge: f.hedge,
+        });
+    }
+}
+
+/// The route for a request: the one named by `model`, else the first whose `when` matches.
+pub fn select_route(plan: &Plan, req: &Request) -> Option<RouteId> {
+    if let Some(r) = req.model.as_deref().and_then(|m| plan.route_by_name(m)) {
+        return Some(r);
+    }
+    plan.routes
+        .iter()
+        .position(|r| r.when.as_ref().is_none_or(|w| req.matches(w)))
+        .map(|i| RouteId(i as u32))
+}
+
+/// The order in which a route's targets are tried, by its strategy.
+fn target_order(
+    rt: &Runtime,
+    route: RouteId,
+    req: &Request,
+    rng: &mut fastrand::Rng,
+) -> Vec<usize> {
+    let r = rt.plan.route(route);
+    let mut order: Vec<usize> = (0..r.targets.len()).collect();
+    match r.strategy {
+        Strategy::Failover => {}
+        Strategy::Weighted => {
+            // Weighted sampling without replacement (Efraimidis–Spirakis): key = u^(1/w).
+            let mut keyed: Vec<(f64, usize)> = order
+                .iter()
+                .map(|&i| (rng.f64().powf(1.0 / r.targets[i].weight), i))
+                .collect();
+            keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+            order = keyed.into_iter().map(|(_, i)| i).collect();
+        }
+        Strategy::Cheapest => {
+            let (input, output) = (req.estimated_input_tokens(), req.reserved_output_tokens());
+            let usage = Usage {
+                input_tokens: input,
+                output_tokens: output,
+            };
+            let cost = |i: &usize| {
+                rt.plan
+                    .model(r.targets[*i].model)
+                    .price
+                    .map_or(u64::MAX, |p| p.cost(usage).nanos())
+            };
+            order.sort_by_key(cost);
+        }
+        Strategy::LowestLatency => {
+            // No sample yet counts as fastest, so every target gets measured.
+            order.sort_by_key(|&i| {
+                rt.models[r.targets[i].model.index()]
+                    .ewma_nanos
+                    .load(Relaxed)
+            });
+        }
+        Strategy::LeastBusy => {
+            order.sort_by_key(|&i| {
+                rt.models[r.targets[i].model.index()]
+                    .in_flight
+                    .load(Relaxed)
+            });
+        }
+    }
+    order
+}

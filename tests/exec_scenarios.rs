@@ -1,0 +1,674 @@
+//! Failure scenarios on paused time with scripted fake operations. Each asserts outcomes,
+//! attempt counts and timings, and that no request exceeds its route's static bounds.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tollgate::exec::{Done, ExecError, Executor, Failure, Request, Served, SkipReason, StopReason};
+use tollgate::plan::{route_bounds, Plan, TokenCounts};
+
+/// Calls per model, counted by the fake operation.
+#[derive(Default, Clone)]
+struct Calls(Arc<Mutex<HashMap<String, u32>>>);
+
+impl Calls {
+    fn hit(&self, model: &str) {
+        *self.0.lock().unwrap().entry(model.to_string()).or_default() += 1;
+    }
+    fn get(&self, model: &str) -> u32 {
+        self.0.lock().unwrap().get(model).copied().unwrap_or(0)
+    }
+}
+
+/// Asserts a finished request stayed within its route's static bounds.
+fn within_bounds(plan: &Plan, route: &str, attempts: u32, elapsed: Duration) {
+    let id = plan.route_by_name(route).unwrap();
+    let b = route_bounds(plan, id, TokenCounts::default());
+    assert!(
+        attempts <= b.attempts,
+        "route {route}: {attempts} attempts > bound {}",
+        b.attempts
+    );
+    assert!(
+        elapsed <= b.latency,
+        "route {route}: {elapsed:?} > bound {:?}",
+        b.latency
+    );
+}
+
+fn check_served<T>(plan: &Plan, s: &Served<T>, elapsed: Duration) {
+    within_bounds(plan, s.route_name(), s.attempts, elapsed);
+}
+
+fn check_failed(plan: &Plan, e: &ExecError, elapsed: Duration) {
+    if let Some(r) = &e.route {
+        within_bounds(plan, r, e.attempts.len() as u32, elapsed);
+    }
+}
+
+const OUTAGE: &str = r#"
+[defaults]
+timeouts = { per_try = "2s", total = "20s" }
+[upstreams.a]
+base_url = "http://127.0.0.1:1/a"
+breaker = "quick"
+[upstreams.b]
+base_url = "http://127.0.0.1:1/b"
+[models.ma]
+upstream = "a"
+price = { input_per_mtok = 1.0, output_per_mtok = 2.0 }
+[models.mb]
+upstream = "b"
+price = { input_per_mtok = 1.0, output_per_mtok = 2.0 }
+[retry.twice]
+max_attempts = 2
+backoff = { kind = "constant", base = "100ms", jitter = "none", max = "1s" }
+[breakers.quick]
+consecutive_failures = 3
+open_for = "10s"
+half_open = { probes = 1, successes_to_close = 1 }
+[[routes]]
+name = "main"
+targets = ["ma", "mb"]
+retry = "twice"
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn full_outage_fails_over_opens_breaker_and_recovers_through_half_open() {
+    let plan = common::plan(OUTAGE);
+    let exec = Executor::builder(plan.clone()).seed(7).build().unwrap();
+    let calls = Calls::default();
+    let a_down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let run = |exec: Executor| {
+        let calls = calls.clone();
+        let a_down = a_down.clone();
+        async move {
+            let t0 = Instant::now();
+            let r = exec
+                .execute(&Request::new().prompt("hi"), |t, _| {
+                    let calls = calls.clone();
+                    let down = a_down.load(SeqCst) && t.model_name() == "ma";
+                    calls.hit(t.model_name());
+                    async move {
+                        if down {
+                            Err(Failure::status(503))
+                        } else {
+                            Ok(Done::with_usage("ok", 10, 10))
+                        }
+                    }
+                })
+                .await;
+            (r, t0.elapsed())
+        }
+    };
+    // First request: 2 attempts on ma (503, 503), fails over, served by mb.
+    let (r, el) = run(exec.clone()).await;
+    let s = r.unwrap();
+    assert_eq!(s.model_name(), "mb");
+    assert_eq!(s.attempts, 3);
+    assert_eq!(s.failed.len(), 2);
+    assert_eq!(
+        s.failed[0].delay,
+        Some(Duration::from_millis(100)),
+        "constant backoff between the two tries on ma"
+    );
+    check_served(&plan, &s, el);
+    // Second request: the third failure on ma opens its breaker, then mb serves.
+    let (r, _) = run(exec.clone()).await;
+    assert_eq!(r.unwrap().model_name(), "mb");
+    assert_eq!(
+        calls.get("ma"),
+        3,
+        "breaker opened after 3 consecutive failures"
+    );
+    // While open, ma is skipped: traffic stops hitting it.
+    for _ in 0..10 {
+        let (r, el) = run(exec.clone()).await;
+        let s = r.unwrap();
+        assert_eq!(s.model_name(), "mb");
+        assert_eq!(s.attempts, 1);
+        check_served(&plan, &s, el);
+    }
+    assert_eq!(
+        calls.get("ma"),
+        3,
+        "no call reaches an upstream whose breaker is open"
+    );
+    // ma recovers; after open_for the half-open probe succeeds and closes the breaker.
+    a_down.store(false, SeqCst);
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let (r, _) = run(exec.clone()).await;
+    assert_eq!(
+        r.unwrap().model_name(),
+        "ma",
+        "the probe goes to ma and succeeds"
+    );
+    let (r, _) = run(exec.clone()).await;
+    assert_eq!(
+        r.unwrap().model_name(),
+        "ma",
+        "closed again: traffic is back on ma"
+    );
+    assert_eq!(calls.get("ma"), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_breaker_is_reported_as_a_skip_when_every_target_is_down() {
+    let plan = common::plan(&OUTAGE.replace("targets = [\"ma\", \"mb\"]", "targets = [\"ma\"]"));
+    let exec = Executor::new(plan.clone()).unwrap();
+    let op =
+        |_t: tollgate::exec::Target, _| async { Err::<Done<()>, _>(Failure::connect("refused")) };
+    let e = exec.execute(&Request::new(), op).await.unwrap_err();
+    assert_eq!(e.reason, StopReason::AttemptsExhausted);
+    assert_eq!(e.attempts.len(), 2);
+    let _ = exec.execute(&Request::new(), op).await.unwrap_err(); // 3rd failure opens it
+    let e = exec.execute(&Request::new(), op).await.unwrap_err();
+    assert_eq!(e.reason, StopReason::NoTargetAvailable);
+    assert!(e.attempts.is_empty());
+    assert!(
+        matches!(e.skipped[0].reason, SkipReason::BreakerOpen { .. }),
+        "{e}"
+    );
+}
+
+const STORM: &str = r#"
+[defaults]
+timeouts = { per_try = "5s", total = "60s" }
+[upstreams.u]
+base_url = "http://127.0.0.1:1/u"
+[upstreams.v]
+base_url = "http://127.0.0.1:1/v"
+[models.m]
+upstream = "u"
+[models.n]
+upstream = "v"
+[retry.r]
+max_attempts = 4
+retry_on = ["429", "5xx"]
+backoff = { kind = "exponential", base = "100ms", factor = 2.0, max = "1s", jitter = "none" }
+retry_after = { honor = true, max = "10s" }
+[retry.r.on.429]
+backoff = { kind = "exponential", base = "1s", factor = 2.0, max = "8s", jitter = "none" }
+[[routes]]
+name = "main"
+targets = ["m", "n"]
+retry = "r"
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_storm_honours_retry_after_and_backs_off_harder() {
+    let plan = common::plan(STORM);
+    let exec = Executor::new(plan.clone()).unwrap();
+    let n = Arc::new(AtomicU32::new(0));
+    let t0 = Instant::now();
+    let s = exec
+        .execute(&Request::new(), |_t, _| {
+            let k = n.fetch_add(1, SeqCst);
+            async move {
+                match k {
+                    0 => Err(Failure::status(429).retry_after(Duration::from_secs(3))), // server asks 3s > backoff 1s
+                    1 => Err(Failure::status(429)), // override: 2s
+                    _ => Ok(Done::new("ok")),
+                }
+            }
+        })
+        .await
+        .unwrap();
+    let el = t0.elapsed();
+    assert_eq!(s.attempts, 3);
+    assert_eq!(s.model_name(), "m");
+    let delays: Vec<_> = s.failed.iter().map(|a| a.delay.unwrap()).collect();
+    assert_eq!(
+        delays,
+        [Duration::from_secs(3), Duration::from_secs(2)],
+        "Retry-After honoured, then the 429 override"
+    );
+    assert_eq!(el, Duration::from_secs(5));
+    check_served(&plan, &s, el);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_beyond_its_cap_fails_over_instead_of_waiting() {
+    let plan = common::plan(STORM);
+    let exec = Executor::new(plan.clone()).unwrap();
+    let t0 = Instant::now();
+    let s = exec
+        .execute(&Request::new(), |t, _| {
+            let on_m = t.model_name() == "m";
+            async move {
+                if on_m {
+                    Err(Failure::status(429).retry_after(Duration::from_secs(120)))
+                } else {
+                    Ok(Done::new("from n"))
+                }
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(s.value, "from n");
+    assert_eq!(
+        t0.elapsed(),
+        Duration::ZERO,
+        "did not wait the 120s the server asked"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bad_request_is_not_retried_nor_failed_over() {
+    let plan = common::plan(STORM);
+    let exec = Executor::new(plan).unwrap();
+    let calls = Calls::default();
+    let e = exec
+        .execute(&Request::new(), |t, _| {
+            calls.hit(t.model_name());
+            async { Err::<Done<()>, _>(Failure::status(400).code("invalid_request_error")) }
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, StopReason::NotRetryable);
+    assert_eq!((calls.get("m"), calls.get("n")), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_try_timeouts_and_the_total_deadline_are_never_overrun() {
+    let plan = common::plan(
+        &STORM
+            .replace(
+                "timeouts = { per_try = \"5s\", total = \"60s\" }",
+                "timeouts = { per_try = \"5s\", total = \"12s\" }",
+            )
+            .replace("retry_on = [\"429\", \"5xx\"]", "retry_on = [\"timeout\"]"),
+    );
+    let exec = Executor::new(plan.clone()).unwrap();
+    let t0 = Instant::now();
+    let e = exec
+        .execute(&Request::new(), |_t, _| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok::<_, Failure>(Done::new(()))
+        })
+        .await
+        .unwrap_err();
+    let el = t0.elapsed();
+    assert!(el <= Duration::from_secs(12), "{el:?}");
+    assert_eq!(e.reason, StopReason::Deadline, "{e}");
+    assert!(e.attempts.iter().all(|a| a.failure.starts_with("timeout")));
+    // 5s + 100ms + 5s + 200ms, then the third attempt gets what is left of 12s.
+    assert_eq!(e.attempts.len(), 3, "{e}");
+    check_failed(&plan, &e, el);
+}
+
+const SLOW: &str = r#"
+[defaults]
+timeouts = { per_try = "10s", total = "30s" }
+[upstreams.u]
+base_url = "http://127.0.0.1:1/u"
+breaker = "slow"
+[upstreams.v]
+base_url = "http://127.0.0.1:1/v"
+[models.m]
+upstream = "u"
+[models.n]
+upstream = "v"
+[breakers.slow]
+slow_call = { over = "1s", rate_threshold = 0.5, min_calls = 4, window = "1m" }
+open_for = "30s"
+[[routes]]
+name = "main"
+targets = ["m", "n"]
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_upstream_trips_the_slow_call_rule() {
+    let plan = common::plan(SLOW);
+    let exec = Executor::new(plan).unwrap();
+    let calls = Calls::default();
+    for _ in 0..8 {
+        let s = exec
+            .execute(&Request::new(), |t, _| {
+                calls.hit(t.model_name());
+                let slow = t.model_name() == "m";
+                async move {
+                    if slow {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    Ok::<_, Failure>(Done::new(()))
+                }
+            })
+            .await
+            .unwrap();
+        let _ = s;
+    }
+    assert_eq!(
+        calls.get("m"),
+        4,
+        "after 4 slow calls (100% > 50%) the breaker opens"
+    );
+    assert_eq!(calls.get("n"), 4);
+}
+
+const FLAP: &str = r#"
+[upstreams.u]
+base_url = "http://127.0.0.1:1/u"
+breaker = "rate"
+[models.m]
+upstream = "u"
+[breakers.rate]
+consecutive_failures = 5
+failure_rate = { threshold = 0.5, min_calls = 10, window = "1m" }
+open_for = "30s"
+[[routes]]
+name = "main"
+targets = ["m"]
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_flapping_upstream_opens_on_failure_rate_not_on_consecutive_failures() {
+    let plan = common::plan(FLAP);
+    let exec = Executor::new(plan).unwrap();
+    let k = AtomicU32::new(0);
+    let mut outcomes = Vec::new();
+    for _ in 0..14 {
+        let r = exec
+            .execute(&Request::new(), |_t, _| {
+                let i = k.fetch_add(1, SeqCst);
+                async move {
+                    if i % 2 == 0 {
+                        Err(Failure::status(502))
+                    } else {
+                        Ok(Done::new(()))
+                    }
+                }
+            })
+            .await;
+        outcomes.push(match r {
+            Ok(_) => "ok",
+            Err(e) if e.reason == StopReason::NoTargetAvailable => "open",
+            Err(_) => "fail",
+        });
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    // Never 5 failures in a row; once the window holds 10 calls at 50% failures, the next
+    // recorded failure (the 11th call) opens the breaker.
+    assert_eq!(k.load(SeqCst), 11, "{outcomes:?}");
+    assert_eq!(&outcomes[11..], ["open"; 3]);
+}
+
+const BUDGET: &str = r#"
+[upstreams.u]
+base_url = "http://127.0.0.1:1/u"
+[models.premium]
+upstream = "u"
+price = { input_per_mtok = 10.0, output_per_mtok = 30.0 }
+[models.cheap]
+upstream = "u"
+price = { input_per_mtok = 0.1, output_per_mtok = 0.3 }
+[[routes]]
+name = "complex"
+when = { attr = "task", eq = "complex" }
+targets = ["premium"]
+[[routes]]
+name = "bulk"
+targets = ["cheap"]
+[budgets.premium]
+limit_usd = 0.05
+window = "1d"
+scope = { routes = ["complex"] }
+on_exceed = { reroute = "bulk" }
+[budgets.total]
+limit_usd = 0.06
+window = "1d"
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_budget_running_out_mid_run_reroutes_then_rejects() {
+    let plan = common::plan(BUDGET);
+    let exec = Executor::new(plan).unwrap();
+    // Each premium call: 1000 in + 1000 out = 0.01 + 0.03 = $0.04 (reserved for max_tokens 1000).
+    let req = Request::new()
+        .task("complex")
+        .input_tokens(1000)
+        .max_tokens(1000);
+    let mut served = Vec::new();
+    let mut last_err = None;
+    for _ in 0..200 {
+        match exec
+            .execute(&req, |_t, _| async {
+                Ok::<_, Failure>(Done::with_usage((), 1000, 1000))
+            })
+            .await
+        {
+            Ok(s) => served.push(s.model_name().to_string()),
+            Err(e) => {
+                last_err = Some(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(served[0], "premium");
+    assert_eq!(
+        served[1], "cheap",
+        "the premium budget ($0.05) cannot fit a second $0.04 call: rerouted to bulk"
+    );
+    let e = last_err.expect("the total budget runs out too");
+    assert_eq!(
+        e.reason,
+        StopReason::BudgetExceeded {
+            budget: "total".into()
+        },
+        "{e}"
+    );
+    let spent: f64 = 0.04 + 0.0004 * (served.len() - 1) as f64;
+    assert!(
+        spent <= 0.06 + 1e-9,
+        "never more than the total budget: {spent}"
+    );
+    assert!(
+        spent > 0.06 - 0.0004 - 1e-9,
+        "until the next call would not fit"
+    );
+}
+
+const HEDGE: &str = r#"
+[defaults]
+timeouts = { per_try = "10s", total = "30s" }
+[upstreams.u]
+base_url = "http://127.0.0.1:1/u"
+[models.slow]
+upstream = "u"
+[models.fast]
+upstream = "u"
+[[routes]]
+name = "main"
+targets = ["slow", "fast"]
+hedge = { after = "1s", max_extra = 1 }
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_races_a_slow_first_attempt_and_the_first_success_wins() {
+    let plan = common::plan(HEDGE);
+    let exec = Executor::new(plan.clone()).unwrap();
+    let t0 = Instant::now();
+    let s = exec
+        .execute(&Request::new(), |t, _| {
+            let slow = t.model_name() == "slow";
+            let hedge = t.is_hedge();
+            async move {
+                tokio::time::sleep(Duration::from_millis(if slow { 5000 } else { 200 })).await;
+                Ok::<_, Failure>(Done::new(hedge))
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(s.model_name(), "fast");
+    assert!(s.value, "served by the hedge");
+    assert_eq!(t0.elapsed(), Duration::from_millis(1200));
+    assert_eq!(s.attempts, 2);
+    assert_eq!(
+        exec.runtime().models[plan.model_by_name("slow").unwrap().index()]
+            .in_flight
+            .load(SeqCst),
+        0,
+        "the losing attempt was cancelled and its slot returned"
+    );
+}
+
+const LIMITED: &str = r#"
+[upstreams.u]
+base_url = "http://127.0.0.1:1/u"
+limits = { concurrency = 2, on_limit = "wait", queue_timeout = "500ms" }
+[models.m]
+upstream = "u"
+[[routes]]
+name = "main"
+targets = ["m"]
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_waits_up_to_the_queue_timeout_and_cancellation_returns_permits() {
+    let plan = common::plan(LIMITED);
+    let exec = Executor::new(plan.clone()).unwrap();
+    let peak = Arc::new(AtomicU32::new(0));
+    let now_in = Arc::new(AtomicU32::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let exec = exec.clone();
+        let (peak, now_in) = (peak.clone(), now_in.clone());
+        tasks.push(tokio::spawn(async move {
+            exec.execute(&Request::new(), move |_t, _| {
+                let (peak, now_in) = (peak.clone(), now_in.clone());
+                async move {
+                    let n = now_in.fetch_add(1, SeqCst) + 1;
+                    peak.fetch_max(n, SeqCst);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    now_in.fetch_sub(1, SeqCst);
+                    Ok::<_, Failure>(Done::new(()))
+                }
+            })
+            .await
+        }));
+    }
+    let mut ok = 0;
+    let mut limited = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert!(matches!(e.skipped[0].reason, SkipReason::Limited(_)), "{e}");
+                limited += 1;
+            }
+        }
+    }
+    assert_eq!(peak.load(SeqCst), 2, "never more than 2 in flight");
+    assert_eq!(
+        ok, 4,
+        "two at once, two more after 300ms; the last two would wait 600ms > 500ms"
+    );
+    assert_eq!(limited, 2);
+    // Cancel a request mid-call: its permit comes back.
+    let exec2 = exec.clone();
+    let h = tokio::spawn(async move {
+        exec2
+            .execute(&Request::new(), |_t, _| async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok::<_, Failure>(Done::new(()))
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    h.abort();
+    let _ = h.await;
+    let rt = exec.runtime();
+    assert_eq!(rt.upstreams[0].concurrency.as_ref().unwrap().in_flight(), 0);
+}
+
+const RETRY_BUDGET: &str = r#"
+[upstreams.u]
+base_url = "http://127.0.0.1:1/u"
+[models.m]
+upstream = "u"
+[retry.r]
+max_attempts = 5
+backoff = { kind = "constant", base = "10ms", max = "10ms", jitter = "none" }
+budget = { ratio = 0.2, min_per_second = 1, ttl = "10s" }
+[[routes]]
+name = "main"
+targets = ["m"]
+retry = "r"
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn an_outage_cannot_multiply_load_beyond_the_retry_budget() {
+    let plan = common::plan(RETRY_BUDGET);
+    let exec = Executor::new(plan).unwrap();
+    let calls = AtomicU32::new(0);
+    let requests = 200u32;
+    let t0 = Instant::now();
+    for _ in 0..requests {
+        let _ = exec
+            .execute(&Request::new(), |_t, _| {
+                calls.fetch_add(1, SeqCst);
+                async { Err::<Done<()>, _>(Failure::status(503)) }
+            })
+            .await;
+        tokio::time::advance(Duration::from_millis(10)).await;
+    }
+    let attempts = calls.load(SeqCst);
+    // The budget's bound: retries <= ratio * requests + min_per_second * (elapsed + ttl).
+    let elapsed = t0.elapsed().as_secs_f64();
+    let bound = f64::from(requests) * (1.0 + 0.2) + 1.0 * (elapsed + 10.0);
+    assert!(
+        f64::from(attempts) <= bound,
+        "{attempts} attempts > {bound}"
+    );
+    assert!(attempts > requests, "some retries were allowed");
+    assert!(
+        attempts < requests * 2,
+        "without the budget, 5 attempts each would make {}",
+        requests * 5
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn weighted_routing_is_deterministic_under_a_seed_and_follows_weights() {
+    let plan = common::plan(
+        r#"
+[upstreams.u]
+base_url = "http://127.0.0.1:1/u"
+[models.a]
+upstream = "u"
+[models.b]
+upstream = "u"
+[[routes]]
+name = "w"
+strategy = "weighted"
+targets = [{ model = "a", weight = 3.0 }, { model = "b", weight = 1.0 }]
+"#,
+    );
+    let picks = |seed| {
+        let plan = plan.clone();
+        async move {
+            let exec = Executor::builder(plan).seed(seed).build().unwrap();
+            let mut v = Vec::new();
+            for _ in 0..400 {
+                let s = exec
+                    .execute(&Request::new(), |t, _| {
+                        let m = t.model_name().to_string();
+                        async move { Ok::<_, Failure>(Done::new(m)) }
+                    })
+                    .await
+                    .unwrap();
+                v.push(s.value);
+            }
+            v
+        }
+    };
+    let x = picks(42).await;
+    assert_eq!(x, picks(42).await, "same seed, same choices");
+    let a = x.iter().filter(|m| *m == "a").count();
+    assert!((240..=360).contains(&a), "about 3/4 to a: {a}/400");
+}
