@@ -139,6 +139,24 @@ async fn full_outage_fails_over_opens_breaker_and_recovers_through_half_open() {
         3,
         "no call reaches an upstream whose breaker is open"
     );
+    // The stats snapshot shows it: a's breaker open, traffic and spend on mb.
+    let st = exec.stats();
+    let a = st.upstreams.iter().find(|u| u.name == "a").unwrap();
+    let br = a.breaker.as_ref().unwrap();
+    assert_eq!(br.state, "open");
+    assert!(br.opens_probe_in.unwrap() <= Duration::from_secs(10));
+    let ma = st.models.iter().find(|m| m.name == "ma").unwrap();
+    let mb = st.models.iter().find(|m| m.name == "mb").unwrap();
+    assert_eq!((ma.successes, ma.failures, ma.success_rate), (0, 3, 0.0));
+    assert_eq!(mb.successes, 12);
+    assert!(
+        (mb.spend_usd - 12.0 * 30e-6).abs() < 1e-9,
+        "12 calls of 10 in + 10 out at $1/$2 per Mtok: {}",
+        mb.spend_usd
+    );
+    assert_eq!(st.routes[0].requests, 12);
+    let json = serde_json::to_value(&st).unwrap();
+    assert_eq!(json["upstreams"][0]["breaker"]["state"], "open");
     // ma recovers; after open_for the half-open probe succeeds and closes the breaker.
     a_down.store(false, SeqCst);
     tokio::time::advance(Duration::from_secs(11)).await;

@@ -284,6 +284,11 @@ impl Executor {
         self.shared.current.load_full()
     }
 
+    /// A snapshot of breakers, limiters, traffic, latency and spend under the current plan.
+    pub fn stats(&self) -> super::Stats {
+        super::Stats::of(&self.shared.current.load(), self.shared.clock.now())
+    }
+
     /// The clock the executor reads.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.shared.clock

@@ -16,8 +16,10 @@ pub mod price;
 mod request;
 pub mod retry_budget;
 pub mod state;
+mod stats;
 
 pub use error::{AttemptRecord, ExecError, SkipReason, SkipRecord, StopReason};
 pub use executor::{select_route, Executor, ExecutorBuilder, Served, Target};
 pub use outcome::{Done, Failure, FailureKind, RateLimitInfo, Usage};
 pub use request::{Request, DEFAULT_MAX_OUTPUT_TOKENS};
+pub use stats::{BreakerView, BudgetView, ModelView, RouteView, Stats, UpstreamView};

@@ -1,0 +1,237 @@
+//! A point-in-time view of the executor's live state, for `/status`, metrics and tests.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::breaker::BreakerState;
+use super::state::{BreakerSlot, Runtime};
+
+/// A breaker's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BreakerView {
+    /// Which breaker (`upstream relay`, `model gpt-4.1`, `route complex → gpt-4.1`).
+    pub name: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: &'static str,
+    /// For an open breaker: time until it lets a probe through.
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
+    pub opens_probe_in: Option<Duration>,
+    /// Failures in a row.
+    pub consecutive_failures: u32,
+    /// Transitions since it was created.
+    pub transitions: u64,
+}
+
+/// An upstream's limits and breaker.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpstreamView {
+    /// Its name.
+    pub name: String,
+    /// Its breaker, if any.
+    pub breaker: Option<BreakerView>,
+    /// Requests the rate limiter would admit right now.
+    pub rate_headroom: Option<u32>,
+    /// Tokens the token limiter would admit right now.
+    pub tokens_available: Option<u64>,
+    /// Calls in flight, and the cap.
+    pub concurrency: Option<(u32, u32)>,
+}
+
+/// A model's traffic as a target.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelView {
+    /// Its name.
+    pub name: String,
+    /// Its upstream.
+    pub upstream: String,
+    /// Its own breaker, if any.
+    pub breaker: Option<BreakerView>,
+    /// Successful attempts.
+    pub successes: u64,
+    /// Failed attempts.
+    pub failures: u64,
+    /// successes / attempts (1.0 with no attempts yet).
+    pub success_rate: f64,
+    /// Latency EWMA, if measured.
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
+    pub latency_ewma: Option<Duration>,
+    /// Calls in flight.
+    pub in_flight: u32,
+    /// Spend in USD under the current plan.
+    pub spend_usd: f64,
+    /// Input and output tokens under the current plan.
+    pub tokens: (u64, u64),
+}
+
+/// A budget's window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BudgetView {
+    /// Its name.
+    pub name: String,
+    /// Limit in USD per window.
+    pub limit_usd: f64,
+    /// Spent in the current window.
+    pub spent_usd: f64,
+    /// Reserved by calls in flight.
+    pub reserved_usd: f64,
+    /// What may still be reserved.
+    pub remaining_usd: f64,
+    /// Time until the window resets.
+    #[serde(with = "secs")]
+    pub resets_in: Duration,
+}
+
+/// A route's traffic.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteView {
+    /// Its name.
+    pub name: String,
+    /// Requests that took it.
+    pub requests: u64,
+    /// Spend through it in USD.
+    pub spend_usd: f64,
+    /// Its per-target breakers, if it has its own.
+    pub breakers: Vec<BreakerView>,
+}
+
+/// The whole snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stats {
+    /// The plan version.
+    pub plan_version: u64,
+    /// Per upstream.
+    pub upstreams: Vec<UpstreamView>,
+    /// Per model.
+    pub models: Vec<ModelView>,
+    /// Per route.
+    pub routes: Vec<RouteView>,
+    /// Per budget.
+    pub budgets: Vec<BudgetView>,
+    /// Total spend in USD under the current plan.
+    pub spend_usd: f64,
+    /// What the same usage would have cost on the plan's baseline model, in USD.
+    pub baseline_usd: Option<f64>,
+}
+
+impl Stats {
+    /// Builds a snapshot of `rt` at time `now`.
+    pub fn of(rt: &Runtime, now: u64) -> Stats {
+        let plan = &rt.plan;
+        let report = rt.spend.report();
+        let breaker = |slot: &BreakerSlot| {
+            let s = slot.breaker.snapshot(now);
+            BreakerView {
+                name: slot.name.clone(),
+                state: s.state.name(),
+                opens_probe_in: match s.state {
+                    BreakerState::Open { until } => {
+                        Some(Duration::from_nanos(until.saturating_sub(now)))
+                    }
+                    _ => None,
+                },
+                consecutive_failures: s.consecutive_failures,
+                transitions: s.transitions,
+            }
+        };
+        let upstreams = plan
+            .upstreams
+            .iter()
+            .zip(&rt.upstreams)
+            .map(|(u, s)| UpstreamView {
+                name: u.name.clone(),
+                breaker: s.breaker.as_ref().map(breaker),
+                rate_headroom: s.rate.as_ref().map(|r| r.headroom(now)),
+                tokens_available: s.tokens.as_ref().map(|t| t.available(now)),
+                concurrency: s.concurrency.as_ref().map(|c| (c.in_flight(), c.limit())),
+            })
+            .collect();
+        let models = plan
+            .models
+            .iter()
+            .zip(&rt.models)
+            .enumerate()
+            .map(|(i, (m, s))| {
+                let (ok, bad) = (s.successes.load(Relaxed), s.failures.load(Relaxed));
+                let line = report.by_model.get(i).copied().unwrap_or_default();
+                let ewma = s.ewma_nanos.load(Relaxed);
+                ModelView {
+                    name: m.name.clone(),
+                    upstream: plan.upstream(m.upstream).name.clone(),
+                    breaker: s.breaker.as_ref().map(breaker),
+                    successes: ok,
+                    failures: bad,
+                    success_rate: if ok + bad == 0 {
+                        1.0
+                    } else {
+                        ok as f64 / (ok + bad) as f64
+                    },
+                    latency_ewma: (ewma > 0).then(|| Duration::from_nanos(ewma)),
+                    in_flight: s.in_flight.load(Relaxed),
+                    spend_usd: line.spend.as_dollars(),
+                    tokens: (line.input_tokens, line.output_tokens),
+                }
+            })
+            .collect();
+        let routes = plan
+            .routes
+            .iter()
+            .zip(&rt.routes)
+            .enumerate()
+            .map(|(i, (r, s))| RouteView {
+                name: r.name.clone(),
+                requests: s.requests.load(Relaxed),
+                spend_usd: report.by_route.get(i).map_or(0.0, |l| l.spend.as_dollars()),
+                breakers: s.breakers.iter().map(breaker).collect(),
+            })
+            .collect();
+        let budgets = plan
+            .budgets
+            .iter()
+            .zip(&rt.budgets)
+            .map(|(b, s)| BudgetView {
+                name: b.name.clone(),
+                limit_usd: b.limit_usd,
+                spent_usd: s.ledger.spent(now).as_dollars(),
+                reserved_usd: s.ledger.reserved().as_dollars(),
+                remaining_usd: s.ledger.remaining(now).as_dollars(),
+                resets_in: s.ledger.resets_in(now),
+            })
+            .collect();
+        let baseline_usd = plan
+            .baseline_model
+            .and_then(|m| plan.model(m).price)
+            .map(|p| rt.spend.savings(p).baseline.as_dollars());
+        Stats {
+            plan_version: rt.version,
+            upstreams,
+            models,
+            routes,
+            budgets,
+            spend_usd: report.total.spend.as_dollars(),
+            baseline_usd,
+        }
+    }
+}
+
+mod secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+mod opt_secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &Option<std::time::Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_f64(d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+}
