@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tollgate::exec::price::{
-    BudgetConfig, BudgetLedger, BudgetReservation, Price, Usage, Usd,
-};
+use tollgate::exec::price::{BudgetConfig, BudgetLedger, BudgetReservation, Price, Usage, Usd};
 
 const MS: u64 = 1_000_000;
 
@@ -94,7 +92,10 @@ fn check_bound(limit: u64, window_ms: u64, ops: Vec<Op>) -> Result<(), TestCaseE
         prop_assert!(settled_here + in_flight_here <= limit + over);
     }
     for (k, (spend, over, _)) in windows {
-        prop_assert!(spend <= limit + over, "window {k}: spend {spend} > {limit} + {over}");
+        prop_assert!(
+            spend <= limit + over,
+            "window {k}: spend {spend} > {limit} + {over}"
+        );
         if over == 0 {
             prop_assert!(spend <= limit);
         }
