@@ -144,6 +144,10 @@ pub struct Transition {
     pub to: BreakerState,
     /// Why.
     pub reason: TransitionReason,
+    /// Position in this breaker's history: 1 for its first transition, then 2, … (low 32
+    /// bits of [`Breaker::transitions`] right after it). Observers on different threads can
+    /// be called out of order; sort by `seq` to recover the real order.
+    pub seq: u32,
     /// Clock nanoseconds of the call that caused it.
     pub at: u64,
 }
@@ -304,7 +308,8 @@ impl Breaker {
     }
 
     /// Call `f` on every transition, after the breaker's internal lock is released (so `f`
-    /// may call back into the breaker).
+    /// may call back into the breaker). Calls from different threads may arrive out of
+    /// order; [`Transition::seq`] gives the true order.
     pub fn with_observer(mut self, f: impl Fn(&Transition) + Send + Sync + 'static) -> Self {
         self.observer = Some(Box::new(f));
         self
@@ -543,12 +548,13 @@ impl Breaker {
             }
             cur = actual;
         }
-        self.transitions.fetch_add(1, Relaxed);
+        let seq = self.transitions.fetch_add(1, Relaxed).wrapping_add(1) as u32;
         drop(guard);
         let t = Transition {
             from,
             to: to_state,
             reason,
+            seq,
             at: now,
         };
         tracing::debug!(
@@ -556,6 +562,7 @@ impl Breaker {
             from = from.name(),
             to = to_state.name(),
             reason = ?reason,
+            seq,
             at = now,
             open_until = (to == OPEN).then(|| self.open_until.load(Relaxed)),
             "breaker transition"
