@@ -16,7 +16,8 @@
 //! * **Closed hot path.** [`Breaker::try_acquire`] is one `Acquire` load of that word; the
 //!   permit remembers the generation. [`Breaker::record`] checks the generation with one
 //!   more load (outcomes of calls admitted before the last transition are ignored), does one
-//!   compare-exchange per sliding window ([`window`]), and touches the consecutive-failure
+//!   compare-exchange per sliding window (a ring of [`BUCKETS`] time buckets, one packed
+//!   `AtomicU64` each; see `window.rs`), and touches the consecutive-failure
 //!   counter. No lock, no allocation.
 //! * **Half-open probes** are counted in the same word with compare-exchange loops, so "at
 //!   most `probes` admitted" is exact under any interleaving. A permit dropped without

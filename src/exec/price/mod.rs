@@ -5,8 +5,8 @@
 //! atomics and add exactly; `f64` appears only at the edges ([`Price`]'s per-million-token
 //! rates, [`Usd::from_dollars`], [`Usd::as_dollars`]).
 
-mod budget;
-mod spend;
+pub mod budget;
+pub mod spend;
 
 use std::fmt;
 
