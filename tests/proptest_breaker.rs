@@ -30,6 +30,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Cancel),
         2 => (0u64..2_000).prop_map(Op::Advance),
         1 => (0u64..1_000_000 * MS).prop_map(Op::Jump),
+        1 => any::<u64>().prop_map(Op::Jump), // includes values near u64::MAX
     ]
 }
 

@@ -121,7 +121,7 @@ impl Ring {
     pub(crate) fn totals(&self, now: u64) -> WindowCounts {
         let idx = now / self.width;
         let mut c = WindowCounts::default();
-        for k in 0..BUCKETS.min(idx + 1) {
+        for k in 0..BUCKETS.min(idx.saturating_add(1)) {
             let i = idx - k;
             let w = self.buckets[(i % BUCKETS) as usize].load(Relaxed);
             if w >> TAG_SHIFT == (i / BUCKETS) % TAG_SPAN {
@@ -208,6 +208,15 @@ mod tests {
         ] {
             assert_eq!(r.index(now), now / 100, "{now}");
         }
+    }
+
+    #[test]
+    fn extreme_times_do_not_overflow() {
+        let r = Ring::new(BUCKETS); // 1 ns buckets
+        r.add(u64::MAX, true, true);
+        assert_eq!(r.totals(u64::MAX).calls, 1);
+        r.add(0, false, false);
+        let _ = r.totals(0);
     }
 
     #[test]
