@@ -30,6 +30,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Cancel),
         2 => (0u64..2_000).prop_map(Op::Advance),
         1 => (0u64..1_000_000 * MS).prop_map(Op::Jump),
+        1 => any::<u64>().prop_map(Op::Jump), // includes values near u64::MAX
     ]
 }
 
@@ -114,7 +115,8 @@ proptest! {
         prop_assert_eq!(log.len() as u64, b.transitions());
         prop_assert_eq!(&log, &returned);
         let mut at = "closed";
-        for t in &log {
+        for (i, t) in log.iter().enumerate() {
+            prop_assert_eq!(t.seq as usize, i + 1);
             let pair = (kind(t.from), kind(t.to));
             prop_assert!(
                 matches!(pair, ("closed", "open") | ("open", "half_open") | ("half_open", "closed") | ("half_open", "open")),
@@ -204,8 +206,7 @@ proptest! {
                 prop_assert_eq!(b.state(now), BreakerState::Closed);
             } else {
                 prop_assert_eq!(tr.map(|t| kind(t.to)), Some("open"));
-                let open = matches!(b.state(now), BreakerState::Open { .. });
-                prop_assert!(open);
+                prop_assert_eq!(b.state(now), BreakerState::Open);
                 prop_assert!(b.try_acquire(now).is_err());
             }
         }
@@ -271,10 +272,72 @@ fn breaker_concurrent_failures_open_once() {
         }
     });
     assert_eq!(b.transitions(), 1);
-    assert_eq!(
-        log.lock().unwrap()[0].to,
-        BreakerState::Open {
-            until: 1 + 3600 * 1_000 * MS
+    assert_eq!(log.lock().unwrap()[0].to, BreakerState::Open);
+    assert_eq!(b.open_until(), Some(1 + 3600 * 1_000 * MS));
+}
+
+/// Threads racing through acquire/record/cancel with random outcomes: sorted by `seq`, the
+/// observed transitions form one legal chain, and no half-open phase ever had more than
+/// `probes` slots in use (checked through snapshots).
+#[test]
+fn breaker_concurrent_transitions_are_legal() {
+    let (b, log) = observed(BreakerConfig {
+        consecutive_failures: Some(2),
+        failure_rate: Some(RateRule {
+            threshold: 0.5,
+            min_calls: 4,
+            window: Duration::from_micros(50),
+        }),
+        slow_call: None,
+        open_for: Duration::from_micros(5),
+        probes: 2,
+        successes_to_close: 2,
+    });
+    let epoch = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for seed in 0..4u64 {
+            let b = &b;
+            s.spawn(move || {
+                let mut rng = fastrand::Rng::with_seed(seed);
+                for _ in 0..20_000 {
+                    let now = epoch.elapsed().as_nanos() as u64;
+                    if let Ok(p) = b.try_acquire(now) {
+                        match rng.u8(..10) {
+                            0 => drop(p),
+                            n => {
+                                let now = epoch.elapsed().as_nanos() as u64;
+                                b.record(p, n < 4, Duration::ZERO, now);
+                            }
+                        }
+                    }
+                    assert!(b.snapshot(now).probes_admitted <= 2);
+                }
+            });
         }
+    });
+    let mut log = log.lock().unwrap().clone();
+    log.sort_by_key(|t| t.seq);
+    assert!(
+        log.len() > 10,
+        "the test should cycle the breaker: {}",
+        log.len()
     );
+    assert_eq!(log.len() as u64, b.transitions());
+    let mut at = "closed";
+    for (i, t) in log.iter().enumerate() {
+        assert_eq!(t.seq as usize, i + 1);
+        let pair = (t.from.name(), t.to.name());
+        assert!(
+            matches!(
+                pair,
+                ("closed", "open")
+                    | ("open", "half_open")
+                    | ("half_open", "closed")
+                    | ("half_open", "open")
+            ),
+            "illegal transition {t:?}"
+        );
+        assert_eq!(pair.0, at, "{t:?}");
+        at = pair.1;
+    }
 }

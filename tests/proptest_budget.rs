@@ -214,3 +214,29 @@ fn budget_concurrent_reservations_never_exceed_limit() {
     assert!(admitted.load(Relaxed) > 100, "test should admit plenty");
     assert!(spent > limit / 2, "test should get close to the limit");
 }
+
+proptest! {
+    /// Any limit, window, clock value and amount: no panic, and the ledger's own accounting
+    /// stays consistent (nothing left reserved once every reservation is settled or dropped).
+    #[test]
+    fn budget_accepts_any_input_without_panicking(
+        limit in any::<u64>(),
+        window in any::<u64>(),
+        calls in prop::collection::vec((any::<u64>(), any::<u64>(), any::<u64>(), any::<bool>()), 0..50),
+    ) {
+        let Ok(l) = BudgetLedger::new(BudgetConfig {
+            limit: Usd::from_nanos(limit),
+            window: Duration::from_nanos(window),
+        }) else {
+            prop_assert_eq!(window, 0);
+            return Ok(());
+        };
+        for (now, amount, actual, settle) in calls {
+            let _ = (l.spent(now), l.remaining(now), l.committed(now), l.resets_in(now));
+            if let Ok(r) = l.reserve(Usd::from_nanos(amount), now) {
+                if settle { r.settle(Usd::from_nanos(actual)) }
+            }
+        }
+        prop_assert_eq!(l.reserved(), Usd::ZERO);
+    }
+}

@@ -125,12 +125,11 @@ impl Stats {
             BreakerView {
                 name: slot.name.clone(),
                 state: s.state.name(),
-                opens_probe_in: match s.state {
-                    BreakerState::Open { until } => {
-                        Some(Duration::from_nanos(until.saturating_sub(now)))
-                    }
-                    _ => None,
-                },
+                opens_probe_in: slot
+                    .breaker
+                    .open_until()
+                    .filter(|_| s.state == BreakerState::Open)
+                    .map(|until| Duration::from_nanos(until.saturating_sub(now))),
                 consecutive_failures: s.consecutive_failures,
                 transitions: s.transitions,
             }

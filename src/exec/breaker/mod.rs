@@ -16,7 +16,8 @@
 //! * **Closed hot path.** [`Breaker::try_acquire`] is one `Acquire` load of that word; the
 //!   permit remembers the generation. [`Breaker::record`] checks the generation with one
 //!   more load (outcomes of calls admitted before the last transition are ignored), does one
-//!   compare-exchange per sliding window ([`window`]), and touches the consecutive-failure
+//!   compare-exchange per sliding window (a ring of [`BUCKETS`] time buckets, one packed
+//!   `AtomicU64` each; see `window.rs`), and touches the consecutive-failure
 //!   counter. No lock, no allocation.
 //! * **Half-open probes** are counted in the same word with compare-exchange loops, so "at
 //!   most `probes` admitted" is exact under any interleaving. A permit dropped without
@@ -95,16 +96,14 @@ struct Padded<T>(T);
 
 // ---- public types ------------------------------------------------------------------------
 
-/// Where a breaker stands.
+/// Where a breaker stands. A plain one-byte enum so a [`Transition`] fits in two registers;
+/// an open breaker's deadline is [`Breaker::open_until`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BreakerState {
     /// Calls flow; outcomes are counted.
     Closed,
-    /// Calls are refused until `until` (clock nanoseconds).
-    Open {
-        /// When the breaker will admit probes.
-        until: u64,
-    },
+    /// Calls are refused until [`Breaker::open_until`].
+    Open,
     /// A limited number of probe calls decide between closing and reopening.
     HalfOpen,
 }
@@ -114,7 +113,7 @@ impl BreakerState {
     pub fn name(&self) -> &'static str {
         match self {
             BreakerState::Closed => "closed",
-            BreakerState::Open { .. } => "open",
+            BreakerState::Open => "open",
             BreakerState::HalfOpen => "half_open",
         }
     }
@@ -146,6 +145,10 @@ pub struct Transition {
     pub to: BreakerState,
     /// Why.
     pub reason: TransitionReason,
+    /// Position in this breaker's history: 1 for its first transition, then 2, … (low 32
+    /// bits of [`Breaker::transitions`] right after it). Observers on different threads can
+    /// be called out of order; sort by `seq` to recover the real order.
+    pub seq: u32,
     /// Clock nanoseconds of the call that caused it.
     pub at: u64,
 }
@@ -207,6 +210,8 @@ impl Drop for BreakerPermit<'_> {
 pub struct BreakerStats {
     /// State as [`Breaker::state`] reports it.
     pub state: BreakerState,
+    /// While open: when probes will be admitted.
+    pub open_until: Option<u64>,
     /// Counts in the failure-rate window, if that rule is configured.
     pub failure_window: Option<WindowCounts>,
     /// Counts in the slow-call window, if that rule is configured.
@@ -268,7 +273,8 @@ impl Breaker {
     ///     let p = b.try_acquire(0).unwrap();
     ///     b.record(p, true, Duration::from_millis(5), 0);
     /// }
-    /// assert_eq!(b.state(0), BreakerState::Open { until: 30_000_000_000 });
+    /// assert_eq!(b.state(0), BreakerState::Open);
+    /// assert_eq!(b.open_until(), Some(30_000_000_000));
     /// assert!(b.try_acquire(1).is_err());
     /// # Ok::<(), tollgate::exec::breaker::BreakerConfigError>(())
     /// ```
@@ -303,7 +309,8 @@ impl Breaker {
     }
 
     /// Call `f` on every transition, after the breaker's internal lock is released (so `f`
-    /// may call back into the breaker).
+    /// may call back into the breaker). Calls from different threads may arrive out of
+    /// order; [`Transition::seq`] gives the true order.
     pub fn with_observer(mut self, f: impl Fn(&Transition) + Send + Sync + 'static) -> Self {
         self.observer = Some(Box::new(f));
         self
@@ -383,7 +390,7 @@ impl Breaker {
     /// breaker failure; `elapsed`: how long the call took (for the slow-call rule). Returns
     /// the transition this outcome caused, if any. Outcomes of calls admitted before the
     /// breaker last changed state are ignored.
-    #[inline]
+    #[inline(always)] // small; an out-of-line call returns the Option through memory
     pub fn record(
         &self,
         permit: BreakerPermit<'_>,
@@ -404,7 +411,7 @@ impl Breaker {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn record_closed(&self, g: u32, failure: bool, slow: bool, now: u64) -> Option<Transition> {
         let expected = pack(CLOSED, g, 0);
         if self.word.0.load(Acquire) != expected {
@@ -423,10 +430,25 @@ impl Breaker {
                 self.consecutive.0.store(0, Relaxed);
             }
         }
-        if reason.is_none() && (failure || slow) {
-            reason = self.rate_tripped(failure, slow, now);
+        if reason.is_none() && !(failure || slow) {
+            return None;
         }
-        let reason = reason?;
+        self.maybe_trip(expected, reason, failure, slow, now)
+    }
+
+    /// The rarely taken part of recording a closed-path outcome, kept out of line so the
+    /// common success path stays small enough to inline.
+    #[cold]
+    #[inline(never)]
+    fn maybe_trip(
+        &self,
+        expected: u64,
+        reason: Option<TransitionReason>,
+        failure: bool,
+        slow: bool,
+        now: u64,
+    ) -> Option<Transition> {
+        let reason = reason.or_else(|| self.rate_tripped(failure, slow, now))?;
         self.transition(expected, OPEN, now, reason).map(|(t, _)| t)
     }
 
@@ -450,6 +472,7 @@ impl Breaker {
         None
     }
 
+    #[cold]
     fn record_probe(&self, g: u32, failed: bool, now: u64) -> Option<Transition> {
         let mut w = self.word.0.load(Acquire);
         loop {
@@ -508,7 +531,7 @@ impl Breaker {
             OPEN => {
                 let until = now.saturating_add(self.open_for);
                 self.open_until.store(until, Release);
-                (pack(OPEN, g, 0), BreakerState::Open { until })
+                (pack(OPEN, g, 0), BreakerState::Open)
             }
             HALF_OPEN => (pack(HALF_OPEN, g, 1), BreakerState::HalfOpen),
             _ => {
@@ -526,12 +549,13 @@ impl Breaker {
             }
             cur = actual;
         }
-        self.transitions.fetch_add(1, Relaxed);
+        let seq = self.transitions.fetch_add(1, Relaxed).wrapping_add(1) as u32;
         drop(guard);
         let t = Transition {
             from,
             to: to_state,
             reason,
+            seq,
             at: now,
         };
         tracing::debug!(
@@ -539,7 +563,9 @@ impl Breaker {
             from = from.name(),
             to = to_state.name(),
             reason = ?reason,
+            seq,
             at = now,
+            open_until = (to == OPEN).then(|| self.open_until.load(Relaxed)),
             "breaker transition"
         );
         if let Some(observer) = &self.observer {
@@ -550,9 +576,7 @@ impl Breaker {
 
     fn decode(&self, w: u64) -> BreakerState {
         match tag(w) {
-            OPEN => BreakerState::Open {
-                until: self.open_until.load(Acquire),
-            },
+            OPEN => BreakerState::Open,
             HALF_OPEN => BreakerState::HalfOpen,
             _ => BreakerState::Closed,
         }
@@ -563,9 +587,14 @@ impl Breaker {
     /// transition itself happens, and is counted, on that acquire).
     pub fn state(&self, now: u64) -> BreakerState {
         match self.decode(self.word.0.load(Acquire)) {
-            BreakerState::Open { until } if now >= until => BreakerState::HalfOpen,
+            BreakerState::Open if now >= self.open_until.load(Acquire) => BreakerState::HalfOpen,
             s => s,
         }
+    }
+
+    /// While open: when the breaker will admit probes (clock nanoseconds).
+    pub fn open_until(&self) -> Option<u64> {
+        (tag(self.word.0.load(Acquire)) == OPEN).then(|| self.open_until.load(Acquire))
     }
 
     /// Transitions since the breaker was built.
@@ -579,6 +608,7 @@ impl Breaker {
         let half = tag(w) == HALF_OPEN;
         BreakerStats {
             state: self.state(now),
+            open_until: self.open_until(),
             failure_window: self.fail_ring.map(|i| self.rings[i].totals(now)),
             slow_window: self.slow_ring.map(|i| self.rings[i].totals(now)),
             consecutive_failures: self.consecutive.0.load(Relaxed),

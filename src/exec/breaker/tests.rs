@@ -98,12 +98,8 @@ fn full_cycle_closed_open_half_open_closed() {
     call(&b, true, 1);
     call(&b, true, 2);
     let t = call(&b, true, 3).expect("opens on the third failure in a row");
-    assert_eq!(
-        t.to,
-        BreakerState::Open {
-            until: 3 + 10 * SEC
-        }
-    );
+    assert_eq!(t.to, BreakerState::Open);
+    assert_eq!(b.open_until(), Some(3 + 10 * SEC));
     assert_eq!(t.reason, TransitionReason::ConsecutiveFailures);
 
     let err = b.try_acquire(3 + 4 * SEC).unwrap_err();
@@ -153,20 +149,11 @@ fn probe_failure_reopens_and_stale_probes_are_ignored() {
     let p1 = b.try_acquire(now).unwrap();
     let p2 = b.try_acquire(now).unwrap();
     let t = b.record(p1, true, Duration::ZERO, now).unwrap();
-    assert_eq!(
-        t.to,
-        BreakerState::Open {
-            until: now + 10 * SEC
-        }
-    );
+    assert_eq!(t.to, BreakerState::Open);
     // p2 belongs to the previous half-open phase: no effect.
     assert_eq!(b.record(p2, false, Duration::ZERO, now), None);
-    assert_eq!(
-        b.state(now),
-        BreakerState::Open {
-            until: now + 10 * SEC
-        }
-    );
+    assert_eq!(b.state(now), BreakerState::Open);
+    assert_eq!(b.snapshot(now).open_until, Some(now + 10 * SEC));
 }
 
 #[test]
@@ -349,6 +336,11 @@ fn concurrent_probes_never_exceed_limit() {
         hs.into_iter().map(|h| h.join().unwrap()).sum::<u32>()
     });
     assert_eq!(held, 3);
+}
+
+#[test]
+fn transition_is_returned_in_registers() {
+    assert!(std::mem::size_of::<Option<Transition>>() <= 16);
 }
 
 #[test]

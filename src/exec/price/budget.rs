@@ -95,7 +95,8 @@ pub struct BudgetExceeded {
     pub reset_in: Duration,
 }
 
-/// One budget's spend in its current window. `Send + Sync`; share it with `Arc`.
+/// One budget's spend in its current window. `Send + Sync`; share it with `Arc`. How windows
+/// roll and what is guaranteed: [`budget`](crate::exec::price::budget).
 ///
 /// ```
 /// use std::time::Duration;
@@ -388,7 +389,7 @@ impl BudgetReservation<'_> {
 
     /// Charge the actual cost and release the rest of the reservation. `actual` may exceed
     /// the reservation (the usage estimate was wrong); the excess is charged in full and
-    /// bounds the overshoot (see the [module docs](self)). If the reservation's window has
+    /// bounds the overshoot (see [the bound](crate::exec::price::budget#the-bound)). If the reservation's window has
     /// ended, the ledger is left alone: that window is over.
     pub fn settle(self, actual: Usd) {
         let ledger = self.ledger;

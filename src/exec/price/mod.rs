@@ -5,8 +5,8 @@
 //! atomics and add exactly; `f64` appears only at the edges ([`Price`]'s per-million-token
 //! rates, [`Usd::from_dollars`], [`Usd::as_dollars`]).
 
-mod budget;
-mod spend;
+pub mod budget;
+pub mod spend;
 
 use std::fmt;
 
@@ -136,7 +136,9 @@ pub struct PriceError {
 /// `Price` without [`Price::new`]); huge ones saturate.
 #[inline]
 fn pico_per_token(per_mtok: f64) -> u64 {
-    (per_mtok * 1e6).round() as u64 // `as` saturates and maps NaN to 0
+    // `+ 0.5` then truncate: round-half-up for the non-negative values that matter, without a
+    // libm call; `as` saturates and maps NaN (and anything negative) to 0.
+    (per_mtok * 1e6 + 0.5) as u64
 }
 
 impl Price {
@@ -170,9 +172,23 @@ impl Price {
     /// ```
     #[inline]
     pub fn cost(&self, u: Usage) -> Usd {
-        let pico = u128::from(u.input_tokens) * u128::from(pico_per_token(self.input_per_mtok))
-            + u128::from(u.output_tokens) * u128::from(pico_per_token(self.output_per_mtok));
-        Usd(u64::try_from((pico + 500) / 1_000).unwrap_or(u64::MAX))
+        let (pi, po) = (
+            pico_per_token(self.input_per_mtok),
+            pico_per_token(self.output_per_mtok),
+        );
+        // Fast path in u64 (calls up to ≈ $18 million); u128 only when that would overflow.
+        let fast = u.input_tokens.checked_mul(pi).and_then(|a| {
+            a.checked_add(u.output_tokens.checked_mul(po)?)?
+                .checked_add(500)
+        });
+        match fast {
+            Some(pico) => Usd(pico / 1_000),
+            None => {
+                let pico = u128::from(u.input_tokens) * u128::from(pi)
+                    + u128::from(u.output_tokens) * u128::from(po);
+                Usd(u64::try_from((pico + 500) / 1_000).unwrap_or(u64::MAX))
+            }
+        }
     }
 }
 
