@@ -299,15 +299,25 @@ impl Compiler<'_> {
         let plan = Plan(std::sync::Arc::new(data));
         // Static bounds: warn where the retry schedule cannot fit the deadline.
         for (i, r) in plan.routes.iter().enumerate() {
+            // A model whose upstream did not resolve (already an error) holds a placeholder
+            // id, which may not exist when no upstream parsed: no bounds for its routes.
+            let resolved = r
+                .targets
+                .iter()
+                .all(|t| plan.model(t.model).upstream.index() < plan.upstreams.len());
+            if !resolved {
+                continue;
+            }
             let b = route_bounds(&plan, RouteId(i as u32), TokenCounts::default());
             if b.schedule > r.total_timeout {
                 let path = self.l.route_path(i);
                 self.warning(
                     "schedule-exceeds-deadline",
                     format!(
-                        "route `{}`: its worst-case retry schedule ({} attempts timing out, backoff at its ceiling) takes {} but its total timeout is {}",
+                        "route `{}`: its worst-case retry schedule ({} attempt{} timing out, backoff at its ceiling) takes {} but its total timeout is {}",
                         r.name,
                         b.attempts,
+                        if b.attempts == 1 { "" } else { "s" },
                         crate::policy::Duration::new(b.schedule),
                         crate::policy::Duration::new(r.total_timeout)
                     ),
