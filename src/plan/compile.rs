@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::bounds::route_bounds;
 use super::*;
 use crate::diagnostic::{did_you_mean, one_of, Diagnostic, Diagnostics};
-use crate::policy::spans::{is_env_name, KeyPath};
+use crate::policy::spans::{env_looks_like_key, is_env_name, KeyPath};
 use crate::policy::{self, ApiKey, Condition, Loaded, Scalar};
 
 /// A successful compilation: the plan and any warnings.
@@ -756,9 +756,14 @@ impl Compiler<'_> {
             }
             Some(ApiKey::Env(k)) => {
                 let kp = path.key("api_key").key("env");
-                if !is_env_name(&k.env) {
-                    self.error("literal-secret", format!("upstream `{name}`: `env` must name an environment variable, and this does not look like one"), &kp)
-                        .label("not a variable name (value not shown)")
+                if env_looks_like_key(&k.env, &k.prefixes) {
+                    let why = if is_env_name(&k.env) {
+                        "this starts with one of the allowed key prefixes, so it is a key"
+                    } else {
+                        "this does not look like one"
+                    };
+                    self.error("literal-secret", format!("upstream `{name}`: `env` must name an environment variable, and {why}"), &kp)
+                        .label("not a variable name but a key (value not shown)")
                         .hint("write the variable's name (e.g. `OPENAI_API_KEY`), not the key; if this was a key, rotate it");
                     None
                 } else {
