@@ -141,6 +141,10 @@ impl Compiler<'_> {
         if let Some(i) = candidates.iter().position(|c| c == name) {
             return Some(i as u32);
         }
+        if self.l.is_partial() {
+            // A file that failed to parse may define it.
+            return None;
+        }
         if section == "routes" {
             // Routes that failed to parse are not in the list: do not also call them unknown.
             if (0..self.p().routes.len() + 64)
@@ -1155,6 +1159,8 @@ impl Compiler<'_> {
             }
         }
         if routes.is_empty()
+            && !self.l.is_partial()
+            && !self.l.is_broken(&KeyPath::from(["routes"]))
             && !(0..64).any(|i| self.l.is_broken(&KeyPath::from(["routes"]).index(i)))
         {
             self.error("no-routes", "the policy defines no routes: no request could be served", &KeyPath::root())

@@ -96,6 +96,7 @@ pub struct Loaded {
     broken: BTreeSet<KeyPath>,
     route_paths: Vec<KeyPath>,
     io_failed: bool,
+    unparsed: bool,
 }
 
 /// Loads a policy. Never panics and never stops at the first problem: see [`Loaded`].
@@ -109,6 +110,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
         broken: BTreeSet::new(),
         route_paths: Vec::new(),
         io_failed: false,
+        unparsed: false,
     };
     let mut figment = Figment::new();
     let mut route_offset = 0;
@@ -117,6 +119,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(t) => t,
                 Err(e) => {
+                    l.unparsed = true;
                     l.diagnostics.push(Diagnostic::error(
                         "io",
                         format!(
@@ -155,6 +158,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                 route_offset += n;
             }
             Err(e) => {
+                l.unparsed = true;
                 let span = e.span().unwrap_or(0..0);
                 let id = l.sources.add(file);
                 let message = e.message().trim_end().replace('\n', "; ");
@@ -185,6 +189,13 @@ impl Loaded {
     /// exits 2 for those, 1 for an invalid policy.
     pub fn io_failed(&self) -> bool {
         self.io_failed
+    }
+
+    /// Whether a file could not be parsed at all (a syntax error, or not UTF-8): nothing it
+    /// defines is known, so the compiler reports neither references to it as unknown nor
+    /// a policy without routes.
+    pub fn is_partial(&self) -> bool {
+        self.unparsed
     }
 
     /// Whether the entry at `path` (e.g. `models.x` or `routes[3]`) failed to parse and was
@@ -411,6 +422,7 @@ impl Loaded {
                 "routes" => {
                     let Some(items) = value.as_array() else {
                         self.type_error(&path, "an array of tables (`[[routes]]`)", value);
+                        self.broken.insert(path);
                         continue;
                     };
                     for (i, item) in items.iter().enumerate() {
