@@ -1130,6 +1130,9 @@ impl Compiler<'_> {
         for (i, r) in routes.iter().enumerate() {
             let path = self.l.route_path(i);
             if let Some(c) = catch_all {
+                if routes[..i].iter().any(|e| e.name == r.name) {
+                    continue; // a second definition: reported as `duplicate-name` already
+                }
                 let origin = self.l.locate(&self.l.route_path(c).key("name"));
                 self.error(
                     "unreachable-route",
