@@ -418,7 +418,12 @@ impl Compiler<'_> {
         let mut set = ClassSet::default();
         for (i, e) in entries.iter().enumerate() {
             match e.parse::<ClassMatcher>() {
-                Ok(m) => set.0.push(m),
+                Ok(m) => {
+                    if let ClassMatcher::Code(code) = &m {
+                        self.possible_class_typo(code, &path.index(i));
+                    }
+                    set.0.push(m);
+                }
                 Err(err) => {
                     self.error("invalid-class", format!("{err}"), &path.index(i))
                         .label("expected `connect`, `timeout`, `breaker_open`, `limited`, a status (`429`), a range (`5xx`) or an error code")
@@ -427,6 +432,21 @@ impl Compiler<'_> {
             }
         }
         set
+    }
+
+    /// An error code one typo away from a keyword (`timout`, `breaker-open`) is almost
+    /// certainly the keyword misspelt: as a code it would never match anything.
+    fn possible_class_typo(&mut self, code: &str, at: &KeyPath) {
+        const KEYWORDS: [&str; 4] = ["connect", "timeout", "breaker_open", "limited"];
+        if let Some(help) = did_you_mean(code, KEYWORDS) {
+            self.warning(
+                "possible-typo",
+                format!("`{code}` is taken as an error code from response bodies, not a keyword"),
+                at,
+            )
+            .label("expected `connect`, `timeout`, `breaker_open` or `limited` for a keyword")
+            .help = Some(help);
+        }
     }
 
     fn backoff(&mut self, b: &policy::Backoff, path: &KeyPath) -> Backoff {
