@@ -327,11 +327,13 @@ impl Loaded {
     }
 
     fn check_duplicates(&mut self) {
-        let mut seen: Vec<(KeyPath, FileId)> = Vec::new();
+        // A map, not a list: a file may hold many thousands of top-level keys.
+        let mut seen: std::collections::HashMap<&KeyPath, FileId> =
+            std::collections::HashMap::new();
         let mut found = Vec::new();
         for (id, idx, _) in &self.files {
             for def in &idx.definitions {
-                if let Some((_, first)) = seen.iter().find(|(p, _)| p == def) {
+                if let Some(first) = seen.get(def) {
                     let span_of = |f: FileId| {
                         let (_, idx, _) = self
                             .files
@@ -349,7 +351,7 @@ impl Loaded {
                             .with_help("each name may be defined in one file only; rename or remove one of them"),
                     );
                 } else {
-                    seen.push((def.clone(), *id));
+                    seen.insert(def, *id);
                 }
             }
         }
