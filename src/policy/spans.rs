@@ -232,11 +232,10 @@ impl SpanIndex {
         for (k, v) in entries {
             match (k, v) {
                 ("prefixes", _) => {}
-                ("env", Value::String(s)) => {
-                    if env_looks_like_key(s.value(), &prefixes) {
-                        self.secrets.extend(s.span());
-                    }
+                ("env", Value::String(s)) if env_looks_like_key(s.value(), &prefixes) => {
+                    self.secrets.extend(s.span());
                 }
+                ("env", _) => {}
                 (_, Value::String(s)) => self.secrets.extend(s.span()),
                 _ => {}
             }
