@@ -122,7 +122,7 @@ impl Diagnostic {
 
 /// One loaded source file: its path, its text, and the text as shown in diagnostics (with
 /// literal secrets masked, so no snippet ever echoes one).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SourceFile {
     /// Path as given by the user (or joined from the directory given).
     pub path: PathBuf,
@@ -166,6 +166,16 @@ impl SourceFile {
             .get(start..offset)
             .map_or(0, |s| s.chars().count());
         (line + 1, col + 1)
+    }
+}
+
+impl fmt::Debug for SourceFile {
+    /// Shows the masked text only: a `{:?}` in a log must not echo a secret either.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceFile")
+            .field("path", &self.path)
+            .field("display", &self.display)
+            .finish_non_exhaustive()
     }
 }
 

@@ -14,7 +14,7 @@ use super::bounds::route_bounds;
 use super::*;
 use crate::diagnostic::{did_you_mean, one_of, Diagnostic, Diagnostics};
 use crate::exec::backoff::{BackoffKind, Jitter};
-use crate::policy::spans::{is_env_name, KeyPath};
+use crate::policy::spans::{env_looks_like_key, is_env_name, KeyPath};
 use crate::policy::{self, ApiKey, Condition, Loaded, Scalar};
 
 /// A successful compilation: the plan and any warnings.
@@ -141,6 +141,10 @@ impl Compiler<'_> {
     ) -> Option<u32> {
         if let Some(i) = candidates.iter().position(|c| c == name) {
             return Some(i as u32);
+        }
+        if self.l.is_partial() {
+            // A file that failed to parse may define it.
+            return None;
         }
         if section == "routes" {
             // Routes that failed to parse are not in the list: do not also call them unknown.
@@ -300,15 +304,25 @@ impl Compiler<'_> {
         let plan = Plan(std::sync::Arc::new(data));
         // Static bounds: warn where the retry schedule cannot fit the deadline.
         for (i, r) in plan.routes.iter().enumerate() {
+            // A model whose upstream did not resolve (already an error) holds a placeholder
+            // id, which may not exist when no upstream parsed: no bounds for its routes.
+            let resolved = r
+                .targets
+                .iter()
+                .all(|t| plan.model(t.model).upstream.index() < plan.upstreams.len());
+            if !resolved {
+                continue;
+            }
             let b = route_bounds(&plan, RouteId(i as u32), TokenCounts::default());
             if b.schedule > r.total_timeout {
                 let path = self.l.route_path(i);
                 self.warning(
                     "schedule-exceeds-deadline",
                     format!(
-                        "route `{}`: its worst-case retry schedule ({} attempts timing out, backoff at its ceiling) takes {} but its total timeout is {}",
+                        "route `{}`: its worst-case retry schedule ({} attempt{} timing out, backoff at its ceiling) takes {} but its total timeout is {}",
                         r.name,
                         b.attempts,
+                        if b.attempts == 1 { "" } else { "s" },
                         crate::policy::Duration::new(b.schedule),
                         crate::policy::Duration::new(r.total_timeout)
                     ),
@@ -405,7 +419,12 @@ impl Compiler<'_> {
         let mut set = ClassSet::default();
         for (i, e) in entries.iter().enumerate() {
             match e.parse::<ClassMatcher>() {
-                Ok(m) => set.0.push(m),
+                Ok(m) => {
+                    if let ClassMatcher::Code(code) = &m {
+                        self.possible_class_typo(code, &path.index(i));
+                    }
+                    set.0.push(m);
+                }
                 Err(err) => {
                     self.error("invalid-class", format!("{err}"), &path.index(i))
                         .label("expected `connect`, `timeout`, `breaker_open`, `limited`, a status (`429`), a range (`5xx`) or an error code")
@@ -414,6 +433,21 @@ impl Compiler<'_> {
             }
         }
         set
+    }
+
+    /// An error code one typo away from a keyword (`timout`, `breaker-open`) is almost
+    /// certainly the keyword misspelt: as a code it would never match anything.
+    fn possible_class_typo(&mut self, code: &str, at: &KeyPath) {
+        const KEYWORDS: [&str; 4] = ["connect", "timeout", "breaker_open", "limited"];
+        if let Some(help) = did_you_mean(code, KEYWORDS) {
+            self.warning(
+                "possible-typo",
+                format!("`{code}` is taken as an error code from response bodies, not a keyword"),
+                at,
+            )
+            .label("expected `connect`, `timeout`, `breaker_open` or `limited` for a keyword")
+            .help = Some(help);
+        }
     }
 
     fn backoff(&mut self, b: &policy::Backoff, path: &KeyPath) -> Backoff {
@@ -757,9 +791,14 @@ impl Compiler<'_> {
             }
             Some(ApiKey::Env(k)) => {
                 let kp = path.key("api_key").key("env");
-                if !is_env_name(&k.env) {
-                    self.error("literal-secret", format!("upstream `{name}`: `env` must name an environment variable, and this does not look like one"), &kp)
-                        .label("not a variable name (value not shown)")
+                if env_looks_like_key(&k.env, &k.prefixes) {
+                    let why = if is_env_name(&k.env) {
+                        "this starts with one of the allowed key prefixes, so it is a key"
+                    } else {
+                        "this does not look like one"
+                    };
+                    self.error("literal-secret", format!("upstream `{name}`: `env` must name an environment variable, and {why}"), &kp)
+                        .label("not a variable name but a key (value not shown)")
                         .hint("write the variable's name (e.g. `OPENAI_API_KEY`), not the key; if this was a key, rotate it");
                     None
                 } else {
@@ -1122,6 +1161,9 @@ impl Compiler<'_> {
         for (i, r) in routes.iter().enumerate() {
             let path = self.l.route_path(i);
             if let Some(c) = catch_all {
+                if routes[..i].iter().any(|e| e.name == r.name) {
+                    continue; // a second definition: reported as `duplicate-name` already
+                }
                 let origin = self.l.locate(&self.l.route_path(c).key("name"));
                 self.error(
                     "unreachable-route",
@@ -1151,6 +1193,8 @@ impl Compiler<'_> {
             }
         }
         if routes.is_empty()
+            && !self.l.is_partial()
+            && !self.l.is_broken(&KeyPath::from(["routes"]))
             && !(0..64).any(|i| self.l.is_broken(&KeyPath::from(["routes"]).index(i)))
         {
             self.error("no-routes", "the policy defines no routes: no request could be served", &KeyPath::root())

@@ -96,6 +96,7 @@ pub struct Loaded {
     broken: BTreeSet<KeyPath>,
     route_paths: Vec<KeyPath>,
     io_failed: bool,
+    unparsed: bool,
 }
 
 /// Loads a policy. Never panics and never stops at the first problem: see [`Loaded`].
@@ -109,6 +110,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
         broken: BTreeSet::new(),
         route_paths: Vec::new(),
         io_failed: false,
+        unparsed: false,
     };
     let mut figment = Figment::new();
     let mut route_offset = 0;
@@ -117,6 +119,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(t) => t,
                 Err(e) => {
+                    l.unparsed = true;
                     l.diagnostics.push(Diagnostic::error(
                         "io",
                         format!(
@@ -155,6 +158,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                 route_offset += n;
             }
             Err(e) => {
+                l.unparsed = true;
                 let span = e.span().unwrap_or(0..0);
                 let id = l.sources.add(file);
                 let message = e.message().trim_end().replace('\n', "; ");
@@ -185,6 +189,13 @@ impl Loaded {
     /// exits 2 for those, 1 for an invalid policy.
     pub fn io_failed(&self) -> bool {
         self.io_failed
+    }
+
+    /// Whether a file could not be parsed at all (a syntax error, or not UTF-8): nothing it
+    /// defines is known, so the compiler reports neither references to it as unknown nor
+    /// a policy without routes.
+    pub fn is_partial(&self) -> bool {
+        self.unparsed
     }
 
     /// Whether the entry at `path` (e.g. `models.x` or `routes[3]`) failed to parse and was
@@ -316,11 +327,13 @@ impl Loaded {
     }
 
     fn check_duplicates(&mut self) {
-        let mut seen: Vec<(KeyPath, FileId)> = Vec::new();
+        // A map, not a list: a file may hold many thousands of top-level keys.
+        let mut seen: std::collections::HashMap<&KeyPath, FileId> =
+            std::collections::HashMap::new();
         let mut found = Vec::new();
         for (id, idx, _) in &self.files {
             for def in &idx.definitions {
-                if let Some((_, first)) = seen.iter().find(|(p, _)| p == def) {
+                if let Some(first) = seen.get(def) {
                     let span_of = |f: FileId| {
                         let (_, idx, _) = self
                             .files
@@ -338,7 +351,7 @@ impl Loaded {
                             .with_help("each name may be defined in one file only; rename or remove one of them"),
                     );
                 } else {
-                    seen.push((def.clone(), *id));
+                    seen.insert(def, *id);
                 }
             }
         }
@@ -411,6 +424,7 @@ impl Loaded {
                 "routes" => {
                     let Some(items) = value.as_array() else {
                         self.type_error(&path, "an array of tables (`[[routes]]`)", value);
+                        self.broken.insert(path);
                         continue;
                     };
                     for (i, item) in items.iter().enumerate() {
@@ -466,12 +480,20 @@ impl Loaded {
     }
 
     /// Deserializes one value; on each error, reports it, prunes the offending key and
-    /// tries again, so every bad key of an entry is reported in one pass.
+    /// tries again, so every bad key of an entry is reported in one pass. A missing
+    /// required key is filled with a placeholder (of whichever type fits) for the same
+    /// reason: the keys after it are still checked, and every missing key is reported.
     fn extract<T: DeserializeOwned>(&mut self, value: &Value, path: &KeyPath) -> Option<T> {
+        use figment::error::Kind;
         let mut v = value.clone();
         let mut pruned: Vec<Vec<String>> = Vec::new();
+        // Required keys filled in, with the index of the placeholder being tried.
+        let mut filled: Vec<(Vec<String>, usize)> = Vec::new();
+        // Keys that an unknown key was probably meant to be: (table, key).
+        let mut suggested: Vec<(Vec<String>, String)> = Vec::new();
         let mut failed = false;
-        // Each round prunes one key, so this ends; the bound is a guard, not a limit users meet.
+        // Each round prunes a key or fills one, so this ends; the bound is a guard, not a
+        // limit users meet.
         for _ in 0..256 {
             let err = match T::deserialize(&v) {
                 Ok(t) => return (!failed).then_some(t),
@@ -479,11 +501,31 @@ impl Loaded {
             };
             failed = true;
             let rel: Vec<String> = err.path.clone();
-            if let figment::error::Kind::MissingField(f) = &err.kind {
+            if let Some((p, i)) = filled.iter_mut().find(|(p, _)| rel.starts_with(p)) {
+                // Our placeholder has the wrong type: try the next one.
+                *i += 1;
+                let ph = placeholder(*i)?;
+                set(&mut v, p, ph)?;
+                continue;
+            }
+            if let Kind::MissingField(f) = &err.kind {
                 let mut full = rel.clone();
                 full.push(f.to_string());
-                if pruned.iter().any(|p| full.starts_with(p)) {
-                    return None; // a required key we pruned ourselves: already reported
+                // Not reported when we pruned it ourselves (already reported as having
+                // the wrong type) or an unknown key nearby was suggested to be it.
+                let known = pruned.iter().any(|p| full.starts_with(p))
+                    || suggested.iter().any(|(t, k)| *t == rel && k == f);
+                if !known {
+                    let kp = self.key_path(path, &v, &rel);
+                    self.report(&err, &kp);
+                }
+                set(&mut v, &full, placeholder(0)?)?;
+                filled.push((full, 0));
+                continue;
+            }
+            if let Kind::UnknownField(field, expected) = &err.kind {
+                if let Some(s) = closest(field, expected) {
+                    suggested.push((rel[..rel.len().saturating_sub(1)].to_vec(), s.to_string()));
                 }
             }
             let kp = self.key_path(path, &v, &rel);
@@ -628,6 +670,48 @@ fn prune(v: &mut Value, rel: &[String]) -> Option<Vec<String>> {
         }
         _ => None,
     }
+}
+
+/// Placeholders for a missing required key, in the order tried.
+fn placeholder(i: usize) -> Option<Value> {
+    Some(match i {
+        0 => Value::from("1s"), // a string, a duration
+        1 => Value::from(1u32),
+        2 => Value::from(true),
+        3 => Value::from(Vec::<Value>::new()),
+        4 => Value::from(Dict::new()),
+        _ => return None,
+    })
+}
+
+/// Sets the value at `rel` (a figment path: keys, and indices into arrays), creating the
+/// last key; `None` if the path does not lead to a table.
+fn set(v: &mut Value, rel: &[String], new: Value) -> Option<()> {
+    let (last, init) = rel.split_last()?;
+    let mut cur = v;
+    for seg in init {
+        cur = match cur {
+            Value::Dict(_, d) => d.get_mut(seg)?,
+            Value::Array(_, items) => items.get_mut(seg.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    match cur {
+        Value::Dict(_, d) => {
+            d.insert(last.clone(), new);
+            Some(())
+        }
+        _ => None,
+    }
+}
+
+/// The expected key an unknown key was most likely meant to be (as in [`did_you_mean`]).
+fn closest<'a>(found: &str, expected: &[&'a str]) -> Option<&'a str> {
+    let help = did_you_mean(found, expected.iter().copied())?;
+    expected
+        .iter()
+        .copied()
+        .find(|e| help == format!("did you mean `{e}`?"))
 }
 
 fn merge_dicts(mut a: Dict, b: Dict) -> Dict {

@@ -171,6 +171,9 @@ impl SpanIndex {
             Item::Value(v) => self.walk_value(p, key_span, v),
             Item::Table(t) => {
                 self.insert(p.clone(), key_span, t.span());
+                if is_api_key(&p) {
+                    self.api_key_secrets(t.iter().filter_map(|(k, i)| Some((k, i.as_value()?))));
+                }
                 self.walk_table(&p, t);
             }
             Item::ArrayOfTables(a) => {
@@ -189,14 +192,7 @@ impl SpanIndex {
         if is_api_key(&p) {
             match v {
                 Value::String(_) => self.secrets.extend(v.span()),
-                Value::InlineTable(t) => {
-                    // An `env` that is not a variable name is most likely a pasted key.
-                    if let Some(Value::String(s)) = t.get("env") {
-                        if !is_env_name(s.value()) {
-                            self.secrets.extend(s.span());
-                        }
-                    }
-                }
+                Value::InlineTable(t) => self.api_key_secrets(t.iter()),
                 _ => {}
             }
         }
@@ -215,6 +211,46 @@ impl SpanIndex {
             _ => {}
         }
     }
+}
+
+impl SpanIndex {
+    /// Records the strings of an `api_key` table that may be keys: an `env` that does not
+    /// look like a variable name (see [`env_looks_like_key`]), and any string under a key
+    /// other than `env` and `prefixes` (a misspelt `key = "sk-…"` is still a secret).
+    fn api_key_secrets<'a>(&mut self, entries: impl Iterator<Item = (&'a str, &'a Value)>) {
+        let entries: Vec<(&str, &Value)> = entries.collect();
+        let prefixes: Vec<String> = entries
+            .iter()
+            .find(|(k, _)| *k == "prefixes")
+            .and_then(|(_, v)| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (k, v) in entries {
+            match (k, v) {
+                ("prefixes", _) => {}
+                ("env", Value::String(s)) if env_looks_like_key(s.value(), &prefixes) => {
+                    self.secrets.extend(s.span());
+                }
+                ("env", _) => {}
+                (_, Value::String(s)) => self.secrets.extend(s.span()),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Whether the `env` of an `api_key` is more likely a pasted key than a variable name: it is
+/// not a plausible name, or it starts with one of the key prefixes the policy itself allows
+/// (`hs_live_…` is a valid identifier, but it is a key).
+pub(crate) fn env_looks_like_key(env: &str, prefixes: &[String]) -> bool {
+    !is_env_name(env)
+        || prefixes
+            .iter()
+            .any(|p| !p.is_empty() && env.starts_with(p.as_str()))
 }
 
 /// `upstreams.NAME.api_key`.
@@ -275,10 +311,19 @@ mod tests {
 
     #[test]
     fn records_literal_keys_as_secrets() {
-        let src = "[upstreams.a]\napi_key = \"sk-live-123\"\n[upstreams.b]\napi_key = { env = \"sk-live-456\" }\n[upstreams.c]\napi_key = { env = \"OK_VAR\" }\n";
+        let src = "[upstreams.a]\napi_key = \"sk-live-123\"\n[upstreams.b]\napi_key = { env = \"sk-live-456\" }\n[upstreams.c]\napi_key = { env = \"OK_VAR\" }\n[upstreams.d]\napi_key = { env = \"hs_live_789\", prefixes = [\"hs_live_\"] }\n[upstreams.e]\napi_key = { env = \"OK\", key = \"sk-live-abc\" }\n[upstreams.f.api_key]\nenv = \"sk-live-def\"\n";
         let idx = index(src);
         let secrets: Vec<&str> = idx.secrets.iter().map(|r| &src[r.clone()]).collect();
-        assert_eq!(secrets, ["\"sk-live-123\"", "\"sk-live-456\""]);
+        assert_eq!(
+            secrets,
+            [
+                "\"sk-live-123\"",
+                "\"sk-live-456\"",
+                "\"hs_live_789\"",
+                "\"sk-live-abc\"",
+                "\"sk-live-def\""
+            ]
+        );
     }
 
     #[test]

@@ -1,0 +1,287 @@
+//! The `tollgate` binary: exit codes, output formats, and hostile inputs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+
+fn tollgate(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("NO_COLOR", "1")
+        // Overrides from the caller's environment must not change what is tested.
+        .env_remove("TOLLGATE__DEFAULTS__TIMEOUTS__TOTAL")
+        .output()
+        .expect("runs tollgate")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited, not killed by a signal")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn check_of_the_example_policies_succeeds() {
+    let o = tollgate(&["check", "policies/"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let out = text(&o);
+    for f in [
+        "relay.toml",
+        "minimal.toml",
+        "failover.toml",
+        "budgets.toml",
+        "limits.toml",
+    ] {
+        assert!(
+            out.contains(&format!("{f}: ok")),
+            "{f} not reported ok:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn check_merge_of_a_split_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "1-upstreams.toml",
+        "[upstreams.u]\nbase_url = \"https://api.example.com/v1\"\n[models.m]\nupstream = \"u\"\n",
+    );
+    write(
+        dir.path(),
+        "2-routes.toml",
+        "[[routes]]\nname = \"r\"\ntargets = [\"m\"]\n",
+    );
+    let d = dir.path().to_str().unwrap();
+    // Merged: one valid policy.
+    let o = tollgate(&["check", "--merge", d]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    // File by file: the routes refer to a model the second file does not define.
+    let o = tollgate(&["check", d]);
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(text(&o).contains("--merge"), "{}", text(&o));
+}
+
+#[test]
+fn check_of_an_invalid_policy_exits_1() {
+    let o = tollgate(&["check", "tests/invalid/zero_attempts.toml"]);
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(text(&o).contains("tests/invalid/zero_attempts.toml:12:16"));
+}
+
+#[test]
+fn a_missing_path_exits_2() {
+    let o = tollgate(&["check", "no/such/policy.toml"]);
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(text(&o).contains("no/such/policy.toml"), "{}", text(&o));
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    for args in [
+        &["check"][..],
+        &["check", "--format", "xml", "policies/"],
+        &["frobnicate"],
+        &["check", "--no-such-flag", "policies/"],
+        &[],
+    ] {
+        let o = tollgate(args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", text(&o));
+        assert!(!o.stderr.is_empty(), "{args:?}: no message");
+    }
+}
+
+#[test]
+fn json_format_parses_and_has_positions() {
+    let o = tollgate(&[
+        "check",
+        "--format",
+        "json",
+        "tests/invalid/negative_price.toml",
+    ]);
+    assert_eq!(code(&o), 1);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
+    assert_eq!(j["valid"], false);
+    let d = &j["policies"][0]["diagnostics"];
+    assert_eq!(d.as_array().unwrap().len(), 2);
+    assert_eq!(d[0]["code"], "negative-price");
+    assert_eq!(d[0]["file"], "tests/invalid/negative_price.toml");
+    assert_eq!(d[0]["line"], 9);
+    assert_eq!(d[0]["column"], 28);
+    assert_eq!(d[1]["column"], 52);
+
+    let o = tollgate(&["check", "--format", "json", "policies/"]);
+    assert_eq!(code(&o), 0);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
+    assert_eq!(j["valid"], true);
+}
+
+#[test]
+fn schema_prints_the_policy_schema() {
+    let o = tollgate(&["schema"]);
+    assert_eq!(code(&o), 0);
+    let printed: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
+    let expected: serde_json::Value =
+        serde_json::from_str(&tollgate::schema::policy_schema_json()).unwrap();
+    assert_eq!(printed, expected);
+    assert!(printed["properties"]["routes"].is_object());
+    // When the checked-in copy exists, it must match too.
+    if let Ok(file) = std::fs::read_to_string("schemas/policy.schema.json") {
+        let file: serde_json::Value = serde_json::from_str(&file).unwrap();
+        assert_eq!(printed, file, "schemas/policy.schema.json is stale");
+    }
+}
+
+#[test]
+fn explain_lists_every_route_with_its_bounds() {
+    let o = tollgate(&["explain", "policies/relay.toml"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for route in ["urgent", "complex", "balanced", "bulk"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(route) || l.contains(&format!(" {route} "))),
+            "route {route} missing:\n{out}"
+        );
+    }
+    let lower = out.to_lowercase();
+    for col in ["attempts", "latency", "cost"] {
+        assert!(lower.contains(col), "column {col} missing:\n{out}");
+    }
+}
+
+/// Hostile inputs: never a panic, always exit 1 or 2 with a message.
+fn assert_rejected_cleanly(path: &Path) {
+    let o = tollgate(&["check", "--format", "short", path.to_str().unwrap()]);
+    let c = code(&o);
+    assert!(
+        c == 1 || c == 2,
+        "{}: exit {c}: {}",
+        path.display(),
+        text(&o)
+    );
+    let out = text(&o);
+    assert!(!out.contains("panicked"), "{}: {out}", path.display());
+    assert!(!out.trim().is_empty(), "{}: no message", path.display());
+}
+
+#[test]
+fn hostile_inputs_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut garbage = Vec::new();
+    let mut x: u32 = 12345;
+    for _ in 0..4096 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        garbage.push((x >> 16) as u8);
+    }
+    let files = [
+        write(d, "garbage.toml", &garbage),
+        write(d, "empty.toml", ""),
+        write(d, "binary.toml", [0u8, 159, 146, 150, 0, 0, 255, 254, 1, 2]),
+        write(d, "nul.toml", "version = 1\0\n"),
+        write(d, "huge.toml", "a = 1\n".repeat(900_000)), // ~5 MB
+        write(
+            d,
+            "deep_arrays.toml",
+            format!("a = {}{}\n", "[".repeat(10_000), "]".repeat(10_000)),
+        ),
+        write(
+            d,
+            "deep_tables.toml",
+            format!("a = {}1{}\n", "{ b = ".repeat(10_000), " }".repeat(10_000)),
+        ),
+        write(
+            d,
+            "deep_keys.toml",
+            format!("{} = 1\n", vec!["k"; 10_000].join(".")),
+        ),
+        write(d, "routes_string.toml", "routes = \"everything\"\n"),
+        write(d, "bom.toml", "\u{feff}version = 1\n"),
+    ];
+    for f in &files {
+        assert_rejected_cleanly(f);
+    }
+}
+
+/// The relay policy with one mistake each: a mutated copy is rejected, with positions in
+/// the copy, and never echoes the pasted key.
+#[test]
+fn mutated_relay_policy_is_rejected_with_positions() {
+    const KEY: &str = "hs_live_Zx9Yw8Vu7Ts6Rq5Po4Nm3";
+    let relay = std::fs::read_to_string("policies/relay.toml").unwrap();
+    let mutations: [(&str, &str, &str, &str); 5] = [
+        (
+            "unknown model",
+            "targets = [\"deepseek-v3.2\", \"gemini-2.5-flash\"]",
+            "targets = [\"deepseek-v3.3\", \"gemini-2.5-flash\"]",
+            "unknown-reference",
+        ),
+        (
+            "zero attempts",
+            "max_attempts = 4",
+            "max_attempts = 0",
+            "zero-attempts",
+        ),
+        (
+            "negative price",
+            "price = { input_per_mtok = 0.07, output_per_mtok = 0.42 }",
+            "price = { input_per_mtok = -0.07, output_per_mtok = 0.42 }",
+            "negative-price",
+        ),
+        (
+            "backoff base above cap",
+            "base = \"1s\", factor = 2.0, max = \"60s\"",
+            "base = \"90s\", factor = 2.0, max = \"60s\"",
+            "backoff-base-above-max",
+        ),
+        (
+            "literal key",
+            "api_key = { env = \"RELAY_API_KEY\", prefixes = [\"hs_live_\", \"hs_test_\"] }",
+            &format!("api_key = \"{KEY}\""),
+            "literal-secret",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (what, from, to, code_expected) in mutations {
+        assert_eq!(
+            relay.matches(from).count(),
+            1,
+            "{what}: `{from}` not unique"
+        );
+        let mutated = relay.replacen(from, to, 1);
+        let line = relay[..relay.find(from).unwrap()].matches('\n').count() + 1;
+        let p = write(dir.path(), "relay.toml", &mutated);
+        for format in ["human", "short", "json"] {
+            let o = tollgate(&["check", "--format", format, p.to_str().unwrap()]);
+            let out = text(&o);
+            assert_eq!(code(&o), 1, "{what} ({format}): {out}");
+            assert!(out.contains(code_expected), "{what} ({format}): {out}");
+            assert!(
+                !out.contains(KEY),
+                "{what} ({format}): the key is shown:\n{out}"
+            );
+            if format == "short" {
+                let needle = format!("relay.toml:{line}:");
+                assert!(
+                    out.lines()
+                        .any(|l| l.contains(&needle) && l.contains(code_expected)),
+                    "{what}: expected {code_expected} at {needle}…:\n{out}"
+                );
+            }
+        }
+    }
+}

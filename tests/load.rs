@@ -1,0 +1,355 @@
+//! Loader behaviour: merging files and directories, environment overrides, positions of
+//! parse errors, and partial policies.
+
+use std::path::{Path, PathBuf};
+
+use tollgate::diagnostic::{Diagnostics, Origin};
+use tollgate::plan::compile;
+use tollgate::policy::{load, LoadOptions};
+
+const UPSTREAM: &str = r#"
+[upstreams.main]
+base_url = "https://api.example.com/v1"
+
+[models.m]
+upstream = "main"
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn no_env(paths: impl IntoIterator<Item = PathBuf>) -> LoadOptions {
+    LoadOptions::new(paths).with_env(Vec::<(String, String)>::new())
+}
+
+fn errors(opts: &LoadOptions) -> Diagnostics {
+    compile(load(opts)).expect_err("expected the policy to be invalid")
+}
+
+#[test]
+fn routes_from_several_files_are_concatenated_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(
+        dir.path(),
+        "a.toml",
+        &format!(
+            "{UPSTREAM}\n[[routes]]\nname = \"one\"\nwhen = {{ attr = \"task\", eq = \"x\" }}\ntargets = [\"m\"]\n\n[[routes]]\nname = \"two\"\nwhen = {{ attr = \"task\", eq = \"y\" }}\ntargets = [\"m\"]\n"
+        ),
+    );
+    let b = write(
+        dir.path(),
+        "b.toml",
+        "[[routes]]\nname = \"three\"\ntargets = [\"m\"]\n",
+    );
+    let c = compile(load(&no_env([a, b]))).expect("compiles");
+    let names: Vec<&str> = c.plan.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["one", "two", "three"]);
+    assert!(c.warnings.items.is_empty(), "{}", c.warnings.short());
+}
+
+#[test]
+fn a_name_in_two_files_is_an_error_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(
+        dir.path(),
+        "a.toml",
+        &format!("{UPSTREAM}\n[[routes]]\nname = \"r\"\ntargets = [\"m\"]\n"),
+    );
+    let b = write(
+        dir.path(),
+        "b.toml",
+        "# again\n[models.m]\nupstream = \"main\"\n",
+    );
+    let d = errors(&no_env([a.clone(), b.clone()]));
+    let dup: Vec<_> = d
+        .items
+        .iter()
+        .filter(|i| i.code == "duplicate-name")
+        .collect();
+    assert_eq!(dup.len(), 1, "{}", d.short());
+    let dup = dup[0];
+    assert_eq!(dup.message, "`models.m` is defined in two files");
+    let here = d.sources.describe(&dup.origin);
+    assert_eq!(here, format!("{}:2:9", b.display()));
+    assert_eq!(dup.related.len(), 1);
+    let first = d.sources.describe(&dup.related[0].0);
+    assert_eq!(first, format!("{}:5:9", a.display()));
+    // Both files appear in every rendering.
+    for r in [d.render(false), d.to_json().to_string()] {
+        assert!(r.contains(&a.display().to_string()), "{r}");
+        assert!(r.contains(&b.display().to_string()), "{r}");
+    }
+}
+
+#[test]
+fn a_directory_loads_its_toml_files_in_name_order_and_ignores_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "20-routes.toml",
+        "[[routes]]\nname = \"second\"\ntargets = [\"m\"]\n",
+    );
+    write(
+        dir.path(),
+        "10-base.toml",
+        &format!(
+            "{UPSTREAM}\n[[routes]]\nname = \"first\"\nwhen = {{ attr = \"task\", eq = \"x\" }}\ntargets = [\"m\"]\n"
+        ),
+    );
+    write(dir.path(), "notes.md", "not = [toml");
+    write(dir.path(), "backup.toml.bak", "this is = not valid [");
+    std::fs::create_dir(dir.path().join("sub.toml")).unwrap(); // a directory named *.toml
+    let loaded = load(&no_env([dir.path().to_path_buf()]));
+    let files: Vec<String> = loaded
+        .sources
+        .iter()
+        .map(|(_, f)| f.path.file_name().unwrap().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(files, ["10-base.toml", "20-routes.toml"]);
+    let c = compile(loaded).expect("compiles");
+    let names: Vec<&str> = c.plan.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["first", "second"]);
+}
+
+#[test]
+fn a_missing_path_is_an_io_error() {
+    let loaded = load(&no_env([PathBuf::from("tests/no/such/policy.toml")]));
+    assert!(loaded.io_failed());
+    let d = compile(loaded).expect_err("invalid");
+    assert_eq!(d.items.len(), 1, "{}", d.short());
+    assert_eq!(d.items[0].code, "io");
+    assert!(matches!(d.items[0].origin, Origin::Path(_)));
+}
+
+fn base_policy(dir: &Path) -> PathBuf {
+    write(
+        dir,
+        "p.toml",
+        &format!(
+            "[defaults]\ntimeouts = {{ total = \"30s\" }}\n{UPSTREAM}\n[[routes]]\nname = \"r\"\ntargets = [\"m\"]\n"
+        ),
+    )
+}
+
+#[test]
+fn a_valid_override_changes_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = base_policy(dir.path());
+    let plain = compile(load(&no_env([p.clone()]))).unwrap();
+    assert_eq!(
+        plain.plan.routes[0].total_timeout,
+        std::time::Duration::from_secs(30)
+    );
+    let opts = LoadOptions::new([p]).with_env([
+        ("TOLLGATE__DEFAULTS__TIMEOUTS__TOTAL", "2m"),
+        (
+            "TOLLGATE__UPSTREAMS__MAIN__BASE_URL",
+            "http://127.0.0.1:8080/v1",
+        ),
+        ("TOLLGATE__UPSTREAMS__MAIN__LIMITS__CONCURRENCY", "7"),
+        ("UNRELATED_VARIABLE", "ignored"),
+    ]);
+    let c = compile(load(&opts)).expect("compiles");
+    assert_eq!(
+        c.plan.routes[0].total_timeout,
+        std::time::Duration::from_secs(120)
+    );
+    assert_eq!(c.plan.upstreams[0].base_url, "http://127.0.0.1:8080/v1");
+    assert_eq!(c.plan.upstreams[0].limits.concurrency, Some(7));
+}
+
+#[test]
+fn an_invalid_override_names_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = base_policy(dir.path());
+    let opts = LoadOptions::new([p]).with_env([("TOLLGATE__DEFAULTS__TIMEOUTS__TOTAL", "forever")]);
+    let d = errors(&opts);
+    assert_eq!(d.items.len(), 1, "{}", d.short());
+    assert_eq!(
+        d.items[0].origin,
+        Origin::Env {
+            var: "TOLLGATE__DEFAULTS__TIMEOUTS__TOTAL".into()
+        }
+    );
+    assert!(
+        d.items[0].message.contains("invalid duration `forever`"),
+        "{}",
+        d.items[0].message
+    );
+    let json = d.to_json();
+    assert_eq!(
+        json["diagnostics"][0]["env"],
+        "TOLLGATE__DEFAULTS__TIMEOUTS__TOTAL"
+    );
+    assert!(d
+        .render(false)
+        .contains("environment variable TOLLGATE__DEFAULTS__TIMEOUTS__TOTAL"));
+}
+
+#[test]
+fn an_override_of_an_unknown_key_names_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = base_policy(dir.path());
+    let opts = LoadOptions::new([p]).with_env([("TOLLGATE__UPSTREAMS__MAIN__BASEURL", "x")]);
+    let d = errors(&opts);
+    assert_eq!(d.items.len(), 1, "{}", d.short());
+    assert_eq!(d.items[0].code, "unknown-key");
+    assert_eq!(
+        d.items[0].origin,
+        Origin::Env {
+            var: "TOLLGATE__UPSTREAMS__MAIN__BASEURL".into()
+        }
+    );
+    assert_eq!(d.items[0].help.as_deref(), Some("did you mean `base_url`?"));
+}
+
+#[test]
+fn figment_level_errors_report_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "p.toml",
+        &format!(
+            "{UPSTREAM}\n[retry.r]\nmax_attempts = \"three\"\nbackoff = {{ kind = \"linear\" }}\n\n[[routes]]\nname = \"r\"\ntargetz = [\"m\"]\n"
+        ),
+    );
+    let d = errors(&no_env([p.clone()]));
+    let got: Vec<(String, &str)> = d
+        .items
+        .iter()
+        .map(|i| (d.sources.describe(&i.origin), i.code))
+        .collect();
+    let at = |l: u32, c: u32| format!("{}:{l}:{c}", p.display());
+    assert_eq!(
+        got,
+        [
+            (at(9, 16), "invalid-type"),
+            (at(10, 20), "invalid-value"),
+            (at(14, 1), "unknown-key"),
+        ],
+        "{}",
+        d.short()
+    );
+    // The JSON form carries the same position.
+    let j = d.to_json();
+    assert_eq!(j["diagnostics"][0]["line"], 9);
+    assert_eq!(j["diagnostics"][0]["column"], 16);
+    assert_eq!(j["diagnostics"][0]["file"], p.display().to_string());
+}
+
+#[test]
+fn a_syntax_error_reports_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "p.toml",
+        "version = 1\n\n[models.m\nupstream = \"x\"\n",
+    );
+    let d = errors(&no_env([p.clone()]));
+    assert_eq!(d.items.len(), 1, "{}", d.short());
+    assert_eq!(d.items[0].code, "syntax");
+    assert_eq!(
+        d.sources.describe(&d.items[0].origin),
+        format!("{}:3:10", p.display())
+    );
+}
+
+#[test]
+fn a_partially_broken_policy_still_reports_the_good_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "p.toml",
+        r#"[upstreams.main]
+base_url = "https://api.example.com/v1"
+
+[upstreams.broken]
+base_url = 42
+
+[models.good]
+upstream = "main"
+price = { input_per_mtok = -1.0, output_per_mtok = 1.0 }
+
+[models.bad]
+upstream = "broken"
+context_window = "large"
+
+[retry.r]
+max_attempts = 0
+
+[[routes]]
+name = "first"
+targets = "bad"
+
+[[routes]]
+name = "second"
+targets = ["good", "bad", "typo"]
+retry = "r"
+
+[budgets.b]
+limit_usd = 10.0
+window = "1d"
+scope = { routes = ["first"], upstreams = ["broken"] }
+"#,
+    );
+    let d = errors(&no_env([p]));
+    let codes: Vec<(&str, &str)> = d
+        .items
+        .iter()
+        .map(|i| (i.code, i.message.as_str()))
+        .collect();
+    // The broken entries: reported once each, where they are broken.
+    assert!(codes.contains(&(
+        "invalid-type",
+        "`upstreams.broken.base_url` has the wrong type: found signed int `42`"
+    )));
+    assert!(codes.contains(&(
+        "invalid-type",
+        "`models.bad.context_window` has the wrong type: found string \"large\""
+    )));
+    assert!(codes.contains(&(
+        "invalid-type",
+        "`routes[0].targets` has the wrong type: found string \"bad\""
+    )));
+    // The good parts: still checked.
+    assert!(codes.contains(&("negative-price", "input_per_mtok is -1")));
+    assert!(codes.contains(&(
+        "zero-attempts",
+        "max_attempts is 0: no call would ever be made"
+    )));
+    assert!(codes.contains(&("unknown-reference", "unknown model `typo`")));
+    // No unknown-reference for entries that exist but failed to parse.
+    let unknown: Vec<&str> = codes
+        .iter()
+        .filter(|(c, _)| *c == "unknown-reference")
+        .map(|(_, m)| *m)
+        .collect();
+    assert_eq!(unknown, ["unknown model `typo`"], "{}", d.short());
+    assert_eq!(d.error_count(), 6, "{}", d.short());
+}
+
+#[test]
+fn a_file_that_fails_to_parse_does_not_make_other_files_references_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(
+        dir.path(),
+        "a.toml",
+        "[[routes]]\nname = \"r\"\ntargets = [\"m\"]\nretry = \"standard\"\n",
+    );
+    let b = write(
+        dir.path(),
+        "b.toml",
+        &format!("{UPSTREAM}\n[retry.standard\nmax_attempts = 3\n"),
+    );
+    let d = errors(&no_env([a, b.clone()]));
+    assert_eq!(d.items.len(), 1, "{}", d.short());
+    assert_eq!(d.items[0].code, "syntax");
+    assert!(
+        d.short().starts_with(&format!("{}:8:16", b.display())),
+        "{}",
+        d.short()
+    );
+}
