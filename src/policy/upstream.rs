@@ -48,7 +48,7 @@ pub enum ApiKey {
 }
 
 /// `{ env = "VAR", prefixes = [...] }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnvKey {
     /// Name of the environment variable holding the key.
@@ -56,6 +56,21 @@ pub struct EnvKey {
     /// If set, the key must start with one of these prefixes (e.g. `["sk-"]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prefixes: Vec<String>,
+}
+
+impl fmt::Debug for EnvKey {
+    /// Shows the variable's name, unless it looks like a pasted key (then it is redacted).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let env: &dyn fmt::Debug = if super::spans::env_looks_like_key(&self.env, &self.prefixes) {
+            &"<redacted>"
+        } else {
+            &self.env
+        };
+        f.debug_struct("EnvKey")
+            .field("env", env)
+            .field("prefixes", &self.prefixes)
+            .finish()
+    }
 }
 
 /// A secret string whose `Debug` and `Display` never show it.
@@ -114,6 +129,31 @@ impl<'de> Deserialize<'de> for ApiKey {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_a_pasted_key() {
+        let pasted = EnvKey {
+            env: "sk-live-abc123".into(),
+            prefixes: vec![],
+        };
+        assert!(!format!("{pasted:?}").contains("abc123"));
+        let by_prefix = EnvKey {
+            env: "hs_live_abc123".into(),
+            prefixes: vec!["hs_live_".into()],
+        };
+        assert!(!format!("{by_prefix:?}").contains("abc123"));
+        let ok = EnvKey {
+            env: "RELAY_API_KEY".into(),
+            prefixes: vec![],
+        };
+        assert!(format!("{ok:?}").contains("RELAY_API_KEY"));
+        assert!(!format!("{:?}", ApiKey::Literal(Secret::new("sk-zzz"))).contains("zzz"));
     }
 }
 
