@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::breaker::{Breaker, BreakerConfig, RateRule, SlowRule};
+use super::breaker::Breaker;
 use super::limit::{
     ConcurrencyConfig, ConcurrencyLimiter, RateConfig, RateLimiter, TokenConfig, TokenLimiter,
 };
@@ -38,31 +38,6 @@ fn build<T, E: std::fmt::Display>(
     })
 }
 
-/// Converts a plan breaker policy into the executor's.
-pub fn breaker_config(b: &BreakerPolicy) -> BreakerConfig {
-    BreakerConfig {
-        consecutive_failures: b.consecutive_failures,
-        failure_rate: b
-            .failure_rate
-            .map(|(threshold, min_calls, window)| RateRule {
-                threshold,
-                min_calls,
-                window,
-            }),
-        slow_call: b
-            .slow_call
-            .map(|(over, rate_threshold, min_calls, window)| SlowRule {
-                over,
-                rate_threshold,
-                min_calls,
-                window,
-            }),
-        open_for: b.open_for,
-        probes: b.probes,
-        successes_to_close: b.successes_to_close,
-    }
-}
-
 fn new_breaker(
     plan: &Plan,
     id: plan::BreakerId,
@@ -70,7 +45,7 @@ fn new_breaker(
 ) -> Result<Breaker, BreakerBuildError> {
     let policy = &plan.breakers[id.index()];
     let name = scope.clone();
-    Breaker::new(breaker_config(policy))
+    Breaker::new(policy.config.clone())
         .map(|b| {
             b.with_observer(move |t| {
                 tracing::info!(target: "tollgate::breaker", breaker = %name, from = t.from.name(), to = t.to.name(), reason = ?t.reason, "breaker transition");

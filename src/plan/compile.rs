@@ -14,6 +14,7 @@ use super::bounds::route_bounds;
 use super::*;
 use crate::diagnostic::{did_you_mean, one_of, Diagnostic, Diagnostics};
 use crate::exec::backoff::{BackoffKind, Jitter};
+use crate::exec::breaker::{BreakerConfig, RateRule, SlowRule};
 use crate::policy::spans::{env_looks_like_key, is_env_name, KeyPath};
 use crate::policy::{self, ApiKey, Condition, Loaded, Scalar};
 
@@ -653,6 +654,7 @@ impl Compiler<'_> {
 
     fn breaker(&mut self, name: &str, b: &policy::Breaker) -> BreakerPolicy {
         let path = KeyPath::from(["breakers", name]);
+        let errors_before = self.diags.len();
         if b.consecutive_failures == Some(0) {
             self.error(
                 "invalid-value",
@@ -678,7 +680,11 @@ impl Compiler<'_> {
                 )
                 .label("expected a positive duration");
             }
-            (f.threshold, min_calls, window)
+            RateRule {
+                threshold: f.threshold,
+                min_calls,
+                window,
+            }
         });
         let slow_call = b.slow_call.map(|s| {
             let sp = path.key("slow_call");
@@ -695,7 +701,10 @@ impl Compiler<'_> {
                 )
                 .label("expected a positive duration");
             }
-            let min_calls = s.min_calls.or(failure_rate.map(|f| f.1)).unwrap_or(10);
+            let min_calls = s
+                .min_calls
+                .or(failure_rate.map(|f| f.min_calls))
+                .unwrap_or(10);
             if min_calls == 0 {
                 self.error("invalid-value", "min_calls is 0", &sp.key("min_calls"))
                     .label("expected at least 1");
@@ -703,9 +712,14 @@ impl Compiler<'_> {
             let window = s
                 .window
                 .map(|d| d.get())
-                .or(failure_rate.map(|f| f.2))
+                .or(failure_rate.map(|f| f.window))
                 .unwrap_or(Duration::from_secs(30));
-            (s.over.get(), s.rate_threshold, min_calls, window)
+            SlowRule {
+                over: s.over.get(),
+                rate_threshold: s.rate_threshold,
+                min_calls,
+                window,
+            }
         });
         let open_for = b.open_for.map_or(Duration::from_secs(30), |d| d.get());
         if open_for.is_zero() {
@@ -749,14 +763,25 @@ impl Compiler<'_> {
             .hint("set consecutive_failures, failure_rate or slow_call");
         }
         let trip_on = self.classes(b.trip_on.as_ref(), &DEFAULT_TRIP_ON, &path.key("trip_on"));
-        BreakerPolicy {
-            name: name.to_string(),
+        let config = BreakerConfig {
             consecutive_failures: b.consecutive_failures,
             failure_rate,
             slow_call,
             open_for,
             probes: probes.max(1),
             successes_to_close: successes.clamp(1, probes.max(1)),
+        };
+        // The executor's own range checks (e.g. caps on probes and min_calls) catch what
+        // the checks above do not name one by one.
+        let own_errors = self.diags[errors_before..]
+            .iter()
+            .any(|d| d.severity == crate::diagnostic::Severity::Error);
+        if let (false, Err(e)) = (own_errors, config.validate()) {
+            self.error("invalid-value", format!("breaker `{name}`: {e}"), &path);
+        }
+        BreakerPolicy {
+            name: name.to_string(),
+            config,
             trip_on,
         }
     }

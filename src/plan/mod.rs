@@ -314,18 +314,8 @@ pub struct RetryBudget {
 pub struct BreakerPolicy {
     /// Its name.
     pub name: String,
-    /// Consecutive failures that open it.
-    pub consecutive_failures: Option<u32>,
-    /// Failure-rate rule: threshold, min calls, window.
-    pub failure_rate: Option<(f64, u32, Duration)>,
-    /// Slow-call rule: over, rate threshold, min calls, window.
-    pub slow_call: Option<(Duration, f64, u32, Duration)>,
-    /// Open duration.
-    pub open_for: Duration,
-    /// Half-open probes.
-    pub probes: u32,
-    /// Successes that close it.
-    pub successes_to_close: u32,
+    /// When it opens and closes: the executor's own configuration.
+    pub config: crate::exec::breaker::BreakerConfig,
     /// Classes counted as failures.
     pub trip_on: ClassSet,
 }
