@@ -24,6 +24,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use smallvec::SmallVec;
 
 use super::backoff::{next_delay, Delay};
 use super::breaker::BreakerPermit;
@@ -34,6 +35,7 @@ use super::outcome::{Done, Failure, Usage};
 use super::price::{BudgetReservation, SpendKey, Usd};
 use super::request::Request;
 use super::state::{BreakerSlot, BuildError, Runtime};
+use super::timeout::AttemptTimeout;
 use crate::plan::{FailureView, ModelId, OnExceed, Plan, RouteId, UpstreamId};
 use crate::policy::Strategy;
 
@@ -70,7 +72,7 @@ pub struct Executor {
 struct Shared {
     current: ArcSwap<Runtime>,
     clock: Arc<dyn Clock>,
-    seed: u64,
+    seed: Option<u64>,
     requests: AtomicU64,
 }
 
@@ -107,7 +109,7 @@ impl ExecutorBuilder {
             shared: Arc::new(Shared {
                 current: ArcSwap::from_pointee(rt),
                 clock: self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
-                seed: self.seed.unwrap_or_else(|| fastrand::u64(..)),
+                seed: self.seed,
                 requests: AtomicU64::new(0),
             }),
         })
@@ -209,10 +211,12 @@ impl<T> Served<T> {
 
 /// Permits held for one attempt; dropping them releases everything not yet settled.
 struct Admission<'r> {
+    /// Clock reading when the attempt was admitted (after any queueing).
+    at: u64,
     breakers: [Option<(&'r BreakerSlot, BreakerPermit<'r>)>; 2],
     _concurrency: Option<ConcurrencyPermit>,
     tokens: Option<TokenReservation<'r>>,
-    budgets: Vec<BudgetReservation<'r>>,
+    budgets: SmallVec<[BudgetReservation<'r>; 2]>,
     _in_flight: InFlight<'r>,
 }
 
@@ -247,6 +251,8 @@ struct Finished<'r, T> {
     adm: Admission<'r>,
     ti: usize,
     hedge: bool,
+    /// Clock reading when it finished.
+    at: u64,
 }
 
 /// Bookkeeping of one request.
@@ -256,8 +262,6 @@ struct Trail {
     skipped: Vec<SkipRecord>,
     cost: f64,
 }
-
-type AttemptResult<T> = (Result<Done<T>, Failure>, Duration);
 
 impl Executor {
     /// An executor for a plan, on tokio's clock.
@@ -320,9 +324,15 @@ impl Executor {
         let rt = self.shared.current.load_full();
         let clock = &self.shared.clock;
         let start = clock.now();
-        let n = self.shared.requests.fetch_add(1, Relaxed);
-        let mut rng =
-            fastrand::Rng::with_seed(self.shared.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        // Seeded: one stream per request, in request order. Unseeded: the thread's own
+        // generator, so concurrent requests share no counter.
+        let mut rng = match self.shared.seed {
+            Some(seed) => {
+                let n = self.shared.requests.fetch_add(1, Relaxed);
+                fastrand::Rng::with_seed(seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            }
+            None => fastrand::Rng::with_seed(fastrand::u64(..)),
+        };
         let mut trail = Trail {
             attempts: 0,
             failed: Vec::new(),
@@ -449,20 +459,18 @@ impl Executor {
                                 hedge,
                                 timeout,
                             };
-                            let fut = op(t, attempt);
+                            let fut = AttemptTimeout::new(op(t, attempt), timeout);
                             async move {
-                                let started = tokio::time::Instant::now();
-                                let r = match tokio::time::timeout(timeout, fut).await {
+                                match fut.await {
                                     Ok(r) => r,
                                     Err(_) => Err(Failure::timeout()
                                         .message(format!("no answer within {timeout:?}"))),
-                                };
-                                (r, started.elapsed())
+                                }
                             }
                         };
                     trail.attempts += 1;
                     // Hedge the request's first attempt if the route asks for it.
-                    let hedge_targets: Vec<usize> = match route.hedge {
+                    let hedge_targets: Order = match route.hedge {
                         Some(h) if !hedged && trail.attempts == 1 => {
                             hedged = true;
                             order[pos + 1..]
@@ -471,7 +479,7 @@ impl Executor {
                                 .take(h.max_extra as usize)
                                 .collect()
                         }
-                        _ => Vec::new(),
+                        _ => Order::new(),
                     };
                     let Finished {
                         result,
@@ -479,14 +487,17 @@ impl Executor {
                         adm,
                         ti: served_ti,
                         hedge,
+                        at: now,
                     } = if hedge_targets.is_empty() {
-                        let (result, elapsed) = mk(&mut op, ti, attempt_no, false, timeout).await;
+                        let result = mk(&mut op, ti, attempt_no, false, timeout).await;
+                        let at = clock.now();
                         Finished {
                             result,
-                            elapsed,
+                            elapsed: Duration::from_nanos(at.saturating_sub(adm.at)),
                             adm,
                             ti,
                             hedge: false,
+                            at,
                         }
                     } else {
                         let after = route.hedge.map(|h| h.after).unwrap_or_default();
@@ -504,7 +515,6 @@ impl Executor {
                         )
                         .await
                     };
-                    let now = clock.now();
                     let served_model = route.targets[served_ti].model;
                     match result {
                         Ok(done) => {
@@ -671,7 +681,7 @@ impl Executor {
             }
         }
         // Budgets: reserve the worst-case cost before the call.
-        let mut budgets = Vec::new();
+        let mut budgets = SmallVec::new();
         if let Some(price) = model.price {
             let worst = price.cost(Usage {
                 input_tokens: input,
@@ -754,6 +764,7 @@ impl Executor {
         }
         ms.in_flight.fetch_add(1, Relaxed);
         Ok(Admission {
+            at: now,
             breakers,
             _concurrency: concurrency,
             tokens,
@@ -897,7 +908,7 @@ impl Executor {
         F: FnMut(Target, u32) -> Fut,
         Fut: Future<Output = Result<Done<T>, Failure>>,
         M: Fn(&mut F, usize, u32, bool, Duration) -> MF,
-        MF: Future<Output = AttemptResult<T>>,
+        MF: Future<Output = Result<Done<T>, Failure>>,
     {
         let (ti, adm, timeout) = first;
         let mut running: Vec<Racer<'r, MF>> = vec![Racer {
@@ -962,15 +973,17 @@ impl Executor {
                         });
                     }
                 }
-                Ev::Done(i, (result, elapsed)) => {
+                Ev::Done(i, result) => {
                     let Racer { ti, adm, hedge, .. } = running.swap_remove(i);
                     let adm = adm.expect("a racer's admission is taken once, when it finishes");
+                    let at = self.shared.clock.now();
                     let finished = Finished {
                         result,
-                        elapsed,
+                        elapsed: Duration::from_nanos(at.saturating_sub(adm.at)),
                         adm,
                         ti,
                         hedge,
+                        at,
                     };
                     let over = running.is_empty() && next >= hedges.len();
                     if finished.result.is_ok() || over {
@@ -1035,19 +1048,17 @@ pub fn select_route(plan: &Plan, req: &Request) -> Option<RouteId> {
 }
 
 /// The order in which a route's targets are tried, by its strategy.
-fn target_order(
-    rt: &Runtime,
-    route: RouteId,
-    req: &Request,
-    rng: &mut fastrand::Rng,
-) -> Vec<usize> {
+/// Target indices in the order to try them; inline for routes of up to 8 targets.
+type Order = SmallVec<[usize; 8]>;
+
+fn target_order(rt: &Runtime, route: RouteId, req: &Request, rng: &mut fastrand::Rng) -> Order {
     let r = rt.plan.route(route);
-    let mut order: Vec<usize> = (0..r.targets.len()).collect();
+    let mut order: Order = (0..r.targets.len()).collect();
     match r.strategy {
         Strategy::Failover => {}
         Strategy::Weighted => {
             // Weighted sampling without replacement (Efraimidis–Spirakis): key = u^(1/w).
-            let mut keyed: Vec<(f64, usize)> = order
+            let mut keyed: SmallVec<[(f64, usize); 8]> = order
                 .iter()
                 .map(|&i| (rng.f64().powf(1.0 / r.targets[i].weight), i))
                 .collect();

@@ -17,6 +17,7 @@ mod request;
 pub mod retry_budget;
 pub mod state;
 mod stats;
+mod timeout;
 
 pub use error::{AttemptRecord, ExecError, SkipReason, SkipRecord, StopReason};
 pub use executor::{select_route, Executor, ExecutorBuilder, Served, Target};
