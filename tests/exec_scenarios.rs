@@ -690,3 +690,30 @@ targets = [{ model = "a", weight = 3.0 }, { model = "b", weight = 1.0 }]
     let a = x.iter().filter(|m| *m == "a").count();
     assert!((240..=360).contains(&a), "about 3/4 to a: {a}/400");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_spend_report_shows_cost_by_model_and_savings_against_the_baseline() {
+    let plan = common::plan(&BUDGET.replace(
+        "[[routes]]\nname = \"complex\"",
+        "[defaults]\nbaseline_model = \"premium\"\n\n[[routes]]\nname = \"complex\"",
+    ));
+    assert!(plan.baseline_model.is_some());
+    let exec = Executor::new(plan.clone()).unwrap();
+    for _ in 0..10 {
+        exec.execute(
+            &Request::new().task("bulk").max_tokens(100),
+            |_t, _| async { Ok::<_, Failure>(Done::with_usage((), 1_000, 1_000)) },
+        )
+        .await
+        .unwrap();
+    }
+    let (report, savings) = exec.spend_report(None);
+    let cheap = plan.model_by_name("cheap").unwrap().index();
+    assert_eq!(report.by_model[cheap].calls, 10);
+    assert_eq!(report.by_model[cheap].input_tokens, 10_000);
+    // 10 × (1000 × $0.1 + 1000 × $0.3) / 1M = $0.004; on premium: 10 × $0.04 = $0.4.
+    let s = savings.expect("the plan names a baseline");
+    assert!((s.actual.as_dollars() - 0.004).abs() < 1e-9, "{s}");
+    assert!((s.baseline.as_dollars() - 0.4).abs() < 1e-9, "{s}");
+    assert!((s.saved_dollars() - 0.396).abs() < 1e-9);
+}

@@ -32,7 +32,7 @@ use super::clock::{nanos, Clock, TokioClock};
 use super::error::{AttemptRecord, ExecError, SkipReason, SkipRecord, StopReason};
 use super::limit::{ConcurrencyPermit, LimitError, OnLimit, TokenReservation};
 use super::outcome::{Done, Failure, Usage};
-use super::price::{BudgetReservation, SpendKey, Usd};
+use super::price::{BudgetReservation, Savings, SpendKey, SpendReport, Usd};
 use super::request::Request;
 use super::state::{BreakerSlot, BuildError, Runtime};
 use super::timeout::AttemptTimeout;
@@ -291,6 +291,16 @@ impl Executor {
     /// A snapshot of breakers, limiters, traffic, latency and spend under the current plan.
     pub fn stats(&self) -> super::Stats {
         super::Stats::of(&self.shared.current.load(), self.shared.clock.now())
+    }
+
+    /// Spend and tokens by model, route and upstream under the current plan, and what the
+    /// same usage would have cost on `baseline` (default: the plan's `baseline_model`).
+    pub fn spend_report(&self, baseline: Option<ModelId>) -> (SpendReport, Option<Savings>) {
+        let rt = self.shared.current.load();
+        let price = baseline
+            .or(rt.plan.baseline_model)
+            .and_then(|m| rt.plan.model(m).price);
+        (rt.spend.report(), price.map(|p| rt.spend.savings(p)))
     }
 
     /// The clock the executor reads.
