@@ -45,18 +45,9 @@ fn check_one(paths: Vec<PathBuf>) -> Checked {
 fn each_file(paths: &[PathBuf]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for p in paths {
-        match std::fs::read_dir(p) {
-            Ok(entries) if p.is_dir() => {
-                let mut files: Vec<PathBuf> = entries
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|f| f.extension().is_some_and(|x| x == "toml") && f.is_file())
-                    .collect();
-                files.sort();
-                if files.is_empty() {
-                    out.push(p.clone()); // loading reports the empty directory
-                }
-                out.extend(files);
-            }
+        match crate::policy::toml_files_in(p) {
+            Ok(files) if !files.is_empty() => out.extend(files),
+            // A file, a missing path or an empty directory: loading it reports what is wrong.
             _ => out.push(p.clone()),
         }
     }

@@ -286,8 +286,8 @@ impl Loaded {
         }
         for p in paths {
             if p.is_dir() {
-                let entries = match std::fs::read_dir(p) {
-                    Ok(e) => e,
+                let files = match toml_files_in(p) {
+                    Ok(f) => f,
                     Err(e) => {
                         self.io_failed = true;
                         self.diagnostics.push(Diagnostic::error(
@@ -298,11 +298,6 @@ impl Loaded {
                         continue;
                     }
                 };
-                let mut files: Vec<PathBuf> = entries
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|f| f.extension().is_some_and(|x| x == "toml") && f.is_file())
-                    .collect();
-                files.sort();
                 if files.is_empty() {
                     self.io_failed = true;
                     self.diagnostics.push(Diagnostic::error(
@@ -650,6 +645,16 @@ impl Loaded {
         .with_label(format!("expected {expected}"));
         self.diagnostics.push(d);
     }
+}
+
+/// The `*.toml` files directly in `dir`, in name order: what loading a directory reads.
+pub fn toml_files_in(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|f| f.extension().is_some_and(|x| x == "toml") && f.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 /// Removes the key an error points at (or the array holding it), returning the removed

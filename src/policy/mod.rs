@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use breaker::{Breaker, FailureRate, HalfOpen, SlowCall};
 pub use budget::{Budget, OnExceed, Scope};
 pub use duration::{Duration, DurationError};
-pub use load::{load, LoadOptions, Loaded, ENV_PREFIX};
+pub use load::{load, toml_files_in, LoadOptions, Loaded, ENV_PREFIX};
 pub use model::{Model, Price};
 pub use retry::{
     Backoff, BackoffKind, Jitter, RetryAfter, RetryBudget, RetryOverride, RetryPolicy,
