@@ -297,8 +297,14 @@ impl Compiler<'_> {
             names: std::mem::take(&mut self.names),
         };
         let plan = Plan(std::sync::Arc::new(data));
-        // Static bounds: warn where the retry schedule cannot fit the deadline.
-        for (i, r) in plan.routes.iter().enumerate() {
+        // Static bounds: warn where the retry schedule cannot fit the deadline. Only for a
+        // policy without errors: otherwise unresolved references hold placeholder ids
+        // (e.g. `UpstreamId(0)` with no upstream at all) that the bounds would follow.
+        let has_errors = self
+            .diags
+            .iter()
+            .any(|d| d.severity == crate::diagnostic::Severity::Error);
+        for (i, r) in plan.routes.iter().enumerate().filter(|_| !has_errors) {
             let b = route_bounds(&plan, RouteId(i as u32), TokenCounts::default());
             if b.schedule > r.total_timeout {
                 let path = self.l.route_path(i);
