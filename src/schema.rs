@@ -18,8 +18,10 @@
 //!   first line, relative to the policy file, from any working directory; a file without
 //!   it is not validated at all (and passes), so `scripts/test.sh` also passes `--schema`.
 //! - The schema is looser than the loader in places (e.g. `uint32` is a `format`, which
-//!   validators treat as an annotation; names are not resolved), never stricter on the
-//!   policies tollgate accepts: `tests/no_panic.rs` checks that on generated policies.
+//!   validators treat as an annotation; names are not resolved). It should never be
+//!   stricter on a policy tollgate accepts; `tests/no_panic.rs` checks that on generated
+//!   policies. One known exception: the loader trims a duration (`" 3s "` is accepted),
+//!   the schema's pattern does not.
 
 use crate::policy::Policy;
 
