@@ -21,6 +21,8 @@ fn runner(cases: u32) -> TestRunner {
     TestRunner::new(Config {
         cases,
         max_shrink_iters: 2000,
+        // A failure prints its minimal input; crashers worth keeping go to fuzz/regressions/.
+        failure_persistence: None,
         ..Config::default()
     })
 }
