@@ -3,8 +3,17 @@
 //! section lists a key the schema does not have.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
 use serde_json::Value;
+
+/// The package root: read at run time (cargo sets it for tests), so a test binary reused
+/// from another checkout sharing the target directory still reads this checkout's files.
+fn root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
 
 /// Type name → its keys, for every object type of the schema (the root is `Policy`; the
 /// table form of an enum such as `OnExceed` counts as the enum's).
@@ -36,8 +45,7 @@ fn schema_tables() -> BTreeMap<String, BTreeSet<String>> {
 
 /// Type name → keys in the first column of the tables of its docs section.
 fn doc_sections() -> BTreeMap<String, BTreeSet<String>> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/policy.md"))
-        .expect("docs/policy.md");
+    let text = std::fs::read_to_string(root().join("docs/policy.md")).expect("docs/policy.md");
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut current: Option<String> = None;
     for line in text.lines() {
@@ -93,8 +101,7 @@ fn every_schema_key_is_documented_in_its_section() {
 #[test]
 fn documented_defaults_match_the_compiler() {
     use tollgate::plan::{DEFAULT_BACKOFF, DEFAULT_TIMEOUTS};
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/policy.md")).unwrap();
+    let text = std::fs::read_to_string(root().join("docs/policy.md")).unwrap();
     let d = |x: std::time::Duration| tollgate::policy::Duration::new(x).to_string();
     let list = |xs: &[&str]| {
         let q: Vec<String> = xs.iter().map(|x| format!("\"{x}\"")).collect();

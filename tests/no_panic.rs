@@ -17,6 +17,14 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
+/// The package root: read at run time (cargo sets it for tests), so a test binary reused
+/// from another checkout sharing the target directory still reads this checkout's files.
+fn root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 fn runner(cases: u32) -> TestRunner {
     TestRunner::new(Config {
         cases,
@@ -29,7 +37,7 @@ fn runner(cases: u32) -> TestRunner {
 
 /// Example and corpus policies to mutate.
 fn seeds() -> Vec<Vec<u8>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = root();
     let mut out = Vec::new();
     let mut dirs = vec![
         root.join("policies"),
@@ -159,7 +167,7 @@ fn mutated_policies_never_panic() {
 #[test]
 fn unmutated_seeds_behave() {
     let dir = tempfile::tempdir().unwrap();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = root();
     for f in ["policies/minimal.toml", "policies/relay.toml"] {
         let out = check_bytes(dir.path(), &std::fs::read(root.join(f)).unwrap());
         assert!(out.ok, "{f} should compile");
@@ -234,7 +242,7 @@ fn structured_generator_reaches_every_stage() {
 #[test]
 fn fuzz_regressions_stay_fixed() {
     let dir = tempfile::tempdir().unwrap();
-    let regressions = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    let regressions = root().join("fuzz/regressions");
     let mut n = 0;
     for e in std::fs::read_dir(regressions)
         .expect("fuzz/regressions/")

@@ -15,8 +15,12 @@ use serde_json::Value;
 const SCHEMA_FILE: &str = "schemas/policy.schema.json";
 const BLESS_COMMAND: &str = "TOLLGATE_BLESS=1 cargo test --test schema";
 
+/// The package root: read at run time (cargo sets it for tests), so a test binary reused
+/// from another checkout sharing the target directory still reads this checkout's files.
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// What `tollgate schema` prints (`println!` adds the final newline).
