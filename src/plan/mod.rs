@@ -26,7 +26,7 @@ use std::time::Duration;
 
 pub use bounds::{route_bounds, RouteBounds, TokenCounts};
 pub use class::{ClassError, ClassMatcher, ClassSet, FailureView};
-pub use compile::{compile, Compiled};
+pub use compile::{compile, Compiled, DEFAULT_FAILOVER_ON, DEFAULT_RETRY_ON, DEFAULT_TRIP_ON};
 pub use matcher::{Attr, AttrKind, Cmp, Matcher};
 
 use crate::policy::{OnLimit, Strategy};

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# THE test command (README): `bash scripts/test.sh`.
+#
+# 1. cargo test --all-targets: unit, integration (incl. tests/schema.rs and the no-panic
+#    fuzz stand-in tests/no_panic.rs), benches in test mode (each benchmark run once);
+# 2. cargo test --doc;
+# 3. taplo: every example policy against schemas/policy.schema.json, and a probe that
+#    taplo does reject a bad policy, through --schema and through the `#:schema` directive.
+#
+# Installs what is missing (taplo, from npm, into target/tools/) and fails loudly when it
+# cannot: nothing is skipped silently.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+TAPLO_VERSION=0.7.0   # npm @taplo/cli (taplo 0.9)
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { printf '\nerror: %s\n' "$*" >&2; exit 1; }
+
+# --- tools -------------------------------------------------------------------------------
+if ! command -v taplo >/dev/null 2>&1; then
+    tools="$ROOT/target/tools"
+    if [ ! -x "$tools/node_modules/.bin/taplo" ]; then
+        step "taplo not found on PATH: installing @taplo/cli@$TAPLO_VERSION from npm into $tools"
+        command -v npm >/dev/null 2>&1 \
+            || die "taplo is missing and npm is not installed to fetch it; install Node.js + npm (or taplo itself) and re-run"
+        mkdir -p "$tools"
+        npm install --no-save --no-audit --no-fund --prefix "$tools" "@taplo/cli@$TAPLO_VERSION" \
+            || die "installing taplo failed (npm install @taplo/cli@$TAPLO_VERSION); install it by hand: npm install -g @taplo/cli"
+    fi
+    export PATH="$tools/node_modules/.bin:$PATH"
+    command -v taplo >/dev/null 2>&1 || die "taplo still not found after installing it into $tools"
+fi
+echo "taplo: $(taplo --version)"
+
+# --- Rust tests ----------------------------------------------------------------------------
+step "cargo test --all-targets (includes tests/no_panic.rs, the fuzzers' stand-in)"
+cargo test --all-targets
+
+step "cargo test --doc"
+cargo test --doc
+
+# --- schema, as an editor sees it ------------------------------------------------------------
+schema="file://$ROOT/schemas/policy.schema.json"
+policies=(policies/*.toml)
+if [ -d tests/valid ]; then
+    while IFS= read -r f; do policies+=("$f"); done < <(find tests/valid -name '*.toml' | sort)
+fi
+step "taplo check --schema schemas/policy.schema.json (${#policies[@]} valid policies)"
+taplo check --schema "$schema" "${policies[@]}"
+
+step "taplo rejects a policy with an unknown key (--schema, and the #:schema directive)"
+probe=$(mktemp -d)
+trap 'rm -rf "$probe"' EXIT
+mkdir -p "$probe/policies" "$probe/schemas"
+cp schemas/policy.schema.json "$probe/schemas/"
+{ cat policies/minimal.toml; printf '\n[upstreams.typo]\nbase_url = "https://x.example"\nbase_ulr = "oops"\n'; } \
+    > "$probe/policies/typo.toml"
+head -n1 "$probe/policies/typo.toml" | grep -qx '#:schema ../schemas/policy.schema.json' \
+    || die "policies/minimal.toml lost its #:schema directive"
+for how in --schema directive; do
+    if [ "$how" = --schema ]; then args=(--schema "$schema"); else args=(); fi
+    if out=$(taplo check "${args[@]}" "$probe/policies/typo.toml" 2>&1); then
+        die "taplo check (schema via $how) accepted a policy with an unknown key:
+$out"
+    fi
+    grep -q "'base_ulr' was unexpected" <<<"$out" \
+        || die "taplo check (schema via $how) failed, but not on the unknown key:
+$out"
+    echo "ok: taplo check (schema via $how) reports 'base_ulr' as unexpected"
+done
+
+step "all tests passed"
