@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{color, Format, EXIT_INVALID, EXIT_USAGE};
+use super::{color, out, Format, EXIT_INVALID, EXIT_USAGE};
 use crate::diagnostic::Diagnostics;
 use crate::plan::compile;
 use crate::policy::{load, LoadOptions};
@@ -77,23 +77,26 @@ pub fn run(paths: &[PathBuf], format: Format, merge: bool) -> ExitCode {
                 .collect();
             let doc =
                 serde_json::json!({ "valid": checked.iter().all(|c| c.ok), "policies": policies });
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            out!(
+                "{}\n",
+                serde_json::to_string_pretty(&doc).unwrap_or_default()
+            );
         }
         Format::Short => {
             for c in &checked {
-                print!("{}", c.diags.short());
+                out!("{}", c.diags.short());
             }
         }
         Format::Human => {
             for c in &checked {
-                print!("{}", c.diags.render(color()));
+                out!("{}", c.diags.render(color()));
                 let (e, w) = (c.diags.error_count(), c.diags.warning_count());
                 let plural = |n: usize| if n == 1 { "" } else { "s" };
                 if c.ok {
-                    println!("{}: ok ({w} warning{})", c.label, plural(w));
+                    out!("{}: ok ({w} warning{})\n", c.label, plural(w));
                 } else {
-                    println!(
-                        "{}: invalid ({e} error{}, {w} warning{})",
+                    out!(
+                        "{}: invalid ({e} error{}, {w} warning{})\n",
                         c.label,
                         plural(e),
                         plural(w)
@@ -106,7 +109,7 @@ pub fn run(paths: &[PathBuf], format: Format, merge: bool) -> ExitCode {
                     .iter()
                     .any(|c| c.diags.items.iter().any(|d| d.code == "unknown-reference"))
             {
-                println!("note: each file was checked on its own; if these files are one policy split across files, check them together with --merge");
+                out!("note: each file was checked on its own; if these files are one policy split across files, check them together with --merge\n");
             }
         }
     }

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{color, EXIT_INVALID, EXIT_USAGE};
+use super::{color, out, EXIT_INVALID, EXIT_USAGE};
 use crate::plan::{route_bounds, OnExceed, Plan, RouteId, TokenCounts};
 use crate::policy::{load, Duration, LoadOptions};
 
@@ -14,14 +14,14 @@ pub fn run(paths: &[PathBuf], tokens: TokenCounts) -> ExitCode {
     let io_failed = loaded.io_failed();
     match crate::plan::compile(loaded) {
         Ok(c) => {
-            print!("{}", explain(&c.plan, tokens));
+            out!("{}", explain(&c.plan, tokens));
             if !c.warnings.items.is_empty() {
-                print!("\n{}", c.warnings.render(color()));
+                out!("\n{}", c.warnings.render(color()));
             }
             ExitCode::SUCCESS
         }
         Err(d) => {
-            print!("{}", d.render(color()));
+            out!("{}", d.render(color()));
             ExitCode::from(if io_failed { EXIT_USAGE } else { EXIT_INVALID })
         }
     }

@@ -66,6 +66,31 @@ pub const EXIT_INVALID: u8 = 1;
 /// Exit code for a usage or I/O error.
 pub const EXIT_USAGE: u8 = 2;
 
+/// `print!` that ends the program quietly when stdout is a closed pipe
+/// (`tollgate explain … | head`) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(&format!($($arg)*))
+    };
+}
+pub(crate) use out;
+
+/// Writes to stdout; a closed pipe exits 0, any other write error exits 2 with a message.
+pub(crate) fn write_stdout(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("tollgate: cannot write to stdout: {e}");
+        std::process::exit(i32::from(EXIT_USAGE));
+    }
+}
+
 /// Whether to colour output written to stdout.
 pub(crate) fn color() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
@@ -88,7 +113,7 @@ pub fn main() -> ExitCode {
             merge,
         } => check::run(&paths, format, merge),
         Command::Schema => {
-            println!("{}", crate::schema::policy_schema_json());
+            out!("{}\n", crate::schema::policy_schema_json());
             ExitCode::SUCCESS
         }
         Command::Explain {

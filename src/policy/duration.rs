@@ -68,7 +68,8 @@ impl FromStr for Duration {
             input: input.to_string(),
             reason,
         };
-        let s = input.trim();
+        // No trimming: the JSON Schema's pattern rejects surrounding spaces, and so do we.
+        let s = input;
         if s.is_empty() {
             return Err(err("it is empty"));
         }
@@ -190,6 +191,8 @@ mod tests {
             ("3x", "not one of"),
             ("99999999999999999999s", "too large"),
             ("-1s", "number must come"),
+            (" 3s", "number must come"),
+            ("3s ", "number must come"),
         ] {
             let e = s.parse::<Duration>().unwrap_err().to_string();
             assert!(e.contains(reason), "{s}: {e}");
