@@ -361,6 +361,7 @@ impl Executor {
             return Err(fail(trail, None, StopReason::NoRoute, start));
         };
         let mut reroutes = 0;
+        let mut fresh = Some(start);
         let deposit_route = route_id;
         if let Some(b) = &rt.routes[route_id.index()].retry_budget {
             b.deposit(start);
@@ -379,7 +380,8 @@ impl Executor {
                 let mut attempt_no = 1;
                 let mut prev_delay = Duration::ZERO;
                 loop {
-                    let now = clock.now();
+                    // The request's first decision uses the reading taken at its start.
+                    let now = fresh.take().unwrap_or_else(|| clock.now());
                     if now >= deadline {
                         return Err(fail(trail, Some(route_id), StopReason::Deadline, now));
                     }
@@ -511,7 +513,9 @@ impl Executor {
                         }
                     } else {
                         let after = route.hedge.map(|h| h.after).unwrap_or_default();
-                        self.race(
+                        // Boxed: the race is rare and large; inline it would grow every
+                        // request's future.
+                        Box::pin(self.race(
                             &rt,
                             route_id,
                             req,
@@ -522,7 +526,7 @@ impl Executor {
                             &hedge_targets,
                             after,
                             &mut trail,
-                        )
+                        ))
                         .await
                     };
                     let served_model = route.targets[served_ti].model;
@@ -888,7 +892,6 @@ impl Executor {
                 SpendKey {
                     model: model.index(),
                     route: route.index(),
-                    upstream: m.upstream.index(),
                 },
                 u,
                 cost,

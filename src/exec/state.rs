@@ -349,7 +349,8 @@ impl Runtime {
                 window: b.window,
             }));
         }
-        let spend = SpendTracker::new(plan.models.len(), plan.routes.len(), plan.upstreams.len());
+        let model_upstream: Vec<usize> = plan.models.iter().map(|m| m.upstream.index()).collect();
+        let spend = SpendTracker::new(&model_upstream, plan.routes.len(), plan.upstreams.len());
         Ok(Runtime {
             plan,
             version,

@@ -32,15 +32,14 @@ impl Counters {
     }
 }
 
-/// Which model, route and upstream a call used, as the small integer ids the plan assigns.
+/// Which model and route a call used, as the small integer ids the plan assigns (the
+/// upstream follows from the model).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SpendKey {
     /// Model id, `0..n_models`.
     pub model: usize,
     /// Route id, `0..n_routes`.
     pub route: usize,
-    /// Upstream id, `0..n_upstreams`.
-    pub upstream: usize,
 }
 
 /// Totals for one model, route, upstream, or everything.
@@ -69,7 +68,7 @@ impl SpendLine {
 /// An owned snapshot from [`SpendTracker::report`]; vectors are indexed by id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SpendReport {
-    /// Everything recorded (including calls with out-of-range ids).
+    /// Everything recorded.
     pub total: SpendLine,
     /// Per model id.
     pub by_model: Vec<SpendLine>,
@@ -116,56 +115,69 @@ impl fmt::Display for Savings {
 }
 
 /// Accumulates spend and tokens by model, route and upstream. Counters are preallocated per
-/// id, so [`record`](Self::record) is a handful of relaxed atomic adds and never allocates.
-/// Totals saturate only beyond `u64` (≈ $18.4 billion, 1.8e19 tokens); they wrap silently
-/// past that, which is not a practical concern.
+/// model and per route, so [`record`](Self::record) is eight relaxed atomic adds and never
+/// allocates; upstream lines and the total are sums of the model lines, made by
+/// [`report`](Self::report). Totals wrap only beyond `u64` (≈ $18.4 billion, 1.8e19 tokens).
 ///
 /// ```
 /// use tollgate::exec::price::{Price, SpendKey, SpendTracker, Usage};
 ///
-/// let t = SpendTracker::new(2, 1, 1);
+/// // Two models, both on upstream 0; one route.
+/// let t = SpendTracker::new(&[0, 0], 1, 1);
 /// let cheap = Price::new(0.07, 0.42)?;
 /// let usage = Usage { input_tokens: 1_000_000, output_tokens: 0 };
-/// t.record(SpendKey { model: 1, route: 0, upstream: 0 }, usage, cheap.cost(usage));
+/// t.record(SpendKey { model: 1, route: 0 }, usage, cheap.cost(usage));
 /// let s = t.savings(Price::new(3.0, 15.0)?);
 /// assert_eq!(s.saved_dollars(), 2.93);
 /// assert_eq!(t.report().by_model[1].calls, 1);
+/// assert_eq!(t.report().by_upstream[0].calls, 1);
 /// # Ok::<(), tollgate::exec::price::PriceError>(())
 /// ```
 #[derive(Debug)]
 pub struct SpendTracker {
-    total: Counters,
     models: Box<[Counters]>,
     routes: Box<[Counters]>,
-    upstreams: Box<[Counters]>,
+    /// The upstream of each model.
+    model_upstream: Box<[usize]>,
+    n_upstreams: usize,
 }
 
 fn counters(n: usize) -> Box<[Counters]> {
     (0..n).map(|_| Counters::default()).collect()
 }
 
+impl SpendLine {
+    fn plus(self, o: SpendLine) -> SpendLine {
+        SpendLine {
+            calls: self.calls.wrapping_add(o.calls),
+            input_tokens: self.input_tokens.wrapping_add(o.input_tokens),
+            output_tokens: self.output_tokens.wrapping_add(o.output_tokens),
+            spend: self.spend.saturating_add(o.spend),
+        }
+    }
+}
+
 impl SpendTracker {
-    /// A tracker for ids `0..n_models`, `0..n_routes`, `0..n_upstreams`.
-    pub fn new(n_models: usize, n_routes: usize, n_upstreams: usize) -> Self {
+    /// A tracker for models `0..model_upstream.len()` (each on the upstream id given),
+    /// routes `0..n_routes` and upstreams `0..n_upstreams`.
+    pub fn new(model_upstream: &[usize], n_routes: usize, n_upstreams: usize) -> Self {
         SpendTracker {
-            total: Counters::default(),
-            models: counters(n_models),
+            models: counters(model_upstream.len()),
             routes: counters(n_routes),
-            upstreams: counters(n_upstreams),
+            model_upstream: model_upstream.into(),
+            n_upstreams,
         }
     }
 
-    /// Record one call's usage and cost. An out-of-range id is counted in the total only.
+    /// Record one call's usage and cost. A call with an out-of-range model id is not
+    /// recorded (the plan's ids are always in range); an out-of-range route id only misses
+    /// its route line.
     #[inline]
     pub fn record(&self, key: SpendKey, usage: Usage, cost: Usd) {
-        self.total.add(usage, cost);
-        for (table, id) in [
-            (&self.models, key.model),
-            (&self.routes, key.route),
-            (&self.upstreams, key.upstream),
-        ] {
-            if let Some(c) = table.get(id) {
-                c.add(usage, cost);
+        if let Some(c) = self.models.get(key.model) {
+            c.add(usage, cost);
+            if let Some(r) = self.routes.get(key.route) {
+                r.add(usage, cost);
             }
         }
     }
@@ -173,18 +185,26 @@ impl SpendTracker {
     /// An owned snapshot. Each counter is read atomically; the snapshot as a whole is not
     /// (a call recorded meanwhile may appear in some lines and not others).
     pub fn report(&self) -> SpendReport {
-        let lines = |t: &[Counters]| t.iter().map(Counters::line).collect();
+        let by_model: Vec<SpendLine> = self.models.iter().map(Counters::line).collect();
+        let mut by_upstream = vec![SpendLine::default(); self.n_upstreams];
+        let mut total = SpendLine::default();
+        for (line, &u) in by_model.iter().zip(self.model_upstream.iter()) {
+            total = total.plus(*line);
+            if let Some(slot) = by_upstream.get_mut(u) {
+                *slot = slot.plus(*line);
+            }
+        }
         SpendReport {
-            total: self.total.line(),
-            by_model: lines(&self.models),
-            by_route: lines(&self.routes),
-            by_upstream: lines(&self.upstreams),
+            total,
+            by_model,
+            by_route: self.routes.iter().map(Counters::line).collect(),
+            by_upstream,
         }
     }
 
     /// What all recorded tokens would have cost at `baseline`, against what they cost.
     pub fn savings(&self, baseline: Price) -> Savings {
-        let total = self.total.line();
+        let total = self.report().total;
         Savings {
             baseline: baseline.cost(total.usage()),
             actual: total.spend,
@@ -198,41 +218,17 @@ mod tests {
 
     #[test]
     fn attributes_by_every_dimension() {
-        let t = SpendTracker::new(2, 2, 1);
+        let t = SpendTracker::new(&[0, 0], 2, 1);
         let u = Usage {
             input_tokens: 10,
             output_tokens: 5,
         };
-        t.record(
-            SpendKey {
-                model: 0,
-                route: 1,
-                upstream: 0,
-            },
-            u,
-            Usd::from_nanos(100),
-        );
-        t.record(
-            SpendKey {
-                model: 1,
-                route: 1,
-                upstream: 0,
-            },
-            u,
-            Usd::from_nanos(50),
-        );
-        t.record(
-            SpendKey {
-                model: 9,
-                route: 9,
-                upstream: 9,
-            },
-            u,
-            Usd::from_nanos(1),
-        );
+        t.record(SpendKey { model: 0, route: 1 }, u, Usd::from_nanos(100));
+        t.record(SpendKey { model: 1, route: 1 }, u, Usd::from_nanos(50));
+        t.record(SpendKey { model: 9, route: 9 }, u, Usd::from_nanos(1));
         let r = t.report();
-        assert_eq!(r.total.calls, 3);
-        assert_eq!(r.total.spend, Usd::from_nanos(151));
+        assert_eq!(r.total.calls, 2, "an out-of-range model id is not recorded");
+        assert_eq!(r.total.spend, Usd::from_nanos(150));
         assert_eq!(r.by_model[0].spend, Usd::from_nanos(100));
         assert_eq!(r.by_route[1].calls, 2);
         assert_eq!(r.by_route[0], SpendLine::default());
@@ -241,12 +237,8 @@ mod tests {
 
     #[test]
     fn savings_can_be_negative() {
-        let t = SpendTracker::new(1, 1, 1);
-        let k = SpendKey {
-            model: 0,
-            route: 0,
-            upstream: 0,
-        };
+        let t = SpendTracker::new(&[0], 1, 1);
+        let k = SpendKey { model: 0, route: 0 };
         let u = Usage {
             input_tokens: 1_000_000,
             output_tokens: 0,
