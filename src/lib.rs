@@ -2,7 +2,8 @@
 //!
 //! The flow is one way: [`policy`] (TOML files → typed policy, with source spans) →
 //! [`plan`] (compile: resolve, validate, compute static bounds → immutable plan) →
-//! [`exec`] (run any async operation under the plan). [`diagnostic`] carries every
+//! [`exec`] (run any async operation under the plan); [`reload`] watches the files and swaps
+//! plans while it runs. [`diagnostic`] carries every
 //! problem found on the way, with its location.
 #![warn(missing_docs)]
 
@@ -11,4 +12,5 @@ pub mod diagnostic;
 pub mod exec;
 pub mod plan;
 pub mod policy;
+pub mod reload;
 pub mod schema;

@@ -1,9 +1,10 @@
-//! The `tollgate` command line: `check`, `schema`, `explain`.
+//! The `tollgate` command line: `check`, `schema`, `explain`, `watch`.
 //!
 //! Exit codes: 0 success (warnings allowed), 1 an invalid policy, 2 a usage or I/O error.
 
 mod check;
 mod explain;
+mod watch;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -47,6 +48,15 @@ enum Command {
         /// Output tokens per request, for the cost bounds.
         #[arg(long, default_value_t = 500)]
         output_tokens: u64,
+    },
+    /// Load a policy, then reload it on every change (and on SIGHUP), one line per reload.
+    Watch {
+        /// Policy files, or directories of *.toml files (merged in name order).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Quiet time after the last file event before reloading, in milliseconds.
+        #[arg(long, default_value_t = 75)]
+        debounce_ms: u64,
     },
 }
 
@@ -127,5 +137,8 @@ pub fn main() -> ExitCode {
                 output: output_tokens,
             },
         ),
+        Command::Watch { paths, debounce_ms } => {
+            watch::run(&paths, std::time::Duration::from_millis(debounce_ms))
+        }
     }
 }

@@ -38,38 +38,53 @@ fn build<T, E: std::fmt::Display>(
     })
 }
 
-fn new_breaker(
+/// The breaker for policy `id` of `plan`, continuing `old` where there is one: shared as is
+/// when the policy's settings are unchanged, handed over with [`Breaker::new_from`] (an
+/// open breaker stays open) when they changed, fresh otherwise.
+fn carry_breaker(
     plan: &Plan,
     id: plan::BreakerId,
+    old: Option<&BreakerSlot>,
     scope: String,
-) -> Result<Breaker, BreakerBuildError> {
+    now: u64,
+) -> Result<BreakerSlot, BuildError> {
     let policy = &plan.breakers[id.index()];
+    let cfg = policy.config.clone();
+    if let Some(o) = old.filter(|o| o.breaker.config() == &cfg) {
+        return Ok(BreakerSlot {
+            breaker: o.breaker.clone(),
+            policy: policy.clone(),
+            name: scope,
+        });
+    }
     let name = scope.clone();
-    Breaker::new(policy.config.clone())
+    let built = match old {
+        Some(o) => Breaker::new_from(cfg, &o.breaker, now),
+        None => Breaker::new(cfg),
+    };
+    let breaker = built
         .map(|b| {
             b.with_observer(move |t| {
                 tracing::info!(target: "tollgate::breaker", breaker = %name, from = t.from.name(), to = t.to.name(), reason = ?t.reason, "breaker transition");
             })
         })
-        .map_err(|e| BreakerBuildError(scope, e.to_string()))
-}
-
-struct BreakerBuildError(String, String);
-
-impl From<BreakerBuildError> for BuildError {
-    fn from(e: BreakerBuildError) -> Self {
-        BuildError {
-            entity: e.0,
-            reason: e.1,
-        }
-    }
+        .map_err(|e| BuildError {
+            entity: scope.clone(),
+            reason: e.to_string(),
+        })?;
+    Ok(BreakerSlot {
+        breaker: Arc::new(breaker),
+        policy: policy.clone(),
+        name: scope,
+    })
 }
 
 /// A breaker with the policy it was built from (to carry it over only when unchanged).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct BreakerSlot {
-    /// The breaker.
-    pub breaker: Breaker,
+    /// The breaker (shared with the previous plan's runtime when a reload left its settings
+    /// unchanged).
+    pub breaker: Arc<Breaker>,
     /// Its policy.
     pub policy: BreakerPolicy,
     /// Display name: `upstream relay`, `model gpt-4.1`, `route complex → gpt-4.1`.
@@ -79,10 +94,10 @@ pub struct BreakerSlot {
 /// Live state of an upstream.
 #[derive(Debug)]
 pub struct UpstreamState {
-    /// Request rate limiter.
-    pub rate: Option<RateLimiter>,
-    /// Tokens-per-minute limiter.
-    pub tokens: Option<TokenLimiter>,
+    /// Request rate limiter (shared across reloads while its settings are unchanged).
+    pub rate: Option<Arc<RateLimiter>>,
+    /// Tokens-per-minute limiter (shared across reloads while its settings are unchanged).
+    pub tokens: Option<Arc<TokenLimiter>>,
     /// Concurrency cap.
     pub concurrency: Option<ConcurrencyLimiter>,
     /// The upstream's breaker.
@@ -126,7 +141,7 @@ impl ModelState {
 #[derive(Debug)]
 pub struct RouteState {
     /// The route's retry budget (shared by retries, failovers and hedges).
-    pub retry_budget: Option<RetryBudget>,
+    pub retry_budget: Option<Arc<RetryBudget>>,
     /// Breakers replacing the upstreams' for this route, one per target, if the route names one.
     pub breakers: Vec<BreakerSlot>,
     /// Requests that came through it.
@@ -169,11 +184,23 @@ impl Runtime {
         Self::carry_over(plan, version, None, 0)
     }
 
-    /// State for `plan`, reusing from `old` every entity that still exists under the same
-    /// name with the same settings: breakers keep their state and windows, limiters their
-    /// buckets, budgets their spend, models their EWMAs. An entity whose settings changed
-    /// starts fresh, except budgets, which keep their spend so a reload can never reset a
-    /// spent budget.
+    /// State for `plan`, carrying from `old` the state of every entity that still exists
+    /// under the same name:
+    /// - an entity whose settings are unchanged keeps its state as is (shared);
+    /// - a rate or token limiter whose limit changed continues the old bucket under the new
+    ///   limit ([`RateLimiter::new_from`]): the new limit applies at once and a reload never
+    ///   refills a bucket;
+    /// - a breaker whose policy changed is handed over ([`Breaker::new_from`]): open stays
+    ///   open, closed keeps its consecutive failures, windows restart;
+    /// - budgets keep their spend even when their limit or window changed, so a reload can
+    ///   never reset a spent budget;
+    /// - models keep their latency EWMA and counters, routes their request count; a route's
+    ///   retry budget is kept while its settings are unchanged;
+    /// - a concurrency limit that changed starts a new count: calls in flight under the old
+    ///   plan hold permits of the old limit until they finish.
+    ///
+    /// Entities that no longer exist are dropped (the old runtime keeps them alive only for
+    /// the calls still running under it).
     pub fn carry_over(
         plan: Plan,
         version: u64,
@@ -193,53 +220,73 @@ impl Runtime {
                 continue;
             }
             let name = || format!("upstream `{}`", u.name);
+            let prev = prev.map(|(o, id)| (o.plan.upstream(id), &*o.upstreams[id.index()]));
             let l = &u.limits;
+            let rate = match (l.rate, prev) {
+                (None, _) => None,
+                (Some(r), prev) => {
+                    let cfg = RateConfig {
+                        rate_per_sec: r.per_second,
+                        burst: r.burst,
+                    };
+                    Some(match prev.and_then(|(p, s)| Some((p, s.rate.as_ref()?))) {
+                        Some((p, lim)) if p.limits.rate == l.rate => lim.clone(),
+                        Some((_, lim)) => {
+                            Arc::new(build(name, RateLimiter::new_from(cfg, lim, now))?)
+                        }
+                        None => Arc::new(build(name, RateLimiter::new(cfg))?),
+                    })
+                }
+            };
+            let tokens = match l.tokens_per_minute {
+                None => None,
+                Some(t) => {
+                    // The bucket holds one minute of tokens: a burst may use the whole minute.
+                    let tpm = t.ceil().max(1.0) as u64;
+                    let cfg = TokenConfig {
+                        tokens_per_minute: tpm,
+                        burst: tpm,
+                    };
+                    Some(
+                        match prev.and_then(|(p, s)| Some((p, s.tokens.as_ref()?))) {
+                            Some((p, lim)) if p.limits.tokens_per_minute == l.tokens_per_minute => {
+                                lim.clone()
+                            }
+                            Some((_, lim)) => {
+                                Arc::new(build(name, TokenLimiter::new_from(cfg, lim, now))?)
+                            }
+                            None => Arc::new(build(name, TokenLimiter::new(cfg))?),
+                        },
+                    )
+                }
+            };
+            let concurrency = match l.concurrency {
+                None => None,
+                Some(c) => match prev.and_then(|(_, s)| s.concurrency.as_ref()) {
+                    Some(lim) if lim.limit() == c => Some(lim.clone()),
+                    _ => Some(build(
+                        name,
+                        ConcurrencyLimiter::new(ConcurrencyConfig { max_in_flight: c }),
+                    )?),
+                },
+            };
+            let breaker = u
+                .breaker
+                .map(|b| {
+                    carry_breaker(
+                        &plan,
+                        b,
+                        prev.and_then(|(_, s)| s.breaker.as_ref()),
+                        format!("upstream {}", u.name),
+                        now,
+                    )
+                })
+                .transpose()?;
             upstreams.push(Arc::new(UpstreamState {
-                rate: l
-                    .rate
-                    .map(|r| {
-                        build(
-                            name,
-                            RateLimiter::new(RateConfig {
-                                rate_per_sec: r.per_second,
-                                burst: r.burst,
-                            }),
-                        )
-                    })
-                    .transpose()?,
-                tokens: l
-                    .tokens_per_minute
-                    .map(|t| {
-                        // The bucket holds one minute of tokens: a burst may use the whole minute.
-                        let tpm = t.ceil().max(1.0) as u64;
-                        build(
-                            name,
-                            TokenLimiter::new(TokenConfig {
-                                tokens_per_minute: tpm,
-                                burst: tpm,
-                            }),
-                        )
-                    })
-                    .transpose()?,
-                concurrency: l
-                    .concurrency
-                    .map(|c| {
-                        build(
-                            name,
-                            ConcurrencyLimiter::new(ConcurrencyConfig { max_in_flight: c }),
-                        )
-                    })
-                    .transpose()?,
-                breaker: u
-                    .breaker
-                    .map(|b| -> Result<BreakerSlot, BuildError> {
-                        Ok(BreakerSlot {
-                            breaker: new_breaker(&plan, b, format!("upstream {}", u.name))?,
-                            policy: plan.breakers[b.index()].clone(),
-                            name: format!("upstream {}", u.name),
-                        })
-                    })
-                    .transpose()?,
+                rate,
+                tokens,
+                concurrency,
+                breaker,
             }));
         }
         let mut models = Vec::with_capacity(plan.models.len());
@@ -253,20 +300,29 @@ impl Runtime {
                 models.push(o.models[id.index()].clone());
                 continue;
             }
+            let prev = prev.map(|(o, id)| &*o.models[id.index()]);
             let breaker = m
                 .breaker
-                .map(|b| -> Result<BreakerSlot, BuildError> {
-                    Ok(BreakerSlot {
-                        breaker: new_breaker(&plan, b, format!("model {}", m.name))?,
-                        policy: plan.breakers[b.index()].clone(),
-                        name: format!("model {}", m.name),
-                    })
+                .map(|b| {
+                    carry_breaker(
+                        &plan,
+                        b,
+                        prev.and_then(|p| p.breaker.as_ref()),
+                        format!("model {}", m.name),
+                        now,
+                    )
                 })
                 .transpose()?;
-            models.push(Arc::new(ModelState {
+            let state = ModelState {
                 breaker,
                 ..ModelState::default()
-            }));
+            };
+            if let Some(p) = prev {
+                state.ewma_nanos.store(p.ewma_nanos.load(Relaxed), Relaxed);
+                state.successes.store(p.successes.load(Relaxed), Relaxed);
+                state.failures.store(p.failures.load(Relaxed), Relaxed);
+            }
+            models.push(Arc::new(state));
         }
         let mut routes = Vec::with_capacity(plan.routes.len());
         for r in &plan.routes {
@@ -286,33 +342,40 @@ impl Runtime {
                 continue;
             }
             let name = || format!("route `{}`", r.name);
-            let retry_budget = retry
-                .map(|b| {
-                    build(
-                        name,
-                        RetryBudget::new(RetryBudgetConfig {
-                            ratio: b.ratio,
-                            min_per_second: b.min_per_second,
-                            ttl: b.ttl,
-                        }),
-                    )
-                })
-                .transpose()?;
+            let prev = prev.map(|(o, id)| (o, o.plan.route(id), &*o.routes[id.index()]));
+            let retry_budget = match (retry, prev) {
+                (None, _) => None,
+                (Some(_), Some((_, _, p))) if p.retry == retry => p.retry_budget.clone(),
+                (Some(b), _) => Some(Arc::new(build(
+                    name,
+                    RetryBudget::new(RetryBudgetConfig {
+                        ratio: b.ratio,
+                        min_per_second: b.min_per_second,
+                        ttl: b.ttl,
+                    }),
+                )?)),
+            };
             let mut breakers = Vec::new();
             if let Some(b) = r.breaker {
                 for t in &r.targets {
-                    let label = format!("route {} → {}", r.name, plan.model(t.model).name);
-                    breakers.push(BreakerSlot {
-                        breaker: new_breaker(&plan, b, label.clone())?,
-                        policy: plan.breakers[b.index()].clone(),
-                        name: label,
+                    let model = &plan.model(t.model).name;
+                    let label = format!("route {} → {}", r.name, model);
+                    // The old route's breaker for the same model, if it had one.
+                    let old_slot = prev.and_then(|(o, p, s)| {
+                        let i = p
+                            .targets
+                            .iter()
+                            .position(|ot| &o.plan.model(ot.model).name == model)?;
+                        s.breakers.get(i)
                     });
+                    breakers.push(carry_breaker(&plan, b, old_slot, label, now)?);
                 }
             }
+            let requests = prev.map_or(0, |(_, _, s)| s.requests.load(Relaxed));
             routes.push(Arc::new(RouteState {
                 retry_budget,
                 breakers,
-                requests: AtomicU64::new(0),
+                requests: AtomicU64::new(requests),
                 retry,
             }));
         }

@@ -308,6 +308,64 @@ impl Breaker {
         })
     }
 
+    /// A breaker for `cfg` that continues `old` (a reload changed its policy): an open
+    /// breaker stays open, until its old deadline or `now + cfg.open_for`, whichever is
+    /// sooner; a half-open one becomes open until `now`, so its next call is a probe under
+    /// the new probe settings; a closed one stays closed and keeps its run of consecutive
+    /// failures. The sliding windows start empty (their length may have changed). No
+    /// transition is recorded for the hand-over.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::exec::breaker::{Breaker, BreakerConfig, BreakerState};
+    ///
+    /// let cfg = BreakerConfig {
+    ///     consecutive_failures: Some(1),
+    ///     failure_rate: None,
+    ///     slow_call: None,
+    ///     open_for: Duration::from_secs(30),
+    ///     probes: 1,
+    ///     successes_to_close: 1,
+    /// };
+    /// let old = Breaker::new(cfg.clone())?;
+    /// let p = old.try_acquire(0).unwrap();
+    /// old.record(p, true, Duration::from_millis(5), 0);
+    /// // A reload raises the threshold: the breaker is still open.
+    /// let new = Breaker::new_from(BreakerConfig { consecutive_failures: Some(5), ..cfg }, &old, 1)?;
+    /// assert_eq!(new.state(1), BreakerState::Open);
+    /// assert_eq!(new.open_until(), Some(30_000_000_000));
+    /// # Ok::<(), tollgate::exec::breaker::BreakerConfigError>(())
+    /// ```
+    pub fn new_from(
+        cfg: BreakerConfig,
+        old: &Breaker,
+        now: u64,
+    ) -> Result<Self, BreakerConfigError> {
+        let b = Self::new(cfg)?;
+        let _guard = old.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let w = old.word.0.load(Acquire);
+        match tag(w) {
+            OPEN => {
+                let until = old
+                    .open_until
+                    .load(Acquire)
+                    .min(now.saturating_add(b.open_for));
+                b.open_until.store(until, Release);
+                b.word.0.store(pack(OPEN, 0, 0), Release);
+            }
+            HALF_OPEN => {
+                b.open_until.store(now, Release);
+                b.word.0.store(pack(OPEN, 0, 0), Release);
+            }
+            _ => b
+                .consecutive
+                .0
+                .store(old.consecutive.0.load(Relaxed), Relaxed),
+        }
+        b.transitions.store(old.transitions(), Relaxed);
+        Ok(b)
+    }
+
     /// Call `f` on every transition, after the breaker's internal lock is released (so `f`
     /// may call back into the breaker). Calls from different threads may arrive out of
     /// order; [`Transition::seq`] gives the true order.

@@ -59,6 +59,17 @@ impl Gcra {
         tat.fetch_max(floor, Ordering::Relaxed);
     }
 
+    /// Sets `tat` (a fresh limiter with these parameters) so that it holds as many units
+    /// as `old_tat` holds under `old` at `now`: the units in the bucket survive a change of
+    /// rate or burst, converted to this emission interval (rounded up, capped at
+    /// [`MAX_SPAN`]).
+    pub(crate) fn inherit(&self, tat: &AtomicU64, old: &Gcra, old_tat: &AtomicU64, now: u64) {
+        let used = old.used(old_tat, now) as u128;
+        let scaled = (used * self.t as u128).div_ceil(old.t as u128);
+        let scaled = scaled.min(MAX_SPAN as u128) as u64;
+        tat.store(now.saturating_add(scaled), Ordering::Relaxed);
+    }
+
     /// Nanoseconds of work currently in the bucket (0..=cap, more after an unconditional
     /// charge or a tightening).
     #[inline]
@@ -88,5 +99,29 @@ mod tests {
         g.take(&tat, 10, 110).unwrap();
         assert_eq!(g.headroom_units(&tat, 110), 0);
         assert_eq!(g.headroom_units(&tat, 1000), 3);
+    }
+
+    #[test]
+    fn inherit_keeps_units_in_the_bucket() {
+        let old = Gcra { t: 10, cap: 30 };
+        let old_tat = AtomicU64::new(0);
+        old.take(&old_tat, 20, 100).unwrap(); // 2 units in the bucket at 100
+        let new = Gcra { t: 4, cap: 40 };
+        let tat = AtomicU64::new(0);
+        new.inherit(&tat, &old, &old_tat, 100);
+        assert_eq!(new.used(&tat, 100), 8, "2 units at 4 ns each");
+        assert_eq!(new.headroom_units(&tat, 100), 8);
+        // Shrinking the burst below what is in the bucket admits nothing until it drains.
+        let small = Gcra { t: 10, cap: 10 };
+        let tat = AtomicU64::new(0);
+        small.inherit(&tat, &old, &old_tat, 100);
+        assert_eq!(small.headroom_units(&tat, 100), 0);
+        assert!(small.take(&tat, 10, 100).is_err());
+        assert!(small.take(&tat, 10, 119).is_err());
+        assert!(small.take(&tat, 10, 120).is_ok());
+        // An idle old bucket gives an empty new one.
+        let tat = AtomicU64::new(0);
+        new.inherit(&tat, &old, &old_tat, 10_000);
+        assert_eq!(new.headroom_units(&tat, 10_000), 10);
     }
 }

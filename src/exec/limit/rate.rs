@@ -102,6 +102,33 @@ impl RateLimiter {
         })
     }
 
+    /// A limiter for `cfg` that continues `old`'s bucket (a reload that changed the rate or
+    /// the burst): the calls `old` holds in its bucket at `now` stay counted, converted to
+    /// the new emission interval, so the new limit applies at once and a reload never
+    /// refills the bucket. If the new burst is smaller than what is in the bucket, nothing is
+    /// admitted until enough has drained at the new rate.
+    ///
+    /// ```
+    /// use tollgate::exec::limit::{RateConfig, RateLimiter};
+    ///
+    /// let old = RateLimiter::new(RateConfig { rate_per_sec: 10.0, burst: 5 }).unwrap();
+    /// for _ in 0..5 {
+    ///     old.check(0).unwrap();
+    /// }
+    /// // The policy now allows 20/s with a burst of 8: 5 calls are still in the bucket.
+    /// let new = RateLimiter::new_from(RateConfig { rate_per_sec: 20.0, burst: 8 }, &old, 0).unwrap();
+    /// assert_eq!(new.headroom(0), 3);
+    /// ```
+    pub fn new_from(
+        cfg: RateConfig,
+        old: &RateLimiter,
+        now: u64,
+    ) -> Result<Self, LimitConfigError> {
+        let lim = Self::new(cfg)?;
+        lim.gcra.inherit(&lim.tat, &old.gcra, &old.tat, now);
+        Ok(lim)
+    }
+
     /// Admits one call at `now`, or says when to come back.
     #[inline]
     pub fn check(&self, now: u64) -> Result<(), NotUntil> {

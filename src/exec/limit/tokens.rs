@@ -64,6 +64,28 @@ impl TokenLimiter {
         })
     }
 
+    /// A limiter for `cfg` that continues `old`'s bucket (a reload that changed the rate or
+    /// the burst): the tokens `old` counts at `now` stay counted under the new rate, so a
+    /// reload never refills the bucket.
+    ///
+    /// ```
+    /// use tollgate::exec::limit::{TokenConfig, TokenLimiter};
+    ///
+    /// let old = TokenLimiter::new(TokenConfig { tokens_per_minute: 60_000, burst: 10_000 }).unwrap();
+    /// let _r = old.reserve(4_000, 0).unwrap();
+    /// let new = TokenLimiter::new_from(TokenConfig { tokens_per_minute: 30_000, burst: 30_000 }, &old, 0).unwrap();
+    /// assert_eq!(new.available(0), 26_000);
+    /// ```
+    pub fn new_from(
+        cfg: TokenConfig,
+        old: &TokenLimiter,
+        now: u64,
+    ) -> Result<Self, LimitConfigError> {
+        let lim = Self::new(cfg)?;
+        lim.gcra.inherit(&lim.tat, &old.gcra, &old.tat, now);
+        Ok(lim)
+    }
+
     /// Reserves `tokens` at `now`. Refusals: [`LimitError::TokensExhausted`] with the wait,
     /// or [`LimitError::NeverAdmissible`] when `tokens > burst`.
     pub fn reserve(&self, tokens: u64, now: u64) -> Result<TokenReservation<'_>, LimitError> {
