@@ -30,7 +30,7 @@ use super::backoff::{next_delay, Delay};
 use super::breaker::BreakerPermit;
 use super::clock::{nanos, Clock, TokioClock};
 use super::error::{AttemptRecord, ExecError, SkipReason, SkipRecord, StopReason};
-use super::limit::{ConcurrencyPermit, LimitError, OnLimit, TokenReservation};
+use super::limit::{ConcurrencyGuard, LimitError, OnLimit, TokenReservation};
 use super::outcome::{Done, Failure, Usage};
 use super::price::{BudgetReservation, Savings, SpendKey, SpendReport, Usd};
 use super::request::Request;
@@ -214,7 +214,7 @@ struct Admission<'r> {
     /// Clock reading when the attempt was admitted (after any queueing).
     at: u64,
     breakers: [Option<(&'r BreakerSlot, BreakerPermit<'r>)>; 2],
-    _concurrency: Option<ConcurrencyPermit>,
+    _concurrency: Option<ConcurrencyGuard<'r>>,
     tokens: Option<TokenReservation<'r>>,
     budgets: SmallVec<[BudgetReservation<'r>; 2]>,
     _in_flight: InFlight<'r>,
@@ -731,12 +731,14 @@ impl Executor {
         let limited = |e: LimitError| Refusal::Skip(SkipReason::Limited(e.to_string()));
         let concurrency = match &ups.concurrency {
             None => None,
-            Some(c) => match c.try_acquire() {
+            Some(c) => match c.try_acquire_guard() {
                 Ok(p) => Some(p),
                 Err(e) => match on_limit {
-                    OnLimit::Wait { queue_timeout } if !queue_timeout.is_zero() => {
-                        Some(c.acquire_timeout(queue_timeout).await.map_err(limited)?)
-                    }
+                    OnLimit::Wait { queue_timeout } if !queue_timeout.is_zero() => Some(
+                        c.acquire_guard_timeout(queue_timeout)
+                            .await
+                            .map_err(limited)?,
+                    ),
                     _ => return Err(limited(e)),
                 },
             },

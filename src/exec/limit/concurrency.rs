@@ -1,9 +1,10 @@
 //! A cap on calls in flight, with RAII permits.
 
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 
 use super::{LimitConfigError, LimitError, OnLimit};
 
@@ -16,7 +17,12 @@ pub struct ConcurrencyConfig {
 
 /// At most `max_in_flight` permits exist at once. A permit is returned when it is dropped,
 /// which happens on success, error, panic (unwinding) and when the future holding it is
-/// cancelled alike. A waiter that is cancelled leaves the queue without taking a permit.
+/// cancelled alike. A waiter that is cancelled leaves without taking a permit.
+///
+/// The fast path is lock-free: taking a permit is one compare-exchange on the in-flight
+/// count, returning it one `fetch_sub` and one load. Waiters (only with
+/// `on_limit = "wait"`) park on a [`Notify`], which a release touches only when someone
+/// waits. Waiters are not served in strict FIFO order.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -34,59 +40,158 @@ pub struct ConcurrencyConfig {
 /// ```
 #[derive(Debug, Clone)]
 pub struct ConcurrencyLimiter {
-    sem: Arc<Semaphore>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    in_flight: AtomicU32,
+    waiters: AtomicU32,
+    notify: Notify,
     limit: u32,
 }
 
-/// Proof of a slot in a [`ConcurrencyLimiter`]; the slot is freed on drop.
+impl Inner {
+    /// Takes a slot if one is free.
+    #[inline]
+    fn try_take(&self) -> bool {
+        let mut cur = self.in_flight.load(SeqCst);
+        while cur < self.limit {
+            match self
+                .in_flight
+                .compare_exchange_weak(cur, cur + 1, SeqCst, SeqCst)
+            {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+        false
+    }
+
+    /// Gives a slot back and wakes a waiter if there is one.
+    #[inline]
+    fn release(&self) {
+        // SeqCst on both sides: either this load sees a waiter registered before its
+        // attempt, or that waiter's attempt sees the slot freed here.
+        self.in_flight.fetch_sub(1, SeqCst);
+        if self.waiters.load(SeqCst) > 0 {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Waits for a slot for at most `timeout`.
+    async fn wait_take(&self, timeout: Duration) -> Result<(), LimitError> {
+        if self.try_take() {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.waiters.fetch_add(1, SeqCst);
+        let _unregister = Unregister(&self.waiters);
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the attempt: a release after it is not missed.
+            notified.as_mut().enable();
+            if self.try_take() {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(LimitError::QueueTimeout { waited: timeout });
+            }
+        }
+    }
+}
+
+/// Unregisters a waiter however its wait ends (success, timeout or cancellation).
+struct Unregister<'a>(&'a AtomicU32);
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+}
+
+/// An owned slot of a [`ConcurrencyLimiter`] (can outlive the borrow, e.g. in a spawned task).
 #[derive(Debug)]
 #[must_use = "the slot is released as soon as the permit is dropped"]
 pub struct ConcurrencyPermit {
-    _permit: OwnedSemaphorePermit,
+    inner: Arc<Inner>,
+}
+
+impl Drop for ConcurrencyPermit {
+    fn drop(&mut self) {
+        self.inner.release();
+    }
+}
+
+/// A borrowed slot of a [`ConcurrencyLimiter`]: like [`ConcurrencyPermit`] without the
+/// reference count, for callers that hold the limiter anyway (the executor).
+#[derive(Debug)]
+#[must_use = "the slot is released as soon as the guard is dropped"]
+pub struct ConcurrencyGuard<'a> {
+    inner: &'a Inner,
+}
+
+impl Drop for ConcurrencyGuard<'_> {
+    fn drop(&mut self) {
+        self.inner.release();
+    }
 }
 
 impl ConcurrencyLimiter {
-    /// Builds a limiter; rejects a zero limit.
+    /// A limiter; `max_in_flight` must be at least 1.
     pub fn new(cfg: ConcurrencyConfig) -> Result<Self, LimitConfigError> {
         if cfg.max_in_flight == 0 {
             return Err(LimitConfigError::ZeroConcurrency);
         }
-        // u32::MAX is below Semaphore::MAX_PERMITS (usize::MAX >> 3) on 64-bit targets;
-        // reject rather than panic on smaller ones.
-        if cfg.max_in_flight as usize > Semaphore::MAX_PERMITS {
-            return Err(LimitConfigError::ConcurrencyTooLarge);
-        }
         Ok(Self {
-            sem: Arc::new(Semaphore::new(cfg.max_in_flight as usize)),
-            limit: cfg.max_in_flight,
+            inner: Arc::new(Inner {
+                in_flight: AtomicU32::new(0),
+                waiters: AtomicU32::new(0),
+                notify: Notify::new(),
+                limit: cfg.max_in_flight,
+            }),
         })
     }
 
-    /// Takes a slot if one is free right now (lock-free), else
-    /// [`LimitError::ConcurrencyFull`].
+    /// Takes a permit now, or fails with [`LimitError::ConcurrencyFull`].
     pub fn try_acquire(&self) -> Result<ConcurrencyPermit, LimitError> {
-        // The semaphore is never closed, so the only error is "no permits".
-        self.sem
-            .clone()
-            .try_acquire_owned()
-            .map(|p| ConcurrencyPermit { _permit: p })
-            .map_err(|_| LimitError::ConcurrencyFull { limit: self.limit })
+        if self.inner.try_take() {
+            Ok(ConcurrencyPermit {
+                inner: self.inner.clone(),
+            })
+        } else {
+            Err(self.full())
+        }
     }
 
-    /// Waits (FIFO) up to `timeout` for a slot, else [`LimitError::QueueTimeout`].
+    /// Like [`try_acquire`](Self::try_acquire), borrowing the limiter.
+    pub fn try_acquire_guard(&self) -> Result<ConcurrencyGuard<'_>, LimitError> {
+        if self.inner.try_take() {
+            Ok(ConcurrencyGuard { inner: &self.inner })
+        } else {
+            Err(self.full())
+        }
+    }
+
+    /// Waits up to `timeout` for a permit ([`LimitError::QueueTimeout`] after that).
     pub async fn acquire_timeout(
         &self,
         timeout: Duration,
     ) -> Result<ConcurrencyPermit, LimitError> {
-        if let Ok(p) = self.try_acquire() {
-            return Ok(p);
-        }
-        match tokio::time::timeout(timeout, self.sem.clone().acquire_owned()).await {
-            Ok(Ok(p)) => Ok(ConcurrencyPermit { _permit: p }),
-            // Closed: never happens, we never close the semaphore.
-            Ok(Err(_)) => Err(LimitError::ConcurrencyFull { limit: self.limit }),
-            Err(_) => Err(LimitError::QueueTimeout { waited: timeout }),
-        }
+        self.inner.wait_take(timeout).await?;
+        Ok(ConcurrencyPermit {
+            inner: self.inner.clone(),
+        })
+    }
+
+    /// Like [`acquire_timeout`](Self::acquire_timeout), borrowing the limiter.
+    pub async fn acquire_guard_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<ConcurrencyGuard<'_>, LimitError> {
+        self.inner.wait_take(timeout).await?;
+        Ok(ConcurrencyGuard { inner: &self.inner })
     }
 
     /// Fails fast or waits, as `on_limit` says.
@@ -97,15 +202,20 @@ impl ConcurrencyLimiter {
         }
     }
 
-    /// Calls currently holding a permit.
+    /// Permits held right now.
     pub fn in_flight(&self) -> u32 {
-        // available <= limit always, so the subtraction cannot underflow; saturate anyway.
-        (self.limit as usize).saturating_sub(self.sem.available_permits()) as u32
+        self.inner.in_flight.load(SeqCst)
     }
 
-    /// The configured limit.
+    /// The cap.
     pub fn limit(&self) -> u32 {
-        self.limit
+        self.inner.limit
+    }
+
+    fn full(&self) -> LimitError {
+        LimitError::ConcurrencyFull {
+            limit: self.inner.limit,
+        }
     }
 }
 
@@ -159,6 +269,39 @@ mod tests {
         holder.abort();
         assert!(holder.await.unwrap_err().is_cancelled());
         assert_eq!(lim.in_flight(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiters_on_many_threads_are_woken_and_the_cap_holds() {
+        use std::sync::atomic::AtomicU32;
+        let lim = ConcurrencyLimiter::new(ConcurrencyConfig { max_in_flight: 2 }).unwrap();
+        let peak = Arc::new(AtomicU32::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (lim, peak) = (lim.clone(), peak.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..200 {
+                    // Generous timeout: a lost wake-up would show as a QueueTimeout.
+                    let g = lim
+                        .acquire_guard_timeout(Duration::from_secs(10))
+                        .await
+                        .unwrap();
+                    peak.fetch_max(lim.in_flight(), SeqCst);
+                    tokio::task::yield_now().await;
+                    drop(g);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(peak.load(SeqCst) <= 2);
+        assert_eq!(lim.in_flight(), 0);
+        assert_eq!(
+            lim.inner.waiters.load(SeqCst),
+            0,
+            "every waiter unregistered"
+        );
     }
 
     #[test]

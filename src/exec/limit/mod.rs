@@ -36,7 +36,7 @@ mod gcra;
 mod rate;
 mod tokens;
 
-pub use concurrency::{ConcurrencyConfig, ConcurrencyLimiter, ConcurrencyPermit};
+pub use concurrency::{ConcurrencyConfig, ConcurrencyGuard, ConcurrencyLimiter, ConcurrencyPermit};
 pub use rate::{NotUntil, RateConfig, RateLimiter, RateSnapshot};
 pub use tokens::{TokenConfig, TokenLimiter, TokenReservation};
 
