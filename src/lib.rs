@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod diagnostic;
 pub mod exec;
+pub mod http;
 pub mod plan;
 pub mod policy;
 pub mod schema;
