@@ -13,3 +13,4 @@ pub mod http;
 pub mod plan;
 pub mod policy;
 pub mod schema;
+pub mod server;

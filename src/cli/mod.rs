@@ -1,9 +1,11 @@
-//! The `tollgate` command line: `check`, `schema`, `explain`.
+//! The `tollgate` command line: `check`, `schema`, `explain`, `serve`, `demo`.
 //!
 //! Exit codes: 0 success (warnings allowed), 1 an invalid policy, 2 a usage or I/O error.
 
 mod check;
+mod demo;
 mod explain;
+mod serve;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -47,6 +49,34 @@ enum Command {
         /// Output tokens per request, for the cost bounds.
         #[arg(long, default_value_t = 500)]
         output_tokens: u64,
+    },
+    /// Run the OpenAI-compatible relay: every call under the policy.
+    Serve {
+        /// Policy files, or directories of *.toml files (merged as one policy).
+        #[arg(long = "policy", required = true)]
+        policy: Vec<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Largest request body accepted, in bytes.
+        #[arg(long, default_value_t = crate::server::DEFAULT_MAX_BODY)]
+        max_body: usize,
+    },
+    /// Simulated upstreams in-process, the reference policy, ~2,000 requests, and a report.
+    /// Needs no key and no network.
+    Demo {
+        /// The policy to run (its upstreams are pointed at the simulated ones).
+        #[arg(long, default_value = "policies/relay.toml")]
+        policy: PathBuf,
+        /// Requests to send.
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Seed of the simulated faults and of the request mix.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
     },
 }
 
@@ -102,5 +132,16 @@ pub fn main() -> ExitCode {
                 output: output_tokens,
             },
         ),
+        Command::Serve {
+            policy,
+            listen,
+            max_body,
+        } => serve::run(&policy, listen, max_body),
+        Command::Demo {
+            policy,
+            requests,
+            concurrency,
+            seed,
+        } => demo::run(&policy, requests, concurrency, seed),
     }
 }

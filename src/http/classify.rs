@@ -329,13 +329,16 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
     }
 
+    /// `Ok(usage)` or `Err((status, code))`.
+    type Want = Result<Option<(u64, u64)>, (Option<u16>, Option<&'static str>)>;
+
     struct Case {
         name: &'static str,
         status: u16,
         headers: &'static [(&'static str, &'static str)],
         body: &'static str,
         /// `Ok(usage)` or `Err((status, code))`.
-        want: Result<Option<(u64, u64)>, (Option<u16>, Option<&'static str>)>,
+        want: Want,
         retry_after: Option<Duration>,
         rate_limit: Option<(u64, Duration)>,
     }
@@ -370,8 +373,12 @@ mod tests {
         }
     }
 
-    const ms: fn(u64) -> Duration = Duration::from_millis;
-    const s: fn(u64) -> Duration = Duration::from_secs;
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+    fn s(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
 
     #[test]
     fn table() {

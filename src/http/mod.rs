@@ -310,7 +310,7 @@ impl Client {
         } = stream::event_kind(&first)
         {
             s.usage = usage;
-            if !(usage_only && !forward_usage) {
+            if !usage_only || forward_usage {
                 s.first = Some(first);
             }
         } else {
