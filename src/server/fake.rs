@@ -48,6 +48,9 @@ pub struct Behavior {
     pub rate_limit_per_sec: Option<u32>,
     /// `Retry-After` seconds sent with 429s.
     pub retry_after_secs: u32,
+    /// With `rate_limit_per_sec`: send `x-ratelimit-remaining-requests` / `-reset-requests`
+    /// (they describe this model's window, but a policy reads them per upstream).
+    pub rate_limit_headers: bool,
     /// Answer every call with this status and body instead.
     pub raw: Option<(u16, String)>,
     /// Send half the body, then break the connection.
@@ -69,6 +72,7 @@ impl Default for Behavior {
             down: false,
             rate_limit_per_sec: None,
             retry_after_secs: 1,
+            rate_limit_headers: true,
             raw: None,
             truncate: false,
             huge: None,
@@ -271,14 +275,18 @@ async fn handle(State(s): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) ->
             );
             let h = r.headers_mut();
             h.insert("retry-after", b.retry_after_secs.into());
-            h.insert("x-ratelimit-remaining-requests", 0.into());
-            if let Ok(v) = format!("{reset_ms}ms").parse() {
-                h.insert("x-ratelimit-reset-requests", v);
+            if b.rate_limit_headers {
+                h.insert("x-ratelimit-remaining-requests", 0.into());
+                if let Ok(v) = format!("{reset_ms}ms").parse() {
+                    h.insert("x-ratelimit-reset-requests", v);
+                }
             }
             return r;
         }
-        rl_headers.push(("x-ratelimit-remaining-requests", remaining.to_string()));
-        rl_headers.push(("x-ratelimit-reset-requests", format!("{reset_ms}ms")));
+        if b.rate_limit_headers {
+            rl_headers.push(("x-ratelimit-remaining-requests", remaining.to_string()));
+            rl_headers.push(("x-ratelimit-reset-requests", format!("{reset_ms}ms")));
+        }
     }
     if b.fail_rate > 0.0 && lock(&s.rng).f64() < b.fail_rate {
         let status = match b.fail_status {
