@@ -465,7 +465,7 @@ fn report(
         *errors.entry(o.error.as_str()).or_default() += 1;
     }
     let mut errors: Vec<(&str, usize)> = errors.into_iter().collect();
-    errors.sort_by(|a, b| b.1.cmp(&a.1));
+    errors.sort_by_key(|e| std::cmp::Reverse(e.1));
     for (e, c) in errors.iter().take(5) {
         let e: String = e.chars().take(160).collect();
         println!("  failed             {c} × {e}");
