@@ -71,7 +71,7 @@ struct Outcome {
 }
 
 /// Runs the demo.
-pub fn run(policy: &Path, requests: usize, concurrency: usize, seed: u64) -> ExitCode {
+pub fn run(policy: &Path, requests: usize, concurrency: usize, rate: f64, seed: u64) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -82,10 +82,27 @@ pub fn run(policy: &Path, requests: usize, concurrency: usize, seed: u64) -> Exi
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    rt.block_on(demo(policy, requests.max(1), concurrency.max(1), seed))
+    let rate = if rate.is_finite() && rate > 0.0 {
+        rate
+    } else {
+        250.0
+    };
+    rt.block_on(demo(
+        policy,
+        requests.max(1),
+        concurrency.max(1),
+        rate,
+        seed,
+    ))
 }
 
-async fn demo(policy: &Path, requests: usize, concurrency: usize, seed: u64) -> ExitCode {
+async fn demo(
+    policy: &Path,
+    requests: usize,
+    concurrency: usize,
+    rate: f64,
+    seed: u64,
+) -> ExitCode {
     let relay_up = match FakeUpstream::start("relay").await {
         Ok(f) => f,
         Err(e) => {
@@ -294,6 +311,9 @@ async fn demo(policy: &Path, requests: usize, concurrency: usize, seed: u64) -> 
                     anth.set_down(false);
                     bar.set_message("anthropic is back");
                 }
+                // Open-loop pacing: request i leaves at i / rate, however fast the machine.
+                let due = started + Duration::from_secs_f64(i as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
                 let (body, task) = workload(i, seed);
                 let t0 = Instant::now();
                 let mut rb = http.post(&url).json(&body);

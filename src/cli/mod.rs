@@ -74,6 +74,9 @@ enum Command {
         /// Requests in flight at once.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+        /// Requests sent per second (open loop, so the run takes requests / rate seconds).
+        #[arg(long, default_value_t = 250.0)]
+        rate: f64,
         /// Seed of the simulated faults and of the request mix.
         #[arg(long, default_value_t = 7)]
         seed: u64,
@@ -141,7 +144,8 @@ pub fn main() -> ExitCode {
             policy,
             requests,
             concurrency,
+            rate,
             seed,
-        } => demo::run(&policy, requests, concurrency, seed),
+        } => demo::run(&policy, requests, concurrency, rate, seed),
     }
 }

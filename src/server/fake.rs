@@ -120,7 +120,15 @@ impl std::fmt::Debug for FakeUpstream {
 impl FakeUpstream {
     /// Starts one on a free port of 127.0.0.1, healthy for every model.
     pub async fn start(name: &str) -> std::io::Result<FakeUpstream> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(name, "127.0.0.1:0").await
+    }
+
+    /// Starts one on a chosen address (e.g. a fixed port another proxy is pointed at).
+    pub async fn start_on(
+        name: &str,
+        addr: impl tokio::net::ToSocketAddrs,
+    ) -> std::io::Result<FakeUpstream> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
             name: name.to_string(),
