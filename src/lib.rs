@@ -10,7 +10,9 @@
 pub mod cli;
 pub mod diagnostic;
 pub mod exec;
+pub mod http;
 pub mod plan;
 pub mod policy;
 pub mod reload;
 pub mod schema;
+pub mod server;

@@ -1,9 +1,11 @@
-//! The `tollgate` command line: `check`, `schema`, `explain`, `watch`.
+//! The `tollgate` command line: `check`, `schema`, `explain`, `watch`, `serve`, `demo`.
 //!
 //! Exit codes: 0 success (warnings allowed), 1 an invalid policy, 2 a usage or I/O error.
 
 mod check;
+mod demo;
 mod explain;
+mod serve;
 mod watch;
 
 use std::io::IsTerminal;
@@ -57,6 +59,37 @@ enum Command {
         /// Quiet time after the last file event before reloading, in milliseconds.
         #[arg(long, default_value_t = 75)]
         debounce_ms: u64,
+    },
+    /// Run the OpenAI-compatible relay: every call under the policy.
+    Serve {
+        /// Policy files, or directories of *.toml files (merged as one policy).
+        #[arg(long = "policy", required = true)]
+        policy: Vec<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Largest request body accepted, in bytes.
+        #[arg(long, default_value_t = crate::server::DEFAULT_MAX_BODY)]
+        max_body: usize,
+    },
+    /// Simulated upstreams in-process, the reference policy, ~2,000 requests, and a report.
+    /// Needs no key and no network.
+    Demo {
+        /// The policy to run (its upstreams are pointed at the simulated ones).
+        #[arg(long, default_value = "policies/relay.toml")]
+        policy: PathBuf,
+        /// Requests to send.
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Requests sent per second (open loop, so the run takes requests / rate seconds).
+        #[arg(long, default_value_t = 250.0)]
+        rate: f64,
+        /// Seed of the simulated faults and of the request mix.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
     },
 }
 
@@ -140,5 +173,17 @@ pub fn main() -> ExitCode {
         Command::Watch { paths, debounce_ms } => {
             watch::run(&paths, std::time::Duration::from_millis(debounce_ms))
         }
+        Command::Serve {
+            policy,
+            listen,
+            max_body,
+        } => serve::run(&policy, listen, max_body),
+        Command::Demo {
+            policy,
+            requests,
+            concurrency,
+            rate,
+            seed,
+        } => demo::run(&policy, requests, concurrency, rate, seed),
     }
 }

@@ -1,0 +1,677 @@
+//! Classification: an upstream's HTTP response becomes a [`Done`] or a [`Failure`] the
+//! plan can match.
+//!
+//! Everything here is a pure function of the status, the headers and the (already capped)
+//! body bytes, so every case is unit-tested without a server.
+//!
+//! | response | outcome |
+//! |---|---|
+//! | 2xx with a JSON object body | `Done` with `usage.prompt_tokens` / `completion_tokens` |
+//! | 2xx whose JSON body is `{"error": …}` | `Failure` with the body's code, status 502 |
+//! | 2xx with a body that is not JSON (or not an object) | `Failure::status(502).code("invalid_upstream_response")` |
+//! | 3xx (redirects are never followed: they would carry the key elsewhere) | `Failure::status(s).code("unexpected_redirect")` |
+//! | 4xx / 5xx | `Failure::status(s)` with `error.code` (else `error.type`) as its code |
+//! | body over [`MAX_BODY_BYTES`] | `Failure::status(502).code("upstream_body_too_large")` |
+//! | body cut off mid-read | `Failure::status(502).code("upstream_body_incomplete")` |
+//!
+//! On every response, success or not: `Retry-After` (seconds, fractional seconds or an
+//! HTTP date), `retry-after-ms`, or the body's `error.retry_after` become
+//! [`Failure::retry_after`]; `x-ratelimit-remaining-requests` with
+//! `x-ratelimit-reset-requests` (or plain `x-ratelimit-remaining` / `-reset`) become
+//! [`RateLimitInfo`]. A reset is read as OpenAI's duration format (`6m0s`, `1s`, `20ms`,
+//! `1h2m3.5s`), plain seconds (`1.5`), or a Unix timestamp in seconds (a number above
+//! 10⁹). A remaining count without a reset is ignored: the limiter cannot use half of it.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+
+use crate::exec::{Done, Failure, RateLimitInfo, Usage};
+
+/// Largest upstream body read (16 MiB); a larger one is a failure, not an allocation.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// Longest detail message taken from an upstream body.
+const MAX_MESSAGE_CHARS: usize = 200;
+
+/// Code for a 2xx body that is not a JSON object.
+pub const INVALID_RESPONSE: &str = "invalid_upstream_response";
+/// Code for a body over [`MAX_BODY_BYTES`].
+pub const BODY_TOO_LARGE: &str = "upstream_body_too_large";
+/// Code for a body cut off while reading.
+pub const BODY_INCOMPLETE: &str = "upstream_body_incomplete";
+/// Code for a redirect.
+pub const REDIRECT: &str = "unexpected_redirect";
+
+/// Classifies a complete response. `now` is used only to read HTTP-date `Retry-After`
+/// values and Unix-timestamp resets.
+///
+/// ```
+/// use reqwest::header::HeaderMap;
+/// use tollgate::http::classify::classify;
+///
+/// let body = br#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":30}}"#;
+/// let done = classify(200, &HeaderMap::new(), body, std::time::SystemTime::now()).unwrap();
+/// assert_eq!(done.usage.unwrap().output_tokens, 30);
+///
+/// let err = br#"{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}"#;
+/// let f = classify(429, &HeaderMap::new(), err, std::time::SystemTime::now()).unwrap_err();
+/// assert_eq!(f.to_string(), "429 rate_limit_exceeded: slow down");
+/// ```
+pub fn classify(
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<Done<()>, Failure> {
+    let rate_limit = rate_limit(headers, now);
+    let json: Option<Value> = serde_json::from_slice(body).ok();
+    let usage = json.as_ref().and_then(usage);
+    let header_wait = retry_after(headers, now);
+    let error = json
+        .as_ref()
+        .and_then(|j| j.get("error"))
+        .filter(|e| !e.is_null());
+    if (200..300).contains(&status) {
+        match (&json, error) {
+            (Some(Value::Object(_)), None) => {
+                return Ok(Done {
+                    value: (),
+                    usage,
+                    rate_limit,
+                });
+            }
+            (Some(Value::Object(_)), Some(e)) => {
+                // Some providers answer 200 with an error body.
+                let mut f = error_failure(502, e, header_wait);
+                f.rate_limit = rate_limit;
+                f.usage = usage;
+                return Err(f);
+            }
+            _ => {
+                return Err(Failure::status(502)
+                    .code(INVALID_RESPONSE)
+                    .message(format!(
+                        "status {status} with a body that is not a JSON object: {}",
+                        snippet(body)
+                    ))
+                    .with_rate_limit(rate_limit));
+            }
+        }
+    }
+    let mut f = if (300..400).contains(&status) {
+        Failure::status(status)
+            .code(REDIRECT)
+            .message("redirects are not followed")
+    } else {
+        match error {
+            Some(e) => error_failure(status, e, header_wait),
+            None => {
+                let f = Failure::status(status);
+                match json {
+                    Some(_) => f,
+                    None if body.is_empty() => f,
+                    None => f.message(snippet(body)),
+                }
+            }
+        }
+    };
+    if f.retry_after.is_none() {
+        f.retry_after = header_wait;
+    }
+    f.rate_limit = rate_limit;
+    f.usage = usage;
+    Err(f)
+}
+
+trait WithRateLimit {
+    fn with_rate_limit(self, r: Option<RateLimitInfo>) -> Self;
+}
+
+impl WithRateLimit for Failure {
+    fn with_rate_limit(mut self, r: Option<RateLimitInfo>) -> Self {
+        self.rate_limit = r;
+        self
+    }
+}
+
+/// A failure from an `{"error": …}` object: code from `error.code`, else `error.type`;
+/// wait from the header, else `error.retry_after`.
+fn error_failure(status: u16, e: &Value, header_wait: Option<Duration>) -> Failure {
+    let mut f = Failure::status(status);
+    let code = e
+        .get("code")
+        .and_then(scalar_string)
+        .or_else(|| e.get("type").and_then(scalar_string));
+    if let Some(c) = code {
+        f = f.code(c);
+    }
+    let message = match e {
+        Value::String(s) => Some(s.as_str()),
+        _ => e.get("message").and_then(Value::as_str),
+    };
+    if let Some(m) = message {
+        f = f.message(truncate(m));
+    }
+    f.retry_after = header_wait.or_else(|| e.get("retry_after").and_then(seconds_value));
+    f
+}
+
+/// A string or number as a string (`"code": 429` happens); empty strings are no code.
+fn scalar_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Some(truncate(s.trim())),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A JSON number or numeric string of seconds.
+fn seconds_value(v: &Value) -> Option<Duration> {
+    match v {
+        Value::Number(n) => n.as_f64().and_then(secs_f64),
+        Value::String(s) => s.trim().parse::<f64>().ok().and_then(secs_f64),
+        _ => None,
+    }
+}
+
+fn secs_f64(s: f64) -> Option<Duration> {
+    // Reject negatives, NaN and absurd values (more than a day) rather than panic.
+    (s.is_finite() && (0.0..=86_400.0).contains(&s)).then(|| Duration::from_secs_f64(s))
+}
+
+/// Token usage from an OpenAI-style body (`usage.prompt_tokens` / `completion_tokens`;
+/// Anthropic-style `input_tokens` / `output_tokens` too).
+pub fn usage(body: &Value) -> Option<Usage> {
+    let u = body.get("usage")?;
+    let get = |a: &str, b: &str| u.get(a).or_else(|| u.get(b)).and_then(Value::as_u64);
+    let input = get("prompt_tokens", "input_tokens");
+    let output = get("completion_tokens", "output_tokens");
+    if input.is_none() && output.is_none() {
+        return None;
+    }
+    Some(Usage {
+        input_tokens: input.unwrap_or(0),
+        output_tokens: output.unwrap_or(0),
+    })
+}
+
+/// The server's requested wait: `retry-after-ms`, else `Retry-After` as seconds or an
+/// HTTP date (a date in the past is a zero wait).
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    if let Some(ms) = header_str(headers, "retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        if let Some(d) = secs_f64(ms / 1000.0) {
+            return Some(d);
+        }
+    }
+    let v = header_str(headers, "retry-after")?;
+    if let Ok(secs) = v.parse::<f64>() {
+        return secs_f64(secs);
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Rate-limit state from `x-ratelimit-remaining-requests` / `-reset-requests`, or plain
+/// `x-ratelimit-remaining` / `-reset`.
+pub fn rate_limit(headers: &HeaderMap, now: SystemTime) -> Option<RateLimitInfo> {
+    let pair = |rem: &str, reset: &str| -> Option<RateLimitInfo> {
+        let remaining = header_str(headers, rem)?.parse::<f64>().ok()?;
+        if !remaining.is_finite() || remaining < 0.0 {
+            return None;
+        }
+        let reset = parse_reset(header_str(headers, reset)?, now)?;
+        Some(RateLimitInfo {
+            remaining: remaining as u64,
+            reset,
+        })
+    };
+    pair(
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+    )
+    .or_else(|| pair("x-ratelimit-remaining", "x-ratelimit-reset"))
+}
+
+/// A reset value: OpenAI duration (`6m0s`, `20ms`), plain seconds, or a Unix timestamp.
+pub fn parse_reset(v: &str, now: SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(n) = v.parse::<f64>() {
+        if n > 1e9 && n.is_finite() {
+            let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(n);
+            return Some(at.duration_since(now).unwrap_or(Duration::ZERO));
+        }
+        return secs_f64(n);
+    }
+    parse_go_duration(v)
+}
+
+/// Go-style durations as OpenAI sends them: `1h2m3.5s`, `6m0s`, `20ms`, `150us`.
+pub fn parse_go_duration(s: &str) -> Option<Duration> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut total = 0.0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return None;
+        }
+        let n: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += n * scale;
+    }
+    secs_f64(total)
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+fn truncate(s: &str) -> String {
+    match s.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// The start of a body, printable, for messages.
+fn snippet(body: &[u8]) -> String {
+    if body.is_empty() {
+        return "(empty)".into();
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(4 * MAX_MESSAGE_CHARS)]);
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    truncate(clean.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::FailureKind;
+    use reqwest::header::{HeaderName, HeaderValue};
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    /// `Ok(usage)` or `Err((status, code))`.
+    type Want = Result<Option<(u64, u64)>, (Option<u16>, Option<&'static str>)>;
+
+    struct Case {
+        name: &'static str,
+        status: u16,
+        headers: &'static [(&'static str, &'static str)],
+        body: &'static str,
+        /// `Ok(usage)` or `Err((status, code))`.
+        want: Want,
+        retry_after: Option<Duration>,
+        rate_limit: Option<(u64, Duration)>,
+    }
+
+    const fn ok(name: &'static str, body: &'static str, usage: Option<(u64, u64)>) -> Case {
+        Case {
+            name,
+            status: 200,
+            headers: &[],
+            body,
+            want: Ok(usage),
+            retry_after: None,
+            rate_limit: None,
+        }
+    }
+
+    const fn err(
+        name: &'static str,
+        status: u16,
+        body: &'static str,
+        want_status: u16,
+        code: Option<&'static str>,
+    ) -> Case {
+        Case {
+            name,
+            status,
+            headers: &[],
+            body,
+            want: Err((Some(want_status), code)),
+            retry_after: None,
+            rate_limit: None,
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+    fn s(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn table() {
+        let cases = [
+            ok(
+                "success with usage",
+                r#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#,
+                Some((5, 7)),
+            ),
+            ok("success without usage", r#"{"choices":[]}"#, None),
+            ok("success with null usage", r#"{"usage":null}"#, None),
+            ok(
+                "anthropic-style usage",
+                r#"{"usage":{"input_tokens":3,"output_tokens":4}}"#,
+                Some((3, 4)),
+            ),
+            ok(
+                "null error is not an error",
+                r#"{"error":null,"choices":[]}"#,
+                None,
+            ),
+            err(
+                "2xx non-JSON",
+                200,
+                "<html>hi</html>",
+                502,
+                Some(INVALID_RESPONSE),
+            ),
+            err(
+                "2xx truncated JSON",
+                200,
+                r#"{"choices":[{"mess"#,
+                502,
+                Some(INVALID_RESPONSE),
+            ),
+            err("2xx empty body", 200, "", 502, Some(INVALID_RESPONSE)),
+            err("2xx JSON array", 200, "[1,2]", 502, Some(INVALID_RESPONSE)),
+            err(
+                "2xx JSON string",
+                200,
+                "\"ok\"",
+                502,
+                Some(INVALID_RESPONSE),
+            ),
+            err(
+                "2xx with error body",
+                200,
+                r#"{"error":{"message":"overloaded","type":"overloaded_error"}}"#,
+                502,
+                Some("overloaded_error"),
+            ),
+            err(
+                "429 with code",
+                429,
+                r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#,
+                429,
+                Some("rate_limit_exceeded"),
+            ),
+            err(
+                "500 type only",
+                500,
+                r#"{"error":{"message":"boom","type":"server_error","code":null}}"#,
+                500,
+                Some("server_error"),
+            ),
+            err(
+                "numeric code",
+                400,
+                r#"{"error":{"code":400}}"#,
+                400,
+                Some("400"),
+            ),
+            err(
+                "empty code falls back to type",
+                400,
+                r#"{"error":{"code":"","type":"invalid_request_error"}}"#,
+                400,
+                Some("invalid_request_error"),
+            ),
+            err("string error", 503, r#"{"error":"unavailable"}"#, 503, None),
+            err(
+                "502 HTML from a proxy",
+                502,
+                "<html>Bad gateway</html>",
+                502,
+                None,
+            ),
+            err("503 empty", 503, "", 503, None),
+            err(
+                "404 JSON without error",
+                404,
+                r#"{"detail":"nope"}"#,
+                404,
+                None,
+            ),
+            err(
+                "401",
+                401,
+                r#"{"error":{"message":"Incorrect API key","type":"invalid_request_error","code":"invalid_api_key"}}"#,
+                401,
+                Some("invalid_api_key"),
+            ),
+            err("301 redirect", 301, "", 301, Some(REDIRECT)),
+            err("invalid UTF-8 body", 500, "\u{FFFD}", 500, None),
+            Case {
+                retry_after: Some(s(2)),
+                headers: &[("retry-after", "2")],
+                ..err("429 retry-after seconds", 429, "", 429, None)
+            },
+            Case {
+                retry_after: Some(ms(1500)),
+                headers: &[("retry-after", "1.5")],
+                ..err("retry-after fractional", 429, "", 429, None)
+            },
+            Case {
+                retry_after: Some(ms(250)),
+                headers: &[("retry-after-ms", "250"), ("retry-after", "1")],
+                ..err("retry-after-ms wins", 429, "", 429, None)
+            },
+            Case {
+                retry_after: Some(s(30)),
+                headers: &[("retry-after", "Tue, 14 Nov 2023 22:13:50 GMT")],
+                ..err("retry-after HTTP date", 503, "", 503, None)
+            },
+            Case {
+                retry_after: Some(Duration::ZERO),
+                headers: &[("retry-after", "Tue, 14 Nov 2023 22:00:00 GMT")],
+                ..err("retry-after date in the past", 503, "", 503, None)
+            },
+            Case {
+                retry_after: None,
+                headers: &[("retry-after", "soon")],
+                ..err("retry-after garbage", 503, "", 503, None)
+            },
+            Case {
+                retry_after: None,
+                headers: &[("retry-after", "-5")],
+                ..err("retry-after negative", 503, "", 503, None)
+            },
+            Case {
+                retry_after: Some(ms(2500)),
+                ..err(
+                    "body retry_after",
+                    429,
+                    r#"{"error":{"code":"rate_limit_exceeded","retry_after":2.5}}"#,
+                    429,
+                    Some("rate_limit_exceeded"),
+                )
+            },
+            Case {
+                retry_after: Some(s(1)),
+                headers: &[("retry-after", "1")],
+                ..err(
+                    "header beats body retry_after",
+                    429,
+                    r#"{"error":{"retry_after":9}}"#,
+                    429,
+                    None,
+                )
+            },
+            Case {
+                rate_limit: Some((59, s(360))),
+                headers: &[
+                    ("x-ratelimit-remaining-requests", "59"),
+                    ("x-ratelimit-reset-requests", "6m0s"),
+                ],
+                ..ok("openai rate-limit headers", "{}", None)
+            },
+            Case {
+                rate_limit: Some((0, ms(20))),
+                headers: &[
+                    ("x-ratelimit-remaining-requests", "0"),
+                    ("x-ratelimit-reset-requests", "20ms"),
+                ],
+                ..err("rate-limit headers on a 429", 429, "{}", 429, None)
+            },
+            Case {
+                rate_limit: Some((10, ms(1500))),
+                headers: &[
+                    ("x-ratelimit-remaining", "10"),
+                    ("x-ratelimit-reset", "1.5"),
+                ],
+                ..ok("plain rate-limit headers, seconds", "{}", None)
+            },
+            Case {
+                rate_limit: Some((3, s(42))),
+                headers: &[
+                    ("x-ratelimit-remaining", "3"),
+                    ("x-ratelimit-reset", "1700000042"),
+                ],
+                ..ok("plain rate-limit headers, unix time", "{}", None)
+            },
+            Case {
+                rate_limit: Some((1, Duration::from_secs_f64(3723.5))),
+                headers: &[
+                    ("x-ratelimit-remaining-requests", "1"),
+                    ("x-ratelimit-reset-requests", "1h2m3.5s"),
+                ],
+                ..ok("compound duration", "{}", None)
+            },
+            Case {
+                rate_limit: None,
+                headers: &[("x-ratelimit-remaining-requests", "5")],
+                ..ok("remaining without reset is ignored", "{}", None)
+            },
+            Case {
+                rate_limit: None,
+                headers: &[
+                    ("x-ratelimit-remaining", "lots"),
+                    ("x-ratelimit-reset", "1s"),
+                ],
+                ..ok("garbage remaining is ignored", "{}", None)
+            },
+            Case {
+                rate_limit: None,
+                headers: &[("x-ratelimit-remaining", "1"), ("x-ratelimit-reset", "1x")],
+                ..ok("garbage reset is ignored", "{}", None)
+            },
+        ];
+        for c in cases {
+            let h = headers(c.headers);
+            let got = classify(c.status, &h, c.body.as_bytes(), now());
+            match (&got, &c.want) {
+                (Ok(d), Ok(u)) => {
+                    assert_eq!(
+                        d.usage.map(|u| (u.input_tokens, u.output_tokens)),
+                        *u,
+                        "{}",
+                        c.name
+                    );
+                    assert_eq!(
+                        d.rate_limit.map(|r| (r.remaining, r.reset)),
+                        c.rate_limit,
+                        "{}",
+                        c.name
+                    );
+                }
+                (Err(f), Err((status, code))) => {
+                    assert_eq!(f.kind, FailureKind::Response, "{}", c.name);
+                    assert_eq!(f.status, *status, "{}: {f}", c.name);
+                    assert_eq!(f.code.as_deref(), *code, "{}: {f}", c.name);
+                    assert_eq!(f.retry_after, c.retry_after, "{}", c.name);
+                    assert_eq!(
+                        f.rate_limit.map(|r| (r.remaining, r.reset)),
+                        c.rate_limit,
+                        "{}",
+                        c.name
+                    );
+                }
+                _ => panic!("{}: got {got:?}", c.name),
+            }
+        }
+    }
+
+    #[test]
+    fn messages_are_bounded_and_printable() {
+        let long = format!(r#"{{"error":{{"message":"{}"}}}}"#, "x".repeat(10_000));
+        let f = classify(500, &HeaderMap::new(), long.as_bytes(), now()).unwrap_err();
+        assert!(f.message.chars().count() <= MAX_MESSAGE_CHARS + 1);
+        let f = classify(200, &HeaderMap::new(), b"\x00\x01binary\xff", now()).unwrap_err();
+        assert!(!f.message.chars().any(char::is_control), "{:?}", f.message);
+    }
+
+    #[test]
+    fn go_durations() {
+        for (text, want) in [
+            ("1s", Some(s(1))),
+            ("20ms", Some(ms(20))),
+            ("6m0s", Some(s(360))),
+            ("0.5s", Some(ms(500))),
+            ("150us", Some(Duration::from_micros(150))),
+            ("", None),
+            ("s", None),
+            ("1d", None),
+            ("1.2.3s", None),
+            ("99999999h", None),
+        ] {
+            assert_eq!(parse_go_duration(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn usage_tolerates_odd_shapes() {
+        let v: Value =
+            serde_json::from_str(r#"{"usage":{"prompt_tokens":-1,"completion_tokens":"7"}}"#)
+                .unwrap();
+        assert_eq!(usage(&v), None);
+        let v: Value = serde_json::from_str(r#"{"usage":{"prompt_tokens":4}}"#).unwrap();
+        assert_eq!(
+            usage(&v).map(|u| (u.input_tokens, u.output_tokens)),
+            Some((4, 0))
+        );
+        let v: Value = serde_json::from_str(r#"{"usage":[1]}"#).unwrap();
+        assert_eq!(usage(&v), None);
+    }
+}

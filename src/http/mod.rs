@@ -1,0 +1,615 @@
+//! The HTTP upstream client: a reqwest client per upstream, built from the plan, and the
+//! classification of what comes back.
+//!
+//! [`Client`] holds one connection pool per upstream (rustls, pool size and idle timeout
+//! and connect timeout from the plan, no redirects: a redirect would carry the key to
+//! another host). Each attempt's timeout is the executor's [`Target::timeout`]. Keys come
+//! from the environment variables the policy names, are checked at construction (an unset
+//! key is an error there, not a warning as at `tollgate check`), and are held as
+//! [`Secret`]s: never in `Debug`, logs or error messages.
+//!
+//! The plan's `pool.max_connections` is enforced by the executor's concurrency limiter,
+//! not here (reqwest has no cap on open connections).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use tollgate::exec::Executor;
+//! use tollgate::http::Client;
+//! use tollgate::plan::Plan;
+//! use tollgate::policy::LoadOptions;
+//!
+//! let plan = Plan::load(&LoadOptions::new(["policies/relay.toml"]))
+//!     .map_err(|d| d.render(false))?
+//!     .plan;
+//! let client = Client::from_plan(&plan)?; // reads RELAY_API_KEY, ANTHROPIC_API_KEY
+//! let exec = Executor::new(plan)?;
+//! let body = serde_json::json!({
+//!     "model": "auto",
+//!     "messages": [{"role": "user", "content": "Summarize this thread, quick"}],
+//! });
+//! let served = client.chat_completion(&exec, body.as_object().unwrap()).await?;
+//! println!("{} answered in {} attempt(s) for ${:.6}", served.model_name(), served.attempts, served.cost_usd);
+//! let json: serde_json::Value = serde_json::from_slice(&served.value)?;
+//! # let _ = json; Ok(()) }
+//! ```
+
+pub mod classify;
+mod key;
+mod layer;
+mod stream;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use serde_json::{Map, Value};
+
+pub use key::{resolve as resolve_key, KeyError};
+pub use layer::{Attempt, ChatLayer, ChatService};
+pub use stream::{SseStream, StreamError, STREAM_IDLE, STREAM_INTERRUPTED};
+
+use crate::exec::{Done, ExecError, Executor, Failure, Request, Served, Target, Usage};
+use crate::plan::{Plan, Upstream};
+use crate::policy::Secret;
+use classify::{classify, BODY_INCOMPLETE, BODY_TOO_LARGE, INVALID_RESPONSE, MAX_BODY_BYTES};
+
+/// Looks up an environment variable.
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Why a [`Client`] could not be built. Never contains a key.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// One or more keys are missing or invalid (all are listed).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Keys(Vec<KeyError>),
+    /// reqwest could not build a client (e.g. TLS roots).
+    #[error("upstream `{upstream}`: cannot build the HTTP client: {source}")]
+    Build {
+        /// The upstream.
+        upstream: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// One upstream's pool and credentials.
+struct UpstreamClient {
+    settings: Upstream,
+    http: reqwest::Client,
+    key: Option<Secret>,
+    auth: Option<HeaderValue>,
+}
+
+/// HTTP clients for every upstream of a plan. Cheap to clone; clones share pools.
+#[derive(Clone)]
+pub struct Client {
+    upstreams: Arc<ArcSwap<HashMap<String, Arc<UpstreamClient>>>>,
+    env: EnvLookup,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<String> = self.upstreams.load().keys().cloned().collect();
+        names.sort();
+        f.debug_struct("Client")
+            .field("upstreams", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Clients for every upstream of `plan`, keys read from the process environment.
+    pub fn from_plan(plan: &Plan) -> Result<Client, ClientError> {
+        Self::with_env(plan, Arc::new(|k: &str| std::env::var(k).ok()))
+    }
+
+    /// Like [`Client::from_plan`], with keys looked up by `env` (tests, demos, secret stores).
+    pub fn with_env(plan: &Plan, env: EnvLookup) -> Result<Client, ClientError> {
+        let c = Client {
+            upstreams: Arc::new(ArcSwap::from_pointee(HashMap::new())),
+            env,
+        };
+        c.update(plan)?;
+        Ok(c)
+    }
+
+    /// Rebuilds the clients of upstreams that are new or whose settings changed (pools of
+    /// unchanged upstreams are kept) — the hook for a plan reload. On an error nothing
+    /// changes, so the old plan keeps being served.
+    pub fn update(&self, plan: &Plan) -> Result<(), ClientError> {
+        let old = self.upstreams.load();
+        let mut next = HashMap::with_capacity(plan.upstreams.len());
+        let mut key_errors = Vec::new();
+        for u in &plan.upstreams {
+            if let Some(prev) = old.get(&u.name) {
+                let same_key = match (&u.api_key, &prev.settings.api_key) {
+                    (Some(k), Some(_)) => key::resolve(&u.name, k, &*self.env).ok() == prev.key,
+                    (None, None) => true,
+                    _ => false,
+                };
+                if prev.settings == *u && same_key {
+                    next.insert(u.name.clone(), prev.clone());
+                    continue;
+                }
+            }
+            let key = match &u.api_key {
+                None => None,
+                Some(k) => match key::resolve(&u.name, k, &*self.env) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        key_errors.push(e);
+                        continue;
+                    }
+                },
+            };
+            let auth = key.as_ref().map(|k| {
+                let mut v = HeaderValue::from_str(&format!("Bearer {}", k.expose()))
+                    .expect("keys are checked to be visible ASCII");
+                v.set_sensitive(true);
+                v
+            });
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(u.max_idle as usize)
+                .pool_idle_timeout(u.idle_timeout)
+                .connect_timeout(u.timeouts.connect)
+                .redirect(reqwest::redirect::Policy::none())
+                .tcp_nodelay(true)
+                .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+                .use_rustls_tls()
+                .build()
+                .map_err(|source| ClientError::Build {
+                    upstream: u.name.clone(),
+                    source,
+                })?;
+            next.insert(
+                u.name.clone(),
+                Arc::new(UpstreamClient {
+                    settings: u.clone(),
+                    http,
+                    key,
+                    auth,
+                }),
+            );
+        }
+        if !key_errors.is_empty() {
+            return Err(ClientError::Keys(key_errors));
+        }
+        self.upstreams.store(Arc::new(next));
+        Ok(())
+    }
+
+    fn upstream(&self, target: &Target) -> Result<Arc<UpstreamClient>, Failure> {
+        self.upstreams
+            .load()
+            .get(target.upstream_name())
+            .cloned()
+            .ok_or_else(|| {
+                Failure::connect(format!(
+                    "no HTTP client for upstream `{}` (plan reloaded without Client::update?)",
+                    target.upstream_name()
+                ))
+            })
+    }
+
+    /// One attempt: `POST {base_url}/chat/completions` with `body`, its `model` replaced by
+    /// the target's upstream model, classified into the body bytes with usage, or a
+    /// [`Failure`]. This is the operation to pass to [`Executor::execute`].
+    pub async fn send(
+        &self,
+        target: &Target,
+        body: &Map<String, Value>,
+    ) -> Result<Done<Bytes>, Failure> {
+        let up = self.upstream(target)?;
+        let payload = upstream_body(body, target.upstream_model(), false);
+        let resp = up.post(target, payload).await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = read_capped(resp).await.map_err(|f| up.scrub(f))?;
+        match classify(status, &headers, &bytes, SystemTime::now()) {
+            Ok(d) => Ok(Done {
+                value: bytes,
+                usage: d.usage,
+                rate_limit: d.rate_limit,
+            }),
+            Err(f) => Err(up.scrub(f)),
+        }
+    }
+
+    /// One streaming attempt: like [`Client::send`] with `"stream": true` (and
+    /// `stream_options.include_usage`, to price the call). It succeeds once the first
+    /// event has arrived within `first_byte` (errors before that — a status, an error
+    /// event, a stall, a broken stream — are failures the executor may retry or fail over);
+    /// later chunks may each take up to `idle`.
+    pub async fn send_stream(
+        &self,
+        target: &Target,
+        body: &Map<String, Value>,
+        first_byte: Option<Duration>,
+        idle: Option<Duration>,
+    ) -> Result<Done<SseStream>, Failure> {
+        let up = self.upstream(target)?;
+        let forward_usage = body
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let payload = upstream_body(body, target.upstream_model(), true);
+        let first_byte = first_byte.unwrap_or(target.timeout()).min(target.timeout());
+        let started = tokio::time::Instant::now();
+        let resp = match tokio::time::timeout(first_byte, up.post(target, payload)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(first_byte_timeout(first_byte)),
+        };
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let is_sse = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !(200..300).contains(&status) || !is_sse {
+            let bytes = read_capped(resp).await.map_err(|f| up.scrub(f))?;
+            return Err(up.scrub(
+                match classify(status, &headers, &bytes, SystemTime::now()) {
+                    Ok(_) => Failure::status(502).code(INVALID_RESPONSE).message(
+                        "a stream was asked for; the upstream answered without text/event-stream",
+                    ),
+                    Err(f) => f,
+                },
+            ));
+        }
+        let rate_limit = classify::rate_limit(&headers, SystemTime::now());
+        let mut reader = stream::EventReader::new(Box::pin(resp.bytes_stream()));
+        // Wait for the first event with data; keep-alive comments before it are dropped.
+        let first = loop {
+            let left = first_byte.saturating_sub(started.elapsed());
+            let ev = match tokio::time::timeout(left, reader.next(None)).await {
+                Err(_) => return Err(first_byte_timeout(first_byte)),
+                Ok(None) => {
+                    return Err(Failure::status(502)
+                        .code(BODY_INCOMPLETE)
+                        .message("the stream ended before its first event"))
+                }
+                Ok(Some(Err(e))) => {
+                    return Err(up.scrub(
+                        Failure::status(502)
+                            .code(BODY_INCOMPLETE)
+                            .message(e.to_string()),
+                    ))
+                }
+                Ok(Some(Ok(ev))) => ev,
+            };
+            match stream::event_kind(&ev) {
+                stream::EventKind::Comment => continue,
+                stream::EventKind::Chunk { error: Some(e), .. } => {
+                    let body =
+                        serde_json::to_vec(&serde_json::json!({ "error": e })).unwrap_or_default();
+                    let f = classify(502, &headers, &body, SystemTime::now())
+                        .err()
+                        .unwrap_or_else(|| Failure::status(502));
+                    return Err(up.scrub(f));
+                }
+                _ => break ev,
+            }
+        };
+        let mut s = SseStream {
+            first: None,
+            reader,
+            idle,
+            usage: None,
+            forward_usage,
+            done: false,
+        };
+        // Run the first event through the same bookkeeping as the rest.
+        if let stream::EventKind::Chunk {
+            usage, usage_only, ..
+        } = stream::event_kind(&first)
+        {
+            s.usage = usage;
+            if !usage_only || forward_usage {
+                s.first = Some(first);
+            }
+        } else {
+            if stream::event_kind(&first) == stream::EventKind::Done {
+                s.done = true;
+            }
+            s.first = Some(first);
+        }
+        Ok(Done {
+            value: s,
+            usage: None,
+            rate_limit,
+        })
+    }
+
+    /// A chat completion under the executor: request attributes read from `body` (see
+    /// [`request_attributes`]), attempts by [`Client::send`]. The value is the upstream's
+    /// response body.
+    pub async fn chat_completion(
+        &self,
+        exec: &Executor,
+        body: &Map<String, Value>,
+    ) -> Result<Served<Bytes>, ExecError> {
+        self.chat_completion_for(exec, &request_attributes(body), body)
+            .await
+    }
+
+    /// [`Client::chat_completion`] with request attributes of your own (a task, tags, a
+    /// caller).
+    pub async fn chat_completion_for(
+        &self,
+        exec: &Executor,
+        req: &Request,
+        body: &Map<String, Value>,
+    ) -> Result<Served<Bytes>, ExecError> {
+        exec.execute(req, |t, _| async move { self.send(&t, body).await })
+            .await
+    }
+
+    /// A streamed chat completion under the executor: retries and failover happen only
+    /// until the first event arrives. The route's `streaming` timeouts apply (first byte,
+    /// idle chunk). Once the stream is read to its end, pass its usage to
+    /// [`record_stream_usage`] so spend and budgets count it.
+    pub async fn chat_completion_stream(
+        &self,
+        exec: &Executor,
+        req: &Request,
+        body: &Map<String, Value>,
+    ) -> Result<Served<SseStream>, ExecError> {
+        exec.execute(req, |t, _| async move {
+            let (fb, idle) = streaming_timeouts(&t);
+            self.send_stream(&t, body, fb, idle).await
+        })
+        .await
+    }
+}
+
+/// The route's streaming timeouts (first byte, idle chunk) for a target.
+pub fn streaming_timeouts(t: &Target) -> (Option<Duration>, Option<Duration>) {
+    let plan = t.plan();
+    plan.route_by_name(t.route_name())
+        .and_then(|r| plan.route(r).streaming)
+        .map_or((None, None), |s| (s.first_byte, s.idle_chunk))
+}
+
+fn first_byte_timeout(d: Duration) -> Failure {
+    Failure::timeout().message(format!("no first event within {d:?}"))
+}
+
+impl UpstreamClient {
+    async fn post(&self, target: &Target, payload: Vec<u8>) -> Result<reqwest::Response, Failure> {
+        let url = format!(
+            "{}/chat/completions",
+            target.base_url().trim_end_matches('/')
+        );
+        let mut rb = self
+            .http
+            .post(url)
+            .timeout(target.timeout())
+            .header(CONTENT_TYPE, "application/json")
+            .body(payload);
+        if let Some(a) = &self.auth {
+            rb = rb.header(AUTHORIZATION, a.clone());
+        }
+        rb.send()
+            .await
+            .map_err(|e| self.scrub(transport_failure(&e)))
+    }
+
+    /// Removes the key from a failure's message, should an upstream echo it.
+    fn scrub(&self, mut f: Failure) -> Failure {
+        if let Some(k) = &self.key {
+            if f.message.contains(k.expose()) {
+                f.message = f.message.replace(k.expose(), "<redacted>");
+            }
+        }
+        f
+    }
+}
+
+/// A reqwest error as a failure class: connect, timeout, or a broken exchange.
+fn transport_failure(e: &reqwest::Error) -> Failure {
+    let msg = transport_message(e);
+    if e.is_timeout() {
+        Failure::timeout().message(msg)
+    } else if e.is_connect() {
+        Failure::connect(msg)
+    } else {
+        // The request went out but no (complete) response came: the connection broke.
+        Failure::connect(msg)
+    }
+}
+
+/// A reqwest error with its causes, on one line.
+pub(crate) fn transport_message(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// Reads a body up to [`MAX_BODY_BYTES`].
+async fn read_capped(resp: reqwest::Response) -> Result<Bytes, Failure> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut buf = BytesMut::new();
+    let mut s = resp.bytes_stream();
+    while let Some(chunk) = s.next().await {
+        match chunk {
+            Ok(c) => {
+                if buf.len() + c.len() > MAX_BODY_BYTES {
+                    return Err(too_large());
+                }
+                buf.extend_from_slice(&c);
+            }
+            Err(e) if e.is_timeout() => {
+                return Err(Failure::timeout().message("timed out reading the body"))
+            }
+            Err(e) => {
+                return Err(Failure::status(502)
+                    .code(BODY_INCOMPLETE)
+                    .message(transport_message(&e)))
+            }
+        }
+    }
+    Ok(buf.freeze())
+}
+
+fn too_large() -> Failure {
+    Failure::status(502)
+        .code(BODY_TOO_LARGE)
+        .message(format!("body over {MAX_BODY_BYTES} bytes"))
+}
+
+/// The body sent upstream: the caller's, with `model` replaced and, for streams,
+/// `stream` and `stream_options.include_usage` set.
+fn upstream_body(body: &Map<String, Value>, model: &str, stream: bool) -> Vec<u8> {
+    let mut m = body.clone();
+    m.insert("model".into(), Value::String(model.into()));
+    if stream {
+        m.insert("stream".into(), Value::Bool(true));
+        let opts = m
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !opts.is_object() {
+            *opts = Value::Object(Map::new());
+        }
+        if let Some(o) = opts.as_object_mut() {
+            o.insert("include_usage".into(), Value::Bool(true));
+        }
+    } else {
+        m.remove("stream");
+        m.remove("stream_options");
+    }
+    serde_json::to_vec(&m).expect("a JSON map serializes")
+}
+
+/// The request attributes routes match on, from an OpenAI chat-completions body: `model`,
+/// `max_tokens` (or `max_completion_tokens`), and the prompt — every message's text
+/// content (strings, or `{"type":"text","text":…}` parts), joined by newlines.
+///
+/// ```
+/// let body = serde_json::json!({
+///     "model": "auto", "max_tokens": 300,
+///     "messages": [{"role": "system", "content": "Be brief"},
+///                  {"role": "user", "content": [{"type": "text", "text": "quick question"}]}],
+/// });
+/// let req = tollgate::http::request_attributes(body.as_object().unwrap());
+/// assert_eq!(req.prompt.as_deref(), Some("Be brief\nquick question"));
+/// assert_eq!(req.max_tokens, Some(300));
+/// ```
+pub fn request_attributes(body: &Map<String, Value>) -> Request {
+    let mut req = Request::new();
+    if let Some(m) = body.get("model").and_then(Value::as_str) {
+        req.model = Some(m.to_string());
+    }
+    req.max_tokens = body
+        .get("max_tokens")
+        .or_else(|| body.get("max_completion_tokens"))
+        .and_then(Value::as_u64);
+    let mut prompt = String::new();
+    if let Some(msgs) = body.get("messages").and_then(Value::as_array) {
+        for msg in msgs {
+            let mut push = |s: &str| {
+                if !prompt.is_empty() {
+                    prompt.push('\n');
+                }
+                prompt.push_str(s);
+            };
+            match msg.get("content") {
+                Some(Value::String(s)) => push(s),
+                Some(Value::Array(parts)) => {
+                    for p in parts {
+                        if let Some(t) = p.get("text").and_then(Value::as_str) {
+                            push(t);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if !prompt.is_empty() {
+        req.prompt = Some(prompt);
+    }
+    req
+}
+
+/// Counts the usage of a stream read to its end (its attempt was settled when its first
+/// event came, before the usage was known): spend by model, route and upstream, and the
+/// budgets covering the call. Returns the cost in USD. If the plan was swapped since,
+/// entities are found by name; ones that no longer exist are skipped.
+pub fn record_stream_usage<T>(
+    exec: &Executor,
+    served: &Served<T>,
+    req: &Request,
+    usage: Usage,
+) -> f64 {
+    use crate::exec::price::SpendKey;
+    let rt = exec.runtime();
+    let plan = &rt.plan;
+    let (Some(route), Some(model)) = (
+        plan.route_by_name(served.route_name()),
+        plan.model_by_name(served.model_name()),
+    ) else {
+        return 0.0;
+    };
+    let m = plan.model(model);
+    let cost = m.price.map(|p| p.cost(usage)).unwrap_or_default();
+    rt.spend.record(
+        SpendKey {
+            model: model.index(),
+            route: route.index(),
+        },
+        usage,
+        cost,
+    );
+    let now = exec.clock().now();
+    for &b in &plan.route(route).budgets {
+        if plan.budgets[b.index()].covers(route, model, m.upstream, req.caller.as_deref()) {
+            rt.budgets[b.index()].ledger.record_spend(cost, now);
+        }
+    }
+    cost.as_dollars()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_body_sets_model_and_stream_options() {
+        let body = serde_json::json!({"model": "auto", "messages": [], "stream": true, "stream_options": 3});
+        let m = body.as_object().unwrap();
+        let plain: Value = serde_json::from_slice(&upstream_body(m, "up-1", false)).unwrap();
+        assert_eq!(plain["model"], "up-1");
+        assert!(plain.get("stream").is_none() && plain.get("stream_options").is_none());
+        let s: Value = serde_json::from_slice(&upstream_body(m, "up-1", true)).unwrap();
+        assert_eq!(s["stream"], true);
+        assert_eq!(s["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn attributes_ignore_odd_shapes() {
+        let body = serde_json::json!({"model": 3, "max_tokens": -1, "messages": [{"content": null}, 7, {"content": [{"image_url": "x"}]}]});
+        let r = request_attributes(body.as_object().unwrap());
+        assert_eq!(r, Request::new());
+        let body = serde_json::json!({"max_completion_tokens": 9});
+        assert_eq!(
+            request_attributes(body.as_object().unwrap()).max_tokens,
+            Some(9)
+        );
+    }
+}

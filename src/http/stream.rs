@@ -1,0 +1,302 @@
+//! Server-sent events from an upstream: read event by event, with usage picked out of the
+//! final chunk and an idle timeout between chunks.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use serde_json::Value;
+
+use super::classify::MAX_BODY_BYTES;
+use crate::exec::Usage;
+
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// Code of the error event sent when an upstream stalls mid-stream.
+pub const STREAM_IDLE: &str = "stream_idle_timeout";
+/// Code of the error event sent when an upstream stream breaks mid-way.
+pub const STREAM_INTERRUPTED: &str = "upstream_stream_interrupted";
+
+/// Why a stream stopped early (after the first event reached the caller: no retry then).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    /// No chunk within the idle timeout.
+    #[error("no chunk from the upstream within {0:?}")]
+    Idle(Duration),
+    /// The upstream's stream failed.
+    #[error("the upstream stream broke: {0}")]
+    Interrupted(String),
+    /// One event was larger than the body cap.
+    #[error("an event larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+}
+
+impl StreamError {
+    /// The stream-error code sent to the caller.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StreamError::Idle(_) => STREAM_IDLE,
+            StreamError::Interrupted(_) | StreamError::TooLarge => STREAM_INTERRUPTED,
+        }
+    }
+    /// An SSE event carrying this error, OpenAI style.
+    pub fn to_event(&self) -> Bytes {
+        let body = serde_json::json!({"error": {
+            "message": self.to_string(),
+            "type": "upstream_error",
+            "code": self.code(),
+        }});
+        Bytes::from(format!("data: {body}\n\n"))
+    }
+}
+
+/// What one SSE event holds, as far as the relay cares.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum EventKind {
+    /// Only comments (keep-alives).
+    Comment,
+    /// `data: [DONE]`.
+    Done,
+    /// A JSON chunk, with its usage and whether it is a usage-only chunk (no choices).
+    Chunk {
+        usage: Option<Usage>,
+        usage_only: bool,
+        error: Option<Value>,
+    },
+    /// Data that is not JSON: passed through untouched.
+    Other,
+}
+
+pub(crate) fn event_kind(event: &[u8]) -> EventKind {
+    let mut data = Vec::new();
+    let mut any_data = false;
+    for line in event.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(rest) = line.strip_prefix(b"data:") {
+            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+            if any_data {
+                data.push(b'\n');
+            }
+            data.extend_from_slice(rest);
+            any_data = true;
+        }
+    }
+    if !any_data {
+        return EventKind::Comment;
+    }
+    if data.trim_ascii() == b"[DONE]" {
+        return EventKind::Done;
+    }
+    match serde_json::from_slice::<Value>(&data) {
+        Ok(v) => {
+            let usage = super::classify::usage(&v);
+            let usage_only = usage.is_some()
+                && v.get("choices")
+                    .is_none_or(|c| c.as_array().is_some_and(|a| a.is_empty()));
+            let error = v.get("error").filter(|e| !e.is_null()).cloned();
+            EventKind::Chunk {
+                usage,
+                usage_only,
+                error,
+            }
+        }
+        Err(_) => EventKind::Other,
+    }
+}
+
+/// Splits a byte stream into SSE events (each with its blank-line terminator).
+pub(crate) struct EventReader {
+    inner: ByteStream,
+    buf: BytesMut,
+    ended: bool,
+}
+
+impl EventReader {
+    pub(crate) fn new(inner: ByteStream) -> Self {
+        EventReader {
+            inner,
+            buf: BytesMut::new(),
+            ended: false,
+        }
+    }
+
+    fn split_event(&mut self) -> Option<Bytes> {
+        let b = &self.buf[..];
+        let mut i = 0;
+        while i + 1 < b.len() {
+            if b[i] == b'\n' && b[i + 1] == b'\n' {
+                return Some(self.buf.split_to(i + 2).freeze());
+            }
+            if b[i] == b'\n' && b[i + 1] == b'\r' && b.get(i + 2) == Some(&b'\n') {
+                return Some(self.buf.split_to(i + 3).freeze());
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// The next complete event; `None` at the end of the stream (a trailing partial event
+    /// is returned as it is). Each read from the upstream waits at most `idle`.
+    pub(crate) async fn next(
+        &mut self,
+        idle: Option<Duration>,
+    ) -> Option<Result<Bytes, StreamError>> {
+        loop {
+            if let Some(ev) = self.split_event() {
+                return Some(Ok(ev));
+            }
+            if self.ended {
+                if self.buf.is_empty() {
+                    return None;
+                }
+                let rest = self.buf.split().freeze();
+                return Some(Ok(rest));
+            }
+            if self.buf.len() > MAX_BODY_BYTES {
+                self.ended = true;
+                self.buf.clear();
+                return Some(Err(StreamError::TooLarge));
+            }
+            let next = match idle {
+                Some(d) => match tokio::time::timeout(d, self.inner.next()).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        self.ended = true;
+                        self.buf.clear();
+                        return Some(Err(StreamError::Idle(d)));
+                    }
+                },
+                None => self.inner.next().await,
+            };
+            match next {
+                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                Some(Err(e)) => {
+                    self.ended = true;
+                    self.buf.clear();
+                    return Some(Err(StreamError::Interrupted(super::transport_message(&e))));
+                }
+                None => self.ended = true,
+            }
+        }
+    }
+}
+
+/// A streamed completion whose first event has arrived (so it can no longer be retried).
+///
+/// Read it with [`SseStream::next_event`] until `None`; the events are passed through as
+/// the upstream sent them, except that a usage-only chunk the caller did not ask for
+/// (`stream_options.include_usage`, which tollgate always asks upstream for, to price the
+/// call) is held back. After the end, [`SseStream::usage`] holds the usage, if reported.
+pub struct SseStream {
+    pub(crate) first: Option<Bytes>,
+    pub(crate) reader: EventReader,
+    pub(crate) idle: Option<Duration>,
+    pub(crate) usage: Option<Usage>,
+    pub(crate) forward_usage: bool,
+    pub(crate) done: bool,
+}
+
+impl std::fmt::Debug for SseStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseStream")
+            .field("idle", &self.idle)
+            .field("usage", &self.usage)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SseStream {
+    /// The next event to send on. An error ends the stream: send
+    /// [`StreamError::to_event`] to the caller and stop.
+    pub async fn next_event(&mut self) -> Option<Result<Bytes, StreamError>> {
+        if let Some(first) = self.first.take() {
+            return Some(Ok(first));
+        }
+        loop {
+            if self.done {
+                return None;
+            }
+            let ev = match self.reader.next(self.idle).await {
+                None => {
+                    self.done = true;
+                    return None;
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                Some(Ok(ev)) => ev,
+            };
+            match event_kind(&ev) {
+                EventKind::Chunk {
+                    usage, usage_only, ..
+                } => {
+                    if usage.is_some() {
+                        self.usage = usage;
+                    }
+                    if usage_only && !self.forward_usage {
+                        continue;
+                    }
+                }
+                EventKind::Done => self.done = true,
+                EventKind::Comment | EventKind::Other => {}
+            }
+            return Some(Ok(ev));
+        }
+    }
+
+    /// Usage reported so far (the final chunk's, with `include_usage`).
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(chunks: Vec<&'static [u8]>) -> EventReader {
+        let s = futures_util::stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from_static(c))));
+        EventReader::new(Box::pin(s))
+    }
+
+    #[tokio::test]
+    async fn events_split_across_chunks() {
+        let mut r = reader(vec![
+            b"data: {\"a\"",
+            b":1}\n\ndata: [DO",
+            b"NE]\n\n",
+            b"data: tail",
+        ]);
+        assert_eq!(
+            r.next(None).await.unwrap().unwrap(),
+            &b"data: {\"a\":1}\n\n"[..]
+        );
+        assert_eq!(
+            r.next(None).await.unwrap().unwrap(),
+            &b"data: [DONE]\n\n"[..]
+        );
+        assert_eq!(r.next(None).await.unwrap().unwrap(), &b"data: tail"[..]);
+        assert!(r.next(None).await.is_none());
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(event_kind(b": keep-alive\n\n"), EventKind::Comment);
+        assert_eq!(event_kind(b"data: [DONE]\n\n"), EventKind::Done);
+        assert_eq!(event_kind(b"data: not json\n\n"), EventKind::Other);
+        match event_kind(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\r\n\r\n") {
+            EventKind::Chunk {
+                usage: Some(u),
+                usage_only: true,
+                error: None,
+            } => assert_eq!((u.input_tokens, u.output_tokens), (1, 2)),
+            k => panic!("{k:?}"),
+        }
+        match event_kind(b"data: {\"error\":{\"code\":\"overloaded\"}}\n\n") {
+            EventKind::Chunk { error: Some(_), .. } => {}
+            k => panic!("{k:?}"),
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Caller keys: who may use the relay, each under a name that budgets can scope
+//! (`scope.keys`) and routes can match (`attr = "caller"`).
+//!
+//! Keys are given as `name=KEY` or `name=sha256:HEX` pairs, separated by commas or
+//! newlines (`tollgate serve` reads them from `TOLLGATE_CALLER_KEYS`). Only SHA-256 hashes
+//! are kept in memory; a presented key is hashed and looked up.
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+
+/// A malformed caller-key list. Never contains a key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallerKeyError {
+    /// An entry is not `name=KEY` or `name=sha256:HEX`.
+    #[error("caller key entry {0} is not `name=KEY` or `name=sha256:HEX` (value not shown)")]
+    Malformed(usize),
+    /// Two entries have the same key.
+    #[error("caller key entry {0} repeats an earlier key")]
+    Duplicate(usize),
+}
+
+/// Hashed caller keys → caller names.
+#[derive(Clone, Default)]
+pub struct CallerKeys {
+    by_hash: HashMap<[u8; 32], String>,
+}
+
+impl std::fmt::Debug for CallerKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.by_hash.values().collect();
+        names.sort();
+        f.debug_struct("CallerKeys").field("names", &names).finish()
+    }
+}
+
+impl CallerKeys {
+    /// Parses a list.
+    ///
+    /// ```
+    /// use tollgate::server::CallerKeys;
+    /// let keys = CallerKeys::parse("team-a=tk-123, team-b=sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b").unwrap();
+    /// assert_eq!(keys.caller("tk-123"), Some("team-a"));
+    /// assert_eq!(keys.caller("secret"), Some("team-b"));
+    /// assert_eq!(keys.caller("nope"), None);
+    /// ```
+    pub fn parse(spec: &str) -> Result<CallerKeys, CallerKeyError> {
+        let mut by_hash = HashMap::new();
+        for (i, entry) in spec
+            .split([',', '\n'])
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .enumerate()
+        {
+            let n = i + 1;
+            let (name, key) = entry.split_once('=').ok_or(CallerKeyError::Malformed(n))?;
+            let (name, key) = (name.trim(), key.trim());
+            if name.is_empty() || key.is_empty() {
+                return Err(CallerKeyError::Malformed(n));
+            }
+            let hash = match key.strip_prefix("sha256:") {
+                Some(hex) => parse_hex(hex).ok_or(CallerKeyError::Malformed(n))?,
+                None => hash(key),
+            };
+            if by_hash.insert(hash, name.to_string()).is_some() {
+                return Err(CallerKeyError::Duplicate(n));
+            }
+        }
+        Ok(CallerKeys { by_hash })
+    }
+
+    /// The caller a presented key belongs to.
+    pub fn caller(&self, key: &str) -> Option<&str> {
+        self.by_hash.get(&hash(key)).map(String::as_str)
+    }
+
+    /// Whether no key is configured.
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+}
+
+fn hash(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+fn parse_hex(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_entries_are_rejected_without_showing_keys() {
+        for bad in ["novalue", "=k", "a=", "a=sha256:zz", "a=sha256:ü"] {
+            let e = CallerKeys::parse(bad).unwrap_err();
+            assert!(!e.to_string().contains("zz"));
+        }
+        assert_eq!(
+            CallerKeys::parse("a=k,b=k").unwrap_err(),
+            CallerKeyError::Duplicate(2)
+        );
+        assert!(CallerKeys::parse(" \n ").unwrap().is_empty());
+        let k = CallerKeys::parse("a=k1\nb=k2").unwrap();
+        assert!(!format!("{k:?}").contains("k1"));
+    }
+}

@@ -1,0 +1,651 @@
+//! `tollgate serve`: an OpenAI-compatible relay that runs every call under the plan.
+//!
+//! # Endpoints
+//! - `POST /v1/chat/completions` — plain and streaming (`"stream": true`). Request
+//!   attributes for routing: `model`, `max_tokens` (or `max_completion_tokens`), the prompt
+//!   (every message's text, joined), the `x-tollgate-task` header as `task`, and the
+//!   `x-tollgate-tags` header (comma-separated) as `tags`. The upstream gets the body with
+//!   `model` replaced by the chosen target's `upstream_model`. Responses carry
+//!   `x-tollgate-route`, `-model`, `-upstream`, `-attempts`, `-failovers` and `-cost-usd`.
+//! - `GET /v1/models` — every route and every model, as OpenAI model objects
+//!   (`owned_by` is `tollgate-route` or the model's upstream).
+//! - `GET /healthz` — `ok`.
+//! - `GET /status` — JSON: the plan version and the executor's [`Stats`].
+//! - `GET /metrics` — Prometheus text (see [`metrics`]).
+//!
+//! # Which `model` names are accepted
+//! The executor picks the route named by `model`, else the first route whose `when`
+//! matches. The relay accepts a `model` that is a route name, a model name of the plan,
+//! `auto`, or a value some route's `when` tests `model` against; a request without
+//! `model` is routed by its other attributes. Any other name gets **404
+//! `model_not_found`**: a typo should not silently land on the catch-all route. Note that
+//! a model name does not pin that model: routes decide (name a route to choose one).
+//!
+//! # Errors
+//! Always `{"error": {"message", "type", "code"}}`: malformed JSON or a body that is not a
+//! chat request → 400; missing or unknown caller key → 401 (only when caller keys are
+//! configured); unknown model → 404; body over the limit → 413. When the executor gives up:
+//! budget spent → 429 `budget_exceeded`; every target limited → 429 `rate_limited`;
+//! breakers open / retry budget spent → 503; deadline → 504; attempts exhausted → the last
+//! upstream failure's client error (4xx) as is, a timeout as 504, anything else 502.
+//! The message is the executor's account of every attempt (keys are never in it).
+//!
+//! # Caller keys
+//! Optional ([`CallerKeys`]): when configured, every request needs
+//! `Authorization: Bearer KEY`; the key's name becomes the request's `caller`, which
+//! budgets (`scope.keys`) and routes (`attr = "caller"`) use.
+//!
+//! # Streaming
+//! Retries and failover happen until the first event reaches the caller; after that, an
+//! upstream that stalls past the route's `streaming.idle_chunk` or breaks gets an error
+//! event (`stream_idle_timeout` / `upstream_stream_interrupted`) and the stream ends. The
+//! final chunk's usage (tollgate always asks upstream for it) is priced when the stream
+//! ends, or when the caller goes away.
+//!
+//! # Shutdown
+//! [`serve`] stops accepting on its shutdown signal and drains requests in flight.
+
+pub mod fake;
+mod keys;
+pub mod metrics;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Map, Value};
+
+pub use keys::{CallerKeyError, CallerKeys};
+pub use metrics::Metrics;
+
+use crate::exec::{ExecError, Executor, Failure, Request, Served, SkipReason, Stats, StopReason};
+use crate::http::{self, Client, SseStream};
+use crate::plan::{Attr, Matcher, Plan};
+use crate::policy::Scalar;
+
+/// Default request body limit (4 MiB).
+pub const DEFAULT_MAX_BODY: usize = 4 << 20;
+
+/// The relay's shared state.
+#[derive(Clone, Debug)]
+pub struct Relay {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    exec: Executor,
+    client: Client,
+    keys: Option<CallerKeys>,
+    metrics: Arc<Metrics>,
+    max_body: usize,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Relay {
+    /// A relay running calls under `exec` through `client`.
+    pub fn new(exec: Executor, client: Client) -> Relay {
+        Relay {
+            inner: Arc::new(Inner {
+                exec,
+                client,
+                keys: None,
+                metrics: Arc::new(Metrics::default()),
+                max_body: DEFAULT_MAX_BODY,
+            }),
+        }
+    }
+
+    /// Requires caller keys (an empty set requires none).
+    pub fn caller_keys(self, keys: CallerKeys) -> Relay {
+        self.map(|i| i.keys = (!keys.is_empty()).then_some(keys))
+    }
+
+    /// Sets the request body limit.
+    pub fn max_body(self, bytes: usize) -> Relay {
+        self.map(|i| i.max_body = bytes)
+    }
+
+    fn map(self, f: impl FnOnce(&mut Inner)) -> Relay {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|a| Inner {
+            exec: a.exec.clone(),
+            client: a.client.clone(),
+            keys: a.keys.clone(),
+            metrics: a.metrics.clone(),
+            max_body: a.max_body,
+        });
+        f(&mut inner);
+        Relay {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The executor.
+    pub fn executor(&self) -> &Executor {
+        &self.inner.exec
+    }
+
+    /// The HTTP client.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// Swaps in a new plan: the HTTP clients first (keys checked), then the executor's plan.
+    /// On an error the old plan stays. This is the hook for hot reload: `crate::reload`'s
+    /// watcher calls it with each plan that compiles.
+    // TODO(reload): wire `crate::reload`'s watcher to this once both branches land.
+    pub fn apply_plan(&self, plan: Plan) -> Result<u64, ApplyError> {
+        self.inner.client.update(&plan)?;
+        Ok(self.inner.exec.swap_plan(plan)?)
+    }
+
+    /// The axum router.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/chat/completions", post(chat_completions))
+            .route("/v1/models", get(models))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/status", get(status))
+            .route("/metrics", get(metrics_text))
+            .fallback(|| async {
+                error_response(
+                    StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    "not_found",
+                    "no such endpoint",
+                )
+            })
+            .layer(DefaultBodyLimit::max(self.inner.max_body))
+            .with_state(self.clone())
+    }
+}
+
+/// Why a plan could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The HTTP clients (keys) could not be built.
+    #[error(transparent)]
+    Client(#[from] http::ClientError),
+    /// The executor's state could not be built.
+    #[error(transparent)]
+    Exec(#[from] crate::exec::state::BuildError),
+}
+
+/// Serves `relay` on `listener` until `shutdown` resolves, then drains requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    relay: Relay,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, relay.router())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// An OpenAI-style error response.
+pub fn error_response(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
+    let body = json!({"error": {"message": message, "type": kind, "code": code}});
+    (status, axum::Json(body)).into_response()
+}
+
+fn bad_request(code: &str, message: &str) -> Response {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        code,
+        message,
+    )
+}
+
+async fn chat_completions(
+    State(relay): State<Relay>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let inner = &relay.inner;
+    let _in_flight = inner.metrics.start();
+    let caller = match &inner.keys {
+        None => None,
+        Some(keys) => {
+            let presented = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
+                .map(str::trim);
+            match presented {
+                None => {
+                    return error_response(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_request_error",
+                        "missing_api_key",
+                        "send your key as `Authorization: Bearer KEY`",
+                    )
+                }
+                Some(k) => match keys.caller(k) {
+                    Some(name) => Some(name.to_string()),
+                    None => {
+                        return error_response(
+                            StatusCode::UNAUTHORIZED,
+                            "invalid_request_error",
+                            "invalid_api_key",
+                            "the key is not known to this relay",
+                        )
+                    }
+                },
+            }
+        }
+    };
+    let bytes = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "request_too_large",
+                &format!("the body is over {} bytes", inner.max_body),
+            )
+        }
+        Err(e) => return bad_request("invalid_body", &e.body_text()),
+    };
+    let body: Map<String, Value> = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return bad_request("invalid_request", "the body must be a JSON object"),
+        Err(e) => return bad_request("invalid_json", &format!("the body is not valid JSON: {e}")),
+    };
+    if !body.get("messages").is_some_and(Value::is_array) {
+        return bad_request("invalid_request", "`messages` must be an array");
+    }
+    let mut req = http::request_attributes(&body);
+    req.task = headers
+        .get("x-tollgate-task")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    if let Some(tags) = headers.get("x-tollgate-tags").and_then(|v| v.to_str().ok()) {
+        req.tags = tags
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(String::from)
+            .collect();
+    }
+    req.caller = caller;
+    let plan = inner.exec.plan();
+    if let Some(m) = &req.model {
+        if !model_known(&plan, m) {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+                &format!("the model `{m}` is not a route or model of this relay (GET /v1/models lists them)"),
+            );
+        }
+    }
+    if body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
+        stream_completion(relay.clone(), req, body).await
+    } else {
+        plain_completion(&relay, &req, &body).await
+    }
+}
+
+/// Records an attempt's metrics when it finishes or is cancelled (a per-try timeout drops
+/// the attempt's future).
+struct AttemptGuard {
+    metrics: Arc<Metrics>,
+    upstream: String,
+    model: String,
+    started: Instant,
+    outcome: Option<String>,
+}
+
+impl AttemptGuard {
+    fn finish(&mut self, outcome: String) {
+        self.outcome = Some(outcome);
+    }
+}
+
+impl Drop for AttemptGuard {
+    fn drop(&mut self) {
+        let outcome = self.outcome.as_deref().unwrap_or("timeout");
+        self.metrics
+            .attempt(&self.upstream, &self.model, outcome, self.started.elapsed());
+    }
+}
+
+fn attempt_guard(metrics: &Arc<Metrics>, t: &crate::exec::Target) -> AttemptGuard {
+    AttemptGuard {
+        metrics: metrics.clone(),
+        upstream: t.upstream_name().to_string(),
+        model: t.model_name().to_string(),
+        started: Instant::now(),
+        outcome: None,
+    }
+}
+
+fn outcome_label<T>(r: &Result<T, Failure>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(f) => match (f.kind, f.status) {
+            (crate::exec::FailureKind::Connect, _) => "connect".into(),
+            (crate::exec::FailureKind::Timeout, _) => "timeout".into(),
+            (_, Some(s)) => s.to_string(),
+            _ => "error".into(),
+        },
+    }
+}
+
+async fn plain_completion(relay: &Relay, req: &Request, body: &Map<String, Value>) -> Response {
+    let inner = &relay.inner;
+    let result = inner
+        .exec
+        .execute(req, |t, _| {
+            let mut g = attempt_guard(&inner.metrics, &t);
+            async move {
+                let r = inner.client.send(&t, body).await;
+                g.finish(outcome_label(&r));
+                r
+            }
+        })
+        .await;
+    match result {
+        Ok(served) => {
+            record_served(&inner.metrics, &served);
+            let mut resp = Response::new(Body::from(served.value.clone()));
+            *resp.status_mut() = StatusCode::OK;
+            resp.headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
+            served_headers(resp.headers_mut(), &served, served.cost_usd);
+            resp
+        }
+        Err(e) => exec_error(&inner.metrics, &e),
+    }
+}
+
+async fn stream_completion(relay: Relay, req: Request, body: Map<String, Value>) -> Response {
+    let inner = &relay.inner;
+    let result = inner
+        .exec
+        .execute(&req, |t, _| {
+            let mut g = attempt_guard(&inner.metrics, &t);
+            let body = &body;
+            async move {
+                let (fb, idle) = http::streaming_timeouts(&t);
+                let r = inner.client.send_stream(&t, body, fb, idle).await;
+                g.finish(outcome_label(&r));
+                r
+            }
+        })
+        .await;
+    let served = match result {
+        Ok(s) => s,
+        Err(e) => return exec_error(&inner.metrics, &e),
+    };
+    record_served(&inner.metrics, &served);
+    let Served {
+        value: stream,
+        route,
+        model,
+        attempts,
+        cost_usd,
+        usage,
+        failed,
+        plan,
+        plan_version,
+    } = served;
+    let meta = Served {
+        value: (),
+        route,
+        model,
+        attempts,
+        cost_usd,
+        usage,
+        failed,
+        plan,
+        plan_version,
+    };
+    let mut headers = HeaderMap::new();
+    served_headers(&mut headers, &meta, cost_usd);
+    let acct = StreamAccount {
+        exec: inner.exec.clone(),
+        meta,
+        req,
+        stream,
+        finished: false,
+    };
+    let body = futures_util::stream::unfold(acct, |mut acct| async move {
+        if acct.finished {
+            return None;
+        }
+        match acct.stream.next_event().await {
+            Some(Ok(ev)) => Some((Ok::<_, Infallible>(ev), acct)),
+            Some(Err(e)) => {
+                tracing::warn!(target: "tollgate::server", route = %acct.meta.route_name(), model = %acct.meta.model_name(), error = %e, "stream ended early");
+                acct.finished = true;
+                Some((Ok(e.to_event()), acct))
+            }
+            None => None,
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    let h = resp.headers_mut();
+    h.insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert("cache-control", HeaderValue::from_static("no-cache"));
+    h.extend(headers);
+    resp
+}
+
+/// A stream to the caller; prices its usage when it is dropped (ended or abandoned).
+struct StreamAccount {
+    exec: Executor,
+    meta: Served<()>,
+    req: Request,
+    stream: SseStream,
+    finished: bool,
+}
+
+impl Drop for StreamAccount {
+    fn drop(&mut self) {
+        if let Some(u) = self.stream.usage() {
+            http::record_stream_usage(&self.exec, &self.meta, &self.req, u);
+        }
+    }
+}
+
+fn record_served<T>(metrics: &Metrics, s: &Served<T>) {
+    let upstream = &s.plan.upstream(s.plan.model(s.model).upstream).name;
+    metrics.request(s.route_name(), s.model_name(), upstream, "ok", s.attempts);
+}
+
+fn served_headers<T>(h: &mut HeaderMap, s: &Served<T>, cost: f64) {
+    let upstream = &s.plan.upstream(s.plan.model(s.model).upstream).name;
+    let mut models: Vec<&str> = s.failed.iter().map(|a| a.model.as_str()).collect();
+    models.push(s.model_name());
+    models.dedup();
+    let pairs = [
+        ("x-tollgate-route", s.route_name().to_string()),
+        ("x-tollgate-model", s.model_name().to_string()),
+        ("x-tollgate-upstream", upstream.clone()),
+        ("x-tollgate-attempts", s.attempts.to_string()),
+        ("x-tollgate-failovers", (models.len() - 1).to_string()),
+        ("x-tollgate-cost-usd", format!("{cost:.9}")),
+    ];
+    for (k, v) in pairs {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(k, v);
+        }
+    }
+}
+
+/// The HTTP answer for a request the executor gave up on.
+fn exec_error(metrics: &Metrics, e: &ExecError) -> Response {
+    let (status, kind, code) = match &e.reason {
+        StopReason::NoRoute => (StatusCode::BAD_REQUEST, "invalid_request_error", "no_route"),
+        StopReason::BudgetExceeded { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "insufficient_quota",
+            "budget_exceeded",
+        ),
+        StopReason::RetryBudgetExhausted => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream_error",
+            "retry_budget_exhausted",
+        ),
+        StopReason::Deadline => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_error",
+            "deadline_exceeded",
+        ),
+        StopReason::NoTargetAvailable => {
+            let limited = !e.skipped.is_empty()
+                && e.skipped
+                    .iter()
+                    .all(|s| matches!(s.reason, SkipReason::Limited(_)));
+            if limited && e.attempts.is_empty() {
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "rate_limited",
+                )
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream_error",
+                    "no_target_available",
+                )
+            }
+        }
+        StopReason::AttemptsExhausted | StopReason::NotRetryable => {
+            match e.last_failure().map(|a| a.failure.as_str()) {
+                Some(f) if f.starts_with("timeout") => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_error",
+                    "upstream_timeout",
+                ),
+                Some(f) => match f
+                    .split([' ', ':'])
+                    .next()
+                    .and_then(|s| s.parse::<u16>().ok())
+                {
+                    Some(429) => (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limit_error",
+                        "upstream_rate_limited",
+                    ),
+                    Some(s @ 400..=499) => (
+                        StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_REQUEST),
+                        "invalid_request_error",
+                        "upstream_rejected",
+                    ),
+                    _ => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_failed"),
+                },
+                None => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_failed"),
+            }
+        }
+    };
+    let route = e.route.as_deref().unwrap_or("-");
+    let (model, upstream) = e
+        .last_failure()
+        .map_or(("-", "-"), |a| (a.model.as_str(), a.upstream.as_str()));
+    metrics.request(route, model, upstream, code, e.attempts.len() as u32);
+    let mut resp = error_response(status, kind, code, &e.to_string());
+    // Tell the caller when an open breaker will let traffic through again.
+    let retry_in = e
+        .skipped
+        .iter()
+        .filter_map(|s| match &s.reason {
+            SkipReason::BreakerOpen { retry_in, .. } => Some(*retry_in),
+            _ => None,
+        })
+        .min();
+    if let Some(d) = retry_in {
+        let secs = d.as_secs_f64().ceil().max(1.0) as u64;
+        resp.headers_mut().insert("retry-after", secs.into());
+    }
+    resp
+}
+
+/// Whether `m` may be asked for (see the module docs).
+pub fn model_known(plan: &Plan, m: &str) -> bool {
+    m == "auto"
+        || plan.route_by_name(m).is_some()
+        || plan.model_by_name(m).is_some()
+        || plan
+            .routes
+            .iter()
+            .filter_map(|r| r.when.as_ref())
+            .any(|w| tests_model(w, m))
+}
+
+fn tests_model(w: &Matcher, m: &str) -> bool {
+    match w {
+        Matcher::OneOf(Attr::Model, vs) => vs.iter().any(|v| matches!(v, Scalar::Str(s) if s == m)),
+        Matcher::ContainsAny {
+            attr: Attr::Model,
+            words,
+            ..
+        } => {
+            let lower = m.to_lowercase();
+            words.iter().any(|w| lower.contains(w.as_str()))
+        }
+        Matcher::Any(ms) | Matcher::All(ms) => ms.iter().any(|x| tests_model(x, m)),
+        Matcher::Not(x) => tests_model(x, m),
+        _ => false,
+    }
+}
+
+async fn models(State(relay): State<Relay>) -> Response {
+    let plan = relay.inner.exec.plan();
+    let mut data: Vec<Value> = plan
+        .routes
+        .iter()
+        .map(|r| json!({"id": r.name, "object": "model", "created": 0, "owned_by": "tollgate-route"}))
+        .collect();
+    data.extend(plan.models.iter().map(|m| {
+        json!({"id": m.name, "object": "model", "created": 0, "owned_by": plan.upstream(m.upstream).name})
+    }));
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// The `/status` document.
+#[derive(serde::Serialize)]
+struct StatusDoc {
+    plan_version: u64,
+    stats: Stats,
+}
+
+async fn status(State(relay): State<Relay>) -> Response {
+    let stats = relay.inner.exec.stats();
+    axum::Json(StatusDoc {
+        plan_version: stats.plan_version,
+        stats,
+    })
+    .into_response()
+}
+
+async fn metrics_text(State(relay): State<Relay>) -> Response {
+    let text = relay.inner.metrics.render(&relay.inner.exec.stats());
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
