@@ -190,6 +190,11 @@ pub async fn serve(
     relay: Relay,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Small responses: send them at once (no Nagle delay waiting for the client's ACK).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, relay.router())
         .with_graceful_shutdown(shutdown)
         .await
