@@ -702,3 +702,36 @@ fn stop_closes_the_event_channel_and_reload_now_fails_after() {
     std::thread::sleep(DEBOUNCE * 4);
     assert_eq!(model_of(&exec), "m1");
 }
+
+#[tokio::test]
+async fn a_plan_the_prepare_hook_refuses_keeps_the_running_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    write(&path, &policy(1));
+    let paths = vec![path.clone()];
+    let plan = Plan::load(&no_env(&paths)).unwrap().plan;
+    let exec = Executor::new(plan).unwrap();
+    // Like the relay's hook: refuse plans it cannot serve (here: any with model m2).
+    let prepare: reload::Prepare = Arc::new(|plan: &Plan| match plan.model_by_name("m2") {
+        Some(_) => Err("no HTTP client for m2 (its key is unset)".to_string()),
+        None => Ok(()),
+    });
+    let handle = reload::watch_with(
+        PolicySource::from(no_env(&paths)),
+        &exec,
+        ReloadConfig::default().debounce(DEBOUNCE),
+        Some(prepare),
+    )
+    .unwrap();
+    let mut rx = handle.subscribe();
+    write(&path, &policy(2));
+    let ev = wait_for(&mut rx, "a refusal", |ev| {
+        matches!(ev, ReloadEvent::Error(reload::ReloadError::Refused(_)))
+    })
+    .await;
+    assert!(ev.to_string().contains("key is unset"), "{ev}");
+    assert_eq!(model_of(&exec), "m1", "the running plan stays");
+    write(&path, &policy(3));
+    wait_model(&mut rx, &exec, 3).await;
+    handle.stop();
+}

@@ -9,7 +9,9 @@ use crate::exec::Executor;
 use crate::http::Client;
 use crate::plan::compile;
 use crate::policy::{load, LoadOptions};
+use crate::reload::{self, PolicySource, Prepare, ReloadConfig, ReloadEvent, ReloadHandle};
 use crate::server::{CallerKeys, Relay};
+use std::sync::Arc;
 
 /// Environment variable holding caller keys (`name=KEY` or `name=sha256:HEX`, comma-separated).
 pub const CALLER_KEYS_ENV: &str = "TOLLGATE_CALLER_KEYS";
@@ -65,7 +67,7 @@ pub fn run(paths: &[PathBuf], listen: SocketAddr, max_body: usize) -> ExitCode {
             }
         };
         let relay = Relay::new(exec, client).caller_keys(keys).max_body(max_body);
-        start_reload(&relay, paths);
+        let _reload = start_reload(&relay, paths);
         let listener = match tokio::net::TcpListener::bind(listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -88,10 +90,52 @@ pub fn run(paths: &[PathBuf], listen: SocketAddr, max_body: usize) -> ExitCode {
     })
 }
 
-/// Hot reload hook: watch `paths` and call [`Relay::apply_plan`] with each plan that compiles.
-// TODO(reload): start `crate::reload`'s watcher here once it lands; it owns debouncing and
-// keeping the old plan on errors. Until then the plan is fixed for the process's life.
-fn start_reload(_relay: &Relay, _paths: &[PathBuf]) {}
+/// Hot reload: watch `paths` (and reload on SIGHUP); each plan that compiles and whose HTTP
+/// clients can be built is swapped in, anything else keeps the running plan. Every event is
+/// logged on stderr, with the same diagnostics `tollgate check` prints.
+fn start_reload(relay: &Relay, paths: &[PathBuf]) -> Option<ReloadHandle> {
+    let r = relay.clone();
+    let prepare: Prepare = Arc::new(move |plan| r.prepare_plan(plan).map_err(|e| e.to_string()));
+    let source = PolicySource::new(paths.iter().cloned());
+    let handle = match reload::watch_with(
+        source,
+        relay.executor(),
+        ReloadConfig::default(),
+        Some(prepare),
+    ) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("warning: hot reload is off: {e}");
+            return None;
+        }
+    };
+    let mut events = handle.subscribe();
+    let reloader = handle.reloader();
+    tokio::spawn(async move {
+        let mut hup = super::watch::hangup();
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Ok(ev) => {
+                        eprintln!("tollgate: reload: {ev}");
+                        if let ReloadEvent::Rejected { diagnostics, .. } | ReloadEvent::Missing { diagnostics, .. } = &ev {
+                            eprint!("{}", diagnostics.render(color()));
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                _ = super::watch::next_hangup(&mut hup) => {
+                    // The outcome is published to `events` and logged above.
+                    if reloader.reload_now().await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    Some(handle)
+}
 
 /// Resolves on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {

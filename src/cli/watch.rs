@@ -133,21 +133,21 @@ pub fn run(paths: &[PathBuf], debounce: Duration) -> ExitCode {
 }
 
 #[cfg(unix)]
-type Hangup = Option<tokio::signal::unix::Signal>;
+pub(super) type Hangup = Option<tokio::signal::unix::Signal>;
 #[cfg(not(unix))]
-type Hangup = ();
+pub(super) type Hangup = ();
 
 #[cfg(unix)]
-fn hangup() -> Hangup {
+pub(super) fn hangup() -> Hangup {
     use tokio::signal::unix::{signal, SignalKind};
     signal(SignalKind::hangup()).ok()
 }
 #[cfg(not(unix))]
-fn hangup() -> Hangup {}
+pub(super) fn hangup() -> Hangup {}
 
 /// Resolves on the next `SIGHUP` (never, where there is none).
 #[cfg(unix)]
-async fn next_hangup(h: &mut Hangup) {
+pub(super) async fn next_hangup(h: &mut Hangup) {
     match h {
         Some(s) => {
             if s.recv().await.is_none() {
@@ -158,6 +158,6 @@ async fn next_hangup(h: &mut Hangup) {
     }
 }
 #[cfg(not(unix))]
-async fn next_hangup(_: &mut Hangup) {
+pub(super) async fn next_hangup(_: &mut Hangup) {
     std::future::pending().await
 }

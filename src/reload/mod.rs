@@ -85,6 +85,10 @@ pub enum ReloadError {
     /// The new plan compiled but the executor could not build its state (a compiler bug).
     #[error("cannot apply the new plan: {0}")]
     Build(String),
+    /// The plan compiled, but the `prepare` hook of [`watch_with`] refused it (e.g. the relay
+    /// could not build an HTTP client: a key is unset); the running plan is kept.
+    #[error("the new plan was refused: {0}")]
+    Refused(String),
     /// A reload panicked (a bug); the running plan is kept and watching goes on.
     #[error("reload panicked: {0}")]
     Panicked(String),
@@ -224,6 +228,30 @@ impl ReloadConfig {
     }
 }
 
+/// Triggers reloads of a running watcher; see [`ReloadHandle::reloader`].
+#[derive(Clone)]
+pub struct Reloader {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reloader")
+    }
+}
+
+impl Reloader {
+    /// Reloads now and returns the outcome (subscribers receive it too); fails with
+    /// [`ReloadError::Stopped`] once the watcher is stopped.
+    pub async fn reload_now(&self) -> Result<ReloadEvent, ReloadError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Now(tx))
+            .map_err(|_| ReloadError::Stopped)?;
+        rx.await.map_err(|_| ReloadError::Stopped)
+    }
+}
+
 /// A running watcher. Dropping it stops watching (as [`stop`](Self::stop) does).
 #[derive(Debug)]
 pub struct ReloadHandle {
@@ -232,6 +260,10 @@ pub struct ReloadHandle {
     thread: Option<JoinHandle<()>>,
     source: PolicySource,
 }
+
+/// A hook run on each new plan just before it is swapped in; an `Err` keeps the running
+/// plan (see [`watch_with`]).
+pub type Prepare = std::sync::Arc<dyn Fn(&crate::plan::Plan) -> Result<(), String> + Send + Sync>;
 
 /// Starts watching `source` and reloading it into `executor`.
 ///
@@ -244,6 +276,18 @@ pub fn watch(
     source: impl Into<PolicySource>,
     executor: &Executor,
     config: ReloadConfig,
+) -> Result<ReloadHandle, ReloadError> {
+    watch_with(source, executor, config, None)
+}
+
+/// Like [`watch`], with a hook run on every new plan before it is swapped in. Whatever
+/// must change together with the plan (the relay's HTTP clients) is prepared there; if the
+/// hook fails, the running plan stays and [`ReloadError::Refused`] is published.
+pub fn watch_with(
+    source: impl Into<PolicySource>,
+    executor: &Executor,
+    config: ReloadConfig,
+    prepare: Option<Prepare>,
 ) -> Result<ReloadHandle, ReloadError> {
     let source = source.into();
     let (tx, rx) = mpsc::channel();
@@ -269,6 +313,7 @@ pub fn watch(
     let worker = Worker {
         source: source.clone(),
         executor: executor.clone(),
+        prepare,
         set,
         debouncer,
         rx,
@@ -298,11 +343,15 @@ impl ReloadHandle {
     /// Reloads now (e.g. on `SIGHUP`), whether or not a file changed, and returns the
     /// outcome, which subscribers also receive.
     pub async fn reload_now(&self) -> Result<ReloadEvent, ReloadError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Now(tx))
-            .map_err(|_| ReloadError::Stopped)?;
-        rx.await.map_err(|_| ReloadError::Stopped)
+        self.reloader().reload_now().await
+    }
+
+    /// A cloneable trigger for [`reload_now`](Self::reload_now), for another task (e.g. one
+    /// that reloads on `SIGHUP`) while this handle keeps owning the watcher.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            tx: self.tx.clone(),
+        }
     }
 
     /// [`reload_now`](Self::reload_now) for synchronous code. Panics if called from within

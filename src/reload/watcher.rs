@@ -146,6 +146,7 @@ impl WatchSet {
 pub(crate) struct Worker {
     pub(crate) source: PolicySource,
     pub(crate) executor: Executor,
+    pub(crate) prepare: Option<super::Prepare>,
     pub(crate) set: WatchSet,
     pub(crate) debouncer: FsDebouncer,
     pub(crate) rx: Receiver<Msg>,
@@ -224,12 +225,16 @@ impl Worker {
 
     /// Loads (environment read again), compiles, and swaps if valid and different.
     pub(crate) fn reload(&self) -> ReloadEvent {
-        reload_once(&self.source, &self.executor)
+        reload_once(&self.source, &self.executor, self.prepare.as_ref())
     }
 }
 
 /// One reload of `source` into `executor`.
-pub(crate) fn reload_once(source: &PolicySource, executor: &Executor) -> ReloadEvent {
+pub(crate) fn reload_once(
+    source: &PolicySource,
+    executor: &Executor,
+    prepare: Option<&super::Prepare>,
+) -> ReloadEvent {
     let version = executor.runtime().version;
     let opts = source.load_options();
     let loaded = load(&opts);
@@ -254,6 +259,11 @@ pub(crate) fn reload_once(source: &PolicySource, executor: &Executor) -> ReloadE
     let summary = Summary::between(&executor.plan(), &compiled.plan);
     if summary.is_empty() {
         return ReloadEvent::Unchanged { version };
+    }
+    if let Some(prepare) = prepare {
+        if let Err(reason) = prepare(&compiled.plan) {
+            return ReloadEvent::Error(ReloadError::Refused(reason));
+        }
     }
     match executor.swap_plan(compiled.plan) {
         Ok(version) => ReloadEvent::Applied {

@@ -144,12 +144,18 @@ impl Relay {
     }
 
     /// Swaps in a new plan: the HTTP clients first (keys checked), then the executor's plan.
-    /// On an error the old plan stays. This is the hook for hot reload: `crate::reload`'s
-    /// watcher calls it with each plan that compiles.
-    // TODO(reload): wire `crate::reload`'s watcher to this once both branches land.
+    /// On an error the old plan stays.
     pub fn apply_plan(&self, plan: Plan) -> Result<u64, ApplyError> {
-        self.inner.client.update(&plan)?;
+        self.prepare_plan(&plan)?;
         Ok(self.inner.exec.swap_plan(plan)?)
+    }
+
+    /// Builds the HTTP clients a new plan needs (keys checked) without swapping the plan:
+    /// the `prepare` hook of hot reload ([`crate::reload::watch_with`]), which swaps the
+    /// executor's plan itself once this succeeds.
+    pub fn prepare_plan(&self, plan: &Plan) -> Result<(), ApplyError> {
+        self.inner.client.update(plan)?;
+        Ok(())
     }
 
     /// The axum router.
