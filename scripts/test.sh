@@ -3,7 +3,8 @@
 #
 # 1. cargo test --all-targets: unit, integration (incl. tests/schema.rs and the no-panic
 #    fuzz stand-in tests/no_panic.rs), benches in test mode (each benchmark run once);
-# 2. cargo test --doc;
+# 2. cargo test --doc, then scripts/e2e.sh (the Python `openai` package against
+#    `tollgate serve`; installs `openai` from PyPI if missing, fails loudly if it cannot);
 # 3. taplo: every example policy against schemas/policy.schema.json, and a probe that
 #    taplo does reject a bad policy, through --schema and through the `#:schema` directive.
 #
@@ -39,6 +40,9 @@ cargo test --all-targets
 
 step "cargo test --doc"
 cargo test --doc
+
+step "end to end: the official Python openai package against tollgate serve (scripts/e2e.sh)"
+bash scripts/e2e.sh
 
 # --- schema, as an editor sees it ------------------------------------------------------------
 schema="file://$ROOT/schemas/policy.schema.json"

@@ -16,3 +16,8 @@ pub mod policy;
 pub mod reload;
 pub mod schema;
 pub mod server;
+
+/// The README's Rust examples, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
