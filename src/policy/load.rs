@@ -142,7 +142,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             }
         };
         let mut file = SourceFile::new(&path, text.clone());
-        match toml_edit::ImDocument::parse(text.clone()) {
+        match toml_edit::ImDocument::parse(text.as_str()) {
             Ok(doc) => {
                 let idx = SpanIndex::build(doc.as_table());
                 for s in &idx.secrets {
@@ -151,7 +151,8 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                 let id = l.sources.add(file);
                 figment = figment.admerge(FileProvider {
                     path: path.clone(),
-                    text,
+                    doc: doc.as_table(),
+                    text: &text,
                 });
                 let n = idx.routes;
                 l.files.push((id, idx, route_offset));
@@ -767,19 +768,27 @@ fn humanize_expected(e: &str) -> String {
     }
 }
 
-/// One policy file as a figment provider, labelled with its path.
-struct FileProvider {
+/// One policy file as a figment provider, labelled with its path. Its values come from the
+/// document already parsed for the span index (figment would parse the text again).
+struct FileProvider<'a> {
     path: PathBuf,
-    text: String,
+    doc: &'a toml_edit::Table,
+    text: &'a str,
 }
 
-impl Provider for FileProvider {
+impl Provider for FileProvider<'_> {
     fn metadata(&self) -> Metadata {
         Metadata::named("policy file").source(figment::Source::File(self.path.clone()))
     }
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        use figment::providers::Format;
-        figment::providers::Toml::string(&self.text).data()
+        match super::convert::to_dict(self.doc) {
+            Some(dict) => Ok(Profile::Default.collect(dict)),
+            None => {
+                // A key figment's values treat specially: let figment parse it its way.
+                use figment::providers::Format;
+                figment::providers::Toml::string(self.text).data()
+            }
+        }
     }
 }
 
