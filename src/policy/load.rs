@@ -240,21 +240,22 @@ impl Loaded {
                     *i -= offset;
                 }
             }
-            for len in (0..=local.0.len()).rev() {
-                if best.as_ref().is_some_and(|(l, _)| *l >= len) {
-                    break;
+            // The longest written prefix with a span, if longer than the best so far.
+            let mut longest = None;
+            for (i, s) in idx.along(&local.0).enumerate() {
+                let span = if prefer_key {
+                    s.key.as_ref().or(s.value.as_ref())
+                } else {
+                    s.value.as_ref().or(s.key.as_ref())
+                };
+                if let Some(span) = span {
+                    longest = Some((i + 1, span));
                 }
-                let prefix = KeyPath(local.0[..len].to_vec());
-                if let Some(s) = idx.get(&prefix) {
-                    let span = if prefer_key {
-                        s.key.clone().or(s.value.clone())
-                    } else {
-                        s.value.clone().or(s.key.clone())
-                    };
-                    if let Some(span) = span {
-                        best = Some((len, Origin::File { file: *id, span }));
-                        break;
-                    }
+            }
+            if let Some((len, span)) = longest {
+                if best.as_ref().is_none_or(|(l, _)| *l < len) {
+                    let span = span.clone();
+                    best = Some((len, Origin::File { file: *id, span }));
                 }
             }
         }
