@@ -482,6 +482,11 @@ impl Loaded {
     /// reason: the keys after it are still checked, and every missing key is reported.
     fn extract<T: DeserializeOwned>(&mut self, value: &Value, path: &KeyPath) -> Option<T> {
         use figment::error::Kind;
+        // Most entries are valid: only an invalid one is copied, to be pruned.
+        let mut first = match T::deserialize(value) {
+            Ok(t) => return Some(t),
+            Err(e) => Some(e),
+        };
         let mut v = value.clone();
         let mut pruned: Vec<Vec<String>> = Vec::new();
         // Required keys filled in, with the index of the placeholder being tried.
@@ -492,7 +497,7 @@ impl Loaded {
         // Each round prunes a key or fills one, so this ends; the bound is a guard, not a
         // limit users meet.
         for _ in 0..256 {
-            let err = match T::deserialize(&v) {
+            let err = match first.take().map_or_else(|| T::deserialize(&v), Err) {
                 Ok(t) => return (!failed).then_some(t),
                 Err(e) => e,
             };
