@@ -497,9 +497,12 @@ impl Loaded {
         // Each round prunes a key or fills one, so this ends; the bound is a guard, not a
         // limit users meet.
         for _ in 0..256 {
-            let err = match first.take().map_or_else(|| T::deserialize(&v), Err) {
-                Ok(t) => return (!failed).then_some(t),
-                Err(e) => e,
+            let err = match first.take() {
+                Some(e) => e,
+                None => match T::deserialize(&v) {
+                    Ok(t) => return (!failed).then_some(t),
+                    Err(e) => e,
+                },
             };
             failed = true;
             let rel: Vec<String> = err.path.clone();
