@@ -11,7 +11,7 @@ mod render;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
@@ -131,6 +131,52 @@ pub struct SourceFile {
     /// The text with secrets replaced by `*`, byte for byte.
     pub display: String,
     line_starts: Vec<usize>,
+    /// Lines of `display` as miette counts them, built when first rendered.
+    display_lines: OnceLock<DisplayLines>,
+}
+
+/// Where the lines of a file's displayed text start, and how many line breaks miette
+/// counts before each: it takes `\r\n`, `\n` and a lone `\r` each as one break, so a
+/// snippet can be read from a few lines before its span instead of from the file's start.
+#[derive(Debug, Clone)]
+pub(crate) struct DisplayLines {
+    /// 0, and the offset after each `\n`.
+    pub(crate) starts: Vec<usize>,
+    /// Line breaks (as miette counts them) before each start; `None` when the text has no
+    /// `\r`, where it is the start's index.
+    breaks: Option<Vec<usize>>,
+}
+
+impl DisplayLines {
+    fn new(text: &str) -> Self {
+        let starts: Vec<usize> = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        let breaks = text.contains('\r').then(|| {
+            let bytes = text.as_bytes();
+            let mut out = Vec::with_capacity(starts.len());
+            let (mut count, mut pos) = (0, 0);
+            for &start in &starts {
+                while pos < start {
+                    match bytes[pos] {
+                        b'\n' => count += 1,
+                        // A `\r\n` is counted at its `\n`.
+                        b'\r' if bytes.get(pos + 1) != Some(&b'\n') => count += 1,
+                        _ => {}
+                    }
+                    pos += 1;
+                }
+                out.push(count);
+            }
+            out
+        });
+        DisplayLines { starts, breaks }
+    }
+
+    /// Line breaks miette counts before `starts[i]`.
+    pub(crate) fn breaks_before(&self, i: usize) -> usize {
+        self.breaks.as_ref().map_or(i, |b| b[i])
+    }
 }
 
 impl SourceFile {
@@ -144,7 +190,14 @@ impl SourceFile {
             display: text.clone(),
             text,
             line_starts,
+            display_lines: OnceLock::new(),
         }
+    }
+
+    /// The line index of [`SourceFile::display`], for rendering snippets.
+    pub(crate) fn display_lines(&self) -> &DisplayLines {
+        self.display_lines
+            .get_or_init(|| DisplayLines::new(&self.display))
     }
 
     /// Masks a byte range (a secret) in the displayed text.
@@ -153,6 +206,7 @@ impl SourceFile {
         if self.display.is_char_boundary(span.start) && self.display.is_char_boundary(span.end) {
             let stars = "*".repeat(span.len());
             self.display.replace_range(span, &stars);
+            self.display_lines = OnceLock::new();
         }
     }
 

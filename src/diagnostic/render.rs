@@ -2,16 +2,65 @@
 
 use std::fmt;
 
-use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
+use miette::{
+    GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError, MietteSpanContents,
+    SourceCode, SourceSpan, SpanContents,
+};
 use serde::Serialize;
 
-use super::{Diagnostic, Diagnostics, Origin, Severity, Sources};
+use super::{Diagnostic, Diagnostics, Origin, Severity, SourceFile, Sources};
+
+/// A file's (redacted) text as miette's source code, borrowed, not copied per diagnostic.
+///
+/// miette's own `str` source finds a span's lines by scanning from the start of the text,
+/// so each snippet costs the whole file. This one looks the span's line up in the file's
+/// line index and lets miette scan from the first context line on: the same result (the
+/// offsets and line numbers shifted back), in time independent of where the span is.
+struct Snippet<'a> {
+    name: &'a str,
+    file: &'a SourceFile,
+}
+
+impl SourceCode for Snippet<'_> {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+        let lines = self.file.display_lines();
+        let text = self.file.display.as_str();
+        // The `\n`-separated line holding the span's start, and the first context line
+        // above it: at least `context_lines_before` line breaks lie between that line's
+        // start and the span, which is all miette's scan looks back at. At least one line
+        // more: for an empty span, miette takes the byte before it as its end.
+        let line = lines.starts.partition_point(|&s| s <= span.offset()) - 1;
+        let first = line.saturating_sub(context_lines_before.max(1));
+        let start = lines.starts[first];
+        let skipped = lines.breaks_before(first);
+        let inner = SourceSpan::new((span.offset() - start).into(), span.len());
+        let c = <str as SourceCode>::read_span(
+            &text[start..],
+            &inner,
+            context_lines_before,
+            context_lines_after,
+        )?;
+        Ok(Box::new(MietteSpanContents::new_named(
+            self.name.to_string(),
+            c.data(),
+            SourceSpan::new((c.span().offset() + start).into(), c.span().len()),
+            c.line() + skipped,
+            c.column(),
+            c.line_count() + skipped,
+        )))
+    }
+}
 
 /// Adapter from our diagnostic to miette's, carrying the (redacted) source it points into.
 struct Report<'a> {
     d: &'a Diagnostic,
     message: String,
-    source: Option<NamedSource<String>>,
+    source: Option<Snippet<'a>>,
     span: Option<SourceSpan>,
     related: Vec<Report<'a>>,
     /// A related place of another diagnostic ("first defined here"), rendered as a note.
@@ -19,24 +68,33 @@ struct Report<'a> {
 }
 
 impl<'a> Report<'a> {
-    fn new(d: &'a Diagnostic, sources: &Sources) -> Self {
-        let mut r = Self::at(d, &d.origin, d.message.clone(), sources);
+    fn new(d: &'a Diagnostic, sources: &'a Sources, names: &'a [String]) -> Self {
+        let mut r = Self::at(d, &d.origin, d.message.clone(), sources, names);
         r.related = d
             .related
             .iter()
             .map(|(o, note)| Report {
                 is_note: true,
-                ..Self::at(d, o, note.clone(), sources)
+                ..Self::at(d, o, note.clone(), sources, names)
             })
             .collect();
         r
     }
 
-    fn at(d: &'a Diagnostic, origin: &Origin, message: String, sources: &Sources) -> Self {
+    fn at(
+        d: &'a Diagnostic,
+        origin: &Origin,
+        message: String,
+        sources: &'a Sources,
+        names: &'a [String],
+    ) -> Self {
         let (source, span, message) = match origin {
             Origin::File { file, span } => {
                 let f = sources.get(*file);
-                let src = NamedSource::new(f.path.display().to_string(), f.display.clone());
+                let src = Snippet {
+                    name: &names[file.0 as usize],
+                    file: f,
+                };
                 let len = span
                     .len()
                     .max(if span.start < f.text.len() { 1 } else { 0 });
@@ -104,7 +162,7 @@ impl miette::Diagnostic for Report<'_> {
             .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
-        self.source.as_ref().map(|s| s as &dyn miette::SourceCode)
+        self.source.as_ref().map(|s| s as &dyn SourceCode)
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let span = self.span?;
@@ -162,9 +220,14 @@ impl Diagnostics {
             GraphicalTheme::unicode_nocolor()
         };
         let handler = GraphicalReportHandler::new_themed(theme).with_context_lines(1);
+        let names: Vec<String> = self
+            .sources
+            .iter()
+            .map(|(_, f)| f.path.display().to_string())
+            .collect();
         let mut out = String::new();
         for d in &self.items {
-            let report = Report::new(d, &self.sources);
+            let report = Report::new(d, &self.sources, &names);
             // Writing into a String cannot fail.
             let _ = handler.render_report(&mut out, &report);
         }
@@ -216,5 +279,134 @@ impl Diagnostics {
             "warnings": self.warning_count(),
             "diagnostics": items,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use miette::NamedSource;
+
+    use super::*;
+
+    /// Whatever miette's own `NamedSource<String>` reads for a span, ours reads the same.
+    #[test]
+    fn snippets_read_like_miettes_own_source() {
+        let texts = [
+            "",
+            "a",
+            "a = 1\n",
+            "a = 1\nb = 2\nc = 3\nd = 4\ne = 5",
+            "\n\n\nx = 1\n\n\ny = \"é ü\"\n\n",
+            "a = 1\r\nb = 2\r\n\r\nc = 3\r\n",
+            "a\rb\r\rc\nd\r\n\re\n\r",
+            "[t]\nk = \"\"\"\nmulti\nline\"\"\"\nz = [\n  1,\n  2,\n]\n",
+        ];
+        for text in texts {
+            let file = SourceFile::new("p.toml", text.to_string());
+            let ours = Snippet {
+                name: "p.toml",
+                file: &file,
+            };
+            let theirs = NamedSource::new("p.toml", text.to_string());
+            // Spans start within the text (miette's own scan panics on some past its end).
+            for offset in 0..=text.len() {
+                for len in [0, 1, 2, 3, 7, 40] {
+                    for (before, after) in [(0, 0), (1, 1), (2, 0), (0, 3), (3, 2)] {
+                        let span = SourceSpan::new(offset.into(), len);
+                        let at = format!("{text:?} at {offset}+{len}, context {before}/{after}");
+                        let read = |s: &dyn SourceCode| {
+                            s.read_span(&span, before, after).map(|c| {
+                                (
+                                    c.data().to_vec(),
+                                    *c.span(),
+                                    c.line(),
+                                    c.column(),
+                                    c.line_count(),
+                                    c.name().map(String::from),
+                                    c.language().map(String::from),
+                                )
+                            })
+                        };
+                        let (a, b) = (read(&ours), read(&theirs));
+                        match (a, b) {
+                            (Ok(a), Ok(b)) => assert_eq!(a, b, "{at}"),
+                            (Err(_), Err(_)) => {}
+                            (a, b) => panic!(
+                                "{at}: ours {}, miette's {}",
+                                if a.is_ok() { "read it" } else { "failed" },
+                                if b.is_ok() { "read it" } else { "failed" },
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A redacted secret spanning lines changes the displayed lines; snippets follow them.
+    #[test]
+    fn snippets_follow_the_redacted_text() {
+        let text = "a = 1\nk = \"\"\"s\nk\"\"\"\nb = 2\nc = 3\n";
+        let mut file = SourceFile::new("p.toml", text.to_string());
+        let _ = file.display_lines();
+        let s = text.find("\"\"\"").unwrap();
+        file.redact(s..s + 10);
+        let theirs = NamedSource::new("p.toml", file.display.clone());
+        let ours = Snippet {
+            name: "p.toml",
+            file: &file,
+        };
+        let span = SourceSpan::new(text.find("c =").unwrap().into(), 1);
+        let (a, b) = (
+            ours.read_span(&span, 1, 1).unwrap(),
+            theirs.read_span(&span, 1, 1).unwrap(),
+        );
+        assert_eq!(
+            (a.data(), a.line(), a.span()),
+            (b.data(), b.line(), b.span())
+        );
+    }
+
+    /// 20,000 diagnostics in one 20,000-line file: each is rendered once, with its own line.
+    /// (With a copy of the file per diagnostic and a scan from its start, this took minutes;
+    /// `benches/render.rs` measures it.)
+    #[test]
+    fn renders_many_diagnostics_of_one_file() {
+        const N: usize = 20_000;
+        let mut text = String::new();
+        let mut starts = Vec::new();
+        for i in 0..N {
+            starts.push(text.len());
+            text.push_str(&format!("key_{i} = {i}\n"));
+        }
+        let mut sources = Sources::default();
+        let file = sources.add(SourceFile::new("big.toml", text));
+        let items: Vec<Diagnostic> = starts
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| {
+                Diagnostic::error(
+                    "unknown-key",
+                    format!("unknown key `key_{i}`"),
+                    Origin::File {
+                        file,
+                        span: s..s + 4 + i.to_string().len(),
+                    },
+                )
+                .with_label("here")
+            })
+            .collect();
+        let d = Diagnostics {
+            items,
+            sources: Arc::new(sources),
+        };
+        let out = d.render(false);
+        assert_eq!(out.matches("tollgate::unknown-key").count(), N);
+        for i in [0, 1, N / 2, N - 1] {
+            let at = format!("[big.toml:{}:1]", i + 1);
+            assert_eq!(out.matches(&at).count(), 1, "{at}");
+        }
     }
 }

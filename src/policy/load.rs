@@ -142,7 +142,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             }
         };
         let mut file = SourceFile::new(&path, text.clone());
-        match toml_edit::ImDocument::parse(text.clone()) {
+        match toml_edit::ImDocument::parse(text.as_str()) {
             Ok(doc) => {
                 let idx = SpanIndex::build(doc.as_table());
                 for s in &idx.secrets {
@@ -151,7 +151,8 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                 let id = l.sources.add(file);
                 figment = figment.admerge(FileProvider {
                     path: path.clone(),
-                    text,
+                    doc: doc.as_table(),
+                    text: &text,
                 });
                 let n = idx.routes;
                 l.files.push((id, idx, route_offset));
@@ -239,21 +240,22 @@ impl Loaded {
                     *i -= offset;
                 }
             }
-            for len in (0..=local.0.len()).rev() {
-                if best.as_ref().is_some_and(|(l, _)| *l >= len) {
-                    break;
+            // The longest written prefix with a span, if longer than the best so far.
+            let mut longest = None;
+            for (i, s) in idx.along(&local.0).enumerate() {
+                let span = if prefer_key {
+                    s.key.as_ref().or(s.value.as_ref())
+                } else {
+                    s.value.as_ref().or(s.key.as_ref())
+                };
+                if let Some(span) = span {
+                    longest = Some((i + 1, span));
                 }
-                let prefix = KeyPath(local.0[..len].to_vec());
-                if let Some(s) = idx.get(&prefix) {
-                    let span = if prefer_key {
-                        s.key.clone().or(s.value.clone())
-                    } else {
-                        s.value.clone().or(s.key.clone())
-                    };
-                    if let Some(span) = span {
-                        best = Some((len, Origin::File { file: *id, span }));
-                        break;
-                    }
+            }
+            if let Some((len, span)) = longest {
+                if best.as_ref().is_none_or(|(l, _)| *l < len) {
+                    let span = span.clone();
+                    best = Some((len, Origin::File { file: *id, span }));
                 }
             }
         }
@@ -480,6 +482,11 @@ impl Loaded {
     /// reason: the keys after it are still checked, and every missing key is reported.
     fn extract<T: DeserializeOwned>(&mut self, value: &Value, path: &KeyPath) -> Option<T> {
         use figment::error::Kind;
+        // Most entries are valid: only an invalid one is copied, to be pruned.
+        let mut first = match T::deserialize(value) {
+            Ok(t) => return Some(t),
+            Err(e) => Some(e),
+        };
         let mut v = value.clone();
         let mut pruned: Vec<Vec<String>> = Vec::new();
         // Required keys filled in, with the index of the placeholder being tried.
@@ -490,9 +497,12 @@ impl Loaded {
         // Each round prunes a key or fills one, so this ends; the bound is a guard, not a
         // limit users meet.
         for _ in 0..256 {
-            let err = match T::deserialize(&v) {
-                Ok(t) => return (!failed).then_some(t),
-                Err(e) => e,
+            let err = match first.take() {
+                Some(e) => e,
+                None => match T::deserialize(&v) {
+                    Ok(t) => return (!failed).then_some(t),
+                    Err(e) => e,
+                },
             };
             failed = true;
             let rel: Vec<String> = err.path.clone();
@@ -767,19 +777,27 @@ fn humanize_expected(e: &str) -> String {
     }
 }
 
-/// One policy file as a figment provider, labelled with its path.
-struct FileProvider {
+/// One policy file as a figment provider, labelled with its path. Its values come from the
+/// document already parsed for the span index (figment would parse the text again).
+struct FileProvider<'a> {
     path: PathBuf,
-    text: String,
+    doc: &'a toml_edit::Table,
+    text: &'a str,
 }
 
-impl Provider for FileProvider {
+impl Provider for FileProvider<'_> {
     fn metadata(&self) -> Metadata {
         Metadata::named("policy file").source(figment::Source::File(self.path.clone()))
     }
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        use figment::providers::Format;
-        figment::providers::Toml::string(&self.text).data()
+        match super::convert::to_dict(self.doc) {
+            Some(dict) => Ok(Profile::Default.collect(dict)),
+            None => {
+                // A key figment's values treat specially: let figment parse it its way.
+                use figment::providers::Format;
+                figment::providers::Toml::string(self.text).data()
+            }
+        }
     }
 }
 

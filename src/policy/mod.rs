@@ -6,6 +6,7 @@
 
 mod breaker;
 mod budget;
+mod convert;
 mod duration;
 mod load;
 mod model;

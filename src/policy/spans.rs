@@ -4,7 +4,6 @@
 //! typed [`super::Policy`], which has no positions either. Both resolve a key path through
 //! this index to a `file:line:col`.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 
@@ -97,9 +96,14 @@ pub struct Spans {
 }
 
 /// Every key path of one file with its spans, plus the spans of literal secrets.
-#[derive(Debug, Default)]
+///
+/// A trie mirroring the document: one node per written key path, its children by key
+/// (sorted, for binary search) and by index. Building it clones each key once, not each
+/// full path; a lookup walks the path.
+#[derive(Debug)]
 pub struct SpanIndex {
-    spans: HashMap<KeyPath, Spans>,
+    /// `nodes[0]` is the root (which has no spans).
+    nodes: Vec<Node>,
     /// Number of `[[routes]]` entries in this file.
     pub routes: usize,
     /// Spans of values that are (or look like) API keys, to mask in every snippet.
@@ -109,15 +113,48 @@ pub struct SpanIndex {
     pub definitions: Vec<KeyPath>,
 }
 
+impl Default for SpanIndex {
+    fn default() -> Self {
+        SpanIndex {
+            nodes: vec![Node::default()],
+            routes: 0,
+            secrets: Vec::new(),
+            definitions: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    spans: Spans,
+    /// Children by key, sorted by key once the index is built.
+    keys: Vec<(Box<str>, u32)>,
+    /// Children by index, in order.
+    items: Vec<u32>,
+}
+
+/// A step of the path being walked while building (borrowed from the document).
+#[derive(Clone, Copy)]
+enum Step<'a> {
+    Key(&'a str),
+    Index,
+}
+
 /// Sections whose entries are named tables.
 pub(crate) const NAMED_SECTIONS: [&str; 5] =
     ["upstreams", "models", "retry", "breakers", "budgets"];
+
+const ROOT: u32 = 0;
 
 impl SpanIndex {
     /// Indexes a parsed document.
     pub fn build(doc: &Table) -> Self {
         let mut idx = SpanIndex::default();
-        idx.walk_table(&KeyPath::root(), doc);
+        let mut path = Vec::new();
+        idx.walk_table(ROOT, &mut path, doc);
+        for n in &mut idx.nodes {
+            n.keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
         if let Some(Item::ArrayOfTables(a)) = doc.get("routes") {
             idx.routes = a.len();
         } else if let Some(Item::Value(Value::Array(a))) = doc.get("routes") {
@@ -144,52 +181,124 @@ impl SpanIndex {
 
     /// The spans of exactly this path, if written in this file.
     pub fn get(&self, path: &KeyPath) -> Option<&Spans> {
-        self.spans.get(path)
+        if path.0.is_empty() {
+            return None;
+        }
+        self.along(&path.0).nth(path.0.len() - 1)
     }
 
-    fn insert(&mut self, path: KeyPath, key: Option<Range<usize>>, value: Option<Range<usize>>) {
-        let e = self.spans.entry(path).or_default();
-        if e.key.is_none() {
-            e.key = key;
-        }
-        if e.value.is_none() {
-            e.value = value;
-        }
+    /// The spans of the written prefixes of `path`, shortest (one step) first, up to the
+    /// longest written one.
+    pub(crate) fn along<'a, 'p>(
+        &'a self,
+        path: &'p [Seg],
+    ) -> impl Iterator<Item = &'a Spans> + use<'a, 'p> {
+        let mut node = ROOT;
+        path.iter().map_while(move |seg| {
+            let n = &self.nodes[node as usize];
+            node = match seg {
+                Seg::Key(k) => {
+                    let i = n
+                        .keys
+                        .binary_search_by(|(c, _)| (**c).cmp(k.as_str()))
+                        .ok()?;
+                    n.keys[i].1
+                }
+                Seg::Index(i) => *n.items.get(*i)?,
+            };
+            Some(&self.nodes[node as usize].spans)
+        })
     }
 
-    fn walk_table(&mut self, path: &KeyPath, t: &Table) {
+    /// The child of `parent` by this step, created if new; a node's spans are the first
+    /// ones recorded for it.
+    fn insert(
+        &mut self,
+        parent: u32,
+        step: Step<'_>,
+        key: Option<Range<usize>>,
+        value: Option<Range<usize>>,
+    ) -> u32 {
+        let id = self.nodes.len() as u32;
+        let p = &mut self.nodes[parent as usize];
+        // Keys of a table are unique and each item is visited once, so a step is new to its
+        // parent; the lookup only guards that (keys are sorted after the walk, so a linear
+        // search here would be quadratic: only the last child is checked).
+        let existing = match step {
+            Step::Key(k) => p.keys.last().filter(|(c, _)| **c == *k).map(|(_, n)| *n),
+            Step::Index => None,
+        };
+        if let Some(n) = existing {
+            let e = &mut self.nodes[n as usize].spans;
+            if e.key.is_none() {
+                e.key = key;
+            }
+            if e.value.is_none() {
+                e.value = value;
+            }
+            return n;
+        }
+        match step {
+            Step::Key(k) => p.keys.push((k.into(), id)),
+            Step::Index => p.items.push(id),
+        }
+        self.nodes.push(Node {
+            spans: Spans { key, value },
+            ..Node::default()
+        });
+        id
+    }
+
+    fn walk_table<'a>(&mut self, node: u32, path: &mut Vec<Step<'a>>, t: &'a Table) {
         for (k, item) in t.iter() {
-            let p = path.key(k);
             let key_span = t.key(k).and_then(|k| k.span());
-            self.walk_item(p, key_span, item);
+            path.push(Step::Key(k));
+            self.walk_item(node, path, key_span, item);
+            path.pop();
         }
     }
 
-    fn walk_item(&mut self, p: KeyPath, key_span: Option<Range<usize>>, item: &Item) {
+    /// Walks the item at `path` (whose last step is the item's own), a child of `parent`.
+    fn walk_item<'a>(
+        &mut self,
+        parent: u32,
+        path: &mut Vec<Step<'a>>,
+        key_span: Option<Range<usize>>,
+        item: &'a Item,
+    ) {
+        let step = *path.last().expect("an item has a step");
         match item {
             Item::None => {}
-            Item::Value(v) => self.walk_value(p, key_span, v),
+            Item::Value(v) => self.walk_value(parent, path, key_span, v),
             Item::Table(t) => {
-                self.insert(p.clone(), key_span, t.span());
-                if is_api_key(&p) {
+                let n = self.insert(parent, step, key_span, t.span());
+                if is_api_key(path) {
                     self.api_key_secrets(t.iter().filter_map(|(k, i)| Some((k, i.as_value()?))));
                 }
-                self.walk_table(&p, t);
+                self.walk_table(n, path, t);
             }
             Item::ArrayOfTables(a) => {
-                self.insert(p.clone(), key_span.clone(), a.span());
-                for (i, t) in a.iter().enumerate() {
-                    let ip = p.index(i);
-                    self.insert(ip.clone(), t.span(), t.span());
-                    self.walk_table(&ip, t);
+                let n = self.insert(parent, step, key_span.clone(), a.span());
+                for t in a.iter() {
+                    let i = self.insert(n, Step::Index, t.span(), t.span());
+                    path.push(Step::Index);
+                    self.walk_table(i, path, t);
+                    path.pop();
                 }
             }
         }
     }
 
-    fn walk_value(&mut self, p: KeyPath, key_span: Option<Range<usize>>, v: &Value) {
-        self.insert(p.clone(), key_span, v.span());
-        if is_api_key(&p) {
+    fn walk_value<'a>(
+        &mut self,
+        parent: u32,
+        path: &mut Vec<Step<'a>>,
+        key_span: Option<Range<usize>>,
+        v: &'a Value,
+    ) {
+        let step = *path.last().expect("a value has a step");
+        let n = self.insert(parent, step, key_span, v.span());
+        if is_api_key(path) {
             match v {
                 Value::String(_) => self.secrets.extend(v.span()),
                 Value::InlineTable(t) => self.api_key_secrets(t.iter()),
@@ -198,14 +307,18 @@ impl SpanIndex {
         }
         match v {
             Value::Array(a) => {
-                for (i, v) in a.iter().enumerate() {
-                    self.walk_value(p.index(i), v.span(), v);
+                for v in a.iter() {
+                    path.push(Step::Index);
+                    self.walk_value(n, path, v.span(), v);
+                    path.pop();
                 }
             }
             Value::InlineTable(t) => {
                 for (k, v) in t.iter() {
                     let ks = t.key(k).and_then(|k| k.span());
-                    self.walk_value(p.key(k), ks, v);
+                    path.push(Step::Key(k));
+                    self.walk_value(n, path, ks, v);
+                    path.pop();
                 }
             }
             _ => {}
@@ -254,8 +367,11 @@ pub(crate) fn env_looks_like_key(env: &str, prefixes: &[String]) -> bool {
 }
 
 /// `upstreams.NAME.api_key`.
-fn is_api_key(p: &KeyPath) -> bool {
-    matches!(p.0.as_slice(), [Seg::Key(s), Seg::Key(_), Seg::Key(k)] if s == "upstreams" && k == "api_key")
+fn is_api_key(p: &[Step<'_>]) -> bool {
+    matches!(
+        p,
+        [Step::Key("upstreams"), Step::Key(_), Step::Key("api_key")]
+    )
 }
 
 /// Whether `s` is a plausible environment variable name (`[A-Za-z_][A-Za-z0-9_]*`).
@@ -324,6 +440,24 @@ mod tests {
                 "\"sk-live-def\""
             ]
         );
+    }
+
+    #[test]
+    fn finds_every_key_of_wide_tables_and_nothing_else() {
+        let mut src = String::from("[t]\n");
+        for i in (0..300).rev() {
+            src.push_str(&format!("k{i} = {i}\n"));
+        }
+        let idx = index(&src);
+        for i in 0..300 {
+            let s = idx.get(&KeyPath::from(["t", &format!("k{i}")])).unwrap();
+            assert_eq!(&src[s.value.clone().unwrap()], i.to_string());
+        }
+        assert!(idx.get(&KeyPath::root()).is_none());
+        assert!(idx.get(&KeyPath::from(["t", "k300"])).is_none());
+        assert!(idx.get(&KeyPath::from(["t", "k1", "x"])).is_none());
+        assert!(idx.get(&KeyPath::from(["t"]).index(0)).is_none());
+        assert!(idx.get(&KeyPath::from(["u"])).is_none());
     }
 
     #[test]
