@@ -225,6 +225,8 @@ pub struct SharedRate {
     /// A batch request is in flight: other callers of this instance ask for one permit
     /// each meanwhile, so a burst of callers does not take (and drop) many batches.
     refilling: AtomicBool,
+    /// Wakes the callers waiting for the batch in flight.
+    refilled: tokio::sync::Notify,
     /// Decides while the backend is unavailable with `fail_mode = "open"`: the configured
     /// rate and burst divided by `expected_instances`.
     fallback: RateLimiter,
@@ -251,6 +253,7 @@ impl SharedRate {
             cap_us: t_us.saturating_mul(cfg.burst as u64),
             lease: Lease::new(shared.settings.lease),
             refilling: AtomicBool::new(false),
+            refilled: tokio::sync::Notify::new(),
             shared,
             fallback,
         })
@@ -262,18 +265,38 @@ impl SharedRate {
         if self.lease.take() {
             return Ok(());
         }
-        // One batch request at a time per instance; the flag is cleared even if this call
-        // is cancelled mid-way.
-        struct Batch<'a>(Option<&'a AtomicBool>);
+        // One batch request at a time per instance (the flag is cleared, and waiters woken,
+        // even if this call is cancelled mid-way). Callers that find the lease empty while a
+        // batch is in flight wait for it (at most the backend timeout) instead of asking
+        // for a permit each: round trips fall towards one per `lease` calls.
+        struct Batch<'a>(Option<(&'a AtomicBool, &'a tokio::sync::Notify)>);
         impl Drop for Batch<'_> {
             fn drop(&mut self) {
-                if let Some(f) = self.0 {
+                if let Some((f, n)) = self.0 {
                     f.store(false, Relaxed);
+                    n.notify_waiters();
                 }
             }
         }
-        let batch = self.lease.size() > 1 && !self.refilling.swap(true, Relaxed);
-        let _batch = Batch(batch.then_some(&self.refilling));
+        let mut batch = false;
+        if self.lease.size() > 1 {
+            for _ in 0..4 {
+                if !self.refilling.swap(true, Relaxed) {
+                    batch = true;
+                    break;
+                }
+                let n = self.refilled.notified();
+                tokio::pin!(n);
+                n.as_mut().enable();
+                if self.refilling.load(Relaxed) {
+                    let _ = tokio::time::timeout(self.shared.settings.timeout, n).await;
+                }
+                if self.lease.take() {
+                    return Ok(());
+                }
+            }
+        }
+        let _batch = Batch(batch.then_some((&self.refilling, &self.refilled)));
         let max = if batch { self.lease.size() as u64 } else { 1 };
         let f = self
             .shared
