@@ -5,7 +5,9 @@
 #    fuzz stand-in tests/no_panic.rs), benches in test mode (each benchmark run once);
 # 2. cargo test --doc, then scripts/e2e.sh (the Python `openai` package against
 #    `tollgate serve`; installs `openai` from PyPI if missing, fails loudly if it cannot);
-# 3. taplo: every example policy against schemas/policy.schema.json, and a probe that
+# 3. cargo test --features redis --test redis_shared, against a real redis-server (installed
+#    with apt-get when missing; fails loudly when it cannot be);
+# 4. taplo: every example policy against schemas/policy.schema.json, and a probe that
 #    taplo does reject a bad policy, through --schema and through the `#:schema` directive.
 #
 # Installs what is missing (taplo, from npm, into target/tools/) and fails loudly when it
@@ -43,6 +45,23 @@ cargo test --doc
 
 step "end to end: the official Python openai package against tollgate serve (scripts/e2e.sh)"
 bash scripts/e2e.sh
+
+# --- shared state against a real Redis ---------------------------------------------------
+# tests/redis_shared.rs starts its own redis-server on a free 127.0.0.1 port (and kills it);
+# here we only make sure the binary exists.
+if ! command -v redis-server >/dev/null 2>&1; then
+    step "redis-server not found: installing it with apt-get"
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        die "redis-server is missing and cannot be installed here (needs root and apt-get); install it (apt-get install -y redis-server) and re-run"
+    fi
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; } \
+        || die "installing redis-server with apt-get failed"
+    # The package starts a system service on :6379 on some systems; the tests do not use it.
+    command -v redis-server >/dev/null 2>&1 || die "redis-server still not found after apt-get install"
+fi
+echo "redis-server: $(redis-server --version)"
+step "cargo test --features redis --test redis_shared (three executors, one real Redis)"
+cargo test --features redis --test redis_shared
 
 # --- schema, as an editor sees it ------------------------------------------------------------
 schema="file://$ROOT/schemas/policy.schema.json"

@@ -34,6 +34,7 @@ use super::limit::{ConcurrencyGuard, LimitError, OnLimit, TokenReservation};
 use super::outcome::{Done, Failure, Usage};
 use super::price::{BudgetReservation, Savings, SpendKey, SpendReport, Usd};
 use super::request::Request;
+use super::shared::{SharedReservation, StateBackend};
 use super::state::{BreakerSlot, BuildError, Runtime};
 use super::timeout::AttemptTimeout;
 use crate::plan::{FailureView, ModelId, OnExceed, Plan, RouteId, UpstreamId};
@@ -74,6 +75,7 @@ struct Shared {
     clock: Arc<dyn Clock>,
     seed: Option<u64>,
     requests: AtomicU64,
+    backend: Option<Arc<dyn StateBackend>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -89,6 +91,7 @@ pub struct ExecutorBuilder {
     plan: Plan,
     clock: Option<Arc<dyn Clock>>,
     seed: Option<u64>,
+    backend: Option<Arc<dyn StateBackend>>,
 }
 
 impl ExecutorBuilder {
@@ -102,15 +105,25 @@ impl ExecutorBuilder {
         self.seed = Some(s);
         self
     }
+    /// Keeps `state = "shared"` limiters and budgets in this backend (e.g. Redis, feature
+    /// `redis`), with the plan's `[state.redis]` settings.
+    pub fn state_backend(mut self, b: Arc<dyn StateBackend>) -> Self {
+        self.backend = Some(b);
+        self
+    }
     /// Builds the executor.
     pub fn build(self) -> Result<Executor, BuildError> {
-        let rt = Runtime::new(self.plan, 1)?;
+        let mut rt = Runtime::new(self.plan, 1)?;
+        if let Some(b) = &self.backend {
+            rt.attach_shared(b)?;
+        }
         Ok(Executor {
             shared: Arc::new(Shared {
                 current: ArcSwap::from_pointee(rt),
                 clock: self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
                 seed: self.seed,
                 requests: AtomicU64::new(0),
+                backend: self.backend,
             }),
         })
     }
@@ -217,6 +230,7 @@ struct Admission<'r> {
     _concurrency: Option<ConcurrencyGuard<'r>>,
     tokens: Option<TokenReservation<'r>>,
     budgets: SmallVec<[BudgetReservation<'r>; 2]>,
+    shared_budgets: SmallVec<[SharedReservation<'r>; 1]>,
     _in_flight: InFlight<'r>,
 }
 
@@ -275,6 +289,7 @@ impl Executor {
             plan,
             clock: None,
             seed: None,
+            backend: None,
         }
     }
 
@@ -312,7 +327,11 @@ impl Executor {
     /// in flight finish under the plan they started with. Returns the new version.
     pub fn swap_plan(&self, plan: Plan) -> Result<u64, BuildError> {
         let old = self.shared.current.load_full();
-        let rt = Runtime::carry_over(plan, old.version + 1, Some(&old), self.shared.clock.now())?;
+        let mut rt =
+            Runtime::carry_over(plan, old.version + 1, Some(&old), self.shared.clock.now())?;
+        if let Some(b) = &self.shared.backend {
+            rt.attach_shared(b)?;
+        }
         let v = rt.version;
         self.shared.current.store(Arc::new(rt));
         Ok(v)
@@ -696,6 +715,7 @@ impl Executor {
         }
         // Budgets: reserve the worst-case cost before the call.
         let mut budgets = SmallVec::new();
+        let mut shared_budgets = SmallVec::new();
         if let Some(price) = model.price {
             let worst = price.cost(Usage {
                 input_tokens: input,
@@ -706,9 +726,17 @@ impl Executor {
                 if !b.covers(route_id, target.model, up_id, req.caller.as_deref()) {
                     continue;
                 }
-                match rt.budgets[bid.index()].ledger.reserve(worst, now) {
-                    Ok(r) => budgets.push(r),
-                    Err(_) => {
+                let reserved = match &rt.shared_budgets[bid.index()] {
+                    Some(sb) => sb.reserve(worst, now).await.map(|r| shared_budgets.push(r)),
+                    None => rt.budgets[bid.index()]
+                        .ledger
+                        .reserve(worst, now)
+                        .ok()
+                        .map(|r| budgets.push(r)),
+                };
+                match reserved {
+                    Some(()) => {}
+                    None => {
                         let budget = b.name.clone();
                         return Err(match b.on_exceed {
                             OnExceed::Reject => Refusal::Reject { budget },
@@ -759,7 +787,25 @@ impl Executor {
                 }
             },
         };
-        if let Some(r) = &ups.rate {
+        if let Some(sr) = &rt.shared_rates[up_id.index()] {
+            loop {
+                match sr.check(now).await {
+                    Ok(()) => break,
+                    Err(e) => match e.retry_in().and_then(|d| on_limit.wait_for(d)) {
+                        Some(d) => {
+                            tokio::time::sleep(d).await;
+                            now = self.shared.clock.now();
+                        }
+                        None => {
+                            if let Some(t) = tokens {
+                                t.settle(0, now);
+                            }
+                            return Err(limited(e));
+                        }
+                    },
+                }
+            }
+        } else if let Some(r) = &ups.rate {
             loop {
                 match r.check(now) {
                     Ok(()) => break,
@@ -785,6 +831,7 @@ impl Executor {
             _concurrency: concurrency,
             tokens,
             budgets,
+            shared_budgets,
             _in_flight: InFlight(&ms.in_flight),
         })
     }
@@ -860,6 +907,7 @@ impl Executor {
             breakers,
             tokens,
             budgets,
+            shared_budgets,
             ..
         } = adm;
         for (slot, permit) in breakers.into_iter().flatten() {
@@ -871,6 +919,9 @@ impl Executor {
             _ => Usd::ZERO,
         };
         for r in budgets {
+            r.settle(cost);
+        }
+        for r in shared_budgets {
             r.settle(cost);
         }
         if let Some(t) = tokens {

@@ -15,6 +15,7 @@ mod outcome;
 pub mod price;
 mod request;
 pub mod retry_budget;
+pub mod shared;
 pub mod state;
 mod stats;
 mod timeout;

@@ -15,6 +15,8 @@ use super::limit::{
 };
 use super::price::{BudgetConfig, BudgetLedger, SpendTracker, Usd};
 use super::retry_budget::{RetryBudget, RetryBudgetConfig};
+use super::shared::{Shared, SharedBudget, SharedRate, StateBackend};
+use crate::plan::StateScope;
 use crate::plan::{self, BreakerPolicy, Plan};
 
 /// A plan's settings the executor could not build state from (a compiler bug if it happens:
@@ -176,6 +178,12 @@ pub struct Runtime {
     /// Spend and tokens by model, route and upstream of this plan (a reload starts a new
     /// report; budgets, not this report, carry spend across reloads).
     pub spend: SpendTracker,
+    /// Per upstream: its request-rate limiter when `limits.state = "shared"` and a backend
+    /// is attached ([`Runtime::attach_shared`]); replaces the local `rate`.
+    pub shared_rates: Vec<Option<Arc<SharedRate>>>,
+    /// Per budget: its shared ledger when `state = "shared"` and a backend is attached;
+    /// replaces the local ledger.
+    pub shared_budgets: Vec<Option<Arc<SharedBudget>>>,
 }
 
 impl Runtime {
@@ -415,6 +423,8 @@ impl Runtime {
         let model_upstream: Vec<usize> = plan.models.iter().map(|m| m.upstream.index()).collect();
         let spend = SpendTracker::new(&model_upstream, plan.routes.len(), plan.upstreams.len());
         Ok(Runtime {
+            shared_rates: vec![None; plan.upstreams.len()],
+            shared_budgets: vec![None; plan.budgets.len()],
             plan,
             version,
             upstreams,
@@ -423,6 +433,42 @@ impl Runtime {
             budgets,
             spend,
         })
+    }
+
+    /// Puts the plan's `state = "shared"` rate limiters and budgets on `backend` (with the
+    /// plan's `[state.redis]` settings). Without a call to this, or without `[state.redis]`,
+    /// shared entities act as local ones. Shared token limits stay local for now.
+    pub fn attach_shared(&mut self, backend: &Arc<dyn StateBackend>) -> Result<(), BuildError> {
+        let Some(settings) = self.plan.redis.clone() else {
+            return Ok(());
+        };
+        let shared = Shared::new(backend.clone(), settings);
+        for (i, u) in self.plan.upstreams.iter().enumerate() {
+            if let (StateScope::Shared, Some(r)) = (u.limits.state, u.limits.rate) {
+                let cfg = RateConfig {
+                    rate_per_sec: r.per_second,
+                    burst: r.burst,
+                };
+                let lim = build(
+                    || format!("upstream `{}`", u.name),
+                    SharedRate::new(shared.clone(), &u.name, cfg),
+                )?;
+                self.shared_rates[i] = Some(Arc::new(lim));
+            }
+        }
+        for (i, b) in self.plan.budgets.iter().enumerate() {
+            if b.state == StateScope::Shared {
+                let name = || format!("budget `{}`", b.name);
+                let limit = build(name, Usd::from_dollars(b.limit_usd))?;
+                let cfg = BudgetConfig {
+                    limit,
+                    window: b.window,
+                };
+                let sb = build(name, SharedBudget::new(shared.clone(), &b.name, cfg))?;
+                self.shared_budgets[i] = Some(Arc::new(sb));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -292,7 +292,11 @@ impl Compiler<'_> {
                 .collect();
         }
 
+        let redis = self.redis();
+        self.shared_needs_redis(redis.is_some());
+
         let data = PlanData {
+            redis,
             upstreams,
             models,
             routes,
@@ -874,6 +878,96 @@ impl Compiler<'_> {
         }
     }
 
+    /// `[state.redis]`, resolved with its defaults.
+    fn redis(&mut self) -> Option<RedisSettings> {
+        let r = self.p().state.as_ref()?.redis.clone()?;
+        let path = KeyPath::from(["state", "redis"]);
+        if !is_env_name(&r.url.env) {
+            self.error(
+                "invalid-value",
+                "`url.env` must name an environment variable, and this is not one (value not shown)",
+                &path.key("url").key("env"),
+            )
+            .label("expected a name like `REDIS_URL`")
+            .hint("the URL may hold a password: keep it in the environment and name the variable here");
+        } else if std::env::var(&r.url.env).map_or(true, |v| v.trim().is_empty()) {
+            self.warning(
+                "env-unset",
+                format!("state.redis: environment variable {} is not set", r.url.env),
+                &path.key("url").key("env"),
+            )
+            .hint("fine for `check`; shared state needs it at start-up");
+        }
+        let timeout = r.timeout.map_or(DEFAULT_REDIS_TIMEOUT, |d| d.get());
+        if timeout.is_zero() {
+            self.error(
+                "invalid-value",
+                "the Redis timeout is zero",
+                &path.key("timeout"),
+            )
+            .label("expected a positive duration, e.g. `50ms`");
+        }
+        for (key, v) in [
+            ("pool_size", r.pool_size),
+            ("expected_instances", r.expected_instances),
+            ("lease", r.lease),
+        ] {
+            if v == Some(0) {
+                self.error("invalid-value", format!("{key} is 0"), &path.key(key))
+                    .label("expected at least 1");
+            }
+        }
+        Some(RedisSettings {
+            url_env: r.url.env.clone(),
+            key_prefix: r
+                .key_prefix
+                .clone()
+                .unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.to_string()),
+            timeout,
+            pool_size: r.pool_size.unwrap_or(1).max(1),
+            fail_mode: r.fail_mode,
+            expected_instances: r.expected_instances.unwrap_or(1).max(1),
+            lease: r.lease.unwrap_or(1).max(1),
+        })
+    }
+
+    /// `state = "shared"` needs `[state.redis]`.
+    fn shared_needs_redis(&mut self, have_redis: bool) {
+        if have_redis {
+            return;
+        }
+        let p = self.l.policy.clone();
+        let mut at: Vec<(String, KeyPath)> = Vec::new();
+        for (n, u) in &p.upstreams {
+            if u.limits
+                .as_ref()
+                .is_some_and(|l| l.state == StateScope::Shared)
+            {
+                at.push((
+                    format!("upstream `{n}`"),
+                    KeyPath::from(["upstreams", n.as_str(), "limits", "state"]),
+                ));
+            }
+        }
+        for (n, b) in &p.budgets {
+            if b.state == StateScope::Shared {
+                at.push((
+                    format!("budget `{n}`"),
+                    KeyPath::from(["budgets", n.as_str(), "state"]),
+                ));
+            }
+        }
+        for (what, path) in at {
+            self.error(
+                "shared-without-redis",
+                format!("{what} keeps its state shared, but the policy has no `[state.redis]`"),
+                &path,
+            )
+            .label("`shared` needs a Redis server")
+            .hint("add `[state.redis]` with `url = { env = \"REDIS_URL\" }`, or write `state = \"local\"`");
+        }
+    }
+
     fn check_env_key(&mut self, upstream: &str, k: &policy::EnvKey, path: &KeyPath) {
         match std::env::var(&k.env).map(|v| v.trim().to_string()) {
             Ok(v) if !v.is_empty() => {
@@ -904,6 +998,7 @@ impl Compiler<'_> {
                 concurrency: None,
                 on_limit: policy::OnLimit::Fail,
                 queue_timeout: Duration::from_secs(1),
+                state: StateScope::Local,
             };
         };
         for (key, v) in [
@@ -969,6 +1064,7 @@ impl Compiler<'_> {
             concurrency: l.concurrency.filter(|c| *c > 0),
             on_limit: l.on_limit,
             queue_timeout: l.queue_timeout.map_or(Duration::from_secs(1), |d| d.get()),
+            state: l.state,
         }
     }
 
@@ -1532,6 +1628,7 @@ impl Compiler<'_> {
             window: b.window.get(),
             scope,
             on_exceed,
+            state: b.state,
         }
     }
 

@@ -79,6 +79,8 @@ pub struct PlanData {
     pub budgets: Vec<Budget>,
     /// Model whose prices the savings report compares against.
     pub baseline_model: Option<ModelId>,
+    /// `[state.redis]`, if the policy has one.
+    pub redis: Option<RedisSettings>,
     names: Names,
 }
 
@@ -204,6 +206,34 @@ pub struct Limits {
     pub on_limit: OnLimit,
     /// Longest wait for a permit with `on_limit = "wait"`.
     pub queue_timeout: Duration,
+    /// Whether the rate and token limits are this process's or shared through Redis.
+    pub state: StateScope,
+}
+
+pub use crate::policy::{FailMode, StateScope};
+
+/// Default `[state.redis] key_prefix`.
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "tollgate:";
+/// Default `[state.redis] timeout`.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// Resolved `[state.redis]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// Environment variable holding the URL (read at start-up, never at compile time).
+    pub url_env: String,
+    /// Prefix of every key.
+    pub key_prefix: String,
+    /// Longest wait for one Redis operation.
+    pub timeout: Duration,
+    /// Connections.
+    pub pool_size: u32,
+    /// Behaviour while Redis is unreachable.
+    pub fail_mode: FailMode,
+    /// Instances expected to share the limits (fail-open scaling), >= 1.
+    pub expected_instances: u32,
+    /// Rate-limiter permits taken from Redis at once, >= 1.
+    pub lease: u32,
 }
 
 /// A request rate.
@@ -411,6 +441,8 @@ pub struct Budget {
     pub scope: BudgetScope,
     /// What happens past it.
     pub on_exceed: OnExceed,
+    /// Whether spend is this process's or shared through Redis.
+    pub state: StateScope,
 }
 
 impl Budget {

@@ -19,6 +19,10 @@ pub struct Budget {
     /// What happens to a call that would exceed the budget (default `reject`).
     #[serde(default)]
     pub on_exceed: OnExceed,
+    /// `local` (default): spend counted by this process; `shared`: by all instances
+    /// together, in `[state.redis]`.
+    #[serde(default)]
+    pub state: super::StateScope,
 }
 
 /// Which calls a budget covers: a call counts when it matches every list given.

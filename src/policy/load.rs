@@ -37,7 +37,7 @@ use crate::diagnostic::{did_you_mean, one_of, Diagnostic, FileId, Origin, Source
 pub const ENV_PREFIX: &str = "TOLLGATE__";
 
 /// Top-level keys of a policy.
-const TOP_LEVEL: [&str; 8] = [
+const TOP_LEVEL: [&str; 9] = [
     "version",
     "defaults",
     "upstreams",
@@ -46,6 +46,7 @@ const TOP_LEVEL: [&str; 8] = [
     "breakers",
     "routes",
     "budgets",
+    "state",
 ];
 
 /// What to load.
@@ -418,6 +419,7 @@ impl Loaded {
                 "retry" => self.policy.retry = self.extract_named(value, &path),
                 "breakers" => self.policy.breakers = self.extract_named(value, &path),
                 "budgets" => self.policy.budgets = self.extract_named(value, &path),
+                "state" => self.policy.state = self.extract(value, &path),
                 "routes" => {
                     let Some(items) = value.as_array() else {
                         self.type_error(&path, "an array of tables (`[[routes]]`)", value);

@@ -13,6 +13,7 @@ mod model;
 mod retry;
 mod route;
 pub mod spans;
+mod state;
 mod upstream;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ pub use retry::{
     Backoff, BackoffKind, Jitter, RetryAfter, RetryBudget, RetryOverride, RetryPolicy,
 };
 pub use route::{Condition, Hedge, Route, Scalar, Strategy, Streaming, Target};
+pub use state::{EnvVar, FailMode, Redis, State, StateScope};
 pub use upstream::{ApiKey, EnvKey, Limits, OnLimit, Pool, Secret, Upstream};
 
 /// A whole policy: what one file holds, or several merged.
@@ -60,6 +62,9 @@ pub struct Policy {
     /// Spending limits, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub budgets: BTreeMap<String, Budget>,
+    /// Where shared state lives (`[state.redis]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<State>,
 }
 
 /// Defaults for everything that does not say otherwise.

@@ -223,4 +223,8 @@ pub struct Limits {
     /// With `on_limit = "wait"`, the longest wait for a permit (default 1s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_timeout: Option<Duration>,
+    /// `local` (default): this process's limiters; `shared`: the request rate holds for all
+    /// instances together, in `[state.redis]` (token and concurrency limits stay local).
+    #[serde(default)]
+    pub state: super::StateScope,
 }

@@ -67,6 +67,10 @@ pub enum LimitError {
         /// How long we waited.
         waited: Duration,
     },
+    /// The limit is shared (`state = "shared"`), its backend is unreachable and
+    /// `fail_mode = "closed"`.
+    #[error("shared limit unavailable (fail_mode = \"closed\")")]
+    SharedUnavailable,
     /// The request is larger than the limiter's burst: it would never be admitted.
     #[error("request of {requested} exceeds the burst of {capacity}: it can never be admitted")]
     NeverAdmissible {

@@ -1,0 +1,459 @@
+//! State shared by several instances: the seam between the executor and a state backend.
+//!
+//! A limiter or budget with `state = "shared"` keeps its bucket or its spend in a
+//! [`StateBackend`] (Redis behind the `redis` feature, [`MemoryBackend`] in process for
+//! tests) instead of this process's atomics. Local limiters are untouched: they stay the
+//! direct atomics of [`crate::exec::limit`], with no dynamic dispatch; only a shared limiter
+//! pays for the `dyn StateBackend` call, next to which a network round trip dominates.
+//!
+//! # Leases: the local fast path
+//!
+//! A shared rate limiter does not ask the backend for every call. It takes a batch of up to
+//! `lease` permits in one GCRA decision (the backend grants as many as its bucket holds, at
+//! least one), spends one, and keeps the rest in a local [`Lease`] that later calls spend with
+//! one atomic decrement. A lease never holds more than `lease − 1` permits: permits granted
+//! beyond that (two refills racing) are dropped, which can only under-admit.
+//!
+//! **The bound.** The backend's GCRA grants at most `rate·w + burst` permits in any window of
+//! length `w`. A call admitted in the window spends either a permit granted in the window or
+//! one held in a lease at the window's start, and each instance holds at most `lease − 1`.
+//! So with `n` instances, in any window `w`:
+//!
+//! > admitted ≤ `rate·w + burst + n·(lease − 1)`  (≤ `rate·w + burst + n·lease`).
+//!
+//! With `lease = 1` there is no local batch and the bound is the backend's own.
+//!
+//! # Backend failures
+//!
+//! Every backend call is bounded by `[state.redis] timeout`. A failure (timeout, connection
+//! refused, script error) opens a small breaker around the backend for [`OPEN_FOR`]: while it
+//! is open, calls do not touch the backend at all (a dead Redis costs one timeout per
+//! `OPEN_FOR`, not one per call), and follow `fail_mode`:
+//! - `open`: a local limiter (or budget) scaled by `1 / expected_instances` decides;
+//! - `closed`: the call is refused.
+//!
+//! After `OPEN_FOR` one call probes the backend again; success closes the breaker. Every
+//! failure logs a `tracing::warn!` line (target `tollgate::shared`) and counts in
+//! [`SharedHealth::failures`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+mod lease;
+mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
+
+pub use lease::Lease;
+pub use memory::MemoryBackend;
+
+use super::limit::{LimitError, RateConfig, RateLimiter};
+use super::price::{BudgetConfig, BudgetLedger, BudgetReservation, Usd};
+use crate::plan::{FailMode, RedisSettings};
+
+/// A boxed future, as the backend trait returns.
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How long the breaker around the backend stays open after a failure.
+pub const OPEN_FOR: Duration = Duration::from_secs(1);
+
+/// A GCRA decision of the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// This many units were admitted (between the asked minimum and maximum).
+    Granted(u64),
+    /// Not even the minimum fits: retry after this long.
+    Refused(Duration),
+}
+
+/// The backend could not be reached or failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("shared state unavailable: {0}")]
+pub struct Unavailable(pub String);
+
+/// Where shared limiter buckets and budget spend live. Times are the backend's own clock,
+/// so instances with skewed clocks agree.
+pub trait StateBackend: Send + Sync + fmt::Debug {
+    /// GCRA on `key` (emission interval `t_us` µs per unit, capacity `cap_us` µs): admit as
+    /// many units as fit, between `min` and `max`, in one atomic step.
+    fn admit<'a>(
+        &'a self,
+        key: &'a str,
+        t_us: u64,
+        cap_us: u64,
+        min: u64,
+        max: u64,
+    ) -> BoxFut<'a, Result<Grant, Unavailable>>;
+
+    /// Budget `key` with windows of `window_us`: add `amount` (nano-dollars) to the current
+    /// window's committed spend if it stays within `limit`. `Some(window index)` if
+    /// reserved, `None` if refused.
+    fn reserve<'a>(
+        &'a self,
+        key: &'a str,
+        window_us: u64,
+        limit: u64,
+        amount: u64,
+    ) -> BoxFut<'a, Result<Option<u64>, Unavailable>>;
+
+    /// Adds `delta` nano-dollars (negative: releases) to window `window` of budget `key`;
+    /// nothing if that window is over.
+    fn adjust<'a>(
+        &'a self,
+        key: &'a str,
+        window: u64,
+        delta: i64,
+    ) -> BoxFut<'a, Result<(), Unavailable>>;
+}
+
+/// Health of the backend, shared by every shared limiter and budget of a runtime: a small
+/// breaker (open for [`OPEN_FOR`] after a failure) and counters.
+#[derive(Debug, Default)]
+pub struct SharedHealth {
+    /// Nanoseconds (executor clock) until which the backend is not tried; 0 = closed.
+    open_until: AtomicU64,
+    /// Backend failures seen (timeouts, errors).
+    pub failures: AtomicU64,
+    /// Decisions taken by the fallback (`fail_mode`) because the backend was unavailable.
+    pub fallbacks: AtomicU64,
+    /// Backend round trips.
+    pub round_trips: AtomicU64,
+}
+
+impl SharedHealth {
+    /// Whether to try the backend at `now`. When the breaker's time is up exactly one caller
+    /// gets `true` (the probe); the others keep falling back for another `OPEN_FOR`.
+    pub fn should_try(&self, now: u64) -> bool {
+        let until = self.open_until.load(Relaxed);
+        if until == 0 {
+            return true;
+        }
+        now >= until
+            && self
+                .open_until
+                .compare_exchange(until, now + OPEN_FOR.as_nanos() as u64, Relaxed, Relaxed)
+                .is_ok()
+    }
+
+    fn failed(&self, what: &str, e: &Unavailable, now: u64) {
+        self.failures.fetch_add(1, Relaxed);
+        let was = self
+            .open_until
+            .swap(now + OPEN_FOR.as_nanos() as u64, Relaxed);
+        if was == 0 {
+            tracing::warn!(target: "tollgate::shared", %what, error = %e, open_for = ?OPEN_FOR, "shared state unavailable: falling back to fail_mode");
+        }
+    }
+
+    fn succeeded(&self) {
+        if self.open_until.swap(0, Relaxed) != 0 {
+            tracing::info!(target: "tollgate::shared", "shared state reachable again");
+        }
+    }
+
+    /// Whether the breaker is open (the backend is considered down).
+    pub fn is_open(&self) -> bool {
+        self.open_until.load(Relaxed) != 0
+    }
+}
+
+/// A backend with the settings every shared entity of a plan uses.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// The backend.
+    pub backend: Arc<dyn StateBackend>,
+    /// `[state.redis]`.
+    pub settings: RedisSettings,
+    /// The backend's health.
+    pub health: Arc<SharedHealth>,
+}
+
+impl Shared {
+    /// Pairs a backend with a plan's settings.
+    pub fn new(backend: Arc<dyn StateBackend>, settings: RedisSettings) -> Self {
+        Shared {
+            backend,
+            settings,
+            health: Arc::new(SharedHealth::default()),
+        }
+    }
+
+    async fn call<T>(
+        &self,
+        what: &str,
+        now: u64,
+        f: BoxFut<'_, Result<T, Unavailable>>,
+    ) -> Option<T> {
+        if !self.health.should_try(now) {
+            self.health.fallbacks.fetch_add(1, Relaxed);
+            return None;
+        }
+        self.health.round_trips.fetch_add(1, Relaxed);
+        let r = match tokio::time::timeout(self.settings.timeout, f).await {
+            Ok(r) => r,
+            Err(_) => Err(Unavailable(format!(
+                "no answer within {:?}",
+                self.settings.timeout
+            ))),
+        };
+        match r {
+            Ok(v) => {
+                self.health.succeeded();
+                Some(v)
+            }
+            Err(e) => {
+                self.health.failed(what, &e, now);
+                self.health.fallbacks.fetch_add(1, Relaxed);
+                None
+            }
+        }
+    }
+}
+
+/// A request-rate limiter shared through the backend, with a local lease and a fallback.
+#[derive(Debug)]
+pub struct SharedRate {
+    shared: Shared,
+    key: String,
+    t_us: u64,
+    cap_us: u64,
+    lease: Lease,
+    /// A batch request is in flight: other callers of this instance ask for one permit
+    /// each meanwhile, so a burst of callers does not take (and drop) many batches.
+    refilling: AtomicBool,
+    /// Wakes the callers waiting for the batch in flight.
+    refilled: tokio::sync::Notify,
+    /// Decides while the backend is unavailable with `fail_mode = "open"`: the configured
+    /// rate and burst divided by `expected_instances`.
+    fallback: RateLimiter,
+}
+
+/// Microseconds, rounded up (never looser than configured).
+fn micros_up(ns: f64) -> u64 {
+    (ns / 1000.0).ceil().max(1.0) as u64
+}
+
+impl SharedRate {
+    /// A shared limiter for `cfg` under key `prefix + "rate:" + name`.
+    pub fn new(shared: Shared, name: &str, cfg: RateConfig) -> Result<Self, String> {
+        let t_us = micros_up(1e9 / cfg.rate_per_sec);
+        let n = shared.settings.expected_instances.max(1);
+        let fallback = RateLimiter::new(RateConfig {
+            rate_per_sec: cfg.rate_per_sec / n as f64,
+            burst: (cfg.burst / n).max(1),
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(SharedRate {
+            key: format!("{}rate:{name}", shared.settings.key_prefix),
+            t_us,
+            cap_us: t_us.saturating_mul(cfg.burst as u64),
+            lease: Lease::new(shared.settings.lease),
+            refilling: AtomicBool::new(false),
+            refilled: tokio::sync::Notify::new(),
+            shared,
+            fallback,
+        })
+    }
+
+    /// Admits one call: from the lease, else from the backend (refilling the lease), else
+    /// per `fail_mode`.
+    pub async fn check(&self, now: u64) -> Result<(), LimitError> {
+        if self.lease.take() {
+            return Ok(());
+        }
+        // One batch request at a time per instance (the flag is cleared, and waiters woken,
+        // even if this call is cancelled mid-way). Callers that find the lease empty while a
+        // batch is in flight wait for it (at most the backend timeout) instead of asking
+        // for a permit each: round trips fall towards one per `lease` calls.
+        struct Batch<'a>(Option<(&'a AtomicBool, &'a tokio::sync::Notify)>);
+        impl Drop for Batch<'_> {
+            fn drop(&mut self) {
+                if let Some((f, n)) = self.0 {
+                    f.store(false, Relaxed);
+                    n.notify_waiters();
+                }
+            }
+        }
+        let mut batch = false;
+        if self.lease.size() > 1 {
+            for _ in 0..4 {
+                if !self.refilling.swap(true, Relaxed) {
+                    batch = true;
+                    break;
+                }
+                let n = self.refilled.notified();
+                tokio::pin!(n);
+                n.as_mut().enable();
+                if self.refilling.load(Relaxed) {
+                    let _ = tokio::time::timeout(self.shared.settings.timeout, n).await;
+                }
+                if self.lease.take() {
+                    return Ok(());
+                }
+            }
+        }
+        let _batch = Batch(batch.then_some((&self.refilling, &self.refilled)));
+        let max = if batch { self.lease.size() as u64 } else { 1 };
+        let f = self
+            .shared
+            .backend
+            .admit(&self.key, self.t_us, self.cap_us, 1, max);
+        match self.shared.call("rate limiter", now, f).await {
+            Some(Grant::Granted(n)) => {
+                self.lease.refill(n.saturating_sub(1));
+                Ok(())
+            }
+            // Callers that raced past an empty lease may find it refilled by now.
+            Some(Grant::Refused(_)) if self.lease.take() => Ok(()),
+            Some(Grant::Refused(retry_in)) => Err(LimitError::RateLimited { retry_in }),
+            None => match self.shared.settings.fail_mode {
+                FailMode::Open => self.fallback.check(now).map_err(Into::into),
+                FailMode::Closed => Err(LimitError::SharedUnavailable),
+            },
+        }
+    }
+
+    /// The backend key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The backend's health (shared by every shared entity of the runtime).
+    pub fn health(&self) -> &SharedHealth {
+        &self.shared.health
+    }
+
+    /// Permits held in the local lease.
+    pub fn leased(&self) -> u32 {
+        self.lease.held()
+    }
+}
+
+/// A budget whose spend is shared through the backend, with a local fallback ledger.
+#[derive(Debug)]
+pub struct SharedBudget {
+    shared: Shared,
+    key: String,
+    window_us: u64,
+    limit: u64,
+    /// Decides while the backend is unavailable with `fail_mode = "open"`: the limit divided
+    /// by `expected_instances`.
+    fallback: BudgetLedger,
+}
+
+/// A reservation in a [`SharedBudget`]: settle it with the actual cost; dropping it
+/// releases the reservation (in the background).
+#[derive(Debug)]
+#[must_use = "settle with the actual cost, or drop to release"]
+pub struct SharedReservation<'a>(Option<Held<'a>>);
+
+#[derive(Debug)]
+enum Held<'a> {
+    /// Reserved in the backend: window index and nano-dollars.
+    Shared(&'a SharedBudget, u64, u64),
+    /// Reserved in the local fallback ledger.
+    Local(BudgetReservation<'a>),
+}
+
+impl SharedBudget {
+    /// A shared budget under key `prefix + "budget:" + name`.
+    pub fn new(shared: Shared, name: &str, cfg: BudgetConfig) -> Result<Self, String> {
+        let n = shared.settings.expected_instances.max(1) as u64;
+        let fallback = BudgetLedger::new(BudgetConfig {
+            limit: Usd::from_nanos(cfg.limit.nanos() / n),
+            window: cfg.window,
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(SharedBudget {
+            key: format!("{}budget:{name}", shared.settings.key_prefix),
+            window_us: (cfg.window.as_micros().min(u64::MAX as u128) as u64).max(1),
+            limit: cfg.limit.nanos(),
+            shared,
+            fallback,
+        })
+    }
+
+    /// Reserves `worst` before a call; `None` when the budget (or, with
+    /// `fail_mode = "closed"`, the backend) refuses.
+    pub async fn reserve(&self, worst: Usd, now: u64) -> Option<SharedReservation<'_>> {
+        let amount = worst.nanos();
+        let f = self
+            .shared
+            .backend
+            .reserve(&self.key, self.window_us, self.limit, amount);
+        match self.shared.call("budget", now, f).await {
+            Some(Some(window)) => Some(SharedReservation(Some(Held::Shared(self, window, amount)))),
+            Some(None) => None,
+            None => match self.shared.settings.fail_mode {
+                FailMode::Open => self
+                    .fallback
+                    .reserve(worst, now)
+                    .ok()
+                    .map(|r| SharedReservation(Some(Held::Local(r)))),
+                FailMode::Closed => None,
+            },
+        }
+    }
+
+    fn adjust_later(&self, window: u64, delta: i64) {
+        if delta == 0 {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let backend = self.shared.backend.clone();
+        let key = self.key.clone();
+        let timeout = self.shared.settings.timeout;
+        let health = self.shared.health.clone();
+        handle.spawn(async move {
+            match tokio::time::timeout(timeout, backend.adjust(&key, window, delta)).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    // The window's key expires with the window: a lost adjustment only
+                    // over-counts (a release) or under-counts by this call's excess (a charge).
+                    health.failures.fetch_add(1, Relaxed);
+                }
+            }
+        });
+    }
+
+    /// The backend key (the window index is appended).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl SharedReservation<'_> {
+    /// Replaces the reservation by the actual cost.
+    pub fn settle(mut self, actual: Usd) {
+        match self.0.take() {
+            Some(Held::Local(r)) => r.settle(actual),
+            Some(Held::Shared(budget, window, amount)) => {
+                let delta = actual.nanos() as i128 - amount as i128;
+                budget.adjust_later(
+                    window,
+                    delta.clamp(i64::MIN as i128, i64::MAX as i128) as i64,
+                );
+            }
+            None => {}
+        }
+    }
+
+    /// Whether the reservation went to the backend (not the fallback).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.0, Some(Held::Shared(..)))
+    }
+}
+
+impl Drop for SharedReservation<'_> {
+    fn drop(&mut self) {
+        if let Some(Held::Shared(budget, window, amount)) = self.0.take() {
+            budget.adjust_later(window, -(amount.min(i64::MAX as u64) as i64));
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Shared state in a real `redis-server` (feature `redis`): three executors sharing one
+//! Redis and one policy; Redis killed and restarted mid-run.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tollgate::exec::shared::redis::RedisBackend;
+use tollgate::exec::shared::StateBackend;
+use tollgate::exec::{Done, Executor, Failure, Request};
+
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run `redis-server` ({e}): install it (apt-get install -y redis-server); this test never skips"));
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "redis-server did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { child, port }
+    }
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(port)
+    }
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn policy(fail_mode: &str, lease: u32) -> String {
+    format!(
+        r#"
+version = 1
+[state.redis]
+url = {{ env = "TOLLGATE_TEST_REDIS_URL" }}
+timeout = "50ms"
+fail_mode = "{fail_mode}"
+expected_instances = 3
+lease = {lease}
+
+[upstreams.main]
+base_url = "https://api.example.com/v1"
+limits = {{ requests_per_second = 10, burst = 30, state = "shared" }}
+
+[models.small]
+upstream = "main"
+
+[[routes]]
+name = "default"
+targets = ["small"]
+"#
+    )
+}
+
+fn executors(toml: &str, url: &str, n: usize) -> Vec<Executor> {
+    let plan = common::plan(toml);
+    let settings = plan.redis.clone().expect("[state.redis]");
+    (0..n)
+        .map(|_| {
+            let b: Arc<dyn StateBackend> = Arc::new(RedisBackend::new(url, &settings).unwrap());
+            Executor::builder(plan.clone())
+                .state_backend(b)
+                .build()
+                .unwrap()
+        })
+        .collect()
+}
+
+async fn call(e: &Executor) -> bool {
+    let r = e
+        .execute(&Request::new().prompt("hi"), |_t, _| async {
+            Ok::<_, Failure>(Done::with_usage((), 1, 1))
+        })
+        .await;
+    if let Err(e) = &r {
+        if std::env::var_os("DEBUG_CALLS").is_some() {
+            eprintln!("{e:?}");
+        }
+    }
+    r.is_ok()
+}
+
+/// Fires `per` calls from each executor concurrently; returns (admitted, elapsed, slowest).
+async fn hammer(execs: &[Executor], per: usize) -> (usize, Duration, Duration) {
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for e in execs {
+        for _ in 0..per {
+            let e = e.clone();
+            tasks.push(tokio::spawn(async move {
+                let s = Instant::now();
+                (call(&e).await, s.elapsed())
+            }));
+        }
+    }
+    let mut admitted = 0;
+    let mut slowest = Duration::ZERO;
+    for t in tasks {
+        let (ok, d) = t.await.expect("no panic");
+        admitted += ok as usize;
+        slowest = slowest.max(d);
+    }
+    (admitted, t0.elapsed(), slowest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_executors_share_one_limit_within_the_lease_bound() {
+    let redis = Redis::start();
+    for lease in [1u32, 5] {
+        let execs = executors(&policy("closed", lease), &redis.url(), 3);
+        // Connect (lazily, on first use) before the run, then start from an empty Redis.
+        for e in &execs {
+            let _ = call(e).await;
+        }
+        let c = redis::Client::open(redis.url()).unwrap();
+        let mut con = c.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("FLUSHALL").query_async(&mut con).await.unwrap();
+        let (admitted, elapsed, _) = hammer(&execs, 100).await;
+        for e in &execs {
+            let rt = e.runtime();
+            let h = rt.shared_rates[0].as_ref().unwrap().health();
+            assert_eq!(h.failures.load(Relaxed), 0, "no Redis failure expected");
+        }
+        // rate·w + burst + instances·(lease − 1)
+        let bound = (10.0 * elapsed.as_secs_f64()).ceil() as usize + 30 + 3 * (lease as usize - 1);
+        eprintln!("lease {lease}: admitted {admitted} in {elapsed:?}, bound {bound}");
+        assert!(
+            admitted <= bound,
+            "lease {lease}: admitted {admitted} > bound {bound}"
+        );
+        assert!(
+            admitted >= 30,
+            "lease {lease}: admitted only {admitted}: the burst was not shared"
+        );
+        // Three local limiters would have admitted 3 × 30.
+        assert!(
+            admitted < 90,
+            "lease {lease}: admitted {admitted}: not shared"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_then_back_follows_fail_mode_and_recovers() {
+    for mode in ["closed", "open"] {
+        let mut redis = Redis::start();
+        let port = redis.port;
+        let execs = executors(&policy(mode, 1), &redis.url(), 3);
+        let (admitted, _, _) = hammer(&execs, 5).await;
+        assert_eq!(admitted, 15, "{mode}: within the burst");
+        redis.kill();
+        let (admitted, _, slowest) = hammer(&execs, 20).await;
+        assert!(
+            slowest < Duration::from_millis(1000),
+            "{mode}: a call took {slowest:?} with Redis down"
+        );
+        match mode {
+            "closed" => assert_eq!(admitted, 0, "fail_mode closed refuses"),
+            // Local fallback: burst 30 / 3 instances = 10 each.
+            _ => assert!(
+                admitted > 0 && admitted <= 3 * 10 + 3,
+                "fail_mode open: {admitted}"
+            ),
+        }
+        let rt = execs[0].runtime();
+        let h = rt.shared_rates[0].as_ref().unwrap().health();
+        assert!(
+            h.failures.load(Relaxed) >= 1,
+            "{mode}: the outage was counted"
+        );
+        // The breaker around Redis: one failed round trip per OPEN_FOR, not one per call.
+        assert!(
+            h.failures.load(Relaxed) <= 2,
+            "{mode}: {} failures",
+            h.failures.load(Relaxed)
+        );
+        assert!(h.is_open(), "{mode}: breaker around Redis is open");
+        drop(redis);
+        let _redis = Redis::start_on(port);
+        tokio::time::sleep(tollgate::exec::shared::OPEN_FOR + Duration::from_millis(500)).await;
+        // Shared limiting resumes: a fresh Redis holds a full burst of 30 for all three.
+        let mut ok = 0;
+        for _ in 0..5 {
+            let (a, _, _) = hammer(&execs, 20).await;
+            ok += a;
+            if ok > 0 {
+                break;
+            }
+            tokio::time::sleep(tollgate::exec::shared::OPEN_FOR).await;
+        }
+        assert!(
+            ok > 0 && ok <= 30 + 3 * 10,
+            "{mode}: after recovery admitted {ok}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_budget_is_never_overspent() {
+    let redis = Redis::start();
+    let toml = r#"
+version = 1
+[state.redis]
+url = { env = "TOLLGATE_TEST_REDIS_URL" }
+timeout = "200ms"
+key_prefix = "budget-test:"
+
+[upstreams.main]
+base_url = "https://api.example.com/v1"
+
+[models.small]
+upstream = "main"
+price = { input_per_mtok = 1000, output_per_mtok = 1000 }
+
+[[routes]]
+name = "default"
+targets = ["small"]
+
+[budgets.daily]
+limit_usd = 1.0
+window = "1h"
+state = "shared"
+"#;
+    let execs = executors(toml, &redis.url(), 3);
+    let mut tasks = Vec::new();
+    for e in &execs {
+        for _ in 0..40 {
+            let e = e.clone();
+            tasks.push(tokio::spawn(async move {
+                // Worst case 10 + 10 tokens at $0.001 = $0.02, and that is what it costs.
+                let req = Request::new().input_tokens(10).max_tokens(10);
+                e.execute(&req, |_t, _| async {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    Ok::<_, Failure>(Done::with_usage((), 10, 10))
+                })
+                .await
+                .map(|s| s.cost_usd)
+            }));
+        }
+    }
+    let mut spent = 0.0;
+    let mut admitted = 0;
+    for t in tasks {
+        if let Ok(c) = t.await.expect("no panic") {
+            spent += c;
+            admitted += 1;
+        }
+    }
+    assert!(spent <= 1.0 + 1e-9, "spent {spent} over a $1 budget");
+    assert_eq!(
+        admitted, 50,
+        "exactly $1 / $0.02 calls fit, across all three"
+    );
+}
