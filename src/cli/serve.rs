@@ -59,7 +59,16 @@ pub fn run(paths: &[PathBuf], listen: SocketAddr, max_body: usize) -> ExitCode {
                 return ExitCode::from(EXIT_INVALID);
             }
         };
-        let exec = match Executor::new(compiled.plan) {
+        let mut builder = Executor::builder(compiled.plan.clone());
+        match shared_backend(&compiled.plan) {
+            Ok(Some(b)) => builder = builder.state_backend(b),
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_INVALID);
+            }
+        }
+        let exec = match builder.build() {
             Ok(e) => e,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -88,6 +97,36 @@ pub fn run(paths: &[PathBuf], listen: SocketAddr, max_body: usize) -> ExitCode {
             }
         }
     })
+}
+
+/// The Redis backend for a policy whose `[state.redis]` section asks for shared state:
+/// connected when this binary has the `redis` feature; otherwise shared limits and budgets
+/// act per instance, and this says so on stderr rather than silently.
+fn shared_backend(
+    plan: &crate::plan::Plan,
+) -> Result<Option<Arc<dyn crate::exec::shared::StateBackend>>, String> {
+    let Some(settings) = plan.redis.as_ref() else {
+        return Ok(None);
+    };
+    #[cfg(feature = "redis")]
+    {
+        let backend = crate::exec::shared::redis::RedisBackend::from_env(settings)
+            .map_err(|e| format!("[state.redis]: {e}"))?;
+        eprintln!(
+            "tollgate: shared limits and budgets in Redis (URL from {})",
+            settings.url_env
+        );
+        Ok(Some(Arc::new(backend)))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        eprintln!(
+            "warning: the policy has [state.redis] (URL from {}), but this tollgate was built without the `redis` feature: \
+             shared limits and budgets act per instance. Build with `cargo build --release --features redis`.",
+            settings.url_env
+        );
+        Ok(None)
+    }
 }
 
 /// Hot reload: watch `paths` (and reload on SIGHUP); each plan that compiles and whose HTTP
