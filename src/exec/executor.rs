@@ -914,10 +914,7 @@ impl Executor {
             let trips = failure.is_some_and(|f| slot.policy.trip_on.matches(&f.view()));
             slot.breaker.record(permit, trips, elapsed, now);
         }
-        let cost = match (m.price, usage) {
-            (Some(p), Some(u)) => p.cost(u),
-            _ => Usd::ZERO,
-        };
+        let cost = usage.map_or(Usd::ZERO, |u| record_spend(rt, route, model, u));
         for r in budgets {
             r.settle(cost);
         }
@@ -940,15 +937,33 @@ impl Executor {
                 rate.tighten(remaining, reset, now);
             }
         }
-        if let Some(u) = usage {
-            rt.spend.record(
-                SpendKey {
-                    model: model.index(),
-                    route: route.index(),
-                },
-                u,
-                cost,
-            );
+        cost.as_dollars()
+    }
+
+    /// Accounts usage learned after the attempt was settled (a stream's final chunk, read
+    /// after its first event released the attempt): the spend report and the local budgets
+    /// covering the call. Returns the cost in USD. If the plan was swapped since, the route
+    /// and model are found by name; if either is gone, nothing is recorded.
+    pub fn record_late_usage<T>(
+        &self,
+        served: &Served<T>,
+        caller: Option<&str>,
+        usage: Usage,
+    ) -> f64 {
+        let rt = self.shared.current.load_full();
+        let plan = &rt.plan;
+        let (Some(route), Some(model)) = (
+            plan.route_by_name(served.route_name()),
+            plan.model_by_name(served.model_name()),
+        ) else {
+            return 0.0;
+        };
+        let cost = record_spend(&rt, route, model, usage);
+        let (now, upstream) = (self.shared.clock.now(), plan.model(model).upstream);
+        for &b in &plan.route(route).budgets {
+            if plan.budgets[b.index()].covers(route, model, upstream, caller) {
+                rt.budgets[b.index()].ledger.record_spend(cost, now);
+            }
         }
         cost.as_dollars()
     }
@@ -1100,6 +1115,24 @@ impl Executor {
             hedge: f.hedge,
         });
     }
+}
+
+/// Prices `usage` on `model` and records it in the spend report; returns the cost.
+fn record_spend(rt: &Runtime, route: RouteId, model: ModelId, usage: Usage) -> Usd {
+    let cost = rt
+        .plan
+        .model(model)
+        .price
+        .map_or(Usd::ZERO, |p| p.cost(usage));
+    rt.spend.record(
+        SpendKey {
+            model: model.index(),
+            route: route.index(),
+        },
+        usage,
+        cost,
+    );
+    cost
 }
 
 /// The route for a request: the one named by `model`, else the first whose `when` matches.

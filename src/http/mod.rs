@@ -52,7 +52,7 @@ pub use key::{resolve as resolve_key, KeyError};
 pub use layer::{Attempt, ChatLayer, ChatService};
 pub use stream::{SseStream, StreamError, STREAM_IDLE, STREAM_INTERRUPTED};
 
-use crate::exec::{Done, ExecError, Executor, Failure, Request, Served, Target, Usage};
+use crate::exec::{Done, ExecError, Executor, Failure, Request, Served, Target};
 use crate::plan::{Plan, Upstream};
 use crate::policy::Secret;
 use classify::{classify, BODY_INCOMPLETE, BODY_TOO_LARGE, INVALID_RESPONSE, MAX_BODY_BYTES};
@@ -353,7 +353,7 @@ impl Client {
     /// A streamed chat completion under the executor: retries and failover happen only
     /// until the first event arrives. The route's `streaming` timeouts apply (first byte,
     /// idle chunk). Once the stream is read to its end, pass its usage to
-    /// [`record_stream_usage`] so spend and budgets count it.
+    /// [`Executor::record_late_usage`] so spend and budgets count it.
     pub async fn chat_completion_stream(
         &self,
         exec: &Executor,
@@ -545,44 +545,6 @@ pub fn request_attributes(body: &Map<String, Value>) -> Request {
         req.prompt = Some(prompt);
     }
     req
-}
-
-/// Counts the usage of a stream read to its end (its attempt was settled when its first
-/// event came, before the usage was known): spend by model, route and upstream, and the
-/// budgets covering the call. Returns the cost in USD. If the plan was swapped since,
-/// entities are found by name; ones that no longer exist are skipped.
-pub fn record_stream_usage<T>(
-    exec: &Executor,
-    served: &Served<T>,
-    req: &Request,
-    usage: Usage,
-) -> f64 {
-    use crate::exec::price::SpendKey;
-    let rt = exec.runtime();
-    let plan = &rt.plan;
-    let (Some(route), Some(model)) = (
-        plan.route_by_name(served.route_name()),
-        plan.model_by_name(served.model_name()),
-    ) else {
-        return 0.0;
-    };
-    let m = plan.model(model);
-    let cost = m.price.map(|p| p.cost(usage)).unwrap_or_default();
-    rt.spend.record(
-        SpendKey {
-            model: model.index(),
-            route: route.index(),
-        },
-        usage,
-        cost,
-    );
-    let now = exec.clock().now();
-    for &b in &plan.route(route).budgets {
-        if plan.budgets[b.index()].covers(route, model, m.upstream, req.caller.as_deref()) {
-            rt.budgets[b.index()].ledger.record_spend(cost, now);
-        }
-    }
-    cost.as_dollars()
 }
 
 #[cfg(test)]

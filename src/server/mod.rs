@@ -476,7 +476,8 @@ struct StreamAccount {
 impl Drop for StreamAccount {
     fn drop(&mut self) {
         if let Some(u) = self.stream.usage() {
-            http::record_stream_usage(&self.exec, &self.meta, &self.req, u);
+            self.exec
+                .record_late_usage(&self.meta, self.req.caller.as_deref(), u);
         }
     }
 }
