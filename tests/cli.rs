@@ -285,3 +285,36 @@ fn mutated_relay_policy_is_rejected_with_positions() {
         }
     }
 }
+
+#[test]
+fn hash_key_prints_the_sha256_of_the_key_on_stdin() {
+    use std::io::Write;
+    let run = |input: &str| {
+        let mut child = Command::new(BIN)
+            .arg("hash-key")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // The trailing newline of `echo` is not part of the key.
+    for input in ["secret", "secret\n", "  secret\r\n"] {
+        let o = run(input);
+        assert_eq!(code(&o), 0, "{}", text(&o));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b\n"
+        );
+    }
+    let o = run("\n");
+    assert_eq!(code(&o), 2);
+    assert!(text(&o).contains("no key on stdin"), "{}", text(&o));
+}

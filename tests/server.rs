@@ -612,3 +612,120 @@ min_per_second = 10"#,
     assert!(s.a.calls("up-a") > 0 && s.b.calls("mb") > 0);
     assert!(secs < 60.0, "{secs}");
 }
+
+/// `[callers]` for [`policy`]'s `extra`: team-a and team-b (keys `team-a-key`,
+/// `team-b-key`, stored hashed), each with a budget of its own; team-b's is spent at once.
+fn callers_policy(extra_callers: &str) -> String {
+    let h = tollgate::server::hash_key_hex;
+    format!(
+        r#"[callers.team-a]
+key_sha256 = "{}"
+[callers.team-b]
+key_sha256 = "{}"
+{extra_callers}
+[budgets.team-a-daily]
+limit_usd = 1.0
+window = "1d"
+scope = {{ keys = ["team-a"] }}
+[budgets.team-b-daily]
+limit_usd = 0.000001
+window = "1d"
+scope = {{ keys = ["team-b"] }}
+"#,
+        h("team-a-key"),
+        h("team-b-key")
+    )
+}
+
+#[tokio::test]
+async fn policy_callers_are_authenticated_charged_to_their_own_budget_and_reloaded() {
+    let env_keys = CallerKeys::parse("ops=ops-key").unwrap();
+    let s = setup_with(&callers_policy(""), Some(env_keys)).await;
+    let post = |key: Option<&str>| {
+        let mut rb = s
+            .http
+            .post(format!("{}/v1/chat/completions", s.url))
+            .json(&chat("hi"));
+        if let Some(k) = key {
+            rb = rb.bearer_auth(k);
+        }
+        rb.send()
+    };
+    let budget = |name: &str| {
+        let st = s.relay.executor().stats();
+        let b = st.budgets.iter().find(|b| b.name == name).unwrap();
+        b.spent_usd + b.reserved_usd
+    };
+    // No key, an unknown key, and the hash itself presented as a key: 401, OpenAI-style.
+    let hash = tollgate::server::hash_key_hex("team-a-key");
+    for (key, code) in [
+        (None, "missing_api_key"),
+        (Some("nope"), "invalid_api_key"),
+        (Some(hash.as_str()), "invalid_api_key"),
+    ] {
+        let r = post(key).await.unwrap();
+        assert_eq!(error_code(r).await, (401, code.to_string()), "{key:?}");
+    }
+    // team-a: served, and charged to its budget only.
+    let r = post(Some("team-a-key")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(budget("team-a-daily") > 0.0);
+    assert_eq!(budget("team-b-daily"), 0.0);
+    // team-b's own budget is spent: refused as documented, while team-a and ops go on.
+    let r = post(Some("team-b-key")).await.unwrap();
+    assert_eq!(error_code(r).await, (429, "budget_exceeded".to_string()));
+    assert_eq!(post(Some("team-a-key")).await.unwrap().status(), 200);
+    assert_eq!(post(Some("ops-key")).await.unwrap().status(), 200);
+    // Reload: team-c is added and admitted at once.
+    let url = |u: &FakeUpstream| u.base_url();
+    let with_c = format!(
+        "[callers.team-c]\nkey_sha256 = \"{}\"",
+        tollgate::server::hash_key_hex("team-c-key")
+    );
+    let p2 = policy(&url(&s.a), &url(&s.b), &callers_policy(&with_c));
+    assert_eq!(
+        error_code(post(Some("team-c-key")).await.unwrap()).await.0,
+        401
+    );
+    assert_eq!(s.relay.apply_plan(common::plan(&p2)).unwrap(), 2);
+    assert_eq!(post(Some("team-c-key")).await.unwrap().status(), 200);
+    let p3 = p2
+        .replace("[callers.team-b]", "[callers.team-b-gone]")
+        .replace("keys = [\"team-b\"]", "keys = [\"team-b-gone\"]");
+    s.relay.apply_plan(common::plan(&p3)).unwrap();
+    let r = post(Some("team-b-key")).await.unwrap();
+    assert_eq!(
+        error_code(r).await,
+        (429, "budget_exceeded".to_string()),
+        "renamed: its key, its (spent) budget"
+    );
+    // Removed: its key stops working.
+    let team_b = format!(
+        "[callers.team-b-gone]\nkey_sha256 = \"{}\"\n",
+        tollgate::server::hash_key_hex("team-b-key")
+    );
+    assert!(p3.contains(&team_b));
+    let p3b = p3
+        .replace(&team_b, "")
+        .replace("[\"team-b-gone\"]", "[\"team-c\"]");
+    assert_eq!(s.relay.apply_plan(common::plan(&p3b)).unwrap(), 4);
+    let r = post(Some("team-b-key")).await.unwrap();
+    assert_eq!(error_code(r).await, (401, "invalid_api_key".to_string()));
+    // A caller of the policy that also has a key in the relay's list: refused, plan kept.
+    let clash = format!(
+        "[callers.ops]\nkey_sha256 = \"{}\"",
+        tollgate::server::hash_key_hex("other-ops-key")
+    );
+    let p4 = policy(&url(&s.a), &url(&s.b), &callers_policy(&clash));
+    let e = s.relay.apply_plan(common::plan(&p4)).unwrap_err();
+    assert!(e.to_string().contains("caller `ops`"), "{e}");
+    assert_eq!(s.relay.executor().stats().plan_version, 4);
+    // The same key under another name in the policy: refused too.
+    let same = format!(
+        "[callers.ops2]\nkey_sha256 = \"{}\"",
+        tollgate::server::hash_key_hex("ops-key")
+    );
+    let p5 = policy(&url(&s.a), &url(&s.b), &callers_policy(&same));
+    assert!(s.relay.apply_plan(common::plan(&p5)).is_err());
+    assert_eq!(post(Some("ops-key")).await.unwrap().status(), 200);
+}

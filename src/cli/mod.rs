@@ -72,6 +72,9 @@ enum Command {
         #[arg(long, default_value_t = crate::server::DEFAULT_MAX_BODY)]
         max_body: usize,
     },
+    /// Read a caller key from stdin and print its SHA-256 (hex), for `[callers.NAME]
+    /// key_sha256`. Surrounding whitespace (the trailing newline) is not part of the key.
+    HashKey,
     /// Simulated upstreams in-process, the reference policy, ~2,000 requests, and a report.
     /// Needs no key and no network.
     Demo {
@@ -178,6 +181,20 @@ pub fn main() -> ExitCode {
             listen,
             max_body,
         } => serve::run(&policy, listen, max_body),
+        Command::HashKey => {
+            let mut key = String::new();
+            if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut key) {
+                eprintln!("error: cannot read the key from stdin: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            let key = key.trim();
+            if key.is_empty() {
+                eprintln!("error: no key on stdin (try `printf %s \"$KEY\" | tollgate hash-key`)");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            out!("{}\n", crate::server::hash_key_hex(key));
+            ExitCode::SUCCESS
+        }
         Command::Demo {
             policy,
             requests,

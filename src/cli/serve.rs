@@ -40,6 +40,10 @@ pub fn run(paths: &[PathBuf], listen: SocketAddr, max_body: usize) -> ExitCode {
         },
         Err(_) => CallerKeys::default(),
     };
+    if let Err(e) = keys.check_against(&compiled.plan) {
+        eprintln!("error: {CALLER_KEYS_ENV}: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -74,6 +74,19 @@ pub fn compile(loaded: Loaded) -> Result<Compiled, Diagnostics> {
     }
 }
 
+/// A SHA-256 hash from 64 hex digits (either case).
+fn parse_sha256_hex(s: &str) -> Option<[u8; 32]> {
+    if !crate::policy::spans::is_sha256_hex(s) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        // 64 ASCII hex digits (checked above): every pair parses.
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// A path through the reroute graph: (route reached, budget that rerouted there).
 type Trail = Vec<(usize, usize)>;
 
@@ -275,6 +288,7 @@ impl Compiler<'_> {
             routes.push(route);
         }
         self.reachability();
+        let callers = self.callers();
         let budgets: Vec<Budget> = p
             .budgets
             .iter()
@@ -297,6 +311,7 @@ impl Compiler<'_> {
 
         let data = PlanData {
             redis,
+            callers,
             upstreams,
             models,
             routes,
@@ -1548,7 +1563,71 @@ impl Compiler<'_> {
                 return None;
             }
         }
+        if attr == Attr::Caller && !self.p().callers.is_empty() {
+            let callers: Vec<String> = self.p().callers.keys().cloned().collect();
+            for (i, v) in values.iter().enumerate() {
+                if let Scalar::Str(name) = v {
+                    let at = if key == "eq" {
+                        path.key("eq")
+                    } else {
+                        path.key("one_of").index(i)
+                    };
+                    self.resolve("callers", &callers, name, &at);
+                }
+            }
+        }
         Some(Matcher::OneOf(attr, values))
+    }
+
+    /// `[callers.NAME]`: each key hash well-formed and used by one caller only.
+    fn callers(&mut self) -> Vec<Caller> {
+        let mut out: Vec<Caller> = Vec::new();
+        let mut first: HashMap<[u8; 32], String> = HashMap::new();
+        let callers = self.p().callers.clone();
+        for (name, c) in &callers {
+            let path = KeyPath::from(["callers", name.as_str()]);
+            if name.trim().is_empty() {
+                self.error("invalid-value", "a caller name must not be empty", &path);
+            }
+            let at = path.key("key_sha256");
+            let Some(hash) = parse_sha256_hex(&c.key_sha256) else {
+                // The value is not shown: it may be the key itself.
+                self.error(
+                    "invalid-key-hash",
+                    format!("caller `{name}`: `key_sha256` is not a SHA-256 hash"),
+                    &at,
+                )
+                .label(match c.key_sha256.chars().count() {
+                    64 => "expected 64 hex digits, found other characters".to_string(),
+                    1 => "expected 64 hex digits, found 1 character".to_string(),
+                    n => format!("expected 64 hex digits, found {n} characters"),
+                })
+                .hint("store the hash, never the key: `printf %s \"$KEY\" | tollgate hash-key`");
+                continue;
+            };
+            if let Some(other) = first.get(&hash) {
+                let first_origin = self
+                    .l
+                    .locate(&KeyPath::from(["callers", other.as_str()]).key("key_sha256"));
+                self.error(
+                    "duplicate-key-hash",
+                    format!("callers `{other}` and `{name}` have the same key"),
+                    &at,
+                )
+                .label("the same hash again here")
+                .hint("give each caller its own key: a key must say who is calling")
+                .related
+                .push((first_origin, "first used here".into()));
+                continue;
+            }
+            first.insert(hash, name.clone());
+            self.names.caller_hashes.insert(hash, out.len() as u32);
+            out.push(Caller {
+                name: name.clone(),
+                key_sha256: hash,
+            });
+        }
+        out
     }
 
     fn budget(
@@ -1599,6 +1678,12 @@ impl Compiler<'_> {
                 );
             }
             scope.keys = s.keys.clone();
+            if !self.p().callers.is_empty() {
+                let callers: Vec<String> = self.p().callers.keys().cloned().collect();
+                for (i, k) in s.keys.iter().enumerate() {
+                    self.resolve("callers", &callers, k, &sp.key("keys").index(i));
+                }
+            }
         }
         let unpriced: Vec<&str> = model_plans
             .iter()

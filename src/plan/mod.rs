@@ -81,6 +81,8 @@ pub struct PlanData {
     pub baseline_model: Option<ModelId>,
     /// `[state.redis]`, if the policy has one.
     pub redis: Option<RedisSettings>,
+    /// Callers of the relay (`[callers.NAME]`), in name order.
+    pub callers: Vec<Caller>,
     names: Names,
 }
 
@@ -91,6 +93,7 @@ pub(crate) struct Names {
     pub(crate) models: HashMap<String, u32>,
     pub(crate) routes: HashMap<String, u32>,
     pub(crate) budgets: HashMap<String, u32>,
+    pub(crate) caller_hashes: HashMap<[u8; 32], u32>,
 }
 
 impl std::ops::Deref for Plan {
@@ -122,6 +125,13 @@ impl Plan {
     /// A budget by name.
     pub fn budget_by_name(&self, name: &str) -> Option<BudgetId> {
         self.names.budgets.get(name).copied().map(BudgetId)
+    }
+    /// The name of the caller whose key hashes (SHA-256) to `hash`.
+    pub fn caller_by_key_hash(&self, hash: &[u8; 32]) -> Option<&str> {
+        self.names
+            .caller_hashes
+            .get(hash)
+            .map(|&i| self.callers[i as usize].name.as_str())
     }
     /// An upstream.
     pub fn upstream(&self, id: UpstreamId) -> &Upstream {
@@ -404,6 +414,24 @@ pub struct Route {
     pub streaming: Option<StreamingTimeouts>,
     /// Budgets that cover calls through this route (some only for some models).
     pub budgets: Vec<BudgetId>,
+}
+
+/// A caller of the relay (`[callers.NAME]`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Its name: what budgets (`scope.keys`) and routes (`attr = "caller"`) refer to.
+    pub name: String,
+    /// SHA-256 of its key.
+    pub key_sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for Caller {
+    /// The name only: a hash of a weak key is still worth keeping out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Which calls a budget covers.

@@ -37,7 +37,7 @@ use crate::diagnostic::{did_you_mean, one_of, Diagnostic, FileId, Origin, Source
 pub const ENV_PREFIX: &str = "TOLLGATE__";
 
 /// Top-level keys of a policy.
-const TOP_LEVEL: [&str; 9] = [
+const TOP_LEVEL: [&str; 10] = [
     "version",
     "defaults",
     "upstreams",
@@ -46,6 +46,7 @@ const TOP_LEVEL: [&str; 9] = [
     "breakers",
     "routes",
     "budgets",
+    "callers",
     "state",
 ];
 
@@ -419,6 +420,7 @@ impl Loaded {
                 "retry" => self.policy.retry = self.extract_named(value, &path),
                 "breakers" => self.policy.breakers = self.extract_named(value, &path),
                 "budgets" => self.policy.budgets = self.extract_named(value, &path),
+                "callers" => self.policy.callers = self.extract_named(value, &path),
                 "state" => self.policy.state = self.extract(value, &path),
                 "routes" => {
                     let Some(items) = value.as_array() else {

@@ -6,6 +6,7 @@
 
 mod breaker;
 mod budget;
+mod caller;
 mod convert;
 mod duration;
 mod load;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use breaker::{Breaker, FailureRate, HalfOpen, SlowCall};
 pub use budget::{Budget, OnExceed, Scope};
+pub use caller::Caller;
 pub use duration::{Duration, DurationError};
 pub use load::{load, toml_files_in, LoadOptions, Loaded, ENV_PREFIX};
 pub use model::{Model, Price};
@@ -62,6 +64,10 @@ pub struct Policy {
     /// Spending limits, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub budgets: BTreeMap<String, Budget>,
+    /// Callers of the relay, by name, each with the hash of its key. When present, budgets
+    /// and routes may only name these callers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub callers: BTreeMap<String, Caller>,
     /// Where shared state lives (`[state.redis]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<State>,

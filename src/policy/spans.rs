@@ -141,8 +141,14 @@ enum Step<'a> {
 }
 
 /// Sections whose entries are named tables.
-pub(crate) const NAMED_SECTIONS: [&str; 5] =
-    ["upstreams", "models", "retry", "breakers", "budgets"];
+pub(crate) const NAMED_SECTIONS: [&str; 6] = [
+    "upstreams",
+    "models",
+    "retry",
+    "breakers",
+    "budgets",
+    "callers",
+];
 
 const ROOT: u32 = 0;
 
@@ -298,6 +304,12 @@ impl SpanIndex {
     ) {
         let step = *path.last().expect("a value has a step");
         let n = self.insert(parent, step, key_span, v.span());
+        if is_caller_key(path) {
+            // Anything but a hash there may be a pasted key: never echo it.
+            if !matches!(v, Value::String(h) if is_sha256_hex(h.value())) {
+                self.secrets.extend(v.span());
+            }
+        }
         if is_api_key(path) {
             match v {
                 Value::String(_) => self.secrets.extend(v.span()),
@@ -372,6 +384,18 @@ fn is_api_key(p: &[Step<'_>]) -> bool {
         p,
         [Step::Key("upstreams"), Step::Key(_), Step::Key("api_key")]
     )
+}
+
+fn is_caller_key(p: &[Step<'_>]) -> bool {
+    matches!(
+        p,
+        [Step::Key("callers"), Step::Key(_), Step::Key("key_sha256")]
+    )
+}
+
+/// Whether `s` is a SHA-256 hash written as 64 hex digits (either case).
+pub(crate) fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Whether `s` is a plausible environment variable name (`[A-Za-z_][A-Za-z0-9_]*`).

@@ -75,6 +75,8 @@ pub struct Summary {
     pub breakers: Changes,
     /// Budgets.
     pub budgets: Changes,
+    /// Callers (a changed caller has a new key).
+    pub callers: Changes,
     /// Whether routes that exist in both plans are matched in a different order.
     pub routes_reordered: bool,
     /// The savings baseline model, old and new, if it changed.
@@ -100,6 +102,7 @@ impl Summary {
             retry: Changes::between(retries(old), retries(new)),
             breakers: Changes::between(breakers(old), breakers(new)),
             budgets: Changes::between(budgets(old), budgets(new)),
+            callers: Changes::between(callers(old), callers(new)),
             routes_reordered: kept(old, new) != kept(new, old),
             baseline_model: (ob != nb).then_some((ob, nb)),
         }
@@ -113,7 +116,7 @@ impl Summary {
     }
 
     /// Each kind with its changes, in display order.
-    pub fn kinds(&self) -> [(&'static str, &Changes); 6] {
+    pub fn kinds(&self) -> [(&'static str, &Changes); 7] {
         [
             ("routes", &self.routes),
             ("upstreams", &self.upstreams),
@@ -121,6 +124,7 @@ impl Summary {
             ("retry", &self.retry),
             ("breakers", &self.breakers),
             ("budgets", &self.budgets),
+            ("callers", &self.callers),
         ]
     }
 }
@@ -257,6 +261,13 @@ fn breakers(p: &Plan) -> BTreeMap<String, BreakerPolicy> {
     p.breakers
         .iter()
         .map(|b| (b.name.clone(), b.clone()))
+        .collect()
+}
+
+fn callers(p: &Plan) -> BTreeMap<String, [u8; 32]> {
+    p.callers
+        .iter()
+        .map(|c| (c.name.clone(), c.key_sha256))
         .collect()
 }
 

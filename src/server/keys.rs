@@ -1,9 +1,10 @@
 //! Caller keys: who may use the relay, each under a name that budgets can scope
 //! (`scope.keys`) and routes can match (`attr = "caller"`).
 //!
-//! Keys are given as `name=KEY` or `name=sha256:HEX` pairs, separated by commas or
-//! newlines (`tollgate serve` reads them from `TOLLGATE_CALLER_KEYS`). Only SHA-256 hashes
-//! are kept in memory; a presented key is hashed and looked up.
+//! Keys come from the policy (`[callers.NAME] key_sha256`, which hot reload updates) and
+//! from `name=KEY` or `name=sha256:HEX` pairs, separated by commas or newlines
+//! (`tollgate serve` reads them from `TOLLGATE_CALLER_KEYS`); a name or a key in both is an
+//! error. Only SHA-256 hashes are kept in memory; a presented key is hashed and looked up.
 
 use std::collections::HashMap;
 
@@ -18,6 +19,17 @@ pub enum CallerKeyError {
     /// Two entries have the same key.
     #[error("caller key entry {0} repeats an earlier key")]
     Duplicate(usize),
+    /// A caller named in the list is also declared in the policy.
+    #[error("caller `{0}` has a key both in the policy ([callers.{0}]) and in the caller-key list: keep one")]
+    AlsoInPolicy(String),
+    /// A key of the list is also the key of a caller of the policy.
+    #[error("caller `{listed}` of the caller-key list has the same key as caller `{declared}` of the policy")]
+    SameKeyAsPolicy {
+        /// The caller in the list.
+        listed: String,
+        /// The caller in the policy.
+        declared: String,
+    },
 }
 
 /// Hashed caller keys → caller names.
@@ -74,14 +86,57 @@ impl CallerKeys {
         self.by_hash.get(&hash(key)).map(String::as_str)
     }
 
+    /// The caller whose key hashes to `hash`.
+    pub(crate) fn caller_by_hash(&self, hash: &[u8; 32]) -> Option<&str> {
+        self.by_hash.get(hash).map(String::as_str)
+    }
+
+    /// Checks that no caller of this list is also a caller of the plan, by name or by key.
+    pub fn check_against(&self, plan: &crate::plan::Plan) -> Result<(), CallerKeyError> {
+        let mut listed: Vec<(&[u8; 32], &String)> = self.by_hash.iter().collect();
+        listed.sort_by(|a, b| a.1.cmp(b.1));
+        for (h, name) in listed {
+            if plan.callers.iter().any(|c| &c.name == name) {
+                return Err(CallerKeyError::AlsoInPolicy(name.clone()));
+            }
+            if let Some(declared) = plan.caller_by_key_hash(h) {
+                return Err(CallerKeyError::SameKeyAsPolicy {
+                    listed: name.clone(),
+                    declared: declared.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Whether no key is configured.
     pub fn is_empty(&self) -> bool {
         self.by_hash.is_empty()
     }
 }
 
-fn hash(key: &str) -> [u8; 32] {
+pub(crate) fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
+}
+
+/// The SHA-256 of a key as 64 lowercase hex digits: what `[callers.NAME] key_sha256` holds
+/// (`tollgate hash-key` prints it).
+///
+/// ```
+/// assert_eq!(
+///     tollgate::server::hash_key_hex("secret"),
+///     "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
+/// );
+/// ```
+pub fn hash_key_hex(key: &str) -> String {
+    use std::fmt::Write;
+    hash(key)
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            // Writing to a String cannot fail.
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 fn parse_hex(s: &str) -> Option<[u8; 32]> {

@@ -31,9 +31,14 @@
 //! The message is the executor's account of every attempt (keys are never in it).
 //!
 //! # Caller keys
-//! Optional ([`CallerKeys`]): when configured, every request needs
-//! `Authorization: Bearer KEY`; the key's name becomes the request's `caller`, which
-//! budgets (`scope.keys`) and routes (`attr = "caller"`) use.
+//! Optional: from the policy (`[callers.NAME] key_sha256`, updated by hot reload) and from
+//! the relay's own list ([`CallerKeys`], `TOLLGATE_CALLER_KEYS` for `tollgate serve`).
+//! When either has a key, every request needs `Authorization: Bearer KEY` (a missing key is
+//! 401 `missing_api_key`, an unknown one 401 `invalid_api_key`); the key's caller name
+//! becomes the request's `caller`, which budgets (`scope.keys`) and routes
+//! (`attr = "caller"`) use. A caller with a budget of its own
+//! (`[budgets.X] scope.keys = ["NAME"]`) is refused with 429 `budget_exceeded` once it is
+//! spent, while other callers go on.
 //!
 //! # Streaming
 //! Retries and failover happen until the first event reaches the caller; after that, an
@@ -63,7 +68,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Map, Value};
 
-pub use keys::{CallerKeyError, CallerKeys};
+pub use keys::{hash_key_hex, CallerKeyError, CallerKeys};
 pub use metrics::Metrics;
 
 use crate::exec::{ExecError, Executor, Failure, Request, Served, SkipReason, Stats, StopReason};
@@ -84,7 +89,8 @@ pub struct Relay {
 struct Inner {
     exec: Executor,
     client: Client,
-    keys: Option<CallerKeys>,
+    /// Keys given besides the policy's `[callers]` (`TOLLGATE_CALLER_KEYS`).
+    keys: CallerKeys,
     metrics: Arc<Metrics>,
     max_body: usize,
 }
@@ -102,16 +108,18 @@ impl Relay {
             inner: Arc::new(Inner {
                 exec,
                 client,
-                keys: None,
+                keys: CallerKeys::default(),
                 metrics: Arc::new(Metrics::default()),
                 max_body: DEFAULT_MAX_BODY,
             }),
         }
     }
 
-    /// Requires caller keys (an empty set requires none).
+    /// Caller keys besides the plan's `[callers]`. Keys are required when either set is
+    /// not empty. Check them first with [`CallerKeys::check_against`] the plan: a caller in
+    /// both is refused at reload ([`Relay::prepare_plan`]).
     pub fn caller_keys(self, keys: CallerKeys) -> Relay {
-        self.map(|i| i.keys = (!keys.is_empty()).then_some(keys))
+        self.map(|i| i.keys = keys)
     }
 
     /// Sets the request body limit.
@@ -154,6 +162,7 @@ impl Relay {
     /// the `prepare` hook of hot reload ([`crate::reload::watch_with`]), which swaps the
     /// executor's plan itself once this succeeds.
     pub fn prepare_plan(&self, plan: &Plan) -> Result<(), ApplyError> {
+        self.inner.keys.check_against(plan)?;
         self.inner.client.update(plan)?;
         Ok(())
     }
@@ -188,6 +197,9 @@ pub enum ApplyError {
     /// The executor's state could not be built.
     #[error(transparent)]
     Exec(#[from] crate::exec::state::BuildError),
+    /// A caller of the plan also has a key in the relay's own list.
+    #[error(transparent)]
+    CallerKeys(#[from] CallerKeyError),
 }
 
 /// Serves `relay` on `listener` until `shutdown` resolves, then drains requests in flight.
@@ -228,39 +240,9 @@ async fn chat_completions(
 ) -> Response {
     let inner = &relay.inner;
     let _in_flight = inner.metrics.start();
-    let caller = match &inner.keys {
-        None => None,
-        Some(keys) => {
-            let presented = headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| {
-                    v.strip_prefix("Bearer ")
-                        .or_else(|| v.strip_prefix("bearer "))
-                })
-                .map(str::trim);
-            match presented {
-                None => {
-                    return error_response(
-                        StatusCode::UNAUTHORIZED,
-                        "invalid_request_error",
-                        "missing_api_key",
-                        "send your key as `Authorization: Bearer KEY`",
-                    )
-                }
-                Some(k) => match keys.caller(k) {
-                    Some(name) => Some(name.to_string()),
-                    None => {
-                        return error_response(
-                            StatusCode::UNAUTHORIZED,
-                            "invalid_request_error",
-                            "invalid_api_key",
-                            "the key is not known to this relay",
-                        )
-                    }
-                },
-            }
-        }
+    let caller = match authenticate(inner, &headers) {
+        Ok(c) => c,
+        Err(resp) => return resp,
     };
     let bytes = match body {
         Ok(b) => b,
@@ -312,6 +294,47 @@ async fn chat_completions(
         stream_completion(relay.clone(), req, body).await
     } else {
         plain_completion(&relay, &req, &body).await
+    }
+}
+
+/// The caller presenting `headers`' key: `None` when no key is configured (neither in the
+/// plan's `[callers]` nor in the relay's list), else its name, or a 401.
+#[allow(clippy::result_large_err)] // the error is the response itself, built once
+fn authenticate(inner: &Inner, headers: &HeaderMap) -> Result<Option<String>, Response> {
+    let plan = inner.exec.plan();
+    if inner.keys.is_empty() && plan.callers.is_empty() {
+        return Ok(None);
+    }
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    let Some(key) = presented else {
+        return Err(error_response(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "missing_api_key",
+            "send your key as `Authorization: Bearer KEY`",
+        ));
+    };
+    let h = keys::hash(key);
+    match inner
+        .keys
+        .caller_by_hash(&h)
+        .or_else(|| plan.caller_by_key_hash(&h))
+    {
+        Some(name) => Ok(Some(name.to_string())),
+        None => Err(error_response(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "invalid_api_key",
+            "the key is not known to this relay",
+        )),
     }
 }
 
