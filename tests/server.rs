@@ -729,3 +729,61 @@ async fn policy_callers_are_authenticated_charged_to_their_own_budget_and_reload
     assert!(s.relay.apply_plan(common::plan(&p5)).is_err());
     assert_eq!(post(Some("ops-key")).await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn streams_breaking_mid_way_count_as_failures_and_open_the_breaker() {
+    let s = setup().await;
+    let mut body = chat("one two three four five six");
+    body["stream"] = json!(true);
+    let breaking = Behavior {
+        truncate: true,
+        ..Behavior::default()
+    };
+    let stats = |s: &Setup| {
+        let st = s.relay.executor().stats();
+        let a = st.upstreams.iter().find(|u| u.name == "a").unwrap();
+        let ma = st.models.iter().find(|m| m.name == "ma").unwrap();
+        (
+            a.breaker.as_ref().unwrap().state,
+            a.breaker.as_ref().unwrap().consecutive_failures,
+            ma.failures,
+        )
+    };
+    s.a.set("up-a", breaking.clone());
+    broken_stream(&s, &body).await;
+    broken_stream(&s, &body).await;
+    assert_eq!(stats(&s), ("closed", 2, 2));
+    // A stream that ends well ends the run of failures (its success was provisional).
+    s.a.set("up-a", Behavior::default());
+    let r = s.post(&body).await;
+    assert!(read_stream(r).await.2);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(stats(&s), ("closed", 0, 2));
+    // Three in a row (the breaker's consecutive_failures) open it: the next stream fails
+    // over to b before its first byte.
+    s.a.set("up-a", breaking);
+    for _ in 0..3 {
+        broken_stream(&s, &body).await;
+    }
+    assert_eq!(stats(&s).0, "open");
+    assert_eq!(stats(&s).2, 5);
+    let before = s.a.calls("up-a");
+    let r = s.post(&body).await;
+    assert_eq!(header(&r, "x-tollgate-model"), "mb");
+    assert!(read_stream(r).await.2);
+    assert_eq!(s.a.calls("up-a"), before, "a is not called while open");
+}
+
+/// One stream that breaks mid-way: the caller gets the error event; no retry.
+async fn broken_stream(s: &Setup, body: &Value) {
+    let r = s.post(body).await;
+    assert_eq!(header(&r, "x-tollgate-model"), "ma");
+    let (_, events, done) = read_stream(r).await;
+    assert!(!done);
+    assert_eq!(
+        events.last().unwrap()["error"]["code"],
+        "upstream_stream_interrupted"
+    );
+    // The relay settles the account when it drops the stream: give it a moment.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}

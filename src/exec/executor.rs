@@ -222,6 +222,15 @@ impl<T> Served<T> {
     }
 }
 
+/// How an attempt settled.
+#[derive(Clone, Copy)]
+enum Settled<'f> {
+    Ok,
+    /// A success whose outcome is final only later (see [`Done::pending`]).
+    Pending,
+    Failed(&'f Failure),
+}
+
 /// Permits held for one attempt; dropping them releases everything not yet settled.
 struct Admission<'r> {
     /// Clock reading when the attempt was admitted (after any queueing).
@@ -857,7 +866,11 @@ impl Executor {
             adm,
             done.usage,
             done.rate_limit.map(|r| (r.remaining, r.reset)),
-            None,
+            if done.pending {
+                Settled::Pending
+            } else {
+                Settled::Ok
+            },
             elapsed,
             now,
         )
@@ -882,7 +895,7 @@ impl Executor {
             adm,
             f.usage,
             f.rate_limit.map(|r| (r.remaining, r.reset)),
-            Some(f),
+            Settled::Failed(f),
             elapsed,
             now,
         )
@@ -898,10 +911,14 @@ impl Executor {
         adm: Admission<'_>,
         usage: Option<Usage>,
         rate_limit: Option<(u64, Duration)>,
-        failure: Option<&Failure>,
+        outcome: Settled<'_>,
         elapsed: Duration,
         now: u64,
     ) -> f64 {
+        let failure = match outcome {
+            Settled::Failed(f) => Some(f),
+            Settled::Ok | Settled::Pending => None,
+        };
         let m = rt.plan.model(model);
         let Admission {
             breakers,
@@ -911,6 +928,10 @@ impl Executor {
             ..
         } = adm;
         for (slot, permit) in breakers.into_iter().flatten() {
+            if let Settled::Pending = outcome {
+                slot.breaker.record_pending(permit, elapsed, now);
+                continue;
+            }
             let trips = failure.is_some_and(|f| slot.policy.trip_on.matches(&f.view()));
             slot.breaker.record(permit, trips, elapsed, now);
         }
@@ -966,6 +987,48 @@ impl Executor {
             }
         }
         cost.as_dollars()
+    }
+
+    /// Reports how a call settled as pending ([`Done::pending`]: a stream) ended:
+    /// `failure` is `None` when it ended well (or the caller left), else why it broke.
+    /// Its breakers then end a run of failures, or count the failure (the plan's
+    /// `trip_on` decides, as for any attempt; it may open them); the model's stats count a
+    /// failure instead of the success. If the plan was swapped since, the route and model
+    /// are found by name; if either is gone, nothing is recorded.
+    pub fn record_late_outcome<T>(&self, served: &Served<T>, failure: Option<&Failure>) {
+        let rt = self.shared.current.load_full();
+        let plan = &rt.plan;
+        let (Some(route), Some(model)) = (
+            plan.route_by_name(served.route_name()),
+            plan.model_by_name(served.model_name()),
+        ) else {
+            return;
+        };
+        let ti = plan
+            .route(route)
+            .targets
+            .iter()
+            .position(|t| t.model == model);
+        let ups = &rt.upstreams[plan.model(model).upstream.index()];
+        let ms = &rt.models[model.index()];
+        let first = ti
+            .and_then(|ti| rt.routes[route.index()].breakers.get(ti))
+            .or(ups.breaker.as_ref());
+        let now = self.shared.clock.now();
+        for slot in [first, ms.breaker.as_ref()].into_iter().flatten() {
+            match failure {
+                Some(f) if slot.policy.trip_on.matches(&f.view()) => {
+                    slot.breaker.late_failure(now);
+                }
+                _ => slot.breaker.late_success(),
+            }
+        }
+        if failure.is_some() {
+            ms.failures.fetch_add(1, Relaxed);
+            let _ = ms
+                .successes
+                .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        }
     }
 
     /// Races the first attempt with up to `hedges.len()` hedges, each started `after` the

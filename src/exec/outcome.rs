@@ -26,6 +26,11 @@ pub struct Done<T> {
     pub usage: Option<Usage>,
     /// Rate-limit headers seen, to tighten the local limiter.
     pub rate_limit: Option<RateLimitInfo>,
+    /// The outcome is final only later (a stream whose first event is all that has come):
+    /// breakers count the success without ending a run of failures until
+    /// [`Executor::record_late_outcome`](super::Executor::record_late_outcome) reports how
+    /// it ended.
+    pub pending: bool,
 }
 
 impl<T> Done<T> {
@@ -35,6 +40,7 @@ impl<T> Done<T> {
             value,
             usage: None,
             rate_limit: None,
+            pending: false,
         }
     }
     /// A value with its token usage.
@@ -46,11 +52,17 @@ impl<T> Done<T> {
                 output_tokens,
             }),
             rate_limit: None,
+            pending: false,
         }
     }
     /// Adds rate-limit information.
     pub fn rate_limit(mut self, remaining: u64, reset: Duration) -> Self {
         self.rate_limit = Some(RateLimitInfo { remaining, reset });
+        self
+    }
+    /// Marks the outcome as final only later (see [`Done::pending`]).
+    pub fn pending(mut self) -> Self {
+        self.pending = true;
         self
     }
 }

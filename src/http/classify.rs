@@ -80,6 +80,7 @@ pub fn classify(
                     value: (),
                     usage,
                     rate_limit,
+                    pending: false,
                 });
             }
             (Some(Value::Object(_)), Some(e)) => {

@@ -215,6 +215,7 @@ impl Client {
                 value: bytes,
                 usage: d.usage,
                 rate_limit: d.rate_limit,
+                pending: false,
             }),
             Err(f) => Err(up.scrub(f)),
         }
@@ -303,6 +304,7 @@ impl Client {
             usage: None,
             forward_usage,
             done: false,
+            failure: None,
         };
         // Run the first event through the same bookkeeping as the rest.
         if let stream::EventKind::Chunk {
@@ -319,10 +321,13 @@ impl Client {
             }
             s.first = Some(first);
         }
+        // Until the stream ends, its success is provisional (see `Done::pending`).
+        let pending = !s.done;
         Ok(Done {
             value: s,
             usage: None,
             rate_limit,
+            pending,
         })
     }
 
@@ -352,8 +357,10 @@ impl Client {
 
     /// A streamed chat completion under the executor: retries and failover happen only
     /// until the first event arrives. The route's `streaming` timeouts apply (first byte,
-    /// idle chunk). Once the stream is read to its end, pass its usage to
-    /// [`Executor::record_late_usage`] so spend and budgets count it.
+    /// idle chunk). Once the stream is read to its end (or abandoned), pass its usage to
+    /// [`Executor::record_late_usage`] so spend and budgets count it, and its
+    /// [`SseStream::failure`] to [`Executor::record_late_outcome`] so breakers and stats
+    /// count a stream that broke mid-way (and a run of failures ends on one that did not).
     pub async fn chat_completion_stream(
         &self,
         exec: &Executor,

@@ -9,7 +9,7 @@ use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 
 use super::classify::MAX_BODY_BYTES;
-use crate::exec::Usage;
+use crate::exec::{Failure, Usage};
 
 type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
@@ -39,6 +39,19 @@ impl StreamError {
             StreamError::Idle(_) => STREAM_IDLE,
             StreamError::Interrupted(_) | StreamError::TooLarge => STREAM_INTERRUPTED,
         }
+    }
+    /// The failure this is for the executor ([`Executor::record_late_outcome`]): a stall
+    /// is a `timeout`, a broken stream a `connect` failure (the connection broke), an
+    /// oversized event a 502; each also carries the code sent to the caller.
+    ///
+    /// [`Executor::record_late_outcome`]: crate::exec::Executor::record_late_outcome
+    pub fn to_failure(&self) -> Failure {
+        let f = match self {
+            StreamError::Idle(_) => Failure::timeout(),
+            StreamError::Interrupted(_) => Failure::connect(""),
+            StreamError::TooLarge => Failure::status(502),
+        };
+        f.code(self.code()).message(self.to_string())
     }
     /// An SSE event carrying this error, OpenAI style.
     pub fn to_event(&self) -> Bytes {
@@ -195,6 +208,7 @@ pub struct SseStream {
     pub(crate) usage: Option<Usage>,
     pub(crate) forward_usage: bool,
     pub(crate) done: bool,
+    pub(crate) failure: Option<Failure>,
 }
 
 impl std::fmt::Debug for SseStream {
@@ -224,6 +238,7 @@ impl SseStream {
                 }
                 Some(Err(e)) => {
                     self.done = true;
+                    self.failure = Some(e.to_failure());
                     return Some(Err(e));
                 }
                 Some(Ok(ev)) => ev,
@@ -244,6 +259,12 @@ impl SseStream {
             }
             return Some(Ok(ev));
         }
+    }
+
+    /// Why the stream stopped early, if it did (after [`SseStream::next_event`] returned an
+    /// error): for [`Executor::record_late_outcome`](crate::exec::Executor::record_late_outcome).
+    pub fn failure(&self) -> Option<&Failure> {
+        self.failure.as_ref()
     }
 
     /// Usage reported so far (the final chunk's, with `include_usage`).

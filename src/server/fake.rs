@@ -53,7 +53,8 @@ pub struct Behavior {
     pub rate_limit_headers: bool,
     /// Answer every call with this status and body instead.
     pub raw: Option<(u16, String)>,
-    /// Send half the body, then break the connection.
+    /// Send half the body (of a stream: half its events, at least one), then break the
+    /// connection.
     pub truncate: bool,
     /// Send a body of this many bytes (not JSON).
     pub huge: Option<usize>,
@@ -397,6 +398,7 @@ fn stream_response(model: &str, reply: &str, usage: Option<(u64, u64)>, b: &Beha
     events.push("[DONE]".into());
     let stall = b.stall_after_chunks;
     let delay = b.chunk_delay;
+    let break_at = b.truncate.then(|| (events.len() / 2).max(1));
     let stream = futures_util::stream::unfold(
         (events.into_iter().enumerate(), false),
         move |(mut it, stalled)| async move {
@@ -404,6 +406,13 @@ fn stream_response(model: &str, reply: &str, usage: Option<(u64, u64)>, b: &Beha
                 return None;
             }
             let (i, ev) = it.next()?;
+            if break_at.is_some_and(|n| i >= n) {
+                // Let the events sent so far reach the client before the connection breaks
+                // (a reset may discard data the client has not read yet).
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                let e = std::io::Error::other("simulated connection break");
+                return Some((Err(e), (it, true)));
+            }
             if stall.is_some_and(|n| i >= n) {
                 // Hold the connection open without sending: a stalled upstream.
                 tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -413,7 +422,7 @@ fn stream_response(model: &str, reply: &str, usage: Option<(u64, u64)>, b: &Beha
                 tokio::time::sleep(delay).await;
             }
             Some((
-                Ok::<_, Infallible>(Bytes::from(format!("data: {ev}\n\n"))),
+                Ok::<_, std::io::Error>(Bytes::from(format!("data: {ev}\n\n"))),
                 (it, false),
             ))
         },

@@ -43,9 +43,11 @@
 //! # Streaming
 //! Retries and failover happen until the first event reaches the caller; after that, an
 //! upstream that stalls past the route's `streaming.idle_chunk` or breaks gets an error
-//! event (`stream_idle_timeout` / `upstream_stream_interrupted`) and the stream ends. The
-//! final chunk's usage (tollgate always asks upstream for it) is priced when the stream
-//! ends, or when the caller goes away.
+//! event (`stream_idle_timeout` / `upstream_stream_interrupted`) and the stream ends. Such a
+//! break is not retried, but it counts as a failure of the upstream (a stall as `timeout`,
+//! a broken connection as `connect`, an oversized event as `502`): on its breakers, which
+//! it may open, and in its stats. The final chunk's usage (tollgate always asks upstream
+//! for it) is priced when the stream ends, or when the caller goes away.
 //!
 //! # Shutdown
 //! [`serve`] stops accepting on its shutdown signal and drains requests in flight.
@@ -487,7 +489,8 @@ async fn stream_completion(relay: Relay, req: Request, body: Map<String, Value>)
     resp
 }
 
-/// A stream to the caller; prices its usage when it is dropped (ended or abandoned).
+/// A stream to the caller; when it is dropped (ended or abandoned) prices its usage and
+/// reports how it ended (a break mid-way counts on the upstream's breakers and stats).
 struct StreamAccount {
     exec: Executor,
     meta: Served<()>,
@@ -502,6 +505,8 @@ impl Drop for StreamAccount {
             self.exec
                 .record_late_usage(&self.meta, self.req.caller.as_deref(), u);
         }
+        self.exec
+            .record_late_outcome(&self.meta, self.stream.failure());
     }
 }
 

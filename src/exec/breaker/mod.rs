@@ -465,12 +465,78 @@ impl Breaker {
         if probe {
             self.record_probe(gen, failure || slow, now)
         } else {
-            self.record_closed(gen, failure, slow, now)
+            self.record_closed(gen, failure, slow, true, now)
         }
     }
 
+    /// Reports a call that has succeeded so far but whose outcome is final only later (a
+    /// stream whose first event reached the caller). It counts as a success in the windows
+    /// and for a probe, but does not end a run of consecutive failures: the late outcome
+    /// does, [`late_success`](Self::late_success) or [`late_failure`](Self::late_failure).
+    pub fn record_pending(
+        &self,
+        permit: BreakerPermit<'_>,
+        elapsed: Duration,
+        now: u64,
+    ) -> Option<Transition> {
+        if !std::ptr::eq(permit.breaker, self) {
+            return None;
+        }
+        let (gen, probe) = (permit.gen, permit.probe);
+        std::mem::forget(permit);
+        let slow = self.slow_ring.is_some() && nanos(elapsed) > self.slow_over;
+        if probe {
+            self.record_probe(gen, slow, now)
+        } else {
+            self.record_closed(gen, false, slow, false, now)
+        }
+    }
+
+    /// A call reported with [`record_pending`](Self::record_pending) finished well: it ends a
+    /// run of consecutive failures, as a success does.
+    pub fn late_success(&self) {
+        if tag(self.word.0.load(Acquire)) == CLOSED && self.consecutive.0.load(Relaxed) != 0 {
+            self.consecutive.0.store(0, Relaxed);
+        }
+    }
+
+    /// A call reported with [`record_pending`](Self::record_pending) failed after all (a
+    /// stream that broke or stalled mid-way): closed, it becomes a failure in the windows
+    /// and adds to the run of consecutive failures (either may open the breaker); half-open,
+    /// it reopens the breaker, as a failed probe does; open, it is ignored.
+    pub fn late_failure(&self, now: u64) -> Option<Transition> {
+        let w = self.word.0.load(Acquire);
+        match tag(w) {
+            CLOSED => {
+                let expected = pack(CLOSED, gen(w), 0);
+                for ring in self.rings.iter() {
+                    ring.add_late_failure(now);
+                }
+                let mut reason = None;
+                if let Some(n) = self.cfg.consecutive_failures {
+                    if self.consecutive.0.fetch_add(1, Relaxed).saturating_add(1) >= n {
+                        reason = Some(TransitionReason::ConsecutiveFailures);
+                    }
+                }
+                self.maybe_trip(expected, reason, true, false, now)
+            }
+            HALF_OPEN => self
+                .transition(w, OPEN, now, TransitionReason::ProbeFailed)
+                .map(|(t, _)| t),
+            _ => None,
+        }
+    }
+
+    /// `reset`: a success ends a run of consecutive failures (not so for a pending one).
     #[inline(always)]
-    fn record_closed(&self, g: u32, failure: bool, slow: bool, now: u64) -> Option<Transition> {
+    fn record_closed(
+        &self,
+        g: u32,
+        failure: bool,
+        slow: bool,
+        reset: bool,
+        now: u64,
+    ) -> Option<Transition> {
         let expected = pack(CLOSED, g, 0);
         if self.word.0.load(Acquire) != expected {
             return None;
@@ -484,7 +550,7 @@ impl Breaker {
                 if self.consecutive.0.fetch_add(1, Relaxed).saturating_add(1) >= n {
                     reason = Some(TransitionReason::ConsecutiveFailures);
                 }
-            } else if self.consecutive.0.load(Relaxed) != 0 {
+            } else if reset && self.consecutive.0.load(Relaxed) != 0 {
                 self.consecutive.0.store(0, Relaxed);
             }
         }

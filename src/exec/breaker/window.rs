@@ -80,6 +80,20 @@ impl Ring {
 
     #[inline]
     pub(crate) fn add(&self, now: u64, failure: bool, slow: bool) {
+        let inc = 1 | (u64::from(failure) << FAIL_SHIFT) | (u64::from(slow) << SLOW_SHIFT);
+        self.add_inc(now, inc, inc);
+    }
+
+    /// Turns a call already counted as a success into a failure: one more failure in the
+    /// current bucket, no more calls; in a bucket of a new lap (the success was counted in
+    /// an older one), a failed call.
+    pub(crate) fn add_late_failure(&self, now: u64) {
+        self.add_inc(now, 1 << FAIL_SHIFT, 1 | (1 << FAIL_SHIFT));
+    }
+
+    /// Adds `inc` to the bucket of `now`, or starts it with `fresh` when it holds an older lap.
+    #[inline(always)]
+    fn add_inc(&self, now: u64, inc: u64, fresh: u64) {
         let idx = self.index(now);
         let slot = (idx % BUCKETS) as usize;
         let lap = idx / BUCKETS;
@@ -93,13 +107,12 @@ impl Ring {
             self.newest_lap.fetch_max(lap, Relaxed);
         }
 
-        let inc = 1 | (u64::from(failure) << FAIL_SHIFT) | (u64::from(slow) << SLOW_SHIFT);
         let bucket = &self.buckets[slot];
         let mut cur = bucket.load(Relaxed);
         loop {
             let cur_tag = cur >> TAG_SHIFT;
             let new = if cur_tag == tag {
-                if cur & CNT_MASK == CNT_MASK {
+                if cur & CNT_MASK == CNT_MASK || (cur >> FAIL_SHIFT) & CNT_MASK == CNT_MASK {
                     return; // saturated: skip the sample
                 }
                 cur + inc
@@ -109,7 +122,7 @@ impl Ring {
                 if cur & CNT_MASK != 0 && ahead < TAG_SPAN / 2 {
                     return;
                 }
-                (tag << TAG_SHIFT) | inc
+                (tag << TAG_SHIFT) | fresh
             };
             match bucket.compare_exchange_weak(cur, new, Relaxed, Relaxed) {
                 Ok(_) => return,
