@@ -36,6 +36,8 @@
 pub mod classify;
 mod key;
 mod layer;
+#[cfg(feature = "reqwest-middleware")]
+mod middleware;
 mod stream;
 
 use std::collections::HashMap;
@@ -50,6 +52,8 @@ use serde_json::{Map, Value};
 
 pub use key::{resolve as resolve_key, KeyError};
 pub use layer::{Attempt, ChatLayer, ChatService};
+#[cfg(feature = "reqwest-middleware")]
+pub use middleware::{MiddlewareError, TollgateMiddleware};
 pub use stream::{SseStream, StreamError, STREAM_IDLE, STREAM_INTERRUPTED};
 
 use crate::exec::{Done, ExecError, Executor, Failure, Request, Served, Target};
@@ -181,6 +185,12 @@ impl Client {
         }
         self.upstreams.store(Arc::new(next));
         Ok(())
+    }
+
+    /// The `Authorization` header for `target`'s upstream, if it has a key.
+    #[cfg(feature = "reqwest-middleware")]
+    pub(crate) fn auth_for(&self, target: &Target) -> Result<Option<HeaderValue>, Failure> {
+        Ok(self.upstream(target)?.auth.clone())
     }
 
     fn upstream(&self, target: &Target) -> Result<Arc<UpstreamClient>, Failure> {
