@@ -231,7 +231,16 @@ struct Admission<'r> {
     tokens: Option<TokenReservation<'r>>,
     budgets: SmallVec<[BudgetReservation<'r>; 2]>,
     shared_budgets: SmallVec<[SharedReservation<'r>; 1]>,
-    _in_flight: InFlight<'r>,
+    _in_flight: Option<InFlight<'r>>,
+}
+
+impl Admission<'_> {
+    /// Returns the concurrency permit and the in-flight count: what [`Executor::settle`]
+    /// leaves. In place, because `drop(adm)` would move (memcpy) it first.
+    fn release(&mut self) {
+        self._concurrency = None;
+        self._in_flight = None;
+    }
 }
 
 /// Counts a call in flight on a model while alive.
@@ -559,7 +568,7 @@ impl Executor {
                                 elapsed,
                                 now,
                             );
-                            drop(adm);
+                            adm.release();
                             trail.cost += cost;
                             return Ok(Served {
                                 value: done.value,
@@ -585,7 +594,7 @@ impl Executor {
                             );
                             // Releases the concurrency permit and the in-flight count before
                             // any backoff.
-                            drop(adm);
+                            adm.release();
                             let view = f.view();
                             tracing::debug!(target: "tollgate::exec", route = %route.name, model = %rt.plan.model(served_model).name, attempt = attempt_no, failure = %f, "attempt failed");
                             trail.failed.push(AttemptRecord {
@@ -835,7 +844,7 @@ impl Executor {
             tokens,
             budgets,
             shared_budgets,
-            _in_flight: InFlight(&ms.in_flight),
+            _in_flight: Some(InFlight(&ms.in_flight)),
         })
     }
 
