@@ -240,7 +240,16 @@ struct Admission<'r> {
     tokens: Option<TokenReservation<'r>>,
     budgets: SmallVec<[BudgetReservation<'r>; 2]>,
     shared_budgets: SmallVec<[SharedReservation<'r>; 1]>,
-    _in_flight: InFlight<'r>,
+    _in_flight: Option<InFlight<'r>>,
+}
+
+impl Admission<'_> {
+    /// Returns the concurrency permit and the in-flight count: what [`Executor::settle`]
+    /// leaves. In place, because `drop(adm)` would move (memcpy) it first.
+    fn release(&mut self) {
+        self._concurrency = None;
+        self._in_flight = None;
+    }
 }
 
 /// Counts a call in flight on a model while alive.
@@ -359,7 +368,9 @@ impl Executor {
         F: FnMut(Target, u32) -> Fut,
         Fut: Future<Output = Result<Done<T>, Failure>>,
     {
-        let rt = self.shared.current.load_full();
+        // A guard, not a clone: no refcount traffic on the shared runtime per request (arc-swap
+        // falls back to a full clone by itself when too many guards are alive on a thread).
+        let rt = self.shared.current.load();
         let clock = &self.shared.clock;
         let start = clock.now();
         // Seeded: one stream per request, in request order. Unseeded: the thread's own
@@ -427,7 +438,9 @@ impl Executor {
                             }
                         }
                     }
-                    let adm = match self.admit(&rt, route_id, ti, req, now, deadline).await {
+                    // The admission stays in this binding on the common path (no hedge) and is
+                    // settled by reference: each move of it (over 200 bytes) is a memcpy.
+                    let mut adm = match self.admit(&rt, route_id, ti, req, now, deadline).await {
                         Ok(a) => a,
                         Err(Refusal::Skip(reason)) => {
                             tracing::debug!(target: "tollgate::exec", route = %route.name, model = %model.name, %reason, "target skipped");
@@ -521,29 +534,18 @@ impl Executor {
                         }
                         _ => Order::new(),
                     };
-                    let Finished {
-                        result,
-                        elapsed,
-                        adm,
-                        ti: served_ti,
-                        hedge,
-                        at: now,
-                    } = if hedge_targets.is_empty() {
-                        let result = mk(&mut op, ti, attempt_no, false, timeout).await;
-                        let at = clock.now();
-                        Finished {
-                            result,
-                            elapsed: Duration::from_nanos(at.saturating_sub(adm.at)),
-                            adm,
-                            ti,
-                            hedge: false,
-                            at,
-                        }
+                    let (result, elapsed, served_ti, hedge, now);
+                    if hedge_targets.is_empty() {
+                        result = mk(&mut op, ti, attempt_no, false, timeout).await;
+                        now = clock.now();
+                        elapsed = Duration::from_nanos(now.saturating_sub(adm.at));
+                        served_ti = ti;
+                        hedge = false;
                     } else {
                         let after = route.hedge.map(|h| h.after).unwrap_or_default();
                         // Boxed: the race is rare and large; inline it would grow every
                         // request's future.
-                        Box::pin(self.race(
+                        let f = Box::pin(self.race(
                             &rt,
                             route_id,
                             req,
@@ -555,8 +557,14 @@ impl Executor {
                             after,
                             &mut trail,
                         ))
-                        .await
-                    };
+                        .await;
+                        adm = f.adm;
+                        result = f.result;
+                        elapsed = f.elapsed;
+                        served_ti = f.ti;
+                        hedge = f.hedge;
+                        now = f.at;
+                    }
                     let served_model = route.targets[served_ti].model;
                     match result {
                         Ok(done) => {
@@ -564,11 +572,12 @@ impl Executor {
                                 &rt,
                                 route_id,
                                 served_model,
-                                adm,
+                                &mut adm,
                                 &done,
                                 elapsed,
                                 now,
                             );
+                            adm.release();
                             trail.cost += cost;
                             return Ok(Served {
                                 value: done.value,
@@ -587,11 +596,14 @@ impl Executor {
                                 &rt,
                                 route_id,
                                 served_model,
-                                adm,
+                                &mut adm,
                                 &f,
                                 elapsed,
                                 now,
                             );
+                            // Releases the concurrency permit and the in-flight count before
+                            // any backoff.
+                            adm.release();
                             let view = f.view();
                             tracing::debug!(target: "tollgate::exec", route = %route.name, model = %rt.plan.model(served_model).name, attempt = attempt_no, failure = %f, "attempt failed");
                             trail.failed.push(AttemptRecord {
@@ -841,7 +853,7 @@ impl Executor {
             tokens,
             budgets,
             shared_budgets,
-            _in_flight: InFlight(&ms.in_flight),
+            _in_flight: Some(InFlight(&ms.in_flight)),
         })
     }
 
@@ -851,7 +863,7 @@ impl Executor {
         rt: &Runtime,
         route: RouteId,
         model: ModelId,
-        adm: Admission<'_>,
+        adm: &mut Admission<'_>,
         done: &Done<T>,
         elapsed: Duration,
         now: u64,
@@ -882,7 +894,7 @@ impl Executor {
         rt: &Runtime,
         route: RouteId,
         model: ModelId,
-        adm: Admission<'_>,
+        adm: &mut Admission<'_>,
         f: &Failure,
         elapsed: Duration,
         now: u64,
@@ -901,14 +913,16 @@ impl Executor {
         )
     }
 
-    /// Records an attempt's outcome everywhere it counts; returns its cost in USD.
+    /// Records an attempt's outcome everywhere it counts; returns its cost in USD. Takes the
+    /// breaker permits and reservations out of `adm` (by reference: moving it is a memcpy);
+    /// the caller drops what remains (concurrency permit, in-flight count) right after.
     #[allow(clippy::too_many_arguments)]
     fn settle(
         &self,
         rt: &Runtime,
         route: RouteId,
         model: ModelId,
-        adm: Admission<'_>,
+        adm: &mut Admission<'_>,
         usage: Option<Usage>,
         rate_limit: Option<(u64, Duration)>,
         outcome: Settled<'_>,
@@ -920,14 +934,7 @@ impl Executor {
             Settled::Ok | Settled::Pending => None,
         };
         let m = rt.plan.model(model);
-        let Admission {
-            breakers,
-            tokens,
-            budgets,
-            shared_budgets,
-            ..
-        } = adm;
-        for (slot, permit) in breakers.into_iter().flatten() {
+        for (slot, permit) in adm.breakers.iter_mut().filter_map(Option::take) {
             if let Settled::Pending = outcome {
                 slot.breaker.record_pending(permit, elapsed, now);
                 continue;
@@ -936,13 +943,13 @@ impl Executor {
             slot.breaker.record(permit, trips, elapsed, now);
         }
         let cost = usage.map_or(Usd::ZERO, |u| record_spend(rt, route, model, u));
-        for r in budgets {
+        for r in adm.budgets.drain(..) {
             r.settle(cost);
         }
-        for r in shared_budgets {
+        for r in adm.shared_budgets.drain(..) {
             r.settle(cost);
         }
-        if let Some(t) = tokens {
+        if let Some(t) = adm.tokens.take() {
             match usage {
                 Some(u) => t.settle(u.input_tokens.saturating_add(u.output_tokens), now),
                 // A connection that never opened used no tokens; otherwise keep the estimate.
@@ -1157,25 +1164,34 @@ impl Executor {
         f: Finished<'_, T>,
         trail: &mut Trail,
     ) {
-        let Err(failure) = f.result else { return };
-        let model = rt.plan.route(route_id).targets[f.ti].model;
+        let Finished {
+            result,
+            mut adm,
+            elapsed,
+            ti,
+            hedge,
+            ..
+        } = f;
+        let Err(failure) = result else { return };
+        let model = rt.plan.route(route_id).targets[ti].model;
         self.settle_failure(
             rt,
             route_id,
             model,
-            f.adm,
+            &mut adm,
             &failure,
-            f.elapsed,
+            elapsed,
             self.shared.clock.now(),
         );
+        drop(adm);
         trail.failed.push(AttemptRecord {
             model: rt.plan.model(model).name.clone(),
             upstream: rt.plan.upstream(rt.plan.model(model).upstream).name.clone(),
             attempt: 1,
             failure: failure.to_string(),
-            elapsed: f.elapsed,
+            elapsed,
             delay: None,
-            hedge: f.hedge,
+            hedge,
         });
     }
 }
@@ -1213,9 +1229,18 @@ pub fn select_route(plan: &Plan, req: &Request) -> Option<RouteId> {
 /// Target indices in the order to try them; inline for routes of up to 8 targets.
 type Order = SmallVec<[usize; 8]>;
 
+/// The identity order of up to 8 targets.
+const IDENTITY: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+
 fn target_order(rt: &Runtime, route: RouteId, req: &Request, rng: &mut fastrand::Rng) -> Order {
     let r = rt.plan.route(route);
-    let mut order: Order = (0..r.targets.len()).collect();
+    let n = r.targets.len();
+    let mut order: Order = if n <= IDENTITY.len() {
+        // A copy of a constant array: cheaper than collecting a range element by element.
+        SmallVec::from_buf_and_len(IDENTITY, n)
+    } else {
+        (0..n).collect()
+    };
     match r.strategy {
         Strategy::Failover => {}
         Strategy::Weighted => {
