@@ -8,16 +8,26 @@
 //!
 //! # Leases: the local fast path
 //!
-//! A shared rate limiter does not ask the backend for every call. It takes a batch of up to
-//! `lease` permits in one GCRA decision (the backend grants as many as its bucket holds, at
-//! least one), spends one, and keeps the rest in a local [`Lease`] that later calls spend with
-//! one atomic decrement. A lease never holds more than `lease − 1` permits: permits granted
-//! beyond that (two refills racing) are dropped, which can only under-admit.
+//! A shared rate limiter does not ask the backend for every call. It takes a batch of
+//! permits in one GCRA decision (the backend grants as many as its bucket holds, at least
+//! one), and keeps them in a local [`Lease`] that later calls spend with one atomic
+//! decrement. When a call leaves the lease at or below half its size, one background task
+//! tops it up (a *prefetch*: `tokio::spawn`, bounded by the backend timeout, failures going
+//! through the same breaker), so callers normally never find it empty; a caller that does
+//! waits for the batch in flight, else asks for a batch itself.
 //!
-//! **The bound.** The backend's GCRA grants at most `rate·w + burst` permits in any window of
-//! length `w`. A call admitted in the window spends either a permit granted in the window or
-//! one held in a lease at the window's start, and each instance holds at most `lease − 1`.
-//! So with `n` instances, in any window `w`:
+//! **The bound.** Count a permit as *held* by an instance from the moment the backend
+//! grants it until a call spends it (or it is dropped): permits in a lease and permits on
+//! their way to one. At most one batch is in flight per instance (a single-flight flag
+//! shared by prefetches and callers), and a batch asks for at most `lease − 1 − in lease`
+//! permits ([`Lease::want`]) — plus one that the asking caller spends at once, which is
+//! never held. Permits granted beyond what the lease has room for (it keeps at most
+//! `lease − 1` whatever the interleaving) are dropped, which can only under-admit. So an
+//! instance holds at most `lease − 1` permits at any time, prefetched ones included.
+//!
+//! The backend's GCRA grants at most `rate·w + burst` permits in any window of length `w`
+//! (in the backend's clock). A call admitted in the window spends either a permit granted in
+//! the window or one held at the window's start. So with `n` instances, in any window `w`:
 //!
 //! > admitted ≤ `rate·w + burst + n·(lease − 1)`  (≤ `rate·w + burst + n·lease`).
 //!
@@ -51,6 +61,7 @@ pub mod redis;
 pub use lease::Lease;
 pub use memory::MemoryBackend;
 
+use super::clock::nanos;
 use super::limit::{LimitError, RateConfig, RateLimiter};
 use super::price::{BudgetConfig, BudgetLedger, BudgetReservation, Usd};
 use crate::plan::{FailMode, RedisSettings};
@@ -182,6 +193,8 @@ impl Shared {
         }
     }
 
+    /// One backend call, unless the breaker around the backend is open; `None` (counted as
+    /// a fallback) when the backend is not tried or fails.
     async fn call<T>(
         &self,
         what: &str,
@@ -192,6 +205,21 @@ impl Shared {
             self.health.fallbacks.fetch_add(1, Relaxed);
             return None;
         }
+        let r = self.attempt(what, now, f).await;
+        if r.is_none() {
+            self.health.fallbacks.fetch_add(1, Relaxed);
+        }
+        r
+    }
+
+    /// One backend call bounded by the timeout, the breaker already consulted: a failure
+    /// opens it (logged, counted); `None` on failure.
+    async fn attempt<T>(
+        &self,
+        what: &str,
+        now: u64,
+        f: BoxFut<'_, Result<T, Unavailable>>,
+    ) -> Option<T> {
         self.health.round_trips.fetch_add(1, Relaxed);
         let r = match tokio::time::timeout(self.settings.timeout, f).await {
             Ok(r) => r,
@@ -207,7 +235,6 @@ impl Shared {
             }
             Err(e) => {
                 self.health.failed(what, &e, now);
-                self.health.fallbacks.fetch_add(1, Relaxed);
                 None
             }
         }
@@ -215,6 +242,9 @@ impl Shared {
 }
 
 /// A request-rate limiter shared through the backend, with a local lease and a fallback.
+///
+/// Shared as an `Arc`: [`check`](Self::check) may start a background refill (prefetch)
+/// that holds the limiter until it ends.
 #[derive(Debug)]
 pub struct SharedRate {
     shared: Shared,
@@ -222,11 +252,15 @@ pub struct SharedRate {
     t_us: u64,
     cap_us: u64,
     lease: Lease,
-    /// A batch request is in flight: other callers of this instance ask for one permit
-    /// each meanwhile, so a burst of callers does not take (and drop) many batches.
+    /// A batch request (a caller's or a prefetch) is in flight: one at a time per instance,
+    /// so a burst of callers does not take (and drop) many batches, and what the lease holds
+    /// plus what is on its way stays within `lease − 1`.
     refilling: AtomicBool,
     /// Wakes the callers waiting for the batch in flight.
     refilled: tokio::sync::Notify,
+    /// Executor-clock nanoseconds before which no prefetch starts (the backend refused the
+    /// last one: the shared bucket is empty until then).
+    prefetch_after: AtomicU64,
     /// Decides while the backend is unavailable with `fail_mode = "open"`: the configured
     /// rate and burst divided by `expected_instances`.
     fallback: RateLimiter,
@@ -235,6 +269,27 @@ pub struct SharedRate {
 /// Microseconds, rounded up (never looser than configured).
 fn micros_up(ns: f64) -> u64 {
     (ns / 1000.0).ceil().max(1.0) as u64
+}
+
+/// Clears the single-flight flag and wakes the waiters when a batch request ends, even if
+/// it is cancelled mid-way.
+struct Batch<'a>(Option<&'a SharedRate>);
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.0 {
+            r.end_batch();
+        }
+    }
+}
+
+/// [`Batch`] for a prefetch running in its own task.
+struct OwnedBatch(Arc<SharedRate>);
+
+impl Drop for OwnedBatch {
+    fn drop(&mut self) {
+        self.0.end_batch();
+    }
 }
 
 impl SharedRate {
@@ -254,30 +309,30 @@ impl SharedRate {
             lease: Lease::new(shared.settings.lease),
             refilling: AtomicBool::new(false),
             refilled: tokio::sync::Notify::new(),
+            prefetch_after: AtomicU64::new(0),
             shared,
             fallback,
         })
     }
 
-    /// Admits one call: from the lease, else from the backend (refilling the lease), else
-    /// per `fail_mode`.
-    pub async fn check(&self, now: u64) -> Result<(), LimitError> {
+    fn end_batch(&self) {
+        self.refilling.store(false, Relaxed);
+        self.refilled.notify_waiters();
+    }
+
+    /// Admits one call: from the lease (topping it up in the background when it runs low),
+    /// else from the backend (refilling the lease), else per `fail_mode`.
+    pub async fn check(self: &Arc<Self>, now: u64) -> Result<(), LimitError> {
         if self.lease.take() {
+            if self.lease.low() {
+                self.prefetch(now);
+            }
             return Ok(());
         }
-        // One batch request at a time per instance (the flag is cleared, and waiters woken,
-        // even if this call is cancelled mid-way). Callers that find the lease empty while a
-        // batch is in flight wait for it (at most the backend timeout) instead of asking
-        // for a permit each: round trips fall towards one per `lease` calls.
-        struct Batch<'a>(Option<(&'a AtomicBool, &'a tokio::sync::Notify)>);
-        impl Drop for Batch<'_> {
-            fn drop(&mut self) {
-                if let Some((f, n)) = self.0 {
-                    f.store(false, Relaxed);
-                    n.notify_waiters();
-                }
-            }
-        }
+        // One batch request at a time per instance. Callers that find the lease empty while
+        // a batch (a prefetch or another caller's) is in flight wait for it (at most the
+        // backend timeout) instead of asking for a permit each: round trips fall towards
+        // one per `lease / 2` calls.
         let mut batch = false;
         if self.lease.size() > 1 {
             for _ in 0..4 {
@@ -296,8 +351,9 @@ impl SharedRate {
                 }
             }
         }
-        let _batch = Batch(batch.then_some((&self.refilling, &self.refilled)));
-        let max = if batch { self.lease.size() as u64 } else { 1 };
+        let _batch = Batch(batch.then_some(&**self));
+        // The batch: this call's permit plus what the lease has room for.
+        let max = if batch { self.lease.want() + 1 } else { 1 };
         let f = self
             .shared
             .backend
@@ -315,6 +371,44 @@ impl SharedRate {
                 FailMode::Closed => Err(LimitError::SharedUnavailable),
             },
         }
+    }
+
+    /// Starts a background refill of the lease (single-flight: nothing if a batch is already
+    /// in flight, if the backend refused the last one less than its `retry_in` ago, if the
+    /// breaker around the backend is open, or outside a tokio runtime). Bounded by the
+    /// backend timeout; a failure opens the breaker like any other (logged, counted).
+    fn prefetch(self: &Arc<Self>, now: u64) {
+        if now < self.prefetch_after.load(Relaxed) || self.refilling.swap(true, Relaxed) {
+            return;
+        }
+        let batch = OwnedBatch(self.clone());
+        let want = self.lease.want();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if want == 0 || !self.shared.health.should_try(now) {
+            return;
+        }
+        handle.spawn(async move {
+            let me = &*batch.0;
+            let f = me
+                .shared
+                .backend
+                .admit(&me.key, me.t_us, me.cap_us, 1, want);
+            match me.shared.attempt("rate limiter (prefetch)", now, f).await {
+                Some(Grant::Granted(n)) => {
+                    me.lease.refill(n);
+                }
+                Some(Grant::Refused(retry_in)) => {
+                    me.prefetch_after
+                        .store(now.saturating_add(nanos(retry_in)), Relaxed);
+                }
+                // Logged and counted by `attempt`; callers that find the lease empty follow
+                // `fail_mode` while the breaker is open.
+                None => {}
+            }
+            drop(batch);
+        });
     }
 
     /// The backend key.
@@ -457,3 +551,6 @@ impl Drop for SharedReservation<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
