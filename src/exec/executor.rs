@@ -34,7 +34,7 @@ use super::limit::{ConcurrencyGuard, LimitError, OnLimit, TokenReservation};
 use super::outcome::{Done, Failure, Usage};
 use super::price::{BudgetReservation, Savings, SpendKey, SpendReport, Usd};
 use super::request::Request;
-use super::shared::{SharedReservation, StateBackend};
+use super::shared::{SharedReservation, SharedTokenReservation, StateBackend};
 use super::state::{BreakerSlot, BuildError, Runtime};
 use super::timeout::AttemptTimeout;
 use crate::plan::{FailureView, ModelId, OnExceed, Plan, RouteId, UpstreamId};
@@ -228,10 +228,25 @@ struct Admission<'r> {
     at: u64,
     breakers: [Option<(&'r BreakerSlot, BreakerPermit<'r>)>; 2],
     _concurrency: Option<ConcurrencyGuard<'r>>,
-    tokens: Option<TokenReservation<'r>>,
+    tokens: Option<Tokens<'r>>,
     budgets: SmallVec<[BudgetReservation<'r>; 2]>,
     shared_budgets: SmallVec<[SharedReservation<'r>; 1]>,
     _in_flight: InFlight<'r>,
+}
+
+/// Tokens reserved for one attempt, on the upstream's local or shared limiter.
+enum Tokens<'r> {
+    Local(TokenReservation<'r>),
+    Shared(SharedTokenReservation<'r>),
+}
+
+impl Tokens<'_> {
+    fn settle(self, actual: u64, now: u64) {
+        match self {
+            Tokens::Local(r) => r.settle(actual, now),
+            Tokens::Shared(r) => r.settle(actual, now),
+        }
+    }
 }
 
 /// Counts a call in flight on a model while alive.
@@ -772,11 +787,24 @@ impl Executor {
             },
         };
         let mut now = now;
-        let tokens = match &ups.tokens {
-            None => None,
-            Some(t) => loop {
+        let shared_tokens = rt.shared_tokens[up_id.index()].as_ref();
+        let tokens = match (&ups.tokens, shared_tokens) {
+            (None, _) => None,
+            (Some(_), Some(st)) => loop {
+                match st.reserve(input.saturating_add(output), now).await {
+                    Ok(r) => break Some(Tokens::Shared(r)),
+                    Err(e) => match e.retry_in().and_then(|d| on_limit.wait_for(d)) {
+                        Some(d) => {
+                            tokio::time::sleep(d).await;
+                            now = self.shared.clock.now();
+                        }
+                        None => return Err(limited(e)),
+                    },
+                }
+            },
+            (Some(t), None) => loop {
                 match t.reserve(input.saturating_add(output), now) {
-                    Ok(r) => break Some(r),
+                    Ok(r) => break Some(Tokens::Local(r)),
                     Err(e) => match e.retry_in().and_then(|d| on_limit.wait_for(d)) {
                         Some(d) => {
                             tokio::time::sleep(d).await;

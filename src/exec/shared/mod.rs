@@ -62,7 +62,9 @@ pub use lease::Lease;
 pub use memory::MemoryBackend;
 
 use super::clock::nanos;
-use super::limit::{LimitError, RateConfig, RateLimiter};
+use super::limit::{
+    LimitError, RateConfig, RateLimiter, TokenConfig, TokenLimiter, TokenReservation,
+};
 use super::price::{BudgetConfig, BudgetLedger, BudgetReservation, Usd};
 use crate::plan::{FailMode, RedisSettings};
 
@@ -111,6 +113,15 @@ pub trait StateBackend: Send + Sync + fmt::Debug {
         amount: u64,
     ) -> BoxFut<'a, Result<Option<u64>, Unavailable>>;
 
+    /// Shifts the GCRA bucket `key` by `delta_us` µs of work: positive charges (from
+    /// `max(TAT, now)`, unconditionally: the units were spent), negative refunds (an empty
+    /// bucket stays empty). Reconciles a token reservation with the actual usage.
+    fn adjust_rate<'a>(
+        &'a self,
+        key: &'a str,
+        delta_us: i64,
+    ) -> BoxFut<'a, Result<(), Unavailable>>;
+
     /// Adds `delta` nano-dollars (negative: releases) to window `window` of budget `key`;
     /// nothing if that window is over.
     fn adjust<'a>(
@@ -133,6 +144,8 @@ pub struct SharedHealth {
     pub fallbacks: AtomicU64,
     /// Backend round trips.
     pub round_trips: AtomicU64,
+    /// Settlements (budget adjustments, token reconciliations) given up after their retries.
+    pub lost_settlements: AtomicU64,
 }
 
 impl SharedHealth {
@@ -164,6 +177,11 @@ impl SharedHealth {
         if self.open_until.swap(0, Relaxed) != 0 {
             tracing::info!(target: "tollgate::shared", "shared state reachable again");
         }
+    }
+
+    fn lost(&self, s: &Settlement, error: &str) {
+        self.lost_settlements.fetch_add(1, Relaxed);
+        tracing::warn!(target: "tollgate::shared", settlement = ?s, %error, "shared settlement lost after its retries");
     }
 
     /// Whether the breaker is open (the backend is considered down).
@@ -238,6 +256,76 @@ impl Shared {
                 None
             }
         }
+    }
+}
+
+/// A reconciliation sent to the backend after a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// Adds `delta` nano-dollars to window `window` of budget `key`.
+    Budget {
+        /// Budget key (without the window).
+        key: String,
+        /// Window index.
+        window: u64,
+        /// Nano-dollars (negative: released).
+        delta: i64,
+    },
+    /// Shifts GCRA bucket `key` by `delta_us` (token limiter: actual minus estimate).
+    Rate {
+        /// Bucket key.
+        key: String,
+        /// Microseconds of work (negative: refunded).
+        delta_us: i64,
+    },
+}
+
+/// Pauses before the retries of a failed settlement: four tries within about 0.6 s plus
+/// their timeouts, far inside any budget window or token minute (a budget adjustment that
+/// arrives after its window is over changes nothing: the key has expired).
+pub const SETTLE_RETRIES: [Duration; 3] = [
+    Duration::from_millis(20),
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+];
+
+impl Shared {
+    /// Sends `s` in the background, retrying a failure after each pause of
+    /// [`SETTLE_RETRIES`]; each failed try counts in [`SharedHealth::failures`], a settlement
+    /// still failing after the last try counts in [`SharedHealth::lost_settlements`] and logs
+    /// a warning. A lost release or refund over-counts (conservative); a lost charge
+    /// under-counts by that call's excess over its reservation. Settlements do not consult
+    /// the breaker (they are not decisions) and do not open it.
+    pub fn settle_later(&self, s: Settlement) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            self.health.lost(&s, "no tokio runtime to send it from");
+            return;
+        };
+        let (backend, health) = (self.backend.clone(), self.health.clone());
+        let timeout = self.settings.timeout;
+        handle.spawn(async move {
+            let mut error = String::new();
+            let pauses = std::iter::once(Duration::ZERO).chain(SETTLE_RETRIES);
+            for pause in pauses {
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+                health.round_trips.fetch_add(1, Relaxed);
+                let f = match &s {
+                    Settlement::Budget { key, window, delta } => {
+                        backend.adjust(key, *window, *delta)
+                    }
+                    Settlement::Rate { key, delta_us } => backend.adjust_rate(key, *delta_us),
+                };
+                match tokio::time::timeout(timeout, f).await {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => error = e.0,
+                    Err(_) => error = format!("no answer within {timeout:?}"),
+                }
+                health.failures.fetch_add(1, Relaxed);
+            }
+            health.lost(&s, &error);
+        });
     }
 }
 
@@ -427,6 +515,141 @@ impl SharedRate {
     }
 }
 
+/// A tokens-per-minute limiter shared through the backend: each call reserves its estimate
+/// with one GCRA decision (no lease: a call's tokens vary too much to batch), and the
+/// difference with the actual usage is charged or refunded afterwards
+/// ([`StateBackend::adjust_rate`]).
+///
+/// The bucket is kept in microseconds of work: a reservation of `k` tokens costs
+/// `⌈k · 60 s / tokens_per_minute⌉` µs, so rounding makes it stricter by under one
+/// microsecond's worth of tokens per call. In any window `w` the tokens reserved across the
+/// cluster stay within `tpm·w/60 s + burst`; settles above the estimate are charged
+/// afterwards (as with a local limiter), so actual usage exceeds that by at most what calls
+/// used beyond their estimates.
+#[derive(Debug)]
+pub struct SharedTokens {
+    shared: Shared,
+    key: String,
+    /// Microseconds of bucket per token.
+    us_per_token: f64,
+    /// Bucket capacity (µs): the burst's worth of tokens.
+    cap_us: u64,
+    burst: u64,
+    /// Decides while the backend is unavailable with `fail_mode = "open"`: the configured
+    /// tokens per minute and burst divided by `expected_instances`.
+    fallback: TokenLimiter,
+}
+
+/// Tokens reserved on a [`SharedTokens`]. Settle it with the actual usage; dropping it
+/// keeps the estimate charged (as [`TokenReservation`] does).
+#[derive(Debug)]
+#[must_use = "settle the reservation with the actual usage, or drop it to keep the estimate"]
+pub enum SharedTokenReservation<'a> {
+    /// Reserved in the backend: the limiter and the µs charged.
+    Shared(&'a SharedTokens, u64),
+    /// Reserved in the local fallback limiter.
+    Local(TokenReservation<'a>),
+}
+
+impl SharedTokens {
+    /// A shared limiter for `cfg` under key `prefix + "tokens:" + name`.
+    pub fn new(shared: Shared, name: &str, cfg: TokenConfig) -> Result<Self, String> {
+        let n = shared.settings.expected_instances.max(1) as u64;
+        let fallback = TokenLimiter::new(TokenConfig {
+            tokens_per_minute: (cfg.tokens_per_minute / n).max(1),
+            burst: (cfg.burst / n).max(1),
+        })
+        .map_err(|e| e.to_string())?;
+        if cfg.tokens_per_minute == 0 || cfg.burst == 0 {
+            return Err("tokens per minute and burst must be at least 1".into());
+        }
+        let us_per_token = 60e6 / cfg.tokens_per_minute as f64;
+        Ok(SharedTokens {
+            key: format!("{}tokens:{name}", shared.settings.key_prefix),
+            us_per_token,
+            cap_us: (cfg.burst as f64 * us_per_token).ceil() as u64,
+            burst: cfg.burst,
+            shared,
+            fallback,
+        })
+    }
+
+    fn us(&self, tokens: u64) -> u64 {
+        (tokens as f64 * self.us_per_token).ceil() as u64
+    }
+
+    /// Reserves `tokens` at `now` (executor clock). Refusals as [`TokenLimiter::reserve`]:
+    /// [`LimitError::TokensExhausted`] with the wait, [`LimitError::NeverAdmissible`] above
+    /// the burst; [`LimitError::SharedUnavailable`] when the backend is down and
+    /// `fail_mode = "closed"`.
+    pub async fn reserve(
+        &self,
+        tokens: u64,
+        now: u64,
+    ) -> Result<SharedTokenReservation<'_>, LimitError> {
+        if tokens > self.burst {
+            return Err(LimitError::NeverAdmissible {
+                requested: tokens,
+                capacity: self.burst,
+            });
+        }
+        if tokens == 0 {
+            return Ok(SharedTokenReservation::Shared(self, 0));
+        }
+        let cost = self.us(tokens).min(self.cap_us);
+        let f = self
+            .shared
+            .backend
+            .admit(&self.key, cost, self.cap_us, 1, 1);
+        match self.shared.call("token limiter", now, f).await {
+            Some(Grant::Granted(_)) => Ok(SharedTokenReservation::Shared(self, cost)),
+            Some(Grant::Refused(retry_in)) => Err(LimitError::TokensExhausted { retry_in }),
+            None => match self.shared.settings.fail_mode {
+                FailMode::Open => self
+                    .fallback
+                    .reserve(tokens.min(self.fallback.burst()), now)
+                    .map(SharedTokenReservation::Local),
+                FailMode::Closed => Err(LimitError::SharedUnavailable),
+            },
+        }
+    }
+
+    /// The backend key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The backend's health (shared by every shared entity of the runtime).
+    pub fn health(&self) -> &SharedHealth {
+        &self.shared.health
+    }
+}
+
+impl SharedTokenReservation<'_> {
+    /// Reconciles with the actual usage: refunds the unused part or charges the excess
+    /// (in the background, retried like every settlement: [`Shared::settle_later`]).
+    pub fn settle(self, actual: u64, now: u64) {
+        match self {
+            SharedTokenReservation::Local(r) => r.settle(actual, now),
+            SharedTokenReservation::Shared(lim, charged) => {
+                let delta = lim.us(actual) as i128 - charged as i128;
+                let delta = delta.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+                if delta != 0 {
+                    lim.shared.settle_later(Settlement::Rate {
+                        key: lim.key.clone(),
+                        delta_us: delta,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Whether the reservation went to the backend (not the fallback).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, SharedTokenReservation::Shared(..))
+    }
+}
+
 /// A budget whose spend is shared through the backend, with a local fallback ledger.
 #[derive(Debug)]
 pub struct SharedBudget {
@@ -493,32 +716,21 @@ impl SharedBudget {
         }
     }
 
-    fn adjust_later(&self, window: u64, delta: i64) {
-        if delta == 0 {
-            return;
-        }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let backend = self.shared.backend.clone();
-        let key = self.key.clone();
-        let timeout = self.shared.settings.timeout;
-        let health = self.shared.health.clone();
-        handle.spawn(async move {
-            match tokio::time::timeout(timeout, backend.adjust(&key, window, delta)).await {
-                Ok(Ok(())) => {}
-                _ => {
-                    // The window's key expires with the window: a lost adjustment only
-                    // over-counts (a release) or under-counts by this call's excess (a charge).
-                    health.failures.fetch_add(1, Relaxed);
-                }
-            }
-        });
-    }
-
     /// The backend key (the window index is appended).
     pub fn key(&self) -> &str {
         &self.key
+    }
+}
+
+impl SharedBudget {
+    fn adjust_later(&self, window: u64, delta: i64) {
+        if delta != 0 {
+            self.shared.settle_later(Settlement::Budget {
+                key: self.key.clone(),
+                window,
+                delta,
+            });
+        }
     }
 }
 

@@ -106,3 +106,152 @@ async fn a_refused_prefetch_waits_before_asking_again() {
         Err(LimitError::RateLimited { .. })
     ));
 }
+
+fn tokens(tpm: u64) -> TokenConfig {
+    TokenConfig {
+        tokens_per_minute: tpm,
+        burst: tpm,
+    }
+}
+
+/// Tokens counted in a shared token bucket now (backend clock), rounded to the nearest.
+fn in_bucket(b: &MemoryBackend, lim: &SharedTokens) -> u64 {
+    let now = super::memory::now_us_for_tests();
+    let us = b.tat(lim.key()).saturating_sub(now);
+    (us as f64 / lim.us_per_token).round() as u64
+}
+
+/// Tokens drain in real time (the memory backend's clock): 100 per second here.
+fn near(got: u64, want: u64, what: &str) {
+    assert!(
+        got <= want && got + 10 >= want,
+        "{what}: {got} tokens, want {want}"
+    );
+}
+
+#[tokio::test]
+async fn shared_tokens_reserve_then_refund_or_charge_the_difference() {
+    let b = Arc::new(MemoryBackend::new());
+    // 6,000 tokens a minute: 10 ms of bucket per token, a burst of one minute.
+    let t = SharedTokens::new(shared(&b, 1), "up", tokens(6_000)).unwrap();
+    let r = t.reserve(1_000, 0).await.unwrap();
+    assert!(r.is_shared());
+    assert_eq!(in_bucket(&b, &t), 1_000);
+    r.settle(400, 0);
+    settle_tasks().await;
+    near(in_bucket(&b, &t), 400, "unused part refunded");
+    let r = t.reserve(100, 0).await.unwrap();
+    r.settle(2_100, 0);
+    settle_tasks().await;
+    near(in_bucket(&b, &t), 2_500, "excess charged");
+    // 3,500 left: 3,600 waits about a second (100 tokens at 10 ms), less what drained.
+    match t.reserve(3_600, 0).await {
+        Err(LimitError::TokensExhausted { retry_in }) => {
+            assert!(
+                retry_in > Duration::from_millis(800) && retry_in <= Duration::from_millis(1_000),
+                "{retry_in:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    t.reserve(3_400, 0).await.unwrap().settle(3_400, 0);
+    assert!(matches!(
+        t.reserve(6_001, 0).await,
+        Err(LimitError::NeverAdmissible {
+            requested: 6_001,
+            capacity: 6_000
+        })
+    ));
+    // Dropping a reservation keeps the estimate charged.
+    drop(t.reserve(0, 0).await.unwrap());
+    settle_tasks().await;
+    near(in_bucket(&b, &t), 5_900, "estimate kept");
+}
+
+#[tokio::test]
+async fn two_instances_share_one_token_bucket() {
+    let b = Arc::new(MemoryBackend::new());
+    let a = SharedTokens::new(shared(&b, 1), "up", tokens(6_000)).unwrap();
+    let c = SharedTokens::new(shared(&b, 1), "up", tokens(6_000)).unwrap();
+    let mut admitted = 0;
+    for i in 0..20 {
+        let lim = if i % 2 == 0 { &a } else { &c };
+        if let Ok(r) = lim.reserve(500, 0).await {
+            admitted += 500;
+            r.settle(500, 0);
+        }
+    }
+    // One minute of tokens (the burst) plus what drained during the test (≪ 500).
+    assert_eq!(admitted, 6_000);
+}
+
+#[tokio::test]
+async fn shared_tokens_fall_back_per_fail_mode() {
+    let b = Arc::new(MemoryBackend::new());
+    b.set_down(true);
+    // fail_mode = open, 2 expected instances: 3,000 tokens a minute locally.
+    let open = SharedTokens::new(shared(&b, 1), "up", tokens(6_000)).unwrap();
+    let r = open.reserve(3_000, 0).await.unwrap();
+    assert!(!r.is_shared());
+    r.settle(3_000, 0);
+    assert!(matches!(
+        open.reserve(100, 0).await,
+        Err(LimitError::TokensExhausted { .. })
+    ));
+    assert!(open.health().fallbacks.load(Relaxed) >= 2);
+    let closed = SharedTokens::new(
+        Shared::new(b.clone(), settings(1, FailMode::Closed)),
+        "up",
+        tokens(6_000),
+    )
+    .unwrap();
+    assert!(matches!(
+        closed.reserve(10, 0).await,
+        Err(LimitError::SharedUnavailable)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_settlement_is_retried_then_counted_lost() {
+    let b = Arc::new(MemoryBackend::new());
+    let budget = SharedBudget::new(
+        shared(&b, 1),
+        "team",
+        BudgetConfig {
+            limit: Usd::from_dollars(10.0).unwrap(),
+            window: Duration::from_secs(3600),
+        },
+    )
+    .unwrap();
+    let r = budget
+        .reserve(Usd::from_dollars(2.0).unwrap(), 0)
+        .await
+        .unwrap();
+    assert!(r.is_shared());
+    let window = super::memory::now_us_for_tests() / 3_600_000_000;
+    // Two failures, then the third try lands.
+    b.fail_next(2);
+    r.settle(Usd::from_dollars(0.5).unwrap());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let h = &budget.shared.health;
+    assert_eq!(b.spend(budget.key(), window), 500_000_000);
+    assert_eq!(h.failures.load(Relaxed), 2);
+    assert_eq!(h.lost_settlements.load(Relaxed), 0);
+    // Every try fails: given up after 1 + SETTLE_RETRIES.len() tries, counted lost.
+    let r = budget
+        .reserve(Usd::from_dollars(1.0).unwrap(), 0)
+        .await
+        .unwrap();
+    let calls = b.calls();
+    b.fail_next(100);
+    drop(r); // a release
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(b.calls() - calls, 1 + SETTLE_RETRIES.len() as u64);
+    assert_eq!(h.lost_settlements.load(Relaxed), 1);
+    assert_eq!(
+        h.failures.load(Relaxed),
+        2 + 1 + SETTLE_RETRIES.len() as u64
+    );
+    // The release was lost: the spend over-counts (conservative).
+    assert_eq!(b.spend(budget.key(), window), 1_500_000_000);
+}
