@@ -100,7 +100,7 @@ async fn run(name: &str, exec: Executor) {
 async fn main() {
     let url = std::env::var("REDIS_URL").expect("set REDIS_URL=redis://127.0.0.1:PORT/");
     run("local", Executor::new(plan("local", 1)).unwrap()).await;
-    for lease in [1u32, 16, 64, 256] {
+    for lease in [1u32, 16, 64, 256, 1024] {
         let p = plan("shared", lease);
         let settings = p.redis.clone().unwrap();
         let b: Arc<dyn StateBackend> = Arc::new(RedisBackend::new(&url, &settings).unwrap());

@@ -96,6 +96,21 @@ pub struct RouteView {
     pub breakers: Vec<BreakerView>,
 }
 
+/// Health of the shared-state backend (`[state.redis]`), when one is attached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SharedView {
+    /// Whether the breaker around the backend is open (decisions follow `fail_mode`).
+    pub unavailable: bool,
+    /// Backend round trips.
+    pub round_trips: u64,
+    /// Failed backend calls (timeouts, errors), settlement retries included.
+    pub failures: u64,
+    /// Decisions taken by `fail_mode` because the backend was unavailable.
+    pub fallbacks: u64,
+    /// Settlements (budget adjustments, token reconciliations) given up after retries.
+    pub lost_settlements: u64,
+}
+
 /// The whole snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stats {
@@ -113,6 +128,8 @@ pub struct Stats {
     pub spend_usd: f64,
     /// What the same usage would have cost on the plan's baseline model, in USD.
     pub baseline_usd: Option<f64>,
+    /// The shared-state backend's health, if the runtime has one.
+    pub shared: Option<SharedView>,
 }
 
 impl Stats {
@@ -210,6 +227,16 @@ impl Stats {
             budgets,
             spend_usd: report.total.spend.as_dollars(),
             baseline_usd,
+            shared: rt.shared.as_ref().map(|s| {
+                let h = &s.health;
+                SharedView {
+                    unavailable: h.is_open(),
+                    round_trips: h.round_trips.load(Relaxed),
+                    failures: h.failures.load(Relaxed),
+                    fallbacks: h.fallbacks.load(Relaxed),
+                    lost_settlements: h.lost_settlements.load(Relaxed),
+                }
+            }),
         }
     }
 }
