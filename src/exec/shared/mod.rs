@@ -605,6 +605,8 @@ impl SharedTokens {
             Some(Grant::Granted(_)) => Ok(SharedTokenReservation::Shared(self, cost)),
             Some(Grant::Refused(retry_in)) => Err(LimitError::TokensExhausted { retry_in }),
             None => match self.shared.settings.fail_mode {
+                // An estimate above the scaled-down burst reserves the burst; settling with
+                // the actual usage charges the rest.
                 FailMode::Open => self
                     .fallback
                     .reserve(tokens.min(self.fallback.burst()), now)
