@@ -88,8 +88,18 @@ async fn run(name: &str, exec: Executor) {
     let trips = rt.shared_rates[0]
         .as_ref()
         .map_or(0, |s| s.health().round_trips.load(Relaxed));
+    let kinds = rt.shared_rates[0].as_ref().map_or(String::new(), |s| {
+        let r = &s.requests;
+        format!(
+            "  [prefetches {}, batches {}, singles {}, failures {}]",
+            r.prefetches.load(Relaxed),
+            r.batches.load(Relaxed),
+            r.singles.load(Relaxed),
+            s.health().failures.load(Relaxed)
+        )
+    });
     println!(
-        "{name:<22} {:>10.0} calls/s  {:>8.2} µs/call (mean, {CALLERS} callers)  {:>6.1} round trips/1000 calls  ({ok}/{calls} admitted)",
+        "{name:<22} {:>10.0} calls/s  {:>8.2} µs/call (mean, {CALLERS} callers)  {:>6.1} round trips/1000 calls  ({ok}/{calls} admitted){kinds}",
         calls as f64 / el.as_secs_f64(),
         el.as_secs_f64() * 1e6 / calls as f64 * CALLERS as f64,
         trips as f64 * 1000.0 / calls as f64,

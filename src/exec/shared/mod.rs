@@ -352,6 +352,21 @@ pub struct SharedRate {
     /// Decides while the backend is unavailable with `fail_mode = "open"`: the configured
     /// rate and burst divided by `expected_instances`.
     fallback: RateLimiter,
+    /// Backend requests by kind: background prefetches, batches asked by a caller that
+    /// found the lease empty, single permits asked by callers that waited for batches in
+    /// vain.
+    pub requests: RateRequests,
+}
+
+/// Backend requests of a [`SharedRate`], by kind.
+#[derive(Debug, Default)]
+pub struct RateRequests {
+    /// Background refills started by a take that left the lease low.
+    pub prefetches: AtomicU64,
+    /// Batches asked by a caller that found the lease empty.
+    pub batches: AtomicU64,
+    /// Single permits asked by callers that found the lease empty after waiting for batches.
+    pub singles: AtomicU64,
 }
 
 /// Microseconds, rounded up (never looser than configured).
@@ -400,6 +415,7 @@ impl SharedRate {
             prefetch_after: AtomicU64::new(0),
             shared,
             fallback,
+            requests: RateRequests::default(),
         })
     }
 
@@ -415,15 +431,25 @@ impl SharedRate {
             if self.lease.low() {
                 self.prefetch(now);
             }
+            if self.refilling.load(Relaxed) {
+                // A batch is in flight: its task (and the backend connection's) needs this
+                // worker too. Spending leased permits never awaits anything, so a caller
+                // looping on `execute` would keep the worker until the lease is empty and
+                // the prefetch would come too late: yield once the coop budget is spent.
+                tokio::task::consume_budget().await;
+            }
             return Ok(());
         }
         // One batch request at a time per instance. Callers that find the lease empty while
-        // a batch (a prefetch or another caller's) is in flight wait for it (at most the
-        // backend timeout) instead of asking for a permit each: round trips fall towards
-        // one per `lease / 2` calls.
+        // a batch (a prefetch or another caller's) is in flight wait for it, and for the
+        // next ones, instead of asking for a permit each: round trips fall towards one per
+        // `lease / 2` calls.
+        // Waiting is bounded by one backend timeout in all: past it, the batches are too slow
+        // to wait for and the caller asks for a permit of its own.
         let mut batch = false;
         if self.lease.size() > 1 {
-            for _ in 0..4 {
+            let deadline = tokio::time::Instant::now() + self.shared.settings.timeout;
+            loop {
                 if !self.refilling.swap(true, Relaxed) {
                     batch = true;
                     break;
@@ -431,17 +457,28 @@ impl SharedRate {
                 let n = self.refilled.notified();
                 tokio::pin!(n);
                 n.as_mut().enable();
-                if self.refilling.load(Relaxed) {
-                    let _ = tokio::time::timeout(self.shared.settings.timeout, n).await;
+                if self.refilling.load(Relaxed)
+                    && tokio::time::timeout_at(deadline, n).await.is_err()
+                {
+                    break;
                 }
                 if self.lease.take() {
                     return Ok(());
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break;
                 }
             }
         }
         let _batch = Batch(batch.then_some(&**self));
         // The batch: this call's permit plus what the lease has room for.
         let max = if batch { self.lease.want() + 1 } else { 1 };
+        let kind = if batch {
+            &self.requests.batches
+        } else {
+            &self.requests.singles
+        };
+        kind.fetch_add(1, Relaxed);
         let f = self
             .shared
             .backend
@@ -477,6 +514,7 @@ impl SharedRate {
         if want == 0 || !self.shared.health.should_try(now) {
             return;
         }
+        self.requests.prefetches.fetch_add(1, Relaxed);
         handle.spawn(async move {
             let me = &*batch.0;
             let f = me
