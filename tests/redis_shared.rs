@@ -374,3 +374,32 @@ targets = ["small"]
         assert_eq!(h.lost_settlements.load(Relaxed), 0);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_spend_counts_in_a_shared_budget() {
+    use tollgate::exec::price::{BudgetConfig, Usd};
+    use tollgate::exec::shared::{Shared, SharedBudget};
+    let redis = Redis::start();
+    let plan = common::plan(&policy("closed", 1));
+    let settings = plan.redis.clone().expect("[state.redis]");
+    let b: Arc<dyn StateBackend> = Arc::new(RedisBackend::new(&redis.url(), &settings).unwrap());
+    let cfg = BudgetConfig {
+        limit: Usd::from_dollars(1.0).unwrap(),
+        window: Duration::from_secs(3600),
+    };
+    let budget = SharedBudget::new(Shared::new(b, settings), "late", cfg).unwrap();
+    // A stream: settled without usage at its first event, the usage recorded afterwards.
+    let r = budget
+        .reserve(Usd::from_dollars(0.5).unwrap(), 0)
+        .await
+        .unwrap();
+    r.settle(Usd::ZERO);
+    budget.record_spend(Usd::from_dollars(0.99).unwrap());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(budget
+        .reserve(Usd::from_dollars(0.02).unwrap(), 0)
+        .await
+        .is_none());
+    let r = budget.reserve(Usd::from_dollars(0.01).unwrap(), 0).await;
+    assert!(r.is_some(), "exactly $0.01 left");
+}

@@ -969,8 +969,8 @@ impl Executor {
     }
 
     /// Accounts usage learned after the attempt was settled (a stream's final chunk, read
-    /// after its first event released the attempt): the spend report and the local budgets
-    /// covering the call. Returns the cost in USD. If the plan was swapped since, the route
+    /// after its first event released the attempt): the spend report and the budgets
+    /// covering the call (shared ones in the background). Returns the cost in USD. If the plan was swapped since, the route
     /// and model are found by name; if either is gone, nothing is recorded.
     pub fn record_late_usage<T>(
         &self,
@@ -990,7 +990,10 @@ impl Executor {
         let (now, upstream) = (self.shared.clock.now(), plan.model(model).upstream);
         for &b in &plan.route(route).budgets {
             if plan.budgets[b.index()].covers(route, model, upstream, caller) {
-                rt.budgets[b.index()].ledger.record_spend(cost, now);
+                match &rt.shared_budgets[b.index()] {
+                    Some(sb) => sb.record_spend(cost),
+                    None => rt.budgets[b.index()].ledger.record_spend(cost, now),
+                }
             }
         }
         cost.as_dollars()

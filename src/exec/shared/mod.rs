@@ -271,6 +271,16 @@ pub enum Settlement {
         /// Nano-dollars (negative: released).
         delta: i64,
     },
+    /// Adds `amount` nano-dollars to the current window of budget `key`, unconditionally
+    /// (usage learned after the call's reservation was settled: a stream's last chunk).
+    Charge {
+        /// Budget key (without the window).
+        key: String,
+        /// Window length (µs).
+        window_us: u64,
+        /// Nano-dollars.
+        amount: u64,
+    },
     /// Shifts GCRA bucket `key` by `delta_us` (token limiter: actual minus estimate).
     Rate {
         /// Bucket key.
@@ -314,6 +324,15 @@ impl Shared {
                 let f = match &s {
                     Settlement::Budget { key, window, delta } => {
                         backend.adjust(key, *window, *delta)
+                    }
+                    Settlement::Charge {
+                        key,
+                        window_us,
+                        amount,
+                    } => {
+                        // A reserve with no limit is an unconditional add to the window.
+                        let r = backend.reserve(key, *window_us, u64::MAX, *amount);
+                        Box::pin(async move { r.await.map(drop) })
                     }
                     Settlement::Rate { key, delta_us } => backend.adjust_rate(key, *delta_us),
                 };
@@ -763,6 +782,19 @@ impl SharedBudget {
 }
 
 impl SharedBudget {
+    /// Records `cost` spent outside a reservation (usage learned after the call's
+    /// reservation was settled, e.g. a stream's last chunk) in the current window, in the
+    /// background like every settlement.
+    pub fn record_spend(&self, cost: Usd) {
+        if cost.nanos() > 0 {
+            self.shared.settle_later(Settlement::Charge {
+                key: self.key.clone(),
+                window_us: self.window_us,
+                amount: cost.nanos(),
+            });
+        }
+    }
+
     fn adjust_later(&self, window: u64, delta: i64) {
         if delta != 0 {
             self.shared.settle_later(Settlement::Budget {

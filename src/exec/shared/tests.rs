@@ -255,3 +255,35 @@ async fn a_failed_settlement_is_retried_then_counted_lost() {
     // The release was lost: the spend over-counts (conservative).
     assert_eq!(b.spend(budget.key(), window), 1_500_000_000);
 }
+
+#[tokio::test]
+async fn late_spend_is_charged_to_the_shared_budget() {
+    let b = Arc::new(MemoryBackend::new());
+    let budget = SharedBudget::new(
+        shared(&b, 1),
+        "team",
+        BudgetConfig {
+            limit: Usd::from_dollars(1.0).unwrap(),
+            window: Duration::from_secs(3600),
+        },
+    )
+    .unwrap();
+    let window = super::memory::now_us_for_tests() / 3_600_000_000;
+    // A stream: its reservation settled at the first event without usage, then the usage.
+    let r = budget
+        .reserve(Usd::from_dollars(0.5).unwrap(), 0)
+        .await
+        .unwrap();
+    r.settle(Usd::ZERO);
+    budget.record_spend(Usd::from_dollars(0.25).unwrap());
+    settle_tasks().await;
+    assert_eq!(b.spend(budget.key(), window), 250_000_000);
+    // Charged even past the limit (the tokens were spent): later reservations are refused.
+    budget.record_spend(Usd::from_dollars(0.8).unwrap());
+    settle_tasks().await;
+    assert_eq!(b.spend(budget.key(), window), 1_050_000_000);
+    assert!(budget
+        .reserve(Usd::from_dollars(0.01).unwrap(), 0)
+        .await
+        .is_none());
+}
