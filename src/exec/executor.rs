@@ -970,7 +970,8 @@ impl Executor {
 
     /// Accounts usage learned after the attempt was settled (a stream's final chunk, read
     /// after its first event released the attempt): the spend report and the budgets
-    /// covering the call (shared ones in the background). Returns the cost in USD. If the plan was swapped since, the route
+    /// covering the call (shared ones in the background). Returns the cost in USD. If the
+    /// plan was swapped since, the route
     /// and model are found by name; if either is gone, nothing is recorded.
     pub fn record_late_usage<T>(
         &self,

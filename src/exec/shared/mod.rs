@@ -45,6 +45,11 @@
 //! After `OPEN_FOR` one call probes the backend again; success closes the breaker. Every
 //! failure logs a `tracing::warn!` line (target `tollgate::shared`) and counts in
 //! [`SharedHealth::failures`].
+//!
+//! Settlements after a call (a budget's actual cost, a token limiter's actual usage, spend
+//! learned late) are not decisions: they are sent in the background, retried after each
+//! pause of [`SETTLE_RETRIES`], and one still failing is counted in
+//! [`SharedHealth::lost_settlements`] and logged ([`Shared::settle_later`]).
 
 use std::fmt;
 use std::future::Future;
