@@ -31,9 +31,9 @@ pub struct UpstreamView {
     pub name: String,
     /// Its breaker, if any.
     pub breaker: Option<BreakerView>,
-    /// Requests the rate limiter would admit right now.
+    /// Requests the rate limiter would admit right now (`None` when it is shared).
     pub rate_headroom: Option<u32>,
-    /// Tokens the token limiter would admit right now.
+    /// Tokens the token limiter would admit right now (`None` when it is shared).
     pub tokens_available: Option<u64>,
     /// Calls in flight, and the cap.
     pub concurrency: Option<(u32, u32)>,
@@ -155,11 +155,21 @@ impl Stats {
             .upstreams
             .iter()
             .zip(&rt.upstreams)
-            .map(|(u, s)| UpstreamView {
+            .enumerate()
+            .map(|(i, (u, s))| UpstreamView {
                 name: u.name.clone(),
                 breaker: s.breaker.as_ref().map(breaker),
-                rate_headroom: s.rate.as_ref().map(|r| r.headroom(now)),
-                tokens_available: s.tokens.as_ref().map(|t| t.available(now)),
+                // A shared limiter's bucket is in the backend: the local one says nothing.
+                rate_headroom: s
+                    .rate
+                    .as_ref()
+                    .filter(|_| rt.shared_rates[i].is_none())
+                    .map(|r| r.headroom(now)),
+                tokens_available: s
+                    .tokens
+                    .as_ref()
+                    .filter(|_| rt.shared_tokens[i].is_none())
+                    .map(|t| t.available(now)),
                 concurrency: s.concurrency.as_ref().map(|c| (c.in_flight(), c.limit())),
             })
             .collect();
