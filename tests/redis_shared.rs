@@ -296,3 +296,110 @@ state = "shared"
         "exactly $1 / $0.02 calls fit, across all three"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_executors_share_one_token_limit() {
+    let redis = Redis::start();
+    // 6,000 tokens a minute (100 a second), a burst of one minute, for all three together.
+    let toml = r#"
+version = 1
+[state.redis]
+url = { env = "TOLLGATE_TEST_REDIS_URL" }
+timeout = "200ms"
+fail_mode = "closed"
+key_prefix = "tokens-test:"
+
+[upstreams.main]
+base_url = "https://api.example.com/v1"
+limits = { tokens_per_minute = 6000, state = "shared" }
+
+[models.small]
+upstream = "main"
+
+[[routes]]
+name = "default"
+targets = ["small"]
+"#;
+    let execs = executors(toml, &redis.url(), 3);
+    let t0 = Instant::now();
+    // Two rounds of 3 × 40 concurrent calls, the second once the first one's settlements
+    // (refunds) have landed.
+    let mut admitted = 0u64;
+    for round in 0..2 {
+        if round == 1 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut tasks = Vec::new();
+        for e in &execs {
+            for _ in 0..40 {
+                let e = e.clone();
+                tasks.push(tokio::spawn(async move {
+                    // Reserves 100 + 100 tokens, uses 50 + 50: settle refunds 100.
+                    let req = Request::new().input_tokens(100).max_tokens(100);
+                    e.execute(&req, |_t, _| async {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        Ok::<_, Failure>(Done::with_usage((), 50, 50))
+                    })
+                    .await
+                    .is_ok()
+                }));
+            }
+        }
+        for t in tasks {
+            admitted += t.await.expect("no panic") as u64;
+        }
+    }
+    let elapsed = t0.elapsed();
+    let used = admitted * 100;
+    // Every token used was reserved (usage <= estimate) and never refunded, so the GCRA
+    // bound holds for usage: tpm·w/60 s + burst (+ one µs of rounding per call).
+    let bound = 6_000 + (100.0 * elapsed.as_secs_f64()).ceil() as u64 + admitted;
+    eprintln!("admitted {admitted} calls = {used} tokens in {elapsed:?}, bound {bound}");
+    assert!(used <= bound, "{used} tokens > bound {bound}");
+    // Refunds are shared too: the first round reserves the whole minute (30 × 200) and
+    // gives half of it back, so the second round fits about 15 more.
+    assert!(
+        admitted >= 44,
+        "admitted only {admitted}: refunds not applied"
+    );
+    // Three local limiters would have admitted up to 3 × 6,000 tokens.
+    assert!(used < 12_000, "{used} tokens: not shared");
+    for e in &execs {
+        let rt = e.runtime();
+        let h = rt.shared_tokens[0]
+            .as_ref()
+            .expect("shared tokens")
+            .health();
+        assert_eq!(h.failures.load(Relaxed), 0, "no Redis failure expected");
+        assert_eq!(h.lost_settlements.load(Relaxed), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_spend_counts_in_a_shared_budget() {
+    use tollgate::exec::price::{BudgetConfig, Usd};
+    use tollgate::exec::shared::{Shared, SharedBudget};
+    let redis = Redis::start();
+    let plan = common::plan(&policy("closed", 1));
+    let settings = plan.redis.clone().expect("[state.redis]");
+    let b: Arc<dyn StateBackend> = Arc::new(RedisBackend::new(&redis.url(), &settings).unwrap());
+    let cfg = BudgetConfig {
+        limit: Usd::from_dollars(1.0).unwrap(),
+        window: Duration::from_secs(3600),
+    };
+    let budget = SharedBudget::new(Shared::new(b, settings), "late", cfg).unwrap();
+    // A stream: settled without usage at its first event, the usage recorded afterwards.
+    let r = budget
+        .reserve(Usd::from_dollars(0.5).unwrap(), 0)
+        .await
+        .unwrap();
+    r.settle(Usd::ZERO);
+    budget.record_spend(Usd::from_dollars(0.99).unwrap());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(budget
+        .reserve(Usd::from_dollars(0.02).unwrap(), 0)
+        .await
+        .is_none());
+    let r = budget.reserve(Usd::from_dollars(0.01).unwrap(), 0).await;
+    assert!(r.is_some(), "exactly $0.01 left");
+}

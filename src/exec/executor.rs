@@ -34,7 +34,7 @@ use super::limit::{ConcurrencyGuard, LimitError, OnLimit, TokenReservation};
 use super::outcome::{Done, Failure, Usage};
 use super::price::{BudgetReservation, Savings, SpendKey, SpendReport, Usd};
 use super::request::Request;
-use super::shared::{SharedReservation, StateBackend};
+use super::shared::{SharedReservation, SharedTokenReservation, StateBackend};
 use super::state::{BreakerSlot, BuildError, Runtime};
 use super::timeout::AttemptTimeout;
 use crate::plan::{FailureView, ModelId, OnExceed, Plan, RouteId, UpstreamId};
@@ -237,7 +237,7 @@ struct Admission<'r> {
     at: u64,
     breakers: [Option<(&'r BreakerSlot, BreakerPermit<'r>)>; 2],
     _concurrency: Option<ConcurrencyGuard<'r>>,
-    tokens: Option<TokenReservation<'r>>,
+    tokens: Option<Tokens<'r>>,
     budgets: SmallVec<[BudgetReservation<'r>; 2]>,
     shared_budgets: SmallVec<[SharedReservation<'r>; 1]>,
     _in_flight: Option<InFlight<'r>>,
@@ -249,6 +249,21 @@ impl Admission<'_> {
     fn release(&mut self) {
         self._concurrency = None;
         self._in_flight = None;
+    }
+}
+
+/// Tokens reserved for one attempt, on the upstream's local or shared limiter.
+enum Tokens<'r> {
+    Local(TokenReservation<'r>),
+    Shared(SharedTokenReservation<'r>),
+}
+
+impl Tokens<'_> {
+    fn settle(self, actual: u64, now: u64) {
+        match self {
+            Tokens::Local(r) => r.settle(actual, now),
+            Tokens::Shared(r) => r.settle(actual, now),
+        }
     }
 }
 
@@ -793,11 +808,24 @@ impl Executor {
             },
         };
         let mut now = now;
-        let tokens = match &ups.tokens {
-            None => None,
-            Some(t) => loop {
+        let shared_tokens = rt.shared_tokens[up_id.index()].as_ref();
+        let tokens = match (&ups.tokens, shared_tokens) {
+            (None, _) => None,
+            (Some(_), Some(st)) => loop {
+                match st.reserve(input.saturating_add(output), now).await {
+                    Ok(r) => break Some(Tokens::Shared(r)),
+                    Err(e) => match e.retry_in().and_then(|d| on_limit.wait_for(d)) {
+                        Some(d) => {
+                            tokio::time::sleep(d).await;
+                            now = self.shared.clock.now();
+                        }
+                        None => return Err(limited(e)),
+                    },
+                }
+            },
+            (Some(t), None) => loop {
                 match t.reserve(input.saturating_add(output), now) {
-                    Ok(r) => break Some(r),
+                    Ok(r) => break Some(Tokens::Local(r)),
                     Err(e) => match e.retry_in().and_then(|d| on_limit.wait_for(d)) {
                         Some(d) => {
                             tokio::time::sleep(d).await;
@@ -969,8 +997,9 @@ impl Executor {
     }
 
     /// Accounts usage learned after the attempt was settled (a stream's final chunk, read
-    /// after its first event released the attempt): the spend report and the local budgets
-    /// covering the call. Returns the cost in USD. If the plan was swapped since, the route
+    /// after its first event released the attempt): the spend report and the budgets
+    /// covering the call (shared ones in the background). Returns the cost in USD. If the
+    /// plan was swapped since, the route
     /// and model are found by name; if either is gone, nothing is recorded.
     pub fn record_late_usage<T>(
         &self,
@@ -990,7 +1019,10 @@ impl Executor {
         let (now, upstream) = (self.shared.clock.now(), plan.model(model).upstream);
         for &b in &plan.route(route).budgets {
             if plan.budgets[b.index()].covers(route, model, upstream, caller) {
-                rt.budgets[b.index()].ledger.record_spend(cost, now);
+                match &rt.shared_budgets[b.index()] {
+                    Some(sb) => sb.record_spend(cost),
+                    None => rt.budgets[b.index()].ledger.record_spend(cost, now),
+                }
             }
         }
         cost.as_dollars()

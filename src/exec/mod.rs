@@ -24,4 +24,4 @@ pub use error::{AttemptRecord, ExecError, SkipReason, SkipRecord, StopReason};
 pub use executor::{select_route, Executor, ExecutorBuilder, Served, Target};
 pub use outcome::{Done, Failure, FailureKind, RateLimitInfo, Usage};
 pub use request::{Request, DEFAULT_MAX_OUTPUT_TOKENS};
-pub use stats::{BreakerView, BudgetView, ModelView, RouteView, Stats, UpstreamView};
+pub use stats::{BreakerView, BudgetView, ModelView, RouteView, SharedView, Stats, UpstreamView};

@@ -15,7 +15,7 @@ use super::limit::{
 };
 use super::price::{BudgetConfig, BudgetLedger, SpendTracker, Usd};
 use super::retry_budget::{RetryBudget, RetryBudgetConfig};
-use super::shared::{Shared, SharedBudget, SharedRate, StateBackend};
+use super::shared::{Shared, SharedBudget, SharedRate, SharedTokens, StateBackend};
 use crate::plan::StateScope;
 use crate::plan::{self, BreakerPolicy, Plan};
 
@@ -181,9 +181,15 @@ pub struct Runtime {
     /// Per upstream: its request-rate limiter when `limits.state = "shared"` and a backend
     /// is attached ([`Runtime::attach_shared`]); replaces the local `rate`.
     pub shared_rates: Vec<Option<Arc<SharedRate>>>,
+    /// Per upstream: its tokens-per-minute limiter when `limits.state = "shared"` and a
+    /// backend is attached; replaces the local `tokens`.
+    pub shared_tokens: Vec<Option<Arc<SharedTokens>>>,
     /// Per budget: its shared ledger when `state = "shared"` and a backend is attached;
     /// replaces the local ledger.
     pub shared_budgets: Vec<Option<Arc<SharedBudget>>>,
+    /// The backend the shared entities above use, with its settings and health (carried
+    /// across reloads while `[state.redis]` is unchanged).
+    pub shared: Option<Shared>,
 }
 
 impl Runtime {
@@ -205,7 +211,11 @@ impl Runtime {
     /// - models keep their latency EWMA and counters, routes their request count; a route's
     ///   retry budget is kept while its settings are unchanged;
     /// - a concurrency limit that changed starts a new count: calls in flight under the old
-    ///   plan hold permits of the old limit until they finish.
+    ///   plan hold permits of the old limit until they finish;
+    /// - shared rate and token limiters and shared budgets (their lease, their backend
+    ///   health) are kept when `[state.redis]` and the entity's settings are unchanged; one
+    ///   whose settings changed is rebuilt by [`attach_shared`](Self::attach_shared) (its
+    ///   bucket or spend lives in the backend, under the same key, so it continues there).
     ///
     /// Entities that no longer exist are dropped (the old runtime keeps them alive only for
     /// the calls still running under it).
@@ -249,12 +259,7 @@ impl Runtime {
             let tokens = match l.tokens_per_minute {
                 None => None,
                 Some(t) => {
-                    // The bucket holds one minute of tokens: a burst may use the whole minute.
-                    let tpm = t.ceil().max(1.0) as u64;
-                    let cfg = TokenConfig {
-                        tokens_per_minute: tpm,
-                        burst: tpm,
-                    };
+                    let cfg = token_config(t);
                     Some(
                         match prev.and_then(|(p, s)| Some((p, s.tokens.as_ref()?))) {
                             Some((p, lim)) if p.limits.tokens_per_minute == l.tokens_per_minute => {
@@ -422,9 +427,46 @@ impl Runtime {
         }
         let model_upstream: Vec<usize> = plan.models.iter().map(|m| m.upstream.index()).collect();
         let spend = SpendTracker::new(&model_upstream, plan.routes.len(), plan.upstreams.len());
+        let mut shared_rates = vec![None; plan.upstreams.len()];
+        let mut shared_tokens = vec![None; plan.upstreams.len()];
+        let mut shared_budgets = vec![None; plan.budgets.len()];
+        let mut shared = None;
+        if let Some(o) = old.filter(|o| o.shared.is_some() && o.plan.redis == plan.redis) {
+            shared = o.shared.clone();
+            for (i, u) in plan.upstreams.iter().enumerate() {
+                let Some(id) = o.plan.upstream_by_name(&u.name) else {
+                    continue;
+                };
+                let p = &o.plan.upstream(id).limits;
+                if u.limits.state != StateScope::Shared || p.state != StateScope::Shared {
+                    continue;
+                }
+                if p.rate == u.limits.rate {
+                    shared_rates[i] = o.shared_rates[id.index()].clone();
+                }
+                if p.tokens_per_minute == u.limits.tokens_per_minute {
+                    shared_tokens[i] = o.shared_tokens[id.index()].clone();
+                }
+            }
+            for (i, b) in plan.budgets.iter().enumerate() {
+                let Some(id) = o.plan.budget_by_name(&b.name) else {
+                    continue;
+                };
+                let p = &o.plan.budgets[id.index()];
+                if b.state == StateScope::Shared
+                    && p.state == StateScope::Shared
+                    && p.limit_usd == b.limit_usd
+                    && p.window == b.window
+                {
+                    shared_budgets[i] = o.shared_budgets[id.index()].clone();
+                }
+            }
+        }
         Ok(Runtime {
-            shared_rates: vec![None; plan.upstreams.len()],
-            shared_budgets: vec![None; plan.budgets.len()],
+            shared_rates,
+            shared_tokens,
+            shared_budgets,
+            shared,
             plan,
             version,
             upstreams,
@@ -435,29 +477,50 @@ impl Runtime {
         })
     }
 
-    /// Puts the plan's `state = "shared"` rate limiters and budgets on `backend` (with the
-    /// plan's `[state.redis]` settings). Without a call to this, or without `[state.redis]`,
-    /// shared entities act as local ones. Shared token limits stay local for now.
+    /// Puts the plan's `state = "shared"` rate and token limiters and budgets on `backend`
+    /// (with the plan's `[state.redis]` settings). Without a call to this, or without
+    /// `[state.redis]`, shared entities act as local ones. Entities carried over from the
+    /// previous runtime on the same backend ([`carry_over`](Self::carry_over)) are kept;
+    /// the others are built.
     pub fn attach_shared(&mut self, backend: &Arc<dyn StateBackend>) -> Result<(), BuildError> {
         let Some(settings) = self.plan.redis.clone() else {
+            self.shared = None;
+            self.shared_rates.iter_mut().for_each(|s| *s = None);
+            self.shared_tokens.iter_mut().for_each(|s| *s = None);
+            self.shared_budgets.iter_mut().for_each(|s| *s = None);
             return Ok(());
         };
-        let shared = Shared::new(backend.clone(), settings);
+        let shared = match &self.shared {
+            Some(s) if Arc::ptr_eq(&s.backend, backend) && s.settings == settings => s.clone(),
+            _ => {
+                // Another backend: nothing carried over applies.
+                self.shared_rates.iter_mut().for_each(|s| *s = None);
+                self.shared_tokens.iter_mut().for_each(|s| *s = None);
+                self.shared_budgets.iter_mut().for_each(|s| *s = None);
+                Shared::new(backend.clone(), settings)
+            }
+        };
         for (i, u) in self.plan.upstreams.iter().enumerate() {
-            if let (StateScope::Shared, Some(r)) = (u.limits.state, u.limits.rate) {
+            if u.limits.state != StateScope::Shared {
+                continue;
+            }
+            let name = || format!("upstream `{}`", u.name);
+            if let (None, Some(r)) = (&self.shared_rates[i], u.limits.rate) {
                 let cfg = RateConfig {
                     rate_per_sec: r.per_second,
                     burst: r.burst,
                 };
-                let lim = build(
-                    || format!("upstream `{}`", u.name),
-                    SharedRate::new(shared.clone(), &u.name, cfg),
-                )?;
+                let lim = build(name, SharedRate::new(shared.clone(), &u.name, cfg))?;
                 self.shared_rates[i] = Some(Arc::new(lim));
+            }
+            if let (None, Some(t)) = (&self.shared_tokens[i], u.limits.tokens_per_minute) {
+                let cfg = token_config(t);
+                let lim = build(name, SharedTokens::new(shared.clone(), &u.name, cfg))?;
+                self.shared_tokens[i] = Some(Arc::new(lim));
             }
         }
         for (i, b) in self.plan.budgets.iter().enumerate() {
-            if b.state == StateScope::Shared {
+            if b.state == StateScope::Shared && self.shared_budgets[i].is_none() {
                 let name = || format!("budget `{}`", b.name);
                 let limit = build(name, Usd::from_dollars(b.limit_usd))?;
                 let cfg = BudgetConfig {
@@ -468,10 +531,141 @@ impl Runtime {
                 self.shared_budgets[i] = Some(Arc::new(sb));
             }
         }
+        self.shared = Some(shared);
         Ok(())
+    }
+}
+
+/// A tokens-per-minute limit as a limiter config: the bucket holds one minute of tokens
+/// (a burst may use the whole minute).
+fn token_config(tpm: f64) -> TokenConfig {
+    let tpm = tpm.ceil().max(1.0) as u64;
+    TokenConfig {
+        tokens_per_minute: tpm,
+        burst: tpm,
     }
 }
 
 fn breaker_policy(plan: &Plan, id: Option<plan::BreakerId>) -> Option<&BreakerPolicy> {
     id.map(|b| &plan.breakers[b.index()])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::exec::shared::MemoryBackend;
+    use crate::exec::Executor;
+    use crate::policy::LoadOptions;
+
+    fn plan(rps: u32, tpm: u32, budget: f64) -> Plan {
+        let toml = format!(
+            r#"
+version = 1
+[state.redis]
+url = {{ env = "REDIS_URL" }}
+lease = 8
+
+[upstreams.main]
+base_url = "https://api.example.com/v1"
+limits = {{ requests_per_second = {rps}, burst = {rps}, tokens_per_minute = {tpm}, state = "shared" }}
+
+[models.small]
+upstream = "main"
+price = {{ input_per_mtok = 1, output_per_mtok = 1 }}
+
+[[routes]]
+name = "default"
+targets = ["small"]
+
+[budgets.daily]
+limit_usd = {budget}
+window = "1h"
+state = "shared"
+"#
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("policy.toml");
+        std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(toml.as_bytes()))
+            .expect("write policy");
+        match Plan::load(&LoadOptions::new([path]).with_env(Vec::<(String, String)>::new())) {
+            Ok(c) => c.plan,
+            Err(d) => panic!("{}", d.render(false)),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_unchanged_shared_state_and_rebuilds_changed() {
+        let b: Arc<dyn StateBackend> = Arc::new(MemoryBackend::new());
+        let exec = Executor::builder(plan(1000, 60_000, 10.0))
+            .state_backend(b)
+            .build()
+            .unwrap();
+        let rt0 = exec.runtime();
+        let rate0 = rt0.shared_rates[0].clone().unwrap();
+        let tokens0 = rt0.shared_tokens[0].clone().unwrap();
+        let budget0 = rt0.shared_budgets[0].clone().unwrap();
+        // A batch of 8: one spent, 7 held.
+        rate0.check(0).await.unwrap();
+        let held = rate0.leased();
+        assert_eq!(held, 7);
+
+        // The same plan again (a reload that changed nothing shared).
+        exec.swap_plan(plan(1000, 60_000, 10.0)).unwrap();
+        let rt1 = exec.runtime();
+        assert!(Arc::ptr_eq(rt1.shared_rates[0].as_ref().unwrap(), &rate0));
+        assert!(Arc::ptr_eq(
+            rt1.shared_tokens[0].as_ref().unwrap(),
+            &tokens0
+        ));
+        assert!(Arc::ptr_eq(
+            rt1.shared_budgets[0].as_ref().unwrap(),
+            &budget0
+        ));
+        assert_eq!(rt1.shared_rates[0].as_ref().unwrap().leased(), held);
+        assert!(Arc::ptr_eq(
+            &rt1.shared.as_ref().unwrap().health,
+            &rt0.shared.as_ref().unwrap().health
+        ));
+
+        // A changed request rate: a new rate limiter (empty lease); the others are kept,
+        // and everything is still on the backend.
+        exec.swap_plan(plan(500, 60_000, 10.0)).unwrap();
+        let rt2 = exec.runtime();
+        let rate2 = rt2.shared_rates[0].as_ref().unwrap();
+        assert!(!Arc::ptr_eq(rate2, &rate0));
+        assert_eq!(rate2.leased(), 0);
+        assert!(Arc::ptr_eq(
+            rt2.shared_tokens[0].as_ref().unwrap(),
+            &tokens0
+        ));
+        assert!(Arc::ptr_eq(
+            rt2.shared_budgets[0].as_ref().unwrap(),
+            &budget0
+        ));
+
+        // Changed tokens and budget: rebuilt, still shared.
+        exec.swap_plan(plan(500, 30_000, 20.0)).unwrap();
+        let rt3 = exec.runtime();
+        assert!(!Arc::ptr_eq(
+            rt3.shared_tokens[0].as_ref().unwrap(),
+            &tokens0
+        ));
+        assert!(!Arc::ptr_eq(
+            rt3.shared_budgets[0].as_ref().unwrap(),
+            &budget0
+        ));
+        assert!(Arc::ptr_eq(rt3.shared_rates[0].as_ref().unwrap(), rate2));
+    }
+
+    #[test]
+    fn without_a_backend_nothing_is_shared() {
+        let rt0 = Runtime::new(plan(1000, 60_000, 10.0), 0).unwrap();
+        let rt1 = Runtime::carry_over(plan(1000, 60_000, 10.0), 1, Some(&rt0), 0).unwrap();
+        assert!(rt1.shared.is_none());
+        assert!(rt1.shared_rates.iter().all(Option::is_none));
+        assert!(rt1.shared_tokens.iter().all(Option::is_none));
+    }
 }

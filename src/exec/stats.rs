@@ -31,9 +31,9 @@ pub struct UpstreamView {
     pub name: String,
     /// Its breaker, if any.
     pub breaker: Option<BreakerView>,
-    /// Requests the rate limiter would admit right now.
+    /// Requests the rate limiter would admit right now (`None` when it is shared).
     pub rate_headroom: Option<u32>,
-    /// Tokens the token limiter would admit right now.
+    /// Tokens the token limiter would admit right now (`None` when it is shared).
     pub tokens_available: Option<u64>,
     /// Calls in flight, and the cap.
     pub concurrency: Option<(u32, u32)>,
@@ -96,6 +96,21 @@ pub struct RouteView {
     pub breakers: Vec<BreakerView>,
 }
 
+/// Health of the shared-state backend (`[state.redis]`), when one is attached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SharedView {
+    /// Whether the breaker around the backend is open (decisions follow `fail_mode`).
+    pub unavailable: bool,
+    /// Backend round trips.
+    pub round_trips: u64,
+    /// Failed backend calls (timeouts, errors), settlement retries included.
+    pub failures: u64,
+    /// Decisions taken by `fail_mode` because the backend was unavailable.
+    pub fallbacks: u64,
+    /// Settlements (budget adjustments, token reconciliations) given up after retries.
+    pub lost_settlements: u64,
+}
+
 /// The whole snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stats {
@@ -113,6 +128,8 @@ pub struct Stats {
     pub spend_usd: f64,
     /// What the same usage would have cost on the plan's baseline model, in USD.
     pub baseline_usd: Option<f64>,
+    /// The shared-state backend's health, if the runtime has one.
+    pub shared: Option<SharedView>,
 }
 
 impl Stats {
@@ -138,11 +155,21 @@ impl Stats {
             .upstreams
             .iter()
             .zip(&rt.upstreams)
-            .map(|(u, s)| UpstreamView {
+            .enumerate()
+            .map(|(i, (u, s))| UpstreamView {
                 name: u.name.clone(),
                 breaker: s.breaker.as_ref().map(breaker),
-                rate_headroom: s.rate.as_ref().map(|r| r.headroom(now)),
-                tokens_available: s.tokens.as_ref().map(|t| t.available(now)),
+                // A shared limiter's bucket is in the backend: the local one says nothing.
+                rate_headroom: s
+                    .rate
+                    .as_ref()
+                    .filter(|_| rt.shared_rates[i].is_none())
+                    .map(|r| r.headroom(now)),
+                tokens_available: s
+                    .tokens
+                    .as_ref()
+                    .filter(|_| rt.shared_tokens[i].is_none())
+                    .map(|t| t.available(now)),
                 concurrency: s.concurrency.as_ref().map(|c| (c.in_flight(), c.limit())),
             })
             .collect();
@@ -210,6 +237,16 @@ impl Stats {
             budgets,
             spend_usd: report.total.spend.as_dollars(),
             baseline_usd,
+            shared: rt.shared.as_ref().map(|s| {
+                let h = &s.health;
+                SharedView {
+                    unavailable: h.is_open(),
+                    round_trips: h.round_trips.load(Relaxed),
+                    failures: h.failures.load(Relaxed),
+                    fallbacks: h.fallbacks.load(Relaxed),
+                    lost_settlements: h.lost_settlements.load(Relaxed),
+                }
+            }),
         }
     }
 }

@@ -223,8 +223,9 @@ pub struct Limits {
     /// With `on_limit = "wait"`, the longest wait for a permit (default 1s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_timeout: Option<Duration>,
-    /// `local` (default): this process's limiters; `shared`: the request rate holds for all
-    /// instances together, in `[state.redis]` (token and concurrency limits stay local).
+    /// `local` (default): this process's limiters; `shared`: the request rate and the tokens
+    /// per minute hold for all instances together, in `[state.redis]` (the concurrency limit
+    /// stays per instance).
     #[serde(default)]
     pub state: super::StateScope,
 }

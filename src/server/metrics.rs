@@ -192,6 +192,37 @@ impl Metrics {
                 b.remaining_usd
             );
         }
+        if let Some(sh) = &stats.shared {
+            for (name, help, v) in [
+                (
+                    "tollgate_shared_round_trips_total",
+                    "Round trips to the shared-state backend.",
+                    sh.round_trips,
+                ),
+                (
+                    "tollgate_shared_failures_total",
+                    "Failed shared-state backend calls (timeouts, errors).",
+                    sh.failures,
+                ),
+                (
+                    "tollgate_shared_fallbacks_total",
+                    "Decisions taken by fail_mode while the shared-state backend was unavailable.",
+                    sh.fallbacks,
+                ),
+                (
+                    "tollgate_shared_lost_settlements_total",
+                    "Shared budget/token settlements given up after their retries.",
+                    sh.lost_settlements,
+                ),
+            ] {
+                let _ = writeln!(o, "# HELP {name} {help}");
+                let _ = writeln!(o, "# TYPE {name} counter");
+                let _ = writeln!(o, "{name} {v}");
+            }
+            let _ = writeln!(o, "# HELP tollgate_shared_unavailable 1 while the breaker around the shared-state backend is open.");
+            let _ = writeln!(o, "# TYPE tollgate_shared_unavailable gauge");
+            let _ = writeln!(o, "tollgate_shared_unavailable {}", sh.unavailable as u8);
+        }
         let _ = writeln!(
             o,
             "# HELP tollgate_plan_reloads_total Plans swapped in since start."

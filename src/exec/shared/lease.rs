@@ -30,6 +30,21 @@ impl Lease {
         self.held.load(Relaxed)
     }
 
+    /// Whether the lease is at or below its low watermark (half its size) and should be
+    /// topped up in the background; never for a lease of 1 (no batching).
+    #[inline]
+    pub fn low(&self) -> bool {
+        self.size > 1 && self.held() <= self.size / 2
+    }
+
+    /// How many permits a refill may ask the backend for now, so that what the lease holds
+    /// plus what is on its way stays at most `size − 1` (with one refill in flight at a
+    /// time): `size − 1 − held`. A caller that spends one of the batch at once asks one more.
+    #[inline]
+    pub fn want(&self) -> u64 {
+        (self.size - 1).saturating_sub(self.held()) as u64
+    }
+
     /// Spends one held permit, if any.
     #[inline]
     pub fn take(&self) -> bool {

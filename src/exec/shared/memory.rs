@@ -2,17 +2,20 @@
 //! for tests and single-process use of `state = "shared"` code paths.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{BoxFut, Grant, StateBackend, Unavailable};
 
-/// In-process backend. [`set_down`](Self::set_down) simulates an outage.
+/// In-process backend. [`set_down`](Self::set_down) simulates an outage,
+/// [`fail_next`](Self::fail_next) a few failed calls.
 #[derive(Debug, Default)]
 pub struct MemoryBackend {
     map: Mutex<HashMap<String, i128>>,
     down: AtomicBool,
+    fail_next: AtomicU64,
+    calls: AtomicU64,
 }
 
 fn now_us() -> u64 {
@@ -20,6 +23,12 @@ fn now_us() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_micros() as u64
+}
+
+/// The backend's clock (µs since the Unix epoch), for tests.
+#[cfg(test)]
+pub(crate) fn now_us_for_tests() -> u64 {
+    now_us()
 }
 
 /// One GCRA decision on TAT `tat` (µs) at `now`: the units granted and the new TAT, or the
@@ -41,6 +50,18 @@ pub(crate) fn gcra(
     Ok((n, tat + n * t))
 }
 
+/// A TAT `tat` shifted by `delta_us` at `now`: a charge counts from `max(tat, now)`, a
+/// refund never lowers the TAT below `now` (an empty bucket stays empty). The Redis script
+/// computes the same.
+pub(crate) fn shift(tat: i128, now: i128, delta_us: i64) -> i128 {
+    let d = delta_us as i128;
+    if d >= 0 {
+        tat.max(now) + d
+    } else {
+        (tat + d).max(now.min(tat))
+    }
+}
+
 impl MemoryBackend {
     /// A fresh backend.
     pub fn new() -> Self {
@@ -52,7 +73,37 @@ impl MemoryBackend {
         self.down.store(down, Relaxed);
     }
 
+    /// Makes the next `n` calls fail (then the backend answers again).
+    pub fn fail_next(&self, n: u64) {
+        self.fail_next.store(n, Relaxed);
+    }
+
+    /// Calls received (failed ones included).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Relaxed)
+    }
+
+    /// The GCRA TAT (µs, backend clock) of bucket `key`, 0 if none.
+    pub fn tat(&self, key: &str) -> u64 {
+        let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(key).map_or(0, |v| (*v).max(0) as u64)
+    }
+
+    /// The committed spend (nano-dollars) of window `window` of budget `key`.
+    pub fn spend(&self, key: &str, window: u64) -> i128 {
+        let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(&format!("{key}:{window}")).copied().unwrap_or(0)
+    }
+
     fn up(&self) -> Result<(), Unavailable> {
+        self.calls.fetch_add(1, Relaxed);
+        if self
+            .fail_next
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(Unavailable("memory backend: injected failure".into()));
+        }
         if self.down.load(Relaxed) {
             Err(Unavailable("memory backend is down".into()))
         } else {
@@ -82,6 +133,21 @@ impl StateBackend for MemoryBackend {
                 }
                 Err(wait) => Grant::Refused(Duration::from_micros(wait)),
             })
+        })
+    }
+
+    fn adjust_rate<'a>(
+        &'a self,
+        key: &'a str,
+        delta_us: i64,
+    ) -> BoxFut<'a, Result<(), Unavailable>> {
+        Box::pin(async move {
+            self.up()?;
+            let now = now_us() as i128;
+            let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            let tat = m.entry(key.to_string()).or_insert(0);
+            *tat = shift(*tat, now, delta_us);
+            Ok(())
         })
     }
 

@@ -8,16 +8,26 @@
 //!
 //! # Leases: the local fast path
 //!
-//! A shared rate limiter does not ask the backend for every call. It takes a batch of up to
-//! `lease` permits in one GCRA decision (the backend grants as many as its bucket holds, at
-//! least one), spends one, and keeps the rest in a local [`Lease`] that later calls spend with
-//! one atomic decrement. A lease never holds more than `lease − 1` permits: permits granted
-//! beyond that (two refills racing) are dropped, which can only under-admit.
+//! A shared rate limiter does not ask the backend for every call. It takes a batch of
+//! permits in one GCRA decision (the backend grants as many as its bucket holds, at least
+//! one), and keeps them in a local [`Lease`] that later calls spend with one atomic
+//! decrement. When a call leaves the lease at or below half its size, one background task
+//! tops it up (a *prefetch*: `tokio::spawn`, bounded by the backend timeout, failures going
+//! through the same breaker), so callers normally never find it empty; a caller that does
+//! waits for the batch in flight, else asks for a batch itself.
 //!
-//! **The bound.** The backend's GCRA grants at most `rate·w + burst` permits in any window of
-//! length `w`. A call admitted in the window spends either a permit granted in the window or
-//! one held in a lease at the window's start, and each instance holds at most `lease − 1`.
-//! So with `n` instances, in any window `w`:
+//! **The bound.** Count a permit as *held* by an instance from the moment the backend
+//! grants it until a call spends it (or it is dropped): permits in a lease and permits on
+//! their way to one. At most one batch is in flight per instance (a single-flight flag
+//! shared by prefetches and callers), and a batch asks for at most `lease − 1 − in lease`
+//! permits ([`Lease::want`]) — plus one that the asking caller spends at once, which is
+//! never held. Permits granted beyond what the lease has room for (it keeps at most
+//! `lease − 1` whatever the interleaving) are dropped, which can only under-admit. So an
+//! instance holds at most `lease − 1` permits at any time, prefetched ones included.
+//!
+//! The backend's GCRA grants at most `rate·w + burst` permits in any window of length `w`
+//! (in the backend's clock). A call admitted in the window spends either a permit granted in
+//! the window or one held at the window's start. So with `n` instances, in any window `w`:
 //!
 //! > admitted ≤ `rate·w + burst + n·(lease − 1)`  (≤ `rate·w + burst + n·lease`).
 //!
@@ -35,6 +45,11 @@
 //! After `OPEN_FOR` one call probes the backend again; success closes the breaker. Every
 //! failure logs a `tracing::warn!` line (target `tollgate::shared`) and counts in
 //! [`SharedHealth::failures`].
+//!
+//! Settlements after a call (a budget's actual cost, a token limiter's actual usage, spend
+//! learned late) are not decisions: they are sent in the background, retried after each
+//! pause of [`SETTLE_RETRIES`], and one still failing is counted in
+//! [`SharedHealth::lost_settlements`] and logged ([`Shared::settle_later`]).
 
 use std::fmt;
 use std::future::Future;
@@ -51,7 +66,10 @@ pub mod redis;
 pub use lease::Lease;
 pub use memory::MemoryBackend;
 
-use super::limit::{LimitError, RateConfig, RateLimiter};
+use super::clock::nanos;
+use super::limit::{
+    LimitError, RateConfig, RateLimiter, TokenConfig, TokenLimiter, TokenReservation,
+};
 use super::price::{BudgetConfig, BudgetLedger, BudgetReservation, Usd};
 use crate::plan::{FailMode, RedisSettings};
 
@@ -100,6 +118,15 @@ pub trait StateBackend: Send + Sync + fmt::Debug {
         amount: u64,
     ) -> BoxFut<'a, Result<Option<u64>, Unavailable>>;
 
+    /// Shifts the GCRA bucket `key` by `delta_us` µs of work: positive charges (from
+    /// `max(TAT, now)`, unconditionally: the units were spent), negative refunds (an empty
+    /// bucket stays empty). Reconciles a token reservation with the actual usage.
+    fn adjust_rate<'a>(
+        &'a self,
+        key: &'a str,
+        delta_us: i64,
+    ) -> BoxFut<'a, Result<(), Unavailable>>;
+
     /// Adds `delta` nano-dollars (negative: releases) to window `window` of budget `key`;
     /// nothing if that window is over.
     fn adjust<'a>(
@@ -122,6 +149,8 @@ pub struct SharedHealth {
     pub fallbacks: AtomicU64,
     /// Backend round trips.
     pub round_trips: AtomicU64,
+    /// Settlements (budget adjustments, token reconciliations) given up after their retries.
+    pub lost_settlements: AtomicU64,
 }
 
 impl SharedHealth {
@@ -155,6 +184,11 @@ impl SharedHealth {
         }
     }
 
+    fn lost(&self, s: &Settlement, error: &str) {
+        self.lost_settlements.fetch_add(1, Relaxed);
+        tracing::warn!(target: "tollgate::shared", settlement = ?s, %error, "shared settlement lost after its retries");
+    }
+
     /// Whether the breaker is open (the backend is considered down).
     pub fn is_open(&self) -> bool {
         self.open_until.load(Relaxed) != 0
@@ -182,6 +216,8 @@ impl Shared {
         }
     }
 
+    /// One backend call, unless the breaker around the backend is open; `None` (counted as
+    /// a fallback) when the backend is not tried or fails.
     async fn call<T>(
         &self,
         what: &str,
@@ -192,6 +228,21 @@ impl Shared {
             self.health.fallbacks.fetch_add(1, Relaxed);
             return None;
         }
+        let r = self.attempt(what, now, f).await;
+        if r.is_none() {
+            self.health.fallbacks.fetch_add(1, Relaxed);
+        }
+        r
+    }
+
+    /// One backend call bounded by the timeout, the breaker already consulted: a failure
+    /// opens it (logged, counted); `None` on failure.
+    async fn attempt<T>(
+        &self,
+        what: &str,
+        now: u64,
+        f: BoxFut<'_, Result<T, Unavailable>>,
+    ) -> Option<T> {
         self.health.round_trips.fetch_add(1, Relaxed);
         let r = match tokio::time::timeout(self.settings.timeout, f).await {
             Ok(r) => r,
@@ -207,14 +258,105 @@ impl Shared {
             }
             Err(e) => {
                 self.health.failed(what, &e, now);
-                self.health.fallbacks.fetch_add(1, Relaxed);
                 None
             }
         }
     }
 }
 
+/// A reconciliation sent to the backend after a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// Adds `delta` nano-dollars to window `window` of budget `key`.
+    Budget {
+        /// Budget key (without the window).
+        key: String,
+        /// Window index.
+        window: u64,
+        /// Nano-dollars (negative: released).
+        delta: i64,
+    },
+    /// Adds `amount` nano-dollars to the current window of budget `key`, unconditionally
+    /// (usage learned after the call's reservation was settled: a stream's last chunk).
+    Charge {
+        /// Budget key (without the window).
+        key: String,
+        /// Window length (µs).
+        window_us: u64,
+        /// Nano-dollars.
+        amount: u64,
+    },
+    /// Shifts GCRA bucket `key` by `delta_us` (token limiter: actual minus estimate).
+    Rate {
+        /// Bucket key.
+        key: String,
+        /// Microseconds of work (negative: refunded).
+        delta_us: i64,
+    },
+}
+
+/// Pauses before the retries of a failed settlement: four tries within about 0.6 s plus
+/// their timeouts, far inside any budget window or token minute (a budget adjustment that
+/// arrives after its window is over changes nothing: the key has expired).
+pub const SETTLE_RETRIES: [Duration; 3] = [
+    Duration::from_millis(20),
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+];
+
+impl Shared {
+    /// Sends `s` in the background, retrying a failure after each pause of
+    /// [`SETTLE_RETRIES`]; each failed try counts in [`SharedHealth::failures`], a settlement
+    /// still failing after the last try counts in [`SharedHealth::lost_settlements`] and logs
+    /// a warning. A lost release or refund over-counts (conservative); a lost charge
+    /// under-counts by that call's excess over its reservation. Settlements do not consult
+    /// the breaker (they are not decisions) and do not open it.
+    pub fn settle_later(&self, s: Settlement) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            self.health.lost(&s, "no tokio runtime to send it from");
+            return;
+        };
+        let (backend, health) = (self.backend.clone(), self.health.clone());
+        let timeout = self.settings.timeout;
+        handle.spawn(async move {
+            let mut error = String::new();
+            let pauses = std::iter::once(Duration::ZERO).chain(SETTLE_RETRIES);
+            for pause in pauses {
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+                health.round_trips.fetch_add(1, Relaxed);
+                let f = match &s {
+                    Settlement::Budget { key, window, delta } => {
+                        backend.adjust(key, *window, *delta)
+                    }
+                    Settlement::Charge {
+                        key,
+                        window_us,
+                        amount,
+                    } => {
+                        // A reserve with no limit is an unconditional add to the window.
+                        let r = backend.reserve(key, *window_us, u64::MAX, *amount);
+                        Box::pin(async move { r.await.map(drop) })
+                    }
+                    Settlement::Rate { key, delta_us } => backend.adjust_rate(key, *delta_us),
+                };
+                match tokio::time::timeout(timeout, f).await {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => error = e.0,
+                    Err(_) => error = format!("no answer within {timeout:?}"),
+                }
+                health.failures.fetch_add(1, Relaxed);
+            }
+            health.lost(&s, &error);
+        });
+    }
+}
+
 /// A request-rate limiter shared through the backend, with a local lease and a fallback.
+///
+/// Shared as an `Arc`: [`check`](Self::check) may start a background refill (prefetch)
+/// that holds the limiter until it ends.
 #[derive(Debug)]
 pub struct SharedRate {
     shared: Shared,
@@ -222,19 +364,59 @@ pub struct SharedRate {
     t_us: u64,
     cap_us: u64,
     lease: Lease,
-    /// A batch request is in flight: other callers of this instance ask for one permit
-    /// each meanwhile, so a burst of callers does not take (and drop) many batches.
+    /// A batch request (a caller's or a prefetch) is in flight: one at a time per instance,
+    /// so a burst of callers does not take (and drop) many batches, and what the lease holds
+    /// plus what is on its way stays within `lease − 1`.
     refilling: AtomicBool,
     /// Wakes the callers waiting for the batch in flight.
     refilled: tokio::sync::Notify,
+    /// Executor-clock nanoseconds before which no prefetch starts (the backend refused the
+    /// last one: the shared bucket is empty until then).
+    prefetch_after: AtomicU64,
     /// Decides while the backend is unavailable with `fail_mode = "open"`: the configured
     /// rate and burst divided by `expected_instances`.
     fallback: RateLimiter,
+    /// Backend requests by kind: background prefetches, batches asked by a caller that
+    /// found the lease empty, single permits asked by callers that waited for batches in
+    /// vain.
+    pub requests: RateRequests,
+}
+
+/// Backend requests of a [`SharedRate`], by kind.
+#[derive(Debug, Default)]
+pub struct RateRequests {
+    /// Background refills started by a take that left the lease low.
+    pub prefetches: AtomicU64,
+    /// Batches asked by a caller that found the lease empty.
+    pub batches: AtomicU64,
+    /// Single permits asked by callers that found the lease empty after waiting for batches.
+    pub singles: AtomicU64,
 }
 
 /// Microseconds, rounded up (never looser than configured).
 fn micros_up(ns: f64) -> u64 {
     (ns / 1000.0).ceil().max(1.0) as u64
+}
+
+/// Clears the single-flight flag and wakes the waiters when a batch request ends, even if
+/// it is cancelled mid-way.
+struct Batch<'a>(Option<&'a SharedRate>);
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.0 {
+            r.end_batch();
+        }
+    }
+}
+
+/// [`Batch`] for a prefetch running in its own task.
+struct OwnedBatch(Arc<SharedRate>);
+
+impl Drop for OwnedBatch {
+    fn drop(&mut self) {
+        self.0.end_batch();
+    }
 }
 
 impl SharedRate {
@@ -254,33 +436,44 @@ impl SharedRate {
             lease: Lease::new(shared.settings.lease),
             refilling: AtomicBool::new(false),
             refilled: tokio::sync::Notify::new(),
+            prefetch_after: AtomicU64::new(0),
             shared,
             fallback,
+            requests: RateRequests::default(),
         })
     }
 
-    /// Admits one call: from the lease, else from the backend (refilling the lease), else
-    /// per `fail_mode`.
-    pub async fn check(&self, now: u64) -> Result<(), LimitError> {
+    fn end_batch(&self) {
+        self.refilling.store(false, Relaxed);
+        self.refilled.notify_waiters();
+    }
+
+    /// Admits one call: from the lease (topping it up in the background when it runs low),
+    /// else from the backend (refilling the lease), else per `fail_mode`.
+    pub async fn check(self: &Arc<Self>, now: u64) -> Result<(), LimitError> {
         if self.lease.take() {
+            if self.lease.low() {
+                self.prefetch(now);
+            }
+            if self.refilling.load(Relaxed) {
+                // A batch is in flight: its task (and the backend connection's) needs this
+                // worker too. Spending leased permits never awaits anything, so a caller
+                // looping on `execute` would keep the worker until the lease is empty and
+                // the prefetch would come too late: yield once the coop budget is spent.
+                tokio::task::consume_budget().await;
+            }
             return Ok(());
         }
-        // One batch request at a time per instance (the flag is cleared, and waiters woken,
-        // even if this call is cancelled mid-way). Callers that find the lease empty while a
-        // batch is in flight wait for it (at most the backend timeout) instead of asking
-        // for a permit each: round trips fall towards one per `lease` calls.
-        struct Batch<'a>(Option<(&'a AtomicBool, &'a tokio::sync::Notify)>);
-        impl Drop for Batch<'_> {
-            fn drop(&mut self) {
-                if let Some((f, n)) = self.0 {
-                    f.store(false, Relaxed);
-                    n.notify_waiters();
-                }
-            }
-        }
+        // One batch request at a time per instance. Callers that find the lease empty while
+        // a batch (a prefetch or another caller's) is in flight wait for it, and for the
+        // next ones, instead of asking for a permit each: round trips fall towards one per
+        // `lease / 2` calls.
+        // Waiting is bounded by one backend timeout in all: past it, the batches are too slow
+        // to wait for and the caller asks for a permit of its own.
         let mut batch = false;
         if self.lease.size() > 1 {
-            for _ in 0..4 {
+            let deadline = tokio::time::Instant::now() + self.shared.settings.timeout;
+            loop {
                 if !self.refilling.swap(true, Relaxed) {
                     batch = true;
                     break;
@@ -288,16 +481,28 @@ impl SharedRate {
                 let n = self.refilled.notified();
                 tokio::pin!(n);
                 n.as_mut().enable();
-                if self.refilling.load(Relaxed) {
-                    let _ = tokio::time::timeout(self.shared.settings.timeout, n).await;
+                if self.refilling.load(Relaxed)
+                    && tokio::time::timeout_at(deadline, n).await.is_err()
+                {
+                    break;
                 }
                 if self.lease.take() {
                     return Ok(());
                 }
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
             }
         }
-        let _batch = Batch(batch.then_some((&self.refilling, &self.refilled)));
-        let max = if batch { self.lease.size() as u64 } else { 1 };
+        let _batch = Batch(batch.then_some(&**self));
+        // The batch: this call's permit plus what the lease has room for.
+        let max = if batch { self.lease.want() + 1 } else { 1 };
+        let kind = if batch {
+            &self.requests.batches
+        } else {
+            &self.requests.singles
+        };
+        kind.fetch_add(1, Relaxed);
         let f = self
             .shared
             .backend
@@ -317,6 +522,45 @@ impl SharedRate {
         }
     }
 
+    /// Starts a background refill of the lease (single-flight: nothing if a batch is already
+    /// in flight, if the backend refused the last one less than its `retry_in` ago, if the
+    /// breaker around the backend is open, or outside a tokio runtime). Bounded by the
+    /// backend timeout; a failure opens the breaker like any other (logged, counted).
+    fn prefetch(self: &Arc<Self>, now: u64) {
+        if now < self.prefetch_after.load(Relaxed) || self.refilling.swap(true, Relaxed) {
+            return;
+        }
+        let batch = OwnedBatch(self.clone());
+        let want = self.lease.want();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if want == 0 || !self.shared.health.should_try(now) {
+            return;
+        }
+        self.requests.prefetches.fetch_add(1, Relaxed);
+        handle.spawn(async move {
+            let me = &*batch.0;
+            let f = me
+                .shared
+                .backend
+                .admit(&me.key, me.t_us, me.cap_us, 1, want);
+            match me.shared.attempt("rate limiter (prefetch)", now, f).await {
+                Some(Grant::Granted(n)) => {
+                    me.lease.refill(n);
+                }
+                Some(Grant::Refused(retry_in)) => {
+                    me.prefetch_after
+                        .store(now.saturating_add(nanos(retry_in)), Relaxed);
+                }
+                // Logged and counted by `attempt`; callers that find the lease empty follow
+                // `fail_mode` while the breaker is open.
+                None => {}
+            }
+            drop(batch);
+        });
+    }
+
     /// The backend key.
     pub fn key(&self) -> &str {
         &self.key
@@ -330,6 +574,143 @@ impl SharedRate {
     /// Permits held in the local lease.
     pub fn leased(&self) -> u32 {
         self.lease.held()
+    }
+}
+
+/// A tokens-per-minute limiter shared through the backend: each call reserves its estimate
+/// with one GCRA decision (no lease: a call's tokens vary too much to batch), and the
+/// difference with the actual usage is charged or refunded afterwards
+/// ([`StateBackend::adjust_rate`]).
+///
+/// The bucket is kept in microseconds of work: a reservation of `k` tokens costs
+/// `⌈k · 60 s / tokens_per_minute⌉` µs, so rounding makes it stricter by under one
+/// microsecond's worth of tokens per call. In any window `w` the tokens reserved across the
+/// cluster stay within `tpm·w/60 s + burst`; settles above the estimate are charged
+/// afterwards (as with a local limiter), so actual usage exceeds that by at most what calls
+/// used beyond their estimates.
+#[derive(Debug)]
+pub struct SharedTokens {
+    shared: Shared,
+    key: String,
+    /// Microseconds of bucket per token.
+    us_per_token: f64,
+    /// Bucket capacity (µs): the burst's worth of tokens.
+    cap_us: u64,
+    burst: u64,
+    /// Decides while the backend is unavailable with `fail_mode = "open"`: the configured
+    /// tokens per minute and burst divided by `expected_instances`.
+    fallback: TokenLimiter,
+}
+
+/// Tokens reserved on a [`SharedTokens`]. Settle it with the actual usage; dropping it
+/// keeps the estimate charged (as [`TokenReservation`] does).
+#[derive(Debug)]
+#[must_use = "settle the reservation with the actual usage, or drop it to keep the estimate"]
+pub enum SharedTokenReservation<'a> {
+    /// Reserved in the backend: the limiter and the µs charged.
+    Shared(&'a SharedTokens, u64),
+    /// Reserved in the local fallback limiter.
+    Local(TokenReservation<'a>),
+}
+
+impl SharedTokens {
+    /// A shared limiter for `cfg` under key `prefix + "tokens:" + name`.
+    pub fn new(shared: Shared, name: &str, cfg: TokenConfig) -> Result<Self, String> {
+        let n = shared.settings.expected_instances.max(1) as u64;
+        let fallback = TokenLimiter::new(TokenConfig {
+            tokens_per_minute: (cfg.tokens_per_minute / n).max(1),
+            burst: (cfg.burst / n).max(1),
+        })
+        .map_err(|e| e.to_string())?;
+        if cfg.tokens_per_minute == 0 || cfg.burst == 0 {
+            return Err("tokens per minute and burst must be at least 1".into());
+        }
+        let us_per_token = 60e6 / cfg.tokens_per_minute as f64;
+        Ok(SharedTokens {
+            key: format!("{}tokens:{name}", shared.settings.key_prefix),
+            us_per_token,
+            cap_us: (cfg.burst as f64 * us_per_token).ceil() as u64,
+            burst: cfg.burst,
+            shared,
+            fallback,
+        })
+    }
+
+    fn us(&self, tokens: u64) -> u64 {
+        (tokens as f64 * self.us_per_token).ceil() as u64
+    }
+
+    /// Reserves `tokens` at `now` (executor clock). Refusals as [`TokenLimiter::reserve`]:
+    /// [`LimitError::TokensExhausted`] with the wait, [`LimitError::NeverAdmissible`] above
+    /// the burst; [`LimitError::SharedUnavailable`] when the backend is down and
+    /// `fail_mode = "closed"`.
+    pub async fn reserve(
+        &self,
+        tokens: u64,
+        now: u64,
+    ) -> Result<SharedTokenReservation<'_>, LimitError> {
+        if tokens > self.burst {
+            return Err(LimitError::NeverAdmissible {
+                requested: tokens,
+                capacity: self.burst,
+            });
+        }
+        if tokens == 0 {
+            return Ok(SharedTokenReservation::Shared(self, 0));
+        }
+        let cost = self.us(tokens).min(self.cap_us);
+        let f = self
+            .shared
+            .backend
+            .admit(&self.key, cost, self.cap_us, 1, 1);
+        match self.shared.call("token limiter", now, f).await {
+            Some(Grant::Granted(_)) => Ok(SharedTokenReservation::Shared(self, cost)),
+            Some(Grant::Refused(retry_in)) => Err(LimitError::TokensExhausted { retry_in }),
+            None => match self.shared.settings.fail_mode {
+                // An estimate above the scaled-down burst reserves the burst; settling with
+                // the actual usage charges the rest.
+                FailMode::Open => self
+                    .fallback
+                    .reserve(tokens.min(self.fallback.burst()), now)
+                    .map(SharedTokenReservation::Local),
+                FailMode::Closed => Err(LimitError::SharedUnavailable),
+            },
+        }
+    }
+
+    /// The backend key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The backend's health (shared by every shared entity of the runtime).
+    pub fn health(&self) -> &SharedHealth {
+        &self.shared.health
+    }
+}
+
+impl SharedTokenReservation<'_> {
+    /// Reconciles with the actual usage: refunds the unused part or charges the excess
+    /// (in the background, retried like every settlement: [`Shared::settle_later`]).
+    pub fn settle(self, actual: u64, now: u64) {
+        match self {
+            SharedTokenReservation::Local(r) => r.settle(actual, now),
+            SharedTokenReservation::Shared(lim, charged) => {
+                let delta = lim.us(actual) as i128 - charged as i128;
+                let delta = delta.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+                if delta != 0 {
+                    lim.shared.settle_later(Settlement::Rate {
+                        key: lim.key.clone(),
+                        delta_us: delta,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Whether the reservation went to the backend (not the fallback).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, SharedTokenReservation::Shared(..))
     }
 }
 
@@ -399,32 +780,34 @@ impl SharedBudget {
         }
     }
 
-    fn adjust_later(&self, window: u64, delta: i64) {
-        if delta == 0 {
-            return;
-        }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let backend = self.shared.backend.clone();
-        let key = self.key.clone();
-        let timeout = self.shared.settings.timeout;
-        let health = self.shared.health.clone();
-        handle.spawn(async move {
-            match tokio::time::timeout(timeout, backend.adjust(&key, window, delta)).await {
-                Ok(Ok(())) => {}
-                _ => {
-                    // The window's key expires with the window: a lost adjustment only
-                    // over-counts (a release) or under-counts by this call's excess (a charge).
-                    health.failures.fetch_add(1, Relaxed);
-                }
-            }
-        });
-    }
-
     /// The backend key (the window index is appended).
     pub fn key(&self) -> &str {
         &self.key
+    }
+}
+
+impl SharedBudget {
+    /// Records `cost` spent outside a reservation (usage learned after the call's
+    /// reservation was settled, e.g. a stream's last chunk) in the current window, in the
+    /// background like every settlement.
+    pub fn record_spend(&self, cost: Usd) {
+        if cost.nanos() > 0 {
+            self.shared.settle_later(Settlement::Charge {
+                key: self.key.clone(),
+                window_us: self.window_us,
+                amount: cost.nanos(),
+            });
+        }
+    }
+
+    fn adjust_later(&self, window: u64, delta: i64) {
+        if delta != 0 {
+            self.shared.settle_later(Settlement::Budget {
+                key: self.key.clone(),
+                window,
+                delta,
+            });
+        }
     }
 }
 
@@ -457,3 +840,6 @@ impl Drop for SharedReservation<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

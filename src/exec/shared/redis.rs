@@ -4,6 +4,8 @@
 //! instances can race between a read and a write:
 //! - [`GCRA`]: the rate limiter's theoretical arrival time, in microseconds of Redis's own
 //!   clock (`TIME`), under `prefix + "rate:" + upstream`, expiring once the bucket is empty;
+//! - [`SHIFT`]: a token limiter's reconciliation (actual minus estimated usage) on the same
+//!   kind of bucket, under `prefix + "tokens:" + upstream`;
 //! - [`RESERVE`] / [`ADJUST`]: a budget's committed spend per window, in nano-dollars, under
 //!   `prefix + "budget:" + name + ":" + window index`, expiring with the window.
 //!
@@ -42,6 +44,28 @@ redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - no
 return {n, 0}
 "#;
 
+/// GCRA shift (token reconciliation): KEYS[1] = bucket; ARGV = delta (µs). A charge counts
+/// from `max(TAT, now)`; a refund never lowers the TAT below now. Returns 0.
+pub const SHIFT: &str = r#"
+local tm = redis.call('TIME')
+local now = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
+local d = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if d >= 0 then
+  if tat < now then tat = now end
+  tat = tat + d
+else
+  if tat <= now then return 0 end
+  tat = tat + d
+end
+if tat <= now then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+return 0
+"#;
+
 /// Budget reserve: KEYS[1] = budget base key; ARGV = window (µs), limit, amount
 /// (nano-dollars). Returns the window index, or -1 when refused.
 pub const RESERVE: &str = r#"
@@ -71,6 +95,7 @@ pub struct RedisBackend {
     conns: Vec<Mutex<Option<ConnectionManager>>>,
     next: std::sync::atomic::AtomicUsize,
     gcra: Script,
+    shift: Script,
     reserve: Script,
     adjust: Script,
 }
@@ -99,6 +124,7 @@ impl RedisBackend {
                 .collect(),
             next: Default::default(),
             gcra: Script::new(GCRA),
+            shift: Script::new(SHIFT),
             reserve: Script::new(RESERVE),
             adjust: Script::new(ADJUST),
         })
@@ -155,6 +181,24 @@ impl StateBackend for RedisBackend {
             } else {
                 Grant::Refused(Duration::from_micros(wait))
             })
+        })
+    }
+
+    fn adjust_rate<'a>(
+        &'a self,
+        key: &'a str,
+        delta_us: i64,
+    ) -> BoxFut<'a, Result<(), Unavailable>> {
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let _: i64 = self
+                .shift
+                .key(key)
+                .arg(delta_us)
+                .invoke_async(&mut c)
+                .await
+                .map_err(err)?;
+            Ok(())
         })
     }
 
