@@ -43,11 +43,11 @@ pub const DEFAULT_TRIP_ON: [&str; 3] = ["connect", "timeout", "5xx"];
 
 /// Compiles a loaded policy. Returns the plan with its warnings, or every diagnostic
 /// (loading and compiling) when there is an error.
-pub fn compile(loaded: Loaded) -> Result<Compiled, Diagnostics> {
+pub fn compile(mut loaded: Loaded) -> Result<Compiled, Diagnostics> {
+    let items = std::mem::take(&mut loaded.diagnostics);
     if loaded.io_failed() {
         // A missing or unreadable file: what is left is not the policy the user meant, so
         // checking its semantics would only add noise.
-        let items = loaded.diagnostics.clone();
         return Err(Diagnostics {
             items,
             sources: std::sync::Arc::new(loaded.sources),
@@ -55,13 +55,14 @@ pub fn compile(loaded: Loaded) -> Result<Compiled, Diagnostics> {
     }
     let mut c = Compiler {
         l: &loaded,
-        diags: loaded.diagnostics.clone(),
+        diags: items,
         names: Names::default(),
     };
     let plan = c.run();
+    let items = c.diags;
     let mut diags = Diagnostics {
-        items: c.diags,
-        sources: std::sync::Arc::new(loaded.sources.clone()),
+        items,
+        sources: std::sync::Arc::new(loaded.sources),
     };
     diags.sort();
     if diags.has_errors() {
@@ -117,8 +118,10 @@ fn positive(x: f64) -> bool {
     x.is_finite() && x > 0.0
 }
 
-impl Compiler<'_> {
-    fn p(&self) -> &policy::Policy {
+impl<'a> Compiler<'a> {
+    /// The policy, borrowed for the compiler's whole life (not from `self`), so checks can
+    /// walk it while they push diagnostics.
+    fn p(&self) -> &'a policy::Policy {
         &self.l.policy
     }
 
@@ -192,7 +195,7 @@ impl Compiler<'_> {
                 .label("expected `1`");
             }
         }
-        let p = self.l.policy.clone();
+        let p = self.p();
         let upstream_names: Vec<String> = p.upstreams.keys().cloned().collect();
         let model_names: Vec<String> = p.models.keys().cloned().collect();
         let retry_names: Vec<String> = p.retry.keys().cloned().collect();
@@ -357,7 +360,7 @@ impl Compiler<'_> {
     fn route_names(&mut self) -> Vec<String> {
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut names = Vec::new();
-        let routes = self.p().routes.clone();
+        let routes = &self.p().routes;
         for (i, r) in routes.iter().enumerate() {
             let path = self.l.route_path(i).key("name");
             if r.name.trim().is_empty() {
@@ -951,7 +954,7 @@ impl Compiler<'_> {
         if have_redis {
             return;
         }
-        let p = self.l.policy.clone();
+        let p = self.p();
         let mut at: Vec<(String, KeyPath)> = Vec::new();
         for (n, u) in &p.upstreams {
             if u.limits
@@ -1292,8 +1295,12 @@ impl Compiler<'_> {
     /// Routes after a catch-all, or with the same condition as an earlier route, can never
     /// match; no catch-all at all is worth a warning.
     fn reachability(&mut self) {
-        let routes = self.p().routes.clone();
+        let routes = &self.p().routes;
         let mut catch_all: Option<usize> = None;
+        // Earlier routes by the text of their condition: equal conditions print equally, so
+        // only routes in the same bucket are compared (a policy of 1,000 routes would
+        // otherwise compare every pair).
+        let mut by_text: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, r) in routes.iter().enumerate() {
             let path = self.l.route_path(i);
             if let Some(c) = catch_all {
@@ -1318,10 +1325,10 @@ impl Compiler<'_> {
                 catch_all = Some(i);
                 continue;
             }
-            if let Some(j) = routes[..i]
-                .iter()
-                .position(|e| e.when.is_some() && e.when == r.when)
-            {
+            let earlier = by_text.entry(format!("{:?}", r.when)).or_default();
+            let shadow = earlier.iter().copied().find(|&j| routes[j].when == r.when);
+            earlier.push(i);
+            if let Some(j) = shadow {
                 let origin = self.l.locate(&self.l.route_path(j).key("when"));
                 self.error("unreachable-route", format!("route `{}` can never match: route `{}` has the same condition and comes first", r.name, routes[j].name), &path.key("when"))
                     .related
