@@ -25,7 +25,6 @@
 
 use std::future::{ready, Ready};
 use std::hint::black_box;
-use std::io::Write;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -94,14 +93,10 @@ window = "30d"
 on_exceed = "reject"
 "#;
 
-/// Compiles `toml` (through a temp file, as `Plan::load` reads files).
+/// Compiles `toml`, with no environment overrides.
 fn plan(toml: &str) -> Plan {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("policy.toml");
-    std::fs::File::create(&path)
-        .and_then(|mut f| f.write_all(toml.as_bytes()))
-        .expect("write policy");
-    match Plan::load(&LoadOptions::new([path]).with_env(Vec::<(String, String)>::new())) {
+    let opts = LoadOptions::from_text("policy.toml", toml).with_env(Vec::<(String, String)>::new());
+    match Plan::load(&opts) {
         Ok(c) => c.plan,
         Err(d) => panic!("bench policy does not compile:\n{}", d.render(false)),
     }

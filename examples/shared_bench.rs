@@ -24,12 +24,8 @@ const CALLERS: usize = 64;
 const PER_CALLER: usize = 2_000;
 
 fn plan(state: &str, lease: u32) -> Plan {
-    let dir = tempfile_dir();
-    let path = dir.join("policy.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
+    let text = format!(
+        r#"
 version = 1
 [state.redis]
 url = {{ env = "REDIS_URL" }}
@@ -47,18 +43,12 @@ upstream = "main"
 name = "default"
 targets = ["small"]
 "#
-        ),
+    );
+    Plan::load(
+        &LoadOptions::from_text("policy.toml", text).with_env(Vec::<(String, String)>::new()),
     )
-    .unwrap();
-    Plan::load(&LoadOptions::new([path]).with_env(Vec::<(String, String)>::new()))
-        .unwrap_or_else(|d| panic!("{}", d.render(false)))
-        .plan
-}
-
-fn tempfile_dir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("tollgate-shared-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    .unwrap_or_else(|d| panic!("{}", d.render(false)))
+    .plan
 }
 
 async fn run(name: &str, exec: Executor) {

@@ -353,3 +353,30 @@ fn a_file_that_fails_to_parse_does_not_make_other_files_references_unknown() {
         d.short()
     );
 }
+
+#[test]
+fn text_in_memory_loads_after_the_files_and_is_named_by_its_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(
+        dir.path(),
+        "a.toml",
+        &format!("{UPSTREAM}\n[[routes]]\nname = \"one\"\nwhen = {{ attr = \"task\", eq = \"x\" }}\ntargets = [\"m\"]\n"),
+    );
+    let mut opts = no_env([a]);
+    opts.texts.push((
+        "inline.toml".into(),
+        "[[routes]]\nname = \"two\"\ntargets = [\"m\"]\n".into(),
+    ));
+    let c = compile(load(&opts)).expect("compiles");
+    let names: Vec<&str> = c.plan.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["one", "two"]);
+
+    let bad = LoadOptions::from_text(
+        "inline.toml",
+        format!("{UPSTREAM}\n[[routes]]\nname = \"r\"\ntargets = [\"m\"]\nretry = 3\n"),
+    )
+    .with_env(Vec::<(String, String)>::new());
+    let short = errors(&bad).short();
+    assert!(short.starts_with("inline.toml:"), "{short}");
+    assert!(short.contains("retry"), "{short}");
+}

@@ -552,7 +552,6 @@ fn breaker_policy(plan: &Plan, id: Option<plan::BreakerId>) -> Option<&BreakerPo
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
 
     use super::*;
     use crate::exec::shared::MemoryBackend;
@@ -585,12 +584,9 @@ window = "1h"
 state = "shared"
 "#
         );
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("policy.toml");
-        std::fs::File::create(&path)
-            .and_then(|mut f| f.write_all(toml.as_bytes()))
-            .expect("write policy");
-        match Plan::load(&LoadOptions::new([path]).with_env(Vec::<(String, String)>::new())) {
+        let opts =
+            LoadOptions::from_text("policy.toml", toml).with_env(Vec::<(String, String)>::new());
+        match Plan::load(&opts) {
             Ok(c) => c.plan,
             Err(d) => panic!("{}", d.render(false)),
         }

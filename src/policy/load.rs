@@ -58,6 +58,9 @@ pub struct LoadOptions {
     /// Environment variables to apply as overrides (only those starting with
     /// [`ENV_PREFIX`] are used).
     pub env: Vec<(String, String)>,
+    /// Policy text held in memory, each labelled with the path diagnostics name; loaded
+    /// after `paths`, as if read from a file (hot reload does not watch them).
+    pub texts: Vec<(PathBuf, String)>,
 }
 
 impl LoadOptions {
@@ -68,7 +71,34 @@ impl LoadOptions {
             env: std::env::vars()
                 .filter(|(k, _)| k.starts_with(ENV_PREFIX))
                 .collect(),
+            texts: Vec::new(),
         }
+    }
+
+    /// Load one policy given as text (diagnostics name it `label`), with overrides from
+    /// the process environment.
+    ///
+    /// ```
+    /// use tollgate::plan::Plan;
+    /// use tollgate::policy::LoadOptions;
+    ///
+    /// let text = r#"
+    /// [upstreams.local]
+    /// base_url = "http://127.0.0.1:8080/v1"
+    /// [models.small]
+    /// upstream = "local"
+    /// [[routes]]
+    /// name = "all"
+    /// targets = ["small"]
+    /// "#;
+    /// let opts = LoadOptions::from_text("inline.toml", text).with_env(Vec::<(String, String)>::new());
+    /// let plan = Plan::load(&opts).expect("compiles").plan;
+    /// assert_eq!(plan.routes.len(), 1);
+    /// ```
+    pub fn from_text(label: impl Into<PathBuf>, text: impl Into<String>) -> Self {
+        let mut opts = LoadOptions::new(Vec::<PathBuf>::new());
+        opts.texts.push((label.into(), text.into()));
+        opts
     }
     /// Replace the environment overrides (for tests, or to ignore the process environment).
     pub fn with_env<K: Into<String>, V: Into<String>>(
@@ -116,8 +146,18 @@ pub fn load(opts: &LoadOptions) -> Loaded {
     };
     let mut figment = Figment::new();
     let mut route_offset = 0;
-    for path in l.expand(&opts.paths) {
-        let text = match std::fs::read(&path) {
+    let files = if opts.paths.is_empty() && !opts.texts.is_empty() {
+        Vec::new()
+    } else {
+        l.expand(&opts.paths)
+    };
+    let in_memory = opts.texts.iter().map(|(p, t)| (p.clone(), Some(t.clone())));
+    for (path, given) in files.into_iter().map(|p| (p, None)).chain(in_memory) {
+        let read = match given {
+            Some(t) => Ok(t.into_bytes()),
+            None => std::fs::read(&path),
+        };
+        let text = match read {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(t) => t,
                 Err(e) => {

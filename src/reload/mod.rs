@@ -127,6 +127,8 @@ enum EnvSource {
 #[derive(Clone)]
 pub struct PolicySource {
     paths: Vec<PathBuf>,
+    /// In-memory policy text ([`LoadOptions::texts`]): loaded again as is on each reload.
+    texts: Vec<(PathBuf, String)>,
     env: EnvSource,
 }
 
@@ -149,6 +151,7 @@ impl PolicySource {
     pub fn new<P: Into<PathBuf>>(paths: impl IntoIterator<Item = P>) -> Self {
         PolicySource {
             paths: paths.into_iter().map(Into::into).collect(),
+            texts: Vec::new(),
             env: EnvSource::Process,
         }
     }
@@ -188,6 +191,7 @@ impl PolicySource {
         LoadOptions {
             paths: self.paths.clone(),
             env,
+            texts: self.texts.clone(),
         }
     }
 }
@@ -197,6 +201,7 @@ impl From<LoadOptions> for PolicySource {
     fn from(o: LoadOptions) -> Self {
         PolicySource {
             paths: o.paths,
+            texts: o.texts,
             env: EnvSource::Fixed(o.env),
         }
     }
