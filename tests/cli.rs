@@ -163,6 +163,36 @@ fn explain_lists_every_route_with_its_bounds() {
     }
 }
 
+#[test]
+fn explain_json_gives_each_routes_bounds_and_the_diagnostics() {
+    let o = tollgate(&["explain", "--format", "json", "policies/relay.toml"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
+    assert_eq!(doc["valid"], true);
+    assert_eq!(doc["errors"], 0);
+    let routes = doc["routes"].as_array().expect("routes");
+    let names: Vec<&str> = routes.iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, ["urgent", "complex", "balanced", "bulk"]);
+    for r in routes {
+        let b = &r["bounds"];
+        assert!(b["max_attempts"].as_u64().is_some_and(|n| n >= 1), "{r}");
+        let (worst, unbounded) = (&b["worst_latency_ms"], &b["unbounded_latency_ms"]);
+        assert!(worst.as_f64() <= unbounded.as_f64(), "{r}");
+        assert!(b["worst_cost_usd"].as_f64().is_some_and(|c| c > 0.0), "{r}");
+    }
+
+    // An invalid policy: exit 1, the same document shape with `valid: false`, no plan.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[routes]]\nname = \"r\"\ntargets = [\"nope\"]\n").unwrap();
+    let o = tollgate(&["explain", "--format", "json", bad.to_str().unwrap()]);
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
+    assert_eq!(doc["valid"], false);
+    assert!(doc["errors"].as_u64().is_some_and(|n| n >= 1), "{doc}");
+    assert!(doc.get("routes").is_none(), "{doc}");
+}
+
 /// Hostile inputs: never a panic, always exit 1 or 2 with a message.
 fn assert_rejected_cleanly(path: &Path) {
     let o = tollgate(&["check", "--format", "short", path.to_str().unwrap()]);

@@ -4,14 +4,39 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{color, out, EXIT_INVALID, EXIT_USAGE};
+use super::{color, out, ExplainFormat, EXIT_INVALID, EXIT_USAGE};
 use crate::plan::{route_bounds, OnExceed, Plan, RouteId, TokenCounts};
 use crate::policy::{load, Duration, LoadOptions};
 
 /// Loads, compiles and explains `paths`.
-pub fn run(paths: &[PathBuf], tokens: TokenCounts) -> ExitCode {
+pub fn run(paths: &[PathBuf], tokens: TokenCounts, format: ExplainFormat) -> ExitCode {
     let loaded = load(&LoadOptions::new(paths.iter().cloned()));
     let io_failed = loaded.io_failed();
+    let code = |ok: bool| match (ok, io_failed) {
+        (true, _) => ExitCode::SUCCESS,
+        (false, true) => ExitCode::from(EXIT_USAGE),
+        (false, false) => ExitCode::from(EXIT_INVALID),
+    };
+    if format == ExplainFormat::Json {
+        // `valid`, then `tollgate check --format json`'s keys (`errors`, `warnings`,
+        // `diagnostics`), then the plan's (only when it compiled).
+        let (ok, diags, mut doc) = match crate::plan::compile(loaded) {
+            Ok(c) => (true, c.warnings.to_json(), explain_json(&c.plan, tokens)),
+            Err(d) => (false, d.to_json(), serde_json::json!({})),
+        };
+        doc["valid"] = ok.into();
+        if let serde_json::Value::Object(m) = diags {
+            for (k, v) in m {
+                doc[k] = v;
+            }
+        }
+        // Serializing a `serde_json::Value` cannot fail.
+        out!(
+            "{}\n",
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
+        );
+        return code(ok);
+    }
     match crate::plan::compile(loaded) {
         Ok(c) => {
             out!("{}", explain(&c.plan, tokens));
@@ -72,6 +97,108 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push_str(&line(r.iter().map(String::as_str).collect()));
     }
     out
+}
+
+fn ms(x: std::time::Duration) -> f64 {
+    x.as_secs_f64() * 1000.0
+}
+
+/// The explanation of a plan as one JSON document (durations in milliseconds, costs in
+/// USD). Keys are stable: CI can gate on `routes[].bounds.worst_cost_usd` or
+/// `routes[].bounds.worst_latency_ms`.
+pub fn explain_json(plan: &Plan, tokens: TokenCounts) -> serde_json::Value {
+    use serde_json::json;
+    let upstreams: Vec<_> = plan
+        .upstreams
+        .iter()
+        .map(|u| {
+            let l = &u.limits;
+            json!({
+                "name": u.name,
+                "base_url": u.base_url,
+                "key_env": u.api_key.as_ref().map(|k| k.env.clone()),
+                "limits": {
+                    "requests_per_second": l.rate.map(|r| r.per_second),
+                    "burst": l.rate.map(|r| r.burst),
+                    "tokens_per_minute": l.tokens_per_minute,
+                    "concurrency": l.concurrency,
+                },
+                "breaker": u.breaker.map(|b| plan.breakers[b.index()].name.clone()),
+                "timeouts_ms": {
+                    "connect": ms(u.timeouts.connect),
+                    "per_try": ms(u.timeouts.per_try),
+                    "total": ms(u.timeouts.total),
+                },
+            })
+        })
+        .collect();
+    let models: Vec<_> = plan
+        .models
+        .iter()
+        .map(|m| {
+            json!({
+                "name": m.name,
+                "upstream": plan.upstream(m.upstream).name,
+                "upstream_model": m.upstream_model,
+                "price_per_mtok": m.price.map(|p| json!({
+                    "input": p.input_per_mtok,
+                    "output": p.output_per_mtok,
+                })),
+                "context_window": m.context_window,
+            })
+        })
+        .collect();
+    let routes: Vec<_> = plan
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let b = route_bounds(plan, RouteId(i as u32), tokens);
+            json!({
+                "name": r.name,
+                "when": r.when.as_ref().map(|w| w.to_string()),
+                "strategy": r.strategy.to_string(),
+                "targets": r.targets.iter().map(|t| plan.model(t.model).name.clone()).collect::<Vec<_>>(),
+                "retry": plan.retry(r.retry).name,
+                "bounds": {
+                    "max_attempts": b.attempts,
+                    "worst_latency_ms": ms(b.latency),
+                    "unbounded_latency_ms": ms(b.unbounded_latency),
+                    "schedule_ms": ms(b.schedule),
+                    "cost_if_ok_usd": b.success_cost_usd.map(|(lo, hi)| json!({ "min": lo, "max": hi })),
+                    "worst_cost_usd": b.worst_cost_usd,
+                },
+            })
+        })
+        .collect();
+    let budgets: Vec<_> = plan
+        .budgets
+        .iter()
+        .map(|b| {
+            json!({
+                "name": b.name,
+                "limit_usd": b.limit_usd,
+                "window_ms": ms(b.window),
+                "scope": {
+                    "routes": b.scope.routes.iter().map(|r| plan.route(*r).name.clone()).collect::<Vec<_>>(),
+                    "models": b.scope.models.iter().map(|m| plan.model(*m).name.clone()).collect::<Vec<_>>(),
+                    "upstreams": b.scope.upstreams.iter().map(|u| plan.upstream(*u).name.clone()).collect::<Vec<_>>(),
+                    "keys": b.scope.keys,
+                },
+                "on_exceed": match b.on_exceed {
+                    OnExceed::Reject => json!("reject"),
+                    OnExceed::Reroute(r) => json!({ "reroute": plan.route(r).name }),
+                },
+            })
+        })
+        .collect();
+    json!({
+        "tokens": { "input": tokens.input, "output": tokens.output },
+        "upstreams": upstreams,
+        "models": models,
+        "routes": routes,
+        "budgets": budgets,
+    })
 }
 
 /// The explanation of a plan as text.

@@ -50,6 +50,10 @@ enum Command {
         /// Output tokens per request, for the cost bounds.
         #[arg(long, default_value_t = 500)]
         output_tokens: u64,
+        /// `human` (tables) or `json` (one document: upstreams, models, routes with their
+        /// bounds, budgets, warnings; for CI gates on worst-case cost or latency).
+        #[arg(long, value_enum, default_value_t = ExplainFormat::Human)]
+        format: ExplainFormat,
     },
     /// Load a policy, then reload it on every change (and on SIGHUP), one line per reload.
     Watch {
@@ -105,6 +109,15 @@ pub enum Format {
     Json,
     /// One line per diagnostic: `file:line:col: severity[code]: message`.
     Short,
+}
+
+/// `explain` output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExplainFormat {
+    /// Tables.
+    Human,
+    /// One JSON document.
+    Json,
 }
 
 /// Exit code for an invalid policy.
@@ -166,12 +179,14 @@ pub fn main() -> ExitCode {
             paths,
             input_tokens,
             output_tokens,
+            format,
         } => explain::run(
             &paths,
             crate::plan::TokenCounts {
                 input: input_tokens,
                 output: output_tokens,
             },
+            format,
         ),
         Command::Watch { paths, debounce_ms } => {
             watch::run(&paths, std::time::Duration::from_millis(debounce_ms))
