@@ -4,8 +4,14 @@
 //!
 //! ```text
 //! cargo run --release --example relay_bench -- [--fake-port 18080] [--requests 4000]
-//!     [--concurrency 1,64] [--other NAME=URL ...]
+//!     [--concurrency 1,64] [--rate R] [--other NAME=URL ...]
 //! ```
+//! Without `--rate` the load is a closed loop: each of `conc` clients sends its next request
+//! when the previous one answers (throughput). With `--rate R` it is an open loop: the `conc`
+//! clients together send `R` requests per second on a fixed schedule, and a latency is
+//! measured from the request's *scheduled* time, so a stalled server is charged for the
+//! requests it delayed (no coordinated omission). That is the added latency of the relay at
+//! `conc` connections when the machine is not saturated.
 //! `--other litellm=http://127.0.0.1:4000` adds a column for any OpenAI-compatible proxy
 //! already running and routing model `fake` to `http://127.0.0.1:FAKE_PORT/v1`
 //! (`LITELLM_MASTER_KEY`, if set, is sent as its bearer key). See BENCHMARKS.md.
@@ -23,6 +29,7 @@ struct Args {
     fake_port: u16,
     requests: usize,
     concurrency: Vec<usize>,
+    rate: Option<f64>,
     others: Vec<(String, String)>,
 }
 
@@ -31,6 +38,7 @@ fn args() -> Args {
         fake_port: 0,
         requests: 4000,
         concurrency: vec![1, 64],
+        rate: None,
         others: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -45,6 +53,7 @@ fn args() -> Args {
                     .map(|c| c.parse().expect("--concurrency 1,64"))
                     .collect()
             }
+            "--rate" => a.rate = Some(v.parse().expect("--rate REQUESTS_PER_SECOND")),
             "--other" => {
                 let (n, u) = v.split_once('=').expect("--other NAME=URL");
                 a.others.push((n.into(), u.into()));
@@ -62,7 +71,7 @@ struct Run {
     errors: usize,
 }
 
-async fn run(url: &str, key: Option<&str>, n: usize, c: usize) -> Run {
+async fn run(url: &str, key: Option<&str>, n: usize, c: usize, rate: Option<f64>) -> Run {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(c)
         .tcp_nodelay(true)
@@ -82,14 +91,27 @@ async fn run(url: &str, key: Option<&str>, n: usize, c: usize) -> Run {
     let next = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
+    // Open loop: request k (over all clients) is due at t0 + k / rate.
+    let gap = rate.map(|r| Duration::from_secs_f64(1.0 / r));
     for _ in 0..c {
         let (http, url, body, next) = (http.clone(), url.clone(), body.clone(), next.clone());
         let key = key.map(String::from);
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0;
-            while next.fetch_add(1, Relaxed) < n {
-                let t = Instant::now();
+            loop {
+                let k = next.fetch_add(1, Relaxed);
+                if k >= n {
+                    break;
+                }
+                let t = match gap {
+                    Some(g) => {
+                        let due = t0 + g * k as u32;
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
                 if !send(&http, &url, key.as_deref(), &body).await {
                     errors += 1;
                 }
@@ -164,12 +186,9 @@ async fn main() {
             .await
             .unwrap()
     };
-    let dir = std::env::temp_dir().join(format!("tollgate-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("bench.toml");
-    std::fs::write(&path, policy(&fake.base_url())).unwrap();
     let plan = tollgate::plan::Plan::load(
-        &tollgate::policy::LoadOptions::new([&path]).with_env(Vec::<(String, String)>::new()),
+        &tollgate::policy::LoadOptions::from_text("bench.toml", policy(&fake.base_url()))
+            .with_env(Vec::<(String, String)>::new()),
     )
     .unwrap_or_else(|d| panic!("{}", d.render(false)))
     .plan;
@@ -197,8 +216,11 @@ async fn main() {
         ));
     }
     println!(
-        "{} requests per run; fake upstream {} answers at once",
+        "{} requests per run ({}); fake upstream {} answers at once",
         a.requests,
+        a.rate.map_or("closed loop".to_string(), |r| format!(
+            "open loop at {r} req/s"
+        )),
         fake.base_url()
     );
     println!(
@@ -214,7 +236,7 @@ async fn main() {
             } else {
                 (a.requests / 4).max(200)
             };
-            let r = run(url, key.as_deref(), n, c).await;
+            let r = run(url, key.as_deref(), n, c, a.rate).await;
             let (add50, add99) = match direct {
                 None => {
                     direct = Some((r.p50, r.p99));
@@ -238,5 +260,4 @@ async fn main() {
             );
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
