@@ -300,6 +300,40 @@ async fn directory_removed_recreated_and_new_files() {
     handle.stop();
 }
 
+/// A Kubernetes ConfigMap update: `policy.toml -> ..data/policy.toml`, and the update points
+/// `..data` at a new directory by renaming a new symlink over it. No event names the policy
+/// file; the watcher sees that it now resolves elsewhere. Both a watched file and a watched
+/// directory (holding the symlinked `*.toml`) follow the swap.
+#[tokio::test]
+async fn configmap_style_symlink_swap() {
+    use std::os::unix::fs::symlink;
+    let root = tempfile::tempdir().unwrap();
+    let d = root.path();
+    let version = |n: u32| {
+        let dir = d.join(format!("..2026_v{n}"));
+        std::fs::create_dir(&dir).unwrap();
+        write(&dir.join("policy.toml"), &policy(n));
+        dir
+    };
+    let swap = |dir: &Path| {
+        let tmp = d.join("..data_tmp");
+        symlink(dir.file_name().unwrap(), &tmp).unwrap();
+        std::fs::rename(&tmp, d.join("..data")).unwrap();
+    };
+    symlink(version(1).file_name().unwrap(), d.join("..data")).unwrap();
+    symlink("..data/policy.toml", d.join("policy.toml")).unwrap();
+
+    for watched in [d.join("policy.toml"), d.to_path_buf()] {
+        let (exec, handle, mut rx) = start(std::slice::from_ref(&watched));
+        let n = model_of(&exec)[1..].parse::<u32>().unwrap();
+        swap(&version(n + 1));
+        wait_model(&mut rx, &exec, n + 1).await;
+        swap(&version(n + 2));
+        wait_model(&mut rx, &exec, n + 2).await;
+        handle.stop();
+    }
+}
+
 /// The parent directory of a watched *file* removed and recreated.
 #[tokio::test]
 async fn parent_of_a_file_removed_and_recreated() {

@@ -9,6 +9,13 @@
 //! nearest existing ancestor is watched instead, so its recreation is seen; after every
 //! batch of events the set is recomputed, and a watched directory that was removed or
 //! replaced is watched again.
+//!
+//! # Symlink swaps
+//! Kubernetes mounts a ConfigMap as `policy.toml -> ..data/policy.toml` with
+//! `..data -> ..2026_11_22_…`, and updates it by pointing `..data` at a new directory: no
+//! event names `policy.toml`. So after any batch of events in a watched directory the
+//! worker also resolves every policy file through its symlinks, and reloads when a
+//! resolution changed.
 
 use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
@@ -42,6 +49,8 @@ pub(crate) enum Msg {
 pub(crate) struct WatchSet {
     roots: Vec<PathBuf>,
     watched: BTreeSet<PathBuf>,
+    /// Every policy file the roots name, with the file it resolves to through symlinks.
+    resolved: Vec<(PathBuf, Option<PathBuf>)>,
 }
 
 impl WatchSet {
@@ -50,10 +59,39 @@ impl WatchSet {
             .iter()
             .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
             .collect();
-        WatchSet {
+        let mut set = WatchSet {
             roots,
             watched: BTreeSet::new(),
+            resolved: Vec::new(),
+        };
+        set.resolved = set.resolve();
+        set
+    }
+
+    /// Each policy file of the roots (a directory's `*.toml` files) and what it resolves to.
+    fn resolve(&self) -> Vec<(PathBuf, Option<PathBuf>)> {
+        let mut out = Vec::new();
+        for r in &self.roots {
+            let files = if r.is_dir() {
+                crate::policy::toml_files_in(r).unwrap_or_default()
+            } else {
+                vec![r.clone()]
+            };
+            out.extend(files.into_iter().map(|f| {
+                let target = std::fs::canonicalize(&f).ok();
+                (f, target)
+            }));
         }
+        out
+    }
+
+    /// Whether a policy file now resolves (through symlinks) to another file than when
+    /// last asked: a symlink swap that no event names (see the module docs).
+    pub(crate) fn links_moved(&mut self) -> bool {
+        let now = self.resolve();
+        let moved = now != self.resolved;
+        self.resolved = now;
+        moved
     }
 
     /// Directories to watch now: each given directory that exists, and the nearest existing
@@ -193,6 +231,10 @@ impl Worker {
             }
             if stop {
                 break; // pending replies are dropped: their callers get `Stopped`
+            }
+            if !touched.is_empty() {
+                // Also updates what the files resolve to when they were reloaded anyway.
+                reload |= self.set.links_moved();
             }
             let (errors, added) = self.set.sync(&mut self.debouncer, &touched);
             for e in errors {
