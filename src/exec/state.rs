@@ -210,8 +210,9 @@ impl Runtime {
     ///   never reset a spent budget;
     /// - models keep their latency EWMA and counters, routes their request count; a route's
     ///   retry budget is kept while its settings are unchanged;
-    /// - a concurrency limit that changed starts a new count: calls in flight under the old
-    ///   plan hold permits of the old limit until they finish;
+    /// - a concurrency limiter is kept, with its count of calls in flight (under either
+    ///   plan), and a changed cap applies to it at once
+    ///   ([`ConcurrencyLimiter::set_limit`]);
     /// - shared rate and token limiters and shared budgets (their lease, their backend
     ///   health) are kept when `[state.redis]` and the entity's settings are unchanged; one
     ///   whose settings changed is rebuilt by [`attach_shared`](Self::attach_shared) (its
@@ -226,6 +227,7 @@ impl Runtime {
         now: u64,
     ) -> Result<Self, BuildError> {
         let mut upstreams = Vec::with_capacity(plan.upstreams.len());
+        let mut resized: Vec<(ConcurrencyLimiter, u32)> = Vec::new();
         for u in &plan.upstreams {
             let prev = old.and_then(|o| o.plan.upstream_by_name(&u.name).map(|id| (o, id)));
             let reuse = prev.filter(|(o, id)| {
@@ -276,8 +278,15 @@ impl Runtime {
             let concurrency = match l.concurrency {
                 None => None,
                 Some(c) => match prev.and_then(|(_, s)| s.concurrency.as_ref()) {
-                    Some(lim) if lim.limit() == c => Some(lim.clone()),
-                    _ => Some(build(
+                    Some(lim) => {
+                        // One count across the reload; the cap changes once the whole
+                        // runtime is built (a failed build leaves the running one as is).
+                        if lim.limit() != c {
+                            resized.push((lim.clone(), c));
+                        }
+                        Some(lim.clone())
+                    }
+                    None => Some(build(
                         name,
                         ConcurrencyLimiter::new(ConcurrencyConfig { max_in_flight: c }),
                     )?),
@@ -462,6 +471,9 @@ impl Runtime {
                 }
             }
         }
+        for (lim, cap) in resized {
+            lim.set_limit(cap);
+        }
         Ok(Runtime {
             shared_rates,
             shared_tokens,
@@ -590,6 +602,55 @@ state = "shared"
             Ok(c) => c.plan,
             Err(d) => panic!("{}", d.render(false)),
         }
+    }
+
+    fn capped(concurrency: u32) -> Plan {
+        let toml = format!(
+            r#"
+[upstreams.main]
+base_url = "https://api.example.com/v1"
+limits = {{ concurrency = {concurrency} }}
+[models.small]
+upstream = "main"
+[[routes]]
+name = "default"
+targets = ["small"]
+"#
+        );
+        let opts =
+            LoadOptions::from_text("capped.toml", toml).with_env(Vec::<(String, String)>::new());
+        match Plan::load(&opts) {
+            Ok(c) => c.plan,
+            Err(d) => panic!("{}", d.render(false)),
+        }
+    }
+
+    /// A changed concurrency cap applies at once to one count shared by the calls in flight
+    /// under the old plan and the calls under the new one.
+    #[test]
+    fn a_changed_concurrency_cap_keeps_one_count() {
+        let rt0 = Runtime::carry_over(capped(2), 0, None, 0).unwrap();
+        let lim0 = rt0.upstreams[0].concurrency.clone().unwrap();
+        let (a, b) = (lim0.try_acquire().unwrap(), lim0.try_acquire().unwrap());
+
+        // Raised to 3: the two calls in flight count, one more fits.
+        let rt1 = Runtime::carry_over(capped(3), 1, Some(&rt0), 0).unwrap();
+        let lim1 = rt1.upstreams[0].concurrency.clone().unwrap();
+        assert_eq!((lim1.in_flight(), lim1.limit()), (2, 3));
+        let c = lim1.try_acquire().unwrap();
+        assert!(lim1.try_acquire().is_err());
+
+        // Lowered to 1: nothing new until the three in flight are down to none.
+        let rt2 = Runtime::carry_over(capped(1), 2, Some(&rt1), 0).unwrap();
+        let lim2 = rt2.upstreams[0].concurrency.clone().unwrap();
+        drop((b, c));
+        assert!(
+            lim2.try_acquire().is_err(),
+            "one call of the first plan still runs"
+        );
+        drop(a);
+        assert!(lim2.try_acquire().is_ok());
+        assert_eq!(lim0.limit(), 1, "the old plan's calls see the new cap too");
     }
 
     #[tokio::test]

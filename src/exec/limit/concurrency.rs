@@ -1,6 +1,9 @@
 //! A cap on calls in flight, with RAII permits.
 
-use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::atomic::{
+    AtomicU32,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,7 +51,8 @@ struct Inner {
     in_flight: AtomicU32,
     waiters: AtomicU32,
     notify: Notify,
-    limit: u32,
+    /// Changed only by a reload ([`ConcurrencyLimiter::set_limit`]).
+    limit: AtomicU32,
 }
 
 impl Inner {
@@ -56,7 +60,7 @@ impl Inner {
     #[inline]
     fn try_take(&self) -> bool {
         let mut cur = self.in_flight.load(SeqCst);
-        while cur < self.limit {
+        while cur < self.limit.load(Relaxed) {
             match self
                 .in_flight
                 .compare_exchange_weak(cur, cur + 1, SeqCst, SeqCst)
@@ -149,7 +153,7 @@ impl ConcurrencyLimiter {
                 in_flight: AtomicU32::new(0),
                 waiters: AtomicU32::new(0),
                 notify: Notify::new(),
-                limit: cfg.max_in_flight,
+                limit: AtomicU32::new(cfg.max_in_flight),
             }),
         })
     }
@@ -207,14 +211,41 @@ impl ConcurrencyLimiter {
         self.inner.in_flight.load(SeqCst)
     }
 
-    /// The cap.
+    /// Changes the cap for every holder of this limiter (a reload keeps one limiter per
+    /// upstream, so calls in flight under the old plan and new calls share one count).
+    /// Calls in flight keep their permits; a lower cap admits new calls only once enough of
+    /// them finish; a higher one wakes waiters at once. `0` is ignored (the compiler
+    /// rejects it).
+    ///
+    /// ```
+    /// use tollgate::exec::limit::{ConcurrencyConfig, ConcurrencyLimiter};
+    ///
+    /// let lim = ConcurrencyLimiter::new(ConcurrencyConfig { max_in_flight: 2 }).unwrap();
+    /// let (a, _b) = (lim.try_acquire().unwrap(), lim.try_acquire().unwrap());
+    /// lim.set_limit(1);
+    /// drop(a);
+    /// assert!(lim.try_acquire().is_err(), "still 1 in flight: the new cap is full");
+    /// lim.set_limit(3);
+    /// assert!(lim.try_acquire().is_ok());
+    /// ```
+    pub fn set_limit(&self, max_in_flight: u32) {
+        if max_in_flight == 0 {
+            return;
+        }
+        let was = self.inner.limit.swap(max_in_flight, SeqCst);
+        if max_in_flight > was && self.inner.waiters.load(SeqCst) > 0 {
+            self.inner.notify.notify_waiters();
+        }
+    }
+
+    /// The current cap.
     pub fn limit(&self) -> u32 {
-        self.inner.limit
+        self.inner.limit.load(Relaxed)
     }
 
     fn full(&self) -> LimitError {
         LimitError::ConcurrencyFull {
-            limit: self.inner.limit,
+            limit: self.limit(),
         }
     }
 }
