@@ -139,7 +139,7 @@ impl WithRateLimit for Failure {
 
 /// A failure from an `{"error": …}` object: code from `error.code`, else `error.type`;
 /// wait from the header, else `error.retry_after`.
-fn error_failure(status: u16, e: &Value, header_wait: Option<Duration>) -> Failure {
+pub(crate) fn error_failure(status: u16, e: &Value, header_wait: Option<Duration>) -> Failure {
     let mut f = Failure::status(status);
     let code = e
         .get("code")

@@ -27,6 +27,10 @@ pub enum StreamError {
     /// The upstream's stream failed.
     #[error("the upstream stream broke: {0}")]
     Interrupted(String),
+    /// The upstream closed the stream without its final `data: [DONE]`: the answer may be
+    /// cut short.
+    #[error("the upstream ended the stream without `data: [DONE]`")]
+    Truncated,
     /// One event was larger than the body cap.
     #[error("an event larger than {MAX_BODY_BYTES} bytes")]
     TooLarge,
@@ -37,18 +41,21 @@ impl StreamError {
     pub fn code(&self) -> &'static str {
         match self {
             StreamError::Idle(_) => STREAM_IDLE,
-            StreamError::Interrupted(_) | StreamError::TooLarge => STREAM_INTERRUPTED,
+            StreamError::Interrupted(_) | StreamError::Truncated | StreamError::TooLarge => {
+                STREAM_INTERRUPTED
+            }
         }
     }
     /// The failure this is for the executor ([`Executor::record_late_outcome`]): a stall
-    /// is a `timeout`, a broken stream a `connect` failure (the connection broke), an
+    /// is a `timeout`, a broken or truncated stream a `connect` failure (the connection
+    /// broke), an
     /// oversized event a 502; each also carries the code sent to the caller.
     ///
     /// [`Executor::record_late_outcome`]: crate::exec::Executor::record_late_outcome
     pub fn to_failure(&self) -> Failure {
         let f = match self {
             StreamError::Idle(_) => Failure::timeout(),
-            StreamError::Interrupted(_) => Failure::connect(""),
+            StreamError::Interrupted(_) | StreamError::Truncated => Failure::connect(""),
             StreamError::TooLarge => Failure::status(502),
         };
         f.code(self.code()).message(self.to_string())
@@ -232,9 +239,12 @@ impl SseStream {
                 return None;
             }
             let ev = match self.reader.next(self.idle).await {
+                // `[DONE]` ends the loop above: the upstream closed without it.
                 None => {
                     self.done = true;
-                    return None;
+                    let e = StreamError::Truncated;
+                    self.failure = Some(e.to_failure());
+                    return Some(Err(e));
                 }
                 Some(Err(e)) => {
                     self.done = true;
@@ -245,10 +255,17 @@ impl SseStream {
             };
             match event_kind(&ev) {
                 EventKind::Chunk {
-                    usage, usage_only, ..
+                    usage,
+                    usage_only,
+                    error,
                 } => {
                     if usage.is_some() {
                         self.usage = usage;
+                    }
+                    // An error the upstream reports mid-stream: passed on to the caller as
+                    // is, and a failure of the attempt for breakers and stats.
+                    if let Some(e) = error {
+                        self.failure = Some(super::classify::error_failure(502, &e, None));
                     }
                     if usage_only && !self.forward_usage {
                         continue;
@@ -300,6 +317,60 @@ mod tests {
         );
         assert_eq!(r.next(None).await.unwrap().unwrap(), &b"data: tail"[..]);
         assert!(r.next(None).await.is_none());
+    }
+
+    fn sse(chunks: Vec<&'static [u8]>) -> SseStream {
+        SseStream {
+            first: None,
+            reader: reader(chunks),
+            idle: None,
+            usage: None,
+            forward_usage: false,
+            done: false,
+            failure: None,
+        }
+    }
+
+    async fn drain(s: &mut SseStream) -> (usize, Option<StreamError>) {
+        let mut n = 0;
+        while let Some(ev) = s.next_event().await {
+            match ev {
+                Ok(_) => n += 1,
+                Err(e) => return (n, Some(e)),
+            }
+        }
+        (n, None)
+    }
+
+    #[tokio::test]
+    async fn a_stream_closed_without_done_is_truncated_and_a_failure() {
+        let mut s = sse(vec![b"data: {\"choices\":[]}\n\n"]);
+        assert_eq!(drain(&mut s).await, (1, Some(StreamError::Truncated)));
+        let f = s.failure().expect("a failure for the breaker");
+        assert_eq!(f.kind, crate::exec::FailureKind::Connect);
+
+        let mut ok = sse(vec![b"data: {\"choices\":[]}\n\n", b"data: [DONE]\n\n"]);
+        assert_eq!(drain(&mut ok).await, (2, None));
+        assert!(ok.failure().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_error_event_mid_stream_is_passed_on_and_is_a_failure() {
+        let mut s = sse(vec![
+            b"data: {\"choices\":[]}\n\n",
+            b"data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\",\"code\":\"overloaded\"}}\n\n",
+            b"data: [DONE]\n\n",
+        ]);
+        assert_eq!(
+            drain(&mut s).await,
+            (3, None),
+            "every event reaches the caller"
+        );
+        let f = s.failure().expect("a failure for the breaker");
+        assert_eq!(
+            (f.status, f.code.as_deref()),
+            (Some(502), Some("overloaded"))
+        );
     }
 
     #[test]
