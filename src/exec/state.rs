@@ -864,6 +864,13 @@ targets = ["small"]
         assert_eq!(breaker(&a).state(a.clock().now()), BreakerState::Open);
         let h = a.runtime().shared.as_ref().unwrap().health.clone();
         assert_eq!(h.failures.load(Relaxed), 0);
+        assert_eq!(h.signals_sent.load(Relaxed), 1);
+        assert_eq!(h.signals_received.load(Relaxed), 1);
+        let stats = b.stats().shared.unwrap();
+        assert_eq!(
+            (stats.breaker_signals_sent, stats.breaker_signals_received),
+            (1, 1)
+        );
     }
 
     #[tokio::test(start_paused = true)]

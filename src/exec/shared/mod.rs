@@ -173,6 +173,10 @@ pub struct SharedHealth {
     pub round_trips: AtomicU64,
     /// Settlements (budget adjustments, token reconciliations) given up after their retries.
     pub lost_settlements: AtomicU64,
+    /// Trips of this instance's shared breakers published ([`signals`]).
+    pub signals_sent: AtomicU64,
+    /// Shared breakers opened because another instance tripped them ([`signals`]).
+    pub signals_received: AtomicU64,
 }
 
 impl SharedHealth {

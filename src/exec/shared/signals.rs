@@ -29,6 +29,7 @@
 //! a backend; dropping the runtime's [`SignalTask`] (the runtime dropped or replaced by a
 //! reload) aborts it, so no task outlives its plan.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -161,6 +162,7 @@ async fn run(
                 .is_some()
             {
                 m.published = until;
+                shared.health.signals_sent.fetch_add(1, Relaxed);
             }
         }
         // Learn the others'.
@@ -179,6 +181,7 @@ async fn run(
             e.breaker.force_open(until, now);
             if e.breaker.open_until() == Some(until) {
                 m.forced = until;
+                shared.health.signals_received.fetch_add(1, Relaxed);
                 tracing::info!(target: "tollgate::breaker", key = %e.key, open_for = ?left, "breaker opened: tripped on another instance");
             }
         }
