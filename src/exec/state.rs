@@ -202,6 +202,10 @@ pub struct Runtime {
     pub shared: Option<Shared>,
     /// Woken by a breaker's own trip (carried across reloads, as breakers are).
     signal_wake: Arc<Notify>,
+    /// The tokio runtime the signal task runs on: the one current when the first runtime
+    /// was built, carried across reloads (a reload may run on a plain thread, e.g.
+    /// [`crate::reload`]'s watcher).
+    tokio: Option<tokio::runtime::Handle>,
     /// The task sharing `state = "shared"` breakers' trips ([`start_signals`](Self::start_signals)).
     pub signals: Option<SignalTask>,
 }
@@ -240,6 +244,9 @@ impl Runtime {
         now: u64,
     ) -> Result<Self, BuildError> {
         let wake = old.map_or_else(Default::default, |o| o.signal_wake.clone());
+        let handle = tokio::runtime::Handle::try_current()
+            .ok()
+            .or_else(|| old.and_then(|o| o.tokio.clone()));
         let mut upstreams = Vec::with_capacity(plan.upstreams.len());
         for u in &plan.upstreams {
             let prev = old.and_then(|o| o.plan.upstream_by_name(&u.name).map(|id| (o, id)));
@@ -485,6 +492,7 @@ impl Runtime {
             shared_budgets,
             shared,
             signal_wake: wake,
+            tokio: handle,
             signals: None,
             plan,
             version,
@@ -604,6 +612,7 @@ impl Runtime {
             clock.clone(),
             self.signal_wake.clone(),
             POLL,
+            self.tokio.as_ref(),
         );
     }
 
@@ -928,5 +937,24 @@ targets = ["small"]
         b.swap_plan(breaker_plan("local")).unwrap();
         assert!(b.runtime().signals.is_none());
         drop(old);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_on_a_plain_thread_keeps_sharing_trips() {
+        let backend = Arc::new(MemoryBackend::new());
+        let (a, b) = (instance(&backend, "shared"), instance(&backend, "shared"));
+        // The reload watcher swaps plans from its own thread, outside any tokio runtime.
+        let b2 = b.clone();
+        std::thread::spawn(move || b2.swap_plan(breaker_plan("shared")).map(drop))
+            .join()
+            .expect("no panic")
+            .unwrap();
+        assert_eq!(b.runtime().version, 2);
+        assert!(b.runtime().signals.is_some());
+        trip(&a);
+        run_tasks().await;
+        tokio::time::advance(POLL).await;
+        run_tasks().await;
+        assert_eq!(breaker(&b).state(b.clock().now()), BreakerState::Open);
     }
 }

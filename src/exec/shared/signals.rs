@@ -66,8 +66,9 @@ pub struct SignalTask {
 }
 
 impl SignalTask {
-    /// Starts the task for `entries` (nothing for none, or outside a tokio runtime: shared
-    /// breakers then act as local ones, with a warning). `wake` is notified by the breakers'
+    /// Starts the task for `entries` on the tokio runtime `on` (default: the current one;
+    /// nothing for no entries, or with no runtime at all: shared breakers then act as local
+    /// ones, with a warning). `wake` is notified by the breakers'
     /// observers when one trips by itself.
     pub fn start(
         shared: Shared,
@@ -75,11 +76,15 @@ impl SignalTask {
         clock: Arc<dyn Clock>,
         wake: Arc<Notify>,
         poll: Duration,
+        on: Option<&tokio::runtime::Handle>,
     ) -> Option<SignalTask> {
         if entries.is_empty() {
             return None;
         }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        let Some(handle) = on
+            .cloned()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
+        else {
             tracing::warn!(target: "tollgate::shared", "no tokio runtime: shared breakers act as local ones");
             return None;
         };
