@@ -493,3 +493,46 @@ retry = "once"
     let h = &rt.shared.as_ref().unwrap().health;
     assert_eq!(h.failures.load(Relaxed), 0, "no Redis failure expected");
 }
+
+/// The signal primitives on a real Redis: a signal lives for its time, a shorter one does
+/// not cut a longer one short, and one pipeline reads them all (missing keys as `None`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaker_signals_keep_the_longest_and_read_back_in_one_call() {
+    let redis = Redis::start();
+    let plan = common::plan(&policy("open", 1));
+    let settings = plan.redis.clone().expect("[state.redis]");
+    let b = RedisBackend::new(&redis.url(), &settings).unwrap();
+    let keys = vec![
+        "t:breaker:upstream:a".to_string(),
+        "t:breaker:none".to_string(),
+    ];
+    assert_eq!(b.open_signals(&keys).await.unwrap(), vec![None, None]);
+    b.signal_open(&keys[0], Duration::from_secs(5))
+        .await
+        .unwrap();
+    b.signal_open(&keys[0], Duration::from_millis(100))
+        .await
+        .unwrap();
+    let left = b.open_signals(&keys).await.unwrap();
+    let a = left[0].expect("a signal");
+    assert!(
+        a > Duration::from_secs(4) && a <= Duration::from_secs(5),
+        "{a:?}"
+    );
+    assert_eq!(left[1], None);
+    // A short one expires; a longer one extends the first.
+    b.signal_open(&keys[1], Duration::from_millis(50))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(b.open_signals(&keys).await.unwrap()[1], None);
+    b.signal_open(&keys[0], Duration::from_secs(20))
+        .await
+        .unwrap();
+    let a = b.open_signals(&keys).await.unwrap()[0].expect("a signal");
+    assert!(a > Duration::from_secs(19), "{a:?}");
+    assert_eq!(
+        b.open_signals(&[]).await.unwrap(),
+        Vec::<Option<Duration>>::new()
+    );
+}
