@@ -403,3 +403,136 @@ async fn late_spend_counts_in_a_shared_budget() {
     let r = budget.reserve(Usd::from_dollars(0.01).unwrap(), 0).await;
     assert!(r.is_some(), "exactly $0.01 left");
 }
+
+/// A shared breaker: after instance A trips on an outage, instance B stops calling the
+/// failing upstream within one poll interval (plus round trips), long before it would have
+/// tripped on its own failures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_tripped_on_one_instance_opens_on_the_other() {
+    use std::sync::atomic::AtomicUsize;
+    use tollgate::exec::breaker::BreakerState;
+    use tollgate::exec::shared::signals::POLL;
+
+    let redis = Redis::start();
+    let toml = r#"
+version = 1
+[state.redis]
+url = { env = "TOLLGATE_TEST_REDIS_URL" }
+timeout = "50ms"
+
+[breakers.shared]
+consecutive_failures = 200
+open_for = "5s"
+state = "shared"
+
+[retry.once]
+max_attempts = 1
+
+[upstreams.main]
+base_url = "https://api.example.com/v1"
+breaker = "shared"
+
+[models.small]
+upstream = "main"
+
+[[routes]]
+name = "default"
+targets = ["small"]
+retry = "once"
+"#;
+    let execs = executors(toml, &redis.url(), 2);
+    let (a, b) = (&execs[0], &execs[1]);
+    let calls_a = Arc::new(AtomicUsize::new(0));
+    let calls_b = Arc::new(AtomicUsize::new(0));
+    let failing = |n: Arc<AtomicUsize>| {
+        move |_t, _| {
+            n.fetch_add(1, Relaxed);
+            async { Err::<Done<()>, _>(Failure::status(503)) }
+        }
+    };
+    let state = |e: &Executor| {
+        let rt = e.runtime();
+        let b = rt.upstreams[0].breaker.as_ref().unwrap().breaker.clone();
+        b.state(e.clock().now())
+    };
+    // A sees the outage first: 200 failures in a row trip its breaker.
+    while state(a) == BreakerState::Closed {
+        let _ = a
+            .execute(&Request::new().prompt("hi"), failing(calls_a.clone()))
+            .await;
+        assert!(calls_a.load(Relaxed) <= 200, "A's breaker did not trip");
+    }
+    let tripped = Instant::now();
+    // B calls the same failing upstream every 5 ms for 1.2 s: on its own it would trip only
+    // after 200 failures (≈ 1 s); told by A, it stops within one poll.
+    let mut last_call = Duration::ZERO;
+    while tripped.elapsed() < Duration::from_millis(1200) {
+        let before = calls_b.load(Relaxed);
+        let _ = b
+            .execute(&Request::new().prompt("hi"), failing(calls_b.clone()))
+            .await;
+        if calls_b.load(Relaxed) > before {
+            last_call = tripped.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let n = calls_b.load(Relaxed);
+    eprintln!("B called the failing upstream {n} times, the last {last_call:?} after A tripped");
+    assert_eq!(state(b), BreakerState::Open, "B learned A's trip");
+    // One poll, the publish and the poll's round trips, and scheduling on a busy machine.
+    let bound = POLL + Duration::from_millis(250);
+    assert!(
+        last_call <= bound,
+        "B called the upstream {last_call:?} after A tripped (bound {bound:?})"
+    );
+    assert!(
+        n < 200,
+        "B tripped on its own failures ({n}), not on A's signal"
+    );
+    let rt = b.runtime();
+    let h = &rt.shared.as_ref().unwrap().health;
+    assert_eq!(h.failures.load(Relaxed), 0, "no Redis failure expected");
+}
+
+/// The signal primitives on a real Redis: a signal lives for its time, a shorter one does
+/// not cut a longer one short, and one pipeline reads them all (missing keys as `None`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaker_signals_keep_the_longest_and_read_back_in_one_call() {
+    let redis = Redis::start();
+    let plan = common::plan(&policy("open", 1));
+    let settings = plan.redis.clone().expect("[state.redis]");
+    let b = RedisBackend::new(&redis.url(), &settings).unwrap();
+    let keys = vec![
+        "t:breaker:upstream:a".to_string(),
+        "t:breaker:none".to_string(),
+    ];
+    assert_eq!(b.open_signals(&keys).await.unwrap(), vec![None, None]);
+    b.signal_open(&keys[0], Duration::from_secs(5))
+        .await
+        .unwrap();
+    b.signal_open(&keys[0], Duration::from_millis(100))
+        .await
+        .unwrap();
+    let left = b.open_signals(&keys).await.unwrap();
+    let a = left[0].expect("a signal");
+    assert!(
+        a > Duration::from_secs(4) && a <= Duration::from_secs(5),
+        "{a:?}"
+    );
+    assert_eq!(left[1], None);
+    // A short one expires; a longer one extends the first.
+    b.signal_open(&keys[1], Duration::from_millis(50))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(b.open_signals(&keys).await.unwrap()[1], None);
+    b.signal_open(&keys[0], Duration::from_secs(20))
+        .await
+        .unwrap();
+    let a = b.open_signals(&keys).await.unwrap()[0].expect("a signal");
+    assert!(a > Duration::from_secs(19), "{a:?}");
+    assert_eq!(
+        b.open_signals(&[]).await.unwrap(),
+        Vec::<Option<Duration>>::new()
+    );
+}

@@ -215,3 +215,40 @@ async fn edits_to_the_policy_file_are_applied_or_rejected_while_serving() {
         assert_eq!(plan_version(&http, &s.url).await, Some(3));
     }
 }
+
+/// `tollgate serve` connects to Redis only at start-up: a reload that adds `[state.redis]`
+/// to a server started without it is refused with the reason (a restart is needed), and
+/// the running plan keeps serving. Without the `redis` feature the section only warns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_adding_state_redis_asks_for_a_restart() {
+    let a = FakeUpstream::start("a").await.unwrap();
+    let b = FakeUpstream::start("b").await.unwrap();
+    let (ua, ub) = (a.base_url(), b.base_url());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, policy(&ua, &ub, "ma", "")).unwrap();
+    let s = Serve::start(&path);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    wait_version(&http, &s, 1).await;
+
+    let redis = "[state.redis]\nurl = { env = \"TOLLGATE_NO_SUCH_REDIS_URL\" }";
+    std::fs::write(&path, policy(&ua, &ub, "mb", redis)).unwrap();
+    if cfg!(feature = "redis") {
+        s.wait_log("refusing the reload", |l| {
+            l.contains("reload: error: the new plan was refused: [state.redis] was added")
+                && l.contains("restart it")
+        })
+        .await;
+        assert_eq!(plan_version(&http, &s.url).await, Some(1));
+        assert_eq!(served_by(&http, &s.url, None).await, (200, "ma".into()));
+    } else {
+        wait_version(&http, &s, 2).await;
+        s.wait_log("warning that state is per instance", |l| {
+            l.contains("built without the `redis` feature")
+        })
+        .await;
+    }
+}

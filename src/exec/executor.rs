@@ -114,13 +114,15 @@ impl ExecutorBuilder {
     /// Builds the executor.
     pub fn build(self) -> Result<Executor, BuildError> {
         let mut rt = Runtime::new(self.plan, 1)?;
+        let clock = self.clock.unwrap_or_else(|| Arc::new(TokioClock::new()));
         if let Some(b) = &self.backend {
             rt.attach_shared(b)?;
+            rt.start_signals(&clock);
         }
         Ok(Executor {
             shared: Arc::new(Shared {
                 current: ArcSwap::from_pointee(rt),
-                clock: self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
+                clock,
                 seed: self.seed,
                 requests: AtomicU64::new(0),
                 backend: self.backend,
@@ -364,9 +366,10 @@ impl Executor {
             Runtime::carry_over(plan, old.version + 1, Some(&old), self.shared.clock.now())?;
         if let Some(b) = &self.shared.backend {
             rt.attach_shared(b)?;
+            rt.start_signals(&self.shared.clock);
         }
         let v = rt.version;
-        self.shared.current.store(Arc::new(rt));
+        self.shared.current.swap(Arc::new(rt)).stop_signals();
         Ok(v)
     }
 

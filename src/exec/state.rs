@@ -9,12 +9,16 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::breaker::Breaker;
+use tokio::sync::Notify;
+
+use super::breaker::{Breaker, BreakerState, TransitionReason};
+use super::clock::Clock;
 use super::limit::{
     ConcurrencyConfig, ConcurrencyLimiter, RateConfig, RateLimiter, TokenConfig, TokenLimiter,
 };
 use super::price::{BudgetConfig, BudgetLedger, SpendTracker, Usd};
 use super::retry_budget::{RetryBudget, RetryBudgetConfig};
+use super::shared::signals::{SignalEntry, SignalTask, POLL};
 use super::shared::{Shared, SharedBudget, SharedRate, SharedTokens, StateBackend};
 use crate::plan::StateScope;
 use crate::plan::{self, BreakerPolicy, Plan};
@@ -49,6 +53,7 @@ fn carry_breaker(
     old: Option<&BreakerSlot>,
     scope: String,
     now: u64,
+    wake: &Arc<Notify>,
 ) -> Result<BreakerSlot, BuildError> {
     let policy = &plan.breakers[id.index()];
     let cfg = policy.config.clone();
@@ -60,6 +65,7 @@ fn carry_breaker(
         });
     }
     let name = scope.clone();
+    let wake = wake.clone();
     let built = match old {
         Some(o) => Breaker::new_from(cfg, &o.breaker, now),
         None => Breaker::new(cfg),
@@ -68,6 +74,10 @@ fn carry_breaker(
         .map(|b| {
             b.with_observer(move |t| {
                 tracing::info!(target: "tollgate::breaker", breaker = %name, from = t.from.name(), to = t.to.name(), reason = ?t.reason, "breaker transition");
+                // A trip of its own: a shared breaker's signal task publishes it now.
+                if t.to == BreakerState::Open && t.reason != TransitionReason::Signalled {
+                    wake.notify_one();
+                }
             })
         })
         .map_err(|e| BuildError {
@@ -190,6 +200,14 @@ pub struct Runtime {
     /// The backend the shared entities above use, with its settings and health (carried
     /// across reloads while `[state.redis]` is unchanged).
     pub shared: Option<Shared>,
+    /// Woken by a breaker's own trip (carried across reloads, as breakers are).
+    signal_wake: Arc<Notify>,
+    /// The tokio runtime the signal task runs on: the one current when the first runtime
+    /// was built, carried across reloads (a reload may run on a plain thread, e.g.
+    /// [`crate::reload`]'s watcher).
+    tokio: Option<tokio::runtime::Handle>,
+    /// The task sharing `state = "shared"` breakers' trips ([`start_signals`](Self::start_signals)).
+    pub signals: Option<SignalTask>,
 }
 
 impl Runtime {
@@ -226,6 +244,10 @@ impl Runtime {
         old: Option<&Runtime>,
         now: u64,
     ) -> Result<Self, BuildError> {
+        let wake = old.map_or_else(Default::default, |o| o.signal_wake.clone());
+        let handle = tokio::runtime::Handle::try_current()
+            .ok()
+            .or_else(|| old.and_then(|o| o.tokio.clone()));
         let mut upstreams = Vec::with_capacity(plan.upstreams.len());
         let mut resized: Vec<(ConcurrencyLimiter, u32)> = Vec::new();
         for u in &plan.upstreams {
@@ -301,6 +323,7 @@ impl Runtime {
                         prev.and_then(|(_, s)| s.breaker.as_ref()),
                         format!("upstream {}", u.name),
                         now,
+                        &wake,
                     )
                 })
                 .transpose()?;
@@ -332,6 +355,7 @@ impl Runtime {
                         prev.and_then(|p| p.breaker.as_ref()),
                         format!("model {}", m.name),
                         now,
+                        &wake,
                     )
                 })
                 .transpose()?;
@@ -390,7 +414,7 @@ impl Runtime {
                             .position(|ot| &o.plan.model(ot.model).name == model)?;
                         s.breakers.get(i)
                     });
-                    breakers.push(carry_breaker(&plan, b, old_slot, label, now)?);
+                    breakers.push(carry_breaker(&plan, b, old_slot, label, now, &wake)?);
                 }
             }
             let requests = prev.map_or(0, |(_, _, s)| s.requests.load(Relaxed));
@@ -479,6 +503,9 @@ impl Runtime {
             shared_tokens,
             shared_budgets,
             shared,
+            signal_wake: wake,
+            tokio: handle,
+            signals: None,
             plan,
             version,
             upstreams,
@@ -545,6 +572,68 @@ impl Runtime {
         }
         self.shared = Some(shared);
         Ok(())
+    }
+}
+
+impl Runtime {
+    /// The plan's `state = "shared"` breakers with their backend keys
+    /// (`prefix + "breaker:" + entity`); none without an attached backend.
+    pub fn shared_breakers(&self) -> Vec<SignalEntry> {
+        let Some(shared) = &self.shared else {
+            return Vec::new();
+        };
+        let prefix = &shared.settings.key_prefix;
+        let mut out = Vec::new();
+        let mut add = |slot: Option<&BreakerSlot>, entity: String| {
+            if let Some(s) = slot.filter(|s| s.policy.state == StateScope::Shared) {
+                out.push(SignalEntry {
+                    key: format!("{prefix}breaker:{entity}"),
+                    breaker: s.breaker.clone(),
+                });
+            }
+        };
+        for (u, st) in self.plan.upstreams.iter().zip(&self.upstreams) {
+            add(st.breaker.as_ref(), format!("upstream:{}", u.name));
+        }
+        for (m, st) in self.plan.models.iter().zip(&self.models) {
+            add(st.breaker.as_ref(), format!("model:{}", m.name));
+        }
+        for (r, st) in self.plan.routes.iter().zip(&self.routes) {
+            for (t, slot) in r.targets.iter().zip(&st.breakers) {
+                let model = &self.plan.model(t.model).name;
+                add(Some(slot), format!("route:{}:{model}", r.name));
+            }
+        }
+        out
+    }
+
+    /// Starts the task that shares the trips of the plan's `state = "shared"` breakers
+    /// through the attached backend ([`crate::exec::shared::signals`]), replacing any
+    /// previous one. Nothing without shared breakers or an attached backend. Call it after
+    /// [`attach_shared`](Self::attach_shared); the task ends when the runtime is dropped or
+    /// [`stop_signals`](Self::stop_signals) is called.
+    pub fn start_signals(&mut self, clock: &Arc<dyn Clock>) {
+        self.signals = None;
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let entries = self.shared_breakers();
+        self.signals = SignalTask::start(
+            shared,
+            entries,
+            clock.clone(),
+            self.signal_wake.clone(),
+            POLL,
+            self.tokio.as_ref(),
+        );
+    }
+
+    /// Ends the signal task (a reload replaced this runtime; calls still running under it
+    /// keep their breakers, which are local from now on).
+    pub fn stop_signals(&self) {
+        if let Some(t) = &self.signals {
+            t.stop();
+        }
     }
 }
 
@@ -724,5 +813,205 @@ targets = ["small"]
         assert!(rt1.shared.is_none());
         assert!(rt1.shared_rates.iter().all(Option::is_none));
         assert!(rt1.shared_tokens.iter().all(Option::is_none));
+    }
+
+    fn breaker_plan(state: &str) -> Plan {
+        let toml = format!(
+            r#"
+version = 1
+[state.redis]
+url = {{ env = "REDIS_URL" }}
+timeout = "50ms"
+
+[breakers.trip]
+consecutive_failures = 2
+open_for = "10s"
+state = "{state}"
+
+[upstreams.main]
+base_url = "https://api.example.com/v1"
+breaker = "trip"
+
+[models.small]
+upstream = "main"
+price = {{ input_per_mtok = 1, output_per_mtok = 1 }}
+
+[[routes]]
+name = "default"
+targets = ["small"]
+"#
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("policy.toml");
+        std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(toml.as_bytes()))
+            .expect("write policy");
+        match Plan::load(&LoadOptions::new([path]).with_env(Vec::<(String, String)>::new())) {
+            Ok(c) => c.plan,
+            Err(d) => panic!("{}", d.render(false)),
+        }
+    }
+
+    fn instance(b: &Arc<MemoryBackend>, state: &str) -> Executor {
+        let b: Arc<dyn StateBackend> = b.clone();
+        Executor::builder(breaker_plan(state))
+            .state_backend(b)
+            .build()
+            .unwrap()
+    }
+
+    fn breaker(e: &Executor) -> Arc<Breaker> {
+        e.runtime().upstreams[0]
+            .breaker
+            .as_ref()
+            .unwrap()
+            .breaker
+            .clone()
+    }
+
+    /// Two failures in a row on `e`'s breaker: it trips open by itself.
+    fn trip(e: &Executor) {
+        let (b, now) = (breaker(e), e.clock().now());
+        for _ in 0..2 {
+            let p = b.try_acquire(now).expect("closed");
+            b.record(p, true, Duration::from_millis(1), now);
+        }
+        assert_eq!(b.state(now), BreakerState::Open);
+    }
+
+    /// Lets the signal tasks run (the memory backend answers at once).
+    async fn run_tasks() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trip_on_one_instance_opens_the_others_within_one_poll() {
+        let backend = Arc::new(MemoryBackend::new());
+        let (a, b) = (instance(&backend, "shared"), instance(&backend, "shared"));
+        assert_eq!(
+            a.runtime().signals.as_ref().unwrap().keys(),
+            ["tollgate:breaker:upstream:main"]
+        );
+        run_tasks().await;
+        trip(&a);
+        run_tasks().await; // A publishes at once (woken by the trip)
+        assert_eq!(breaker(&b).state(b.clock().now()), BreakerState::Closed);
+        tokio::time::advance(POLL).await;
+        run_tasks().await;
+        let now = b.clock().now();
+        assert_eq!(breaker(&b).state(now), BreakerState::Open);
+        let left = breaker(&b).open_until().unwrap() - now;
+        assert!(
+            left <= 10_000_000_000 && left > 9_000_000_000,
+            "B open for what A has left: {left} ns"
+        );
+        let open_at_a = breaker(&a).open_until().unwrap();
+        assert!(breaker(&b).try_acquire(now).is_err());
+
+        // Past the remaining time both half-open and probe locally: neither is reopened by
+        // the (expired) signal, the one that tripped included.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        run_tasks().await;
+        tokio::time::advance(POLL).await;
+        run_tasks().await;
+        assert!(a.clock().now() > open_at_a);
+        assert_eq!(breaker(&a).state(a.clock().now()), BreakerState::HalfOpen);
+        assert_eq!(breaker(&a).open_until(), Some(open_at_a));
+        let bb = breaker(&b);
+        let p = bb.try_acquire(b.clock().now()).expect("a probe");
+        assert!(p.is_probe());
+        // B's probe fails: B trips again, and A learns it.
+        bb.record(p, true, Duration::from_millis(1), b.clock().now());
+        run_tasks().await;
+        tokio::time::advance(POLL).await;
+        run_tasks().await;
+        assert_eq!(breaker(&a).state(a.clock().now()), BreakerState::Open);
+        let h = a.runtime().shared.as_ref().unwrap().health.clone();
+        assert_eq!(h.failures.load(Relaxed), 0);
+        assert_eq!(h.signals_sent.load(Relaxed), 1);
+        assert_eq!(h.signals_received.load(Relaxed), 1);
+        let stats = b.stats().shared.unwrap();
+        assert_eq!(
+            (stats.breaker_signals_sent, stats.breaker_signals_received),
+            (1, 1)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn local_breakers_publish_nothing() {
+        let backend = Arc::new(MemoryBackend::new());
+        let (a, b) = (instance(&backend, "local"), instance(&backend, "local"));
+        assert!(a.runtime().signals.is_none());
+        trip(&a);
+        tokio::time::advance(POLL * 2).await;
+        run_tasks().await;
+        assert_eq!(breaker(&b).state(b.clock().now()), BreakerState::Closed);
+        assert_eq!(backend.calls(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_the_backend_down_shared_breakers_are_local() {
+        let backend = Arc::new(MemoryBackend::new());
+        let (a, b) = (instance(&backend, "shared"), instance(&backend, "shared"));
+        backend.set_down(true);
+        trip(&a);
+        for _ in 0..8 {
+            tokio::time::advance(POLL).await;
+            run_tasks().await;
+        }
+        // B never learns (and never waits): its breaker is its own.
+        let now = b.clock().now();
+        assert_eq!(breaker(&b).state(now), BreakerState::Closed);
+        assert!(breaker(&b).try_acquire(now).is_ok());
+        let h = b.runtime().shared.as_ref().unwrap().health.clone();
+        assert!(h.failures.load(Relaxed) >= 1 && h.is_open());
+        // Back up: A's trip, still open, is published on a later poll and B learns it.
+        backend.set_down(false);
+        for _ in 0..8 {
+            tokio::time::advance(POLL).await;
+            run_tasks().await;
+        }
+        assert_eq!(breaker(&b).state(b.clock().now()), BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_ends_the_old_task_and_starts_one_for_the_new_plan() {
+        let backend = Arc::new(MemoryBackend::new());
+        let (a, b) = (instance(&backend, "shared"), instance(&backend, "shared"));
+        let old = b.runtime();
+        b.swap_plan(breaker_plan("shared")).unwrap();
+        run_tasks().await;
+        assert!(old.signals.as_ref().unwrap().is_finished());
+        assert!(!b.runtime().signals.as_ref().unwrap().is_finished());
+        // The breaker was carried over; the new task shares its trips.
+        trip(&a);
+        tokio::time::advance(POLL).await;
+        run_tasks().await;
+        assert_eq!(breaker(&b).state(b.clock().now()), BreakerState::Open);
+        // A reload to a local breaker: no task.
+        b.swap_plan(breaker_plan("local")).unwrap();
+        assert!(b.runtime().signals.is_none());
+        drop(old);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_on_a_plain_thread_keeps_sharing_trips() {
+        let backend = Arc::new(MemoryBackend::new());
+        let (a, b) = (instance(&backend, "shared"), instance(&backend, "shared"));
+        // The reload watcher swaps plans from its own thread, outside any tokio runtime.
+        let b2 = b.clone();
+        std::thread::spawn(move || b2.swap_plan(breaker_plan("shared")).map(drop))
+            .join()
+            .expect("no panic")
+            .unwrap();
+        assert_eq!(b.runtime().version, 2);
+        assert!(b.runtime().signals.is_some());
+        trip(&a);
+        run_tasks().await;
+        tokio::time::advance(POLL).await;
+        run_tasks().await;
+        assert_eq!(breaker(&b).state(b.clock().now()), BreakerState::Open);
     }
 }

@@ -109,6 +109,10 @@ pub struct SharedView {
     pub fallbacks: u64,
     /// Settlements (budget adjustments, token reconciliations) given up after retries.
     pub lost_settlements: u64,
+    /// Trips of this instance's shared breakers published to the other instances.
+    pub breaker_signals_sent: u64,
+    /// Shared breakers opened because another instance tripped them.
+    pub breaker_signals_received: u64,
 }
 
 /// The whole snapshot.
@@ -245,6 +249,8 @@ impl Stats {
                     failures: h.failures.load(Relaxed),
                     fallbacks: h.fallbacks.load(Relaxed),
                     lost_settlements: h.lost_settlements.load(Relaxed),
+                    breaker_signals_sent: h.signals_sent.load(Relaxed),
+                    breaker_signals_received: h.signals_received.load(Relaxed),
                 }
             }),
         }

@@ -805,6 +805,7 @@ impl<'a> Compiler<'a> {
             name: name.to_string(),
             config,
             trip_on,
+            state: b.state,
         }
     }
 
@@ -972,6 +973,14 @@ impl<'a> Compiler<'a> {
                 at.push((
                     format!("budget `{n}`"),
                     KeyPath::from(["budgets", n.as_str(), "state"]),
+                ));
+            }
+        }
+        for (n, b) in &p.breakers {
+            if b.state == StateScope::Shared {
+                at.push((
+                    format!("breaker `{n}`"),
+                    KeyPath::from(["breakers", n.as_str(), "state"]),
                 ));
             }
         }

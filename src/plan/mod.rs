@@ -358,6 +358,8 @@ pub struct BreakerPolicy {
     pub config: crate::exec::breaker::BreakerConfig,
     /// Classes counted as failures.
     pub trip_on: ClassSet,
+    /// `shared`: trips are published to and learned from the state backend.
+    pub state: StateScope,
 }
 
 /// A target of a route.

@@ -27,6 +27,10 @@ pub struct Breaker {
     /// Failure classes that count as failures (default `["connect", "timeout", "5xx"]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trip_on: Option<Vec<String>>,
+    /// `local` (default): each instance trips on what it sees; `shared`: an instance that
+    /// trips publishes it in `[state.redis]` and the others open too, within one poll.
+    #[serde(default)]
+    pub state: super::StateScope,
 }
 
 /// Failure rate over a sliding window.

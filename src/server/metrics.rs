@@ -214,6 +214,16 @@ impl Metrics {
                     "Shared budget/token settlements given up after their retries.",
                     sh.lost_settlements,
                 ),
+                (
+                    "tollgate_shared_breaker_signals_sent_total",
+                    "Trips of this instance's shared breakers published to the other instances.",
+                    sh.breaker_signals_sent,
+                ),
+                (
+                    "tollgate_shared_breaker_signals_received_total",
+                    "Shared breakers opened because another instance tripped them.",
+                    sh.breaker_signals_received,
+                ),
             ] {
                 let _ = writeln!(o, "# HELP {name} {help}");
                 let _ = writeln!(o, "# TYPE {name} counter");

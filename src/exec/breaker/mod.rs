@@ -134,6 +134,9 @@ pub enum TransitionReason {
     ProbeFailed,
     /// Half-open → closed: `successes_to_close` probes succeeded.
     ProbesSucceeded,
+    /// Closed or half-open → open: another instance tripped the same shared breaker
+    /// ([`Breaker::force_open`]).
+    Signalled,
 }
 
 /// One state change of a breaker.
@@ -635,6 +638,43 @@ impl Breaker {
         }
     }
 
+    /// Opens the breaker until `until` (clock nanoseconds), whatever its state: another
+    /// instance tripped the same shared breaker (see [`crate::exec::shared`]). Closed or
+    /// half-open, it opens (a [`TransitionReason::Signalled`] transition, returned); already
+    /// open, its deadline moves to `until` if that is later (no transition). Nothing when
+    /// `until <= now` or the breaker is already open at least that long. Half-open probing
+    /// after `until` proceeds as usual. Off the hot path: takes the transition lock.
+    pub fn force_open(&self, until: u64, now: u64) -> Option<Transition> {
+        if until <= now {
+            return None;
+        }
+        loop {
+            let w = self.word.0.load(Acquire);
+            if tag(w) != OPEN {
+                // `None` only when another thread changed the phase first: look again.
+                if let Some((t, _)) =
+                    self.transition_until(w, OPEN, now, TransitionReason::Signalled, Some(until))
+                {
+                    return Some(t);
+                }
+                continue;
+            }
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            let cur = self.word.0.load(Acquire);
+            if tag(cur) != OPEN {
+                continue; // turned half-open meanwhile
+            }
+            if self.open_until.load(Acquire) < until {
+                // A new generation, so an acquire that read the old deadline cannot turn
+                // this phase half-open (its transition expects the old word).
+                let g = (gen(cur) + 1) & GEN_MASK as u32;
+                self.open_until.store(until, Release);
+                self.word.0.store(pack(OPEN, g, 0), Release);
+            }
+            return None;
+        }
+    }
+
     /// Move from the phase of `expected` (tag + generation) to `to`. Returns `None` when the
     /// breaker has already left that phase (another thread got there first).
     fn transition(
@@ -643,6 +683,18 @@ impl Breaker {
         to: u64,
         now: u64,
         reason: TransitionReason,
+    ) -> Option<(Transition, u32)> {
+        self.transition_until(expected, to, now, reason, None)
+    }
+
+    /// [`transition`](Self::transition), opening until `until` instead of `now + open_for`.
+    fn transition_until(
+        &self,
+        expected: u64,
+        to: u64,
+        now: u64,
+        reason: TransitionReason,
+        until: Option<u64>,
     ) -> Option<(Transition, u32)> {
         let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut cur = self.word.0.load(Acquire);
@@ -653,7 +705,7 @@ impl Breaker {
         let g = (gen(cur) + 1) & GEN_MASK as u32;
         let (new, to_state) = match to {
             OPEN => {
-                let until = now.saturating_add(self.open_for);
+                let until = until.unwrap_or_else(|| now.saturating_add(self.open_for));
                 self.open_until.store(until, Release);
                 (pack(OPEN, g, 0), BreakerState::Open)
             }

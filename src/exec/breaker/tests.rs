@@ -349,3 +349,45 @@ fn is_send_sync() {
     check::<Breaker>();
     check::<BreakerPermit<'static>>();
 }
+
+#[test]
+fn force_open_opens_extends_and_then_probes_as_usual() {
+    let b = Breaker::new(cfg()).unwrap();
+    // Closed: a signal opens it until the given time, as a transition.
+    let t = b.force_open(5 * SEC, SEC).expect("a transition");
+    assert_eq!(
+        (t.from, t.to, t.reason),
+        (
+            BreakerState::Closed,
+            BreakerState::Open,
+            TransitionReason::Signalled
+        )
+    );
+    assert_eq!(b.open_until(), Some(5 * SEC));
+    assert!(b.try_acquire(2 * SEC).is_err());
+    // Already open: an earlier deadline changes nothing, a later one extends it silently.
+    assert!(b.force_open(3 * SEC, 2 * SEC).is_none());
+    assert_eq!(b.open_until(), Some(5 * SEC));
+    assert!(b.force_open(6 * SEC, 2 * SEC).is_none());
+    assert_eq!(b.open_until(), Some(6 * SEC));
+    assert_eq!(b.transitions(), 1);
+    // A deadline already past does nothing.
+    assert!(b.force_open(SEC, 2 * SEC).is_none());
+    // After it: half-open, probing locally; the probes close it.
+    let p = b.try_acquire(6 * SEC).expect("a probe");
+    assert!(p.is_probe());
+    b.record(p, false, Duration::from_millis(1), 6 * SEC);
+    // Half-open: a signal reopens it (the probe in flight no longer counts).
+    let p = b.try_acquire(6 * SEC).expect("a probe");
+    let t = b.force_open(9 * SEC, 6 * SEC).expect("reopened");
+    assert_eq!(t.from, BreakerState::HalfOpen);
+    assert!(b
+        .record(p, false, Duration::from_millis(1), 6 * SEC)
+        .is_none());
+    assert_eq!(b.state(7 * SEC), BreakerState::Open);
+    let p = b.try_acquire(9 * SEC).expect("a probe");
+    b.record(p, false, Duration::from_millis(1), 9 * SEC);
+    let p = b.try_acquire(9 * SEC).expect("a probe");
+    b.record(p, false, Duration::from_millis(1), 9 * SEC);
+    assert_eq!(b.state(9 * SEC), BreakerState::Closed);
+}

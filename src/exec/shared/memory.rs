@@ -13,6 +13,8 @@ use super::{BoxFut, Grant, StateBackend, Unavailable};
 #[derive(Debug, Default)]
 pub struct MemoryBackend {
     map: Mutex<HashMap<String, i128>>,
+    /// Breaker signals: key → expiry, on tokio's clock (so paused-time tests move it).
+    signals: Mutex<HashMap<String, tokio::time::Instant>>,
     down: AtomicBool,
     fail_next: AtomicU64,
     calls: AtomicU64,
@@ -184,6 +186,37 @@ impl StateBackend for MemoryBackend {
                 *cur += delta as i128;
             }
             Ok(())
+        })
+    }
+
+    fn signal_open<'a>(
+        &'a self,
+        key: &'a str,
+        open_for: Duration,
+    ) -> BoxFut<'a, Result<(), Unavailable>> {
+        Box::pin(async move {
+            self.up()?;
+            let until = tokio::time::Instant::now() + open_for;
+            let mut m = self.signals.lock().unwrap_or_else(|e| e.into_inner());
+            let e = m.entry(key.to_string()).or_insert(until);
+            *e = (*e).max(until);
+            Ok(())
+        })
+    }
+
+    fn open_signals<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFut<'a, Result<Vec<Option<Duration>>, Unavailable>> {
+        Box::pin(async move {
+            self.up()?;
+            let now = tokio::time::Instant::now();
+            let mut m = self.signals.lock().unwrap_or_else(|e| e.into_inner());
+            m.retain(|_, until| *until > now);
+            Ok(keys
+                .iter()
+                .map(|k| m.get(k).map(|until| *until - now))
+                .collect())
         })
     }
 }

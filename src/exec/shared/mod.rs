@@ -50,6 +50,12 @@
 //! learned late) are not decisions: they are sent in the background, retried after each
 //! pause of [`SETTLE_RETRIES`], and one still failing is counted in
 //! [`SharedHealth::lost_settlements`] and logged ([`Shared::settle_later`]).
+//!
+//! # Breaker signals
+//!
+//! Breakers with `state = "shared"` share their trips, not their decisions: see
+//! [`signals`] (a replica learns of another's trip within one poll interval plus round
+//! trips).
 
 use std::fmt;
 use std::future::Future;
@@ -62,6 +68,7 @@ mod lease;
 mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod signals;
 
 pub use lease::Lease;
 pub use memory::MemoryBackend;
@@ -135,6 +142,21 @@ pub trait StateBackend: Send + Sync + fmt::Debug {
         window: u64,
         delta: i64,
     ) -> BoxFut<'a, Result<(), Unavailable>>;
+
+    /// Publishes that shared breaker `key` tripped open: the signal lives for `open_for`
+    /// (an existing signal with longer to live is kept). See [`signals`].
+    fn signal_open<'a>(
+        &'a self,
+        key: &'a str,
+        open_for: Duration,
+    ) -> BoxFut<'a, Result<(), Unavailable>>;
+
+    /// For each of `keys`, in one round trip, how long its open signal has left (`None`:
+    /// no signal). Remaining times, not deadlines, so instances with skewed clocks agree.
+    fn open_signals<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFut<'a, Result<Vec<Option<Duration>>, Unavailable>>;
 }
 
 /// Health of the backend, shared by every shared limiter and budget of a runtime: a small
@@ -151,6 +173,10 @@ pub struct SharedHealth {
     pub round_trips: AtomicU64,
     /// Settlements (budget adjustments, token reconciliations) given up after their retries.
     pub lost_settlements: AtomicU64,
+    /// Trips of this instance's shared breakers published ([`signals`]).
+    pub signals_sent: AtomicU64,
+    /// Shared breakers opened because another instance tripped them ([`signals`]).
+    pub signals_received: AtomicU64,
 }
 
 impl SharedHealth {

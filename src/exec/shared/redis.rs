@@ -8,6 +8,9 @@
 //!   kind of bucket, under `prefix + "tokens:" + upstream`;
 //! - [`RESERVE`] / [`ADJUST`]: a budget's committed spend per window, in nano-dollars, under
 //!   `prefix + "budget:" + name + ":" + window index`, expiring with the window.
+//! - [`SIGNAL`]: a shared breaker's trip under `prefix + "breaker:" + entity`, living for
+//!   the time the breaker stays open (read back by one pipeline of `PTTL`s per poll; see
+//!   [`super::signals`]).
 //!
 //! Scripts go by `EVALSHA` and are re-sent after a Redis restart (`redis::Script` handles
 //! `NOSCRIPT`). The connection is a `redis::aio::ConnectionManager` (multiplexed,
@@ -88,6 +91,14 @@ if redis.call('EXISTS', key) == 1 then redis.call('INCRBY', key, ARGV[2]) end
 return 0
 "#;
 
+/// Breaker signal: KEYS[1] = signal key; ARGV = open_for (ms). Sets the key for that long
+/// unless it already has longer to live. Returns 0.
+pub const SIGNAL: &str = r#"
+local p = redis.call('PTTL', KEYS[1])
+if p < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) end
+return 0
+"#;
+
 /// Shared state in a Redis server.
 pub struct RedisBackend {
     client: redis::Client,
@@ -98,6 +109,7 @@ pub struct RedisBackend {
     shift: Script,
     reserve: Script,
     adjust: Script,
+    signal: Script,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -127,6 +139,7 @@ impl RedisBackend {
             shift: Script::new(SHIFT),
             reserve: Script::new(RESERVE),
             adjust: Script::new(ADJUST),
+            signal: Script::new(SIGNAL),
         })
     }
 
@@ -241,6 +254,55 @@ impl StateBackend for RedisBackend {
                 .await
                 .map_err(err)?;
             Ok(())
+        })
+    }
+
+    fn signal_open<'a>(
+        &'a self,
+        key: &'a str,
+        open_for: Duration,
+    ) -> BoxFut<'a, Result<(), Unavailable>> {
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let ms = u64::try_from(open_for.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            let _: i64 = self
+                .signal
+                .key(key)
+                .arg(ms)
+                .invoke_async(&mut c)
+                .await
+                .map_err(err)?;
+            Ok(())
+        })
+    }
+
+    fn open_signals<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFut<'a, Result<Vec<Option<Duration>>, Unavailable>> {
+        Box::pin(async move {
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut c = self.conn().await?;
+            // One round trip: a pipeline of PTTLs (-2: no key, -1: no expiry, which a
+            // signal never lacks; both read as no signal).
+            let mut pipe = redis::pipe();
+            for k in keys {
+                pipe.cmd("PTTL").arg(k);
+            }
+            let ttls: Vec<i64> = pipe.query_async(&mut c).await.map_err(err)?;
+            Ok(ttls
+                .into_iter()
+                .map(|ms| {
+                    u64::try_from(ms)
+                        .ok()
+                        .filter(|&ms| ms > 0)
+                        .map(Duration::from_millis)
+                })
+                .collect())
         })
     }
 }
