@@ -659,6 +659,16 @@ mod tests {
     use crate::exec::Executor;
     use crate::policy::LoadOptions;
 
+    /// Compiles a test policy (no environment overrides).
+    fn compile(toml: String) -> Plan {
+        let opts =
+            LoadOptions::from_text("policy.toml", toml).with_env(Vec::<(String, String)>::new());
+        match Plan::load(&opts) {
+            Ok(c) => c.plan,
+            Err(d) => panic!("{}", d.render(false)),
+        }
+    }
+
     fn plan(rps: u32, tpm: u32, budget: f64) -> Plan {
         let toml = format!(
             r#"
@@ -685,12 +695,7 @@ window = "1h"
 state = "shared"
 "#
         );
-        let opts =
-            LoadOptions::from_text("policy.toml", toml).with_env(Vec::<(String, String)>::new());
-        match Plan::load(&opts) {
-            Ok(c) => c.plan,
-            Err(d) => panic!("{}", d.render(false)),
-        }
+        compile(toml)
     }
 
     fn capped(concurrency: u32) -> Plan {
@@ -706,12 +711,7 @@ name = "default"
 targets = ["small"]
 "#
         );
-        let opts =
-            LoadOptions::from_text("capped.toml", toml).with_env(Vec::<(String, String)>::new());
-        match Plan::load(&opts) {
-            Ok(c) => c.plan,
-            Err(d) => panic!("{}", d.render(false)),
-        }
+        compile(toml)
     }
 
     /// A changed concurrency cap applies at once to one count shared by the calls in flight
@@ -841,15 +841,7 @@ name = "default"
 targets = ["small"]
 "#
         );
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("policy.toml");
-        std::fs::File::create(&path)
-            .and_then(|mut f| f.write_all(toml.as_bytes()))
-            .expect("write policy");
-        match Plan::load(&LoadOptions::new([path]).with_env(Vec::<(String, String)>::new())) {
-            Ok(c) => c.plan,
-            Err(d) => panic!("{}", d.render(false)),
-        }
+        compile(toml)
     }
 
     fn instance(b: &Arc<MemoryBackend>, state: &str) -> Executor {
