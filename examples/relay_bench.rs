@@ -9,8 +9,8 @@
 //! Without `--rate` the load is a closed loop: each of `conc` clients sends its next request
 //! when the previous one answers (throughput). With `--rate R` it is an open loop: the `conc`
 //! clients together send `R` requests per second on a fixed schedule, and a latency is
-//! measured from the request's *scheduled* time, so a stalled server is charged for the
-//! requests it delayed (no coordinated omission). That is the added latency of the relay at
+//! measured from the request's *scheduled* time (beyond the timer's ~1 ms slack), so a
+//! stalled server is charged for the requests it delayed (no coordinated omission). That is the added latency of the relay at
 //! `conc` connections when the machine is not saturated.
 //! `--other litellm=http://127.0.0.1:4000` adds a column for any OpenAI-compatible proxy
 //! already running and routing model `fake` to `http://127.0.0.1:FAKE_PORT/v1`
@@ -24,6 +24,9 @@ use tollgate::exec::Executor;
 use tollgate::http::Client;
 use tollgate::server::fake::FakeUpstream;
 use tollgate::server::Relay;
+
+/// How late tokio's timer may wake a paced client without it counting as a stall.
+const TIMER_SLACK: Duration = Duration::from_millis(2);
 
 struct Args {
     fake_port: u16,
@@ -108,7 +111,15 @@ async fn run(url: &str, key: Option<&str>, n: usize, c: usize, rate: Option<f64>
                     Some(g) => {
                         let due = t0 + g * k as u32;
                         tokio::time::sleep_until(due.into()).await;
-                        due
+                        // tokio's timer wakes up to ~1 ms late: within that slack the
+                        // latency counts from the actual send; a client held up longer (by
+                        // its previous request) is charged from the due time.
+                        let woke = Instant::now();
+                        if woke.duration_since(due) > TIMER_SLACK {
+                            due
+                        } else {
+                            woke
+                        }
                     }
                     None => Instant::now(),
                 };
