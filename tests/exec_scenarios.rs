@@ -604,6 +604,66 @@ async fn concurrency_waits_up_to_the_queue_timeout_and_cancellation_returns_perm
     assert_eq!(rt.upstreams[0].concurrency.as_ref().unwrap().in_flight(), 0);
 }
 
+fn paced(limits: &str) -> Plan {
+    common::plan(&format!(
+        r#"
+[upstreams.u]
+base_url = "http://127.0.0.1:1/u"
+limits = {{ {limits}, on_limit = "wait", queue_timeout = "2s" }}
+[models.m]
+upstream = "u"
+[[routes]]
+name = "main"
+targets = ["m"]
+"#
+    ))
+}
+
+async fn call(exec: &Executor, req: &Request) -> Result<Served<()>, ExecError> {
+    exec.execute(req, |_t, _| async { Ok::<_, Failure>(Done::new(())) })
+        .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_and_token_limiters_wait_when_the_policy_says_so() {
+    // The request rate: one per 500 ms, no burst; the next call waits for its slot.
+    let exec = Executor::new(paced("requests_per_second = 2.0, burst = 1")).unwrap();
+    let req = Request::new();
+    let t0 = Instant::now();
+    call(&exec, &req).await.unwrap();
+    call(&exec, &req).await.unwrap();
+    call(&exec, &req).await.unwrap();
+    assert_eq!(
+        t0.elapsed(),
+        Duration::from_millis(1000),
+        "3 calls at 0, 500, 1000 ms"
+    );
+
+    // Tokens: 1,000 a second; a call that empties the bucket makes the next one wait for
+    // its tokens (1 s for 1,000), and one that would wait past the queue timeout is refused.
+    let exec = Executor::new(paced("tokens_per_minute = 60000.0")).unwrap();
+    let t0 = Instant::now();
+    call(
+        &exec,
+        &Request::new().input_tokens(40_000).max_tokens(20_000),
+    )
+    .await
+    .unwrap();
+    call(&exec, &Request::new().input_tokens(500).max_tokens(500))
+        .await
+        .unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_secs(1));
+    let e = call(&exec, &Request::new().input_tokens(2_500).max_tokens(2_500))
+        .await
+        .unwrap_err();
+    assert!(matches!(e.skipped[0].reason, SkipReason::Limited(_)), "{e}");
+    assert_eq!(
+        t0.elapsed(),
+        Duration::from_secs(1),
+        "refused without waiting"
+    );
+}
+
 const RETRY_BUDGET: &str = r#"
 [upstreams.u]
 base_url = "http://127.0.0.1:1/u"

@@ -35,7 +35,7 @@ use super::outcome::{Done, Failure, Usage};
 use super::price::{BudgetReservation, Savings, SpendKey, SpendReport, Usd};
 use super::request::Request;
 use super::shared::{SharedReservation, SharedTokenReservation, StateBackend};
-use super::state::{BreakerSlot, BuildError, Runtime};
+use super::state::{BreakerSlot, BuildError, Runtime, UpstreamState};
 use super::timeout::AttemptTimeout;
 use crate::plan::{FailureView, ModelId, OnExceed, Plan, RouteId, UpstreamId};
 use crate::policy::Strategy;
@@ -233,11 +233,14 @@ enum Settled<'f> {
     Failed(&'f Failure),
 }
 
+/// Breaker permits, the first (route or upstream) and the model's.
+type Breakers<'r> = [Option<(&'r BreakerSlot, BreakerPermit<'r>)>; 2];
+
 /// Permits held for one attempt; dropping them releases everything not yet settled.
 struct Admission<'r> {
     /// Clock reading when the attempt was admitted (after any queueing).
     at: u64,
-    breakers: [Option<(&'r BreakerSlot, BreakerPermit<'r>)>; 2],
+    breakers: Breakers<'r>,
     _concurrency: Option<ConcurrencyGuard<'r>>,
     tokens: Option<Tokens<'r>>,
     budgets: SmallVec<[BudgetReservation<'r>; 2]>,
@@ -246,6 +249,29 @@ struct Admission<'r> {
 }
 
 impl Admission<'_> {
+    /// No permit yet.
+    fn empty(at: u64) -> Self {
+        Admission {
+            at,
+            breakers: [None, None],
+            _concurrency: None,
+            tokens: None,
+            budgets: SmallVec::new(),
+            shared_budgets: SmallVec::new(),
+            _in_flight: None,
+        }
+    }
+
+    /// Drops every permit taken so far (a refused admission), as returning early would.
+    fn clear(&mut self) {
+        self.breakers = [None, None];
+        self._concurrency = None;
+        self.tokens = None;
+        self.budgets.clear();
+        self.shared_budgets.clear();
+        self._in_flight = None;
+    }
+
     /// Returns the concurrency permit and the in-flight count: what [`Executor::settle`]
     /// leaves. In place, because `drop(adm)` would move (memcpy) it first.
     fn release(&mut self) {
@@ -276,6 +302,51 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Relaxed);
     }
+}
+
+/// What the synchronous admission ([`Executor::try_admit`]) decided. The permits are in
+/// the admission it filled in place (moving one is a memcpy of over 200 bytes).
+enum Admit {
+    /// Every permit taken.
+    Ready,
+    /// The target is refused; nothing is held.
+    Refused(Refusal),
+    /// A local limiter asks to wait (`on_limit = "wait"`): the admission holds the permits
+    /// taken so far; what to wait for, and the policy that allowed it.
+    /// [`Executor::wait_admit`] continues.
+    Wait(Wait, OnLimit),
+    /// A shared backend (budget, token or rate limiter) is involved: nothing was taken, and
+    /// admission must await it ([`Executor::admit_shared`]).
+    Shared,
+}
+
+/// What a local limiter asked admission to wait for.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// A concurrency permit, up to this queue timeout.
+    Concurrency(Duration),
+    /// This long, then the token limiter again.
+    Tokens(Duration),
+    /// This long, then the rate limiter again.
+    Rate(Duration),
+}
+
+/// The first local limiter [`Executor::local_limits`] checks.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    Concurrency,
+    Tokens,
+    Rate,
+}
+
+/// Why [`Executor::local_limits`] stopped.
+enum Halt {
+    Wait(Wait),
+    Refused(Refusal),
+}
+
+fn limited(e: LimitError) -> Refusal {
+    Refusal::Skip(SkipReason::Limited(e.to_string()))
 }
 
 /// Why admission refused a target.
@@ -458,8 +529,26 @@ impl Executor {
                     }
                     // The admission stays in this binding on the common path (no hedge) and is
                     // settled by reference: each move of it (over 200 bytes) is a memcpy.
-                    let mut adm = match self.admit(&rt, route_id, ti, req, now, deadline).await {
-                        Ok(a) => a,
+                    // Synchronous unless a local limiter must wait or a shared backend is
+                    // involved: no admission future on the common path. The slow paths are
+                    // boxed so that they do not grow every request's future.
+                    let mut adm = Admission::empty(now);
+                    let admitted = match self.try_admit(&rt, route_id, ti, req, deadline, &mut adm)
+                    {
+                        Admit::Ready => Ok(()),
+                        Admit::Refused(r) => Err(r),
+                        Admit::Wait(w, on_limit) => {
+                            Box::pin(self.wait_admit(&rt, route_id, ti, req, &mut adm, w, on_limit))
+                                .await
+                        }
+                        Admit::Shared => {
+                            Box::pin(self.admit_shared(&rt, route_id, ti, req, now, deadline))
+                                .await
+                                .map(|a| adm = a)
+                        }
+                    };
+                    match admitted {
+                        Ok(()) => {}
                         Err(Refusal::Skip(reason)) => {
                             tracing::debug!(target: "tollgate::exec", route = %route.name, model = %model.name, %reason, "target skipped");
                             let class = match reason {
@@ -710,7 +799,8 @@ impl Executor {
         }
     }
 
-    /// Takes every permit a call to target `ti` of the route needs, or says why not.
+    /// Takes every permit a call to target `ti` of the route needs, or says why not
+    /// (any path: used by the hedge race).
     async fn admit<'r>(
         &self,
         rt: &'r Runtime,
@@ -720,17 +810,39 @@ impl Executor {
         now: u64,
         deadline: u64,
     ) -> Result<Admission<'r>, Refusal> {
-        let route = rt.plan.route(route_id);
-        let target = &route.targets[ti];
+        let mut adm = Admission::empty(now);
+        match self.try_admit(rt, route_id, ti, req, deadline, &mut adm) {
+            Admit::Ready => Ok(adm),
+            Admit::Refused(r) => Err(r),
+            Admit::Wait(w, on_limit) => {
+                self.wait_admit(rt, route_id, ti, req, &mut adm, w, on_limit)
+                    .await?;
+                Ok(adm)
+            }
+            Admit::Shared => {
+                self.admit_shared(rt, route_id, ti, req, now, deadline)
+                    .await
+            }
+        }
+    }
+
+    /// The context window and the breakers: the checks every admission starts with.
+    #[inline]
+    fn check_target<'r>(
+        rt: &'r Runtime,
+        route_id: RouteId,
+        ti: usize,
+        req: &Request,
+        now: u64,
+    ) -> Result<Breakers<'r>, Refusal> {
+        let target = &rt.plan.route(route_id).targets[ti];
         let model = rt.plan.model(target.model);
-        let up_id = model.upstream;
-        let upstream = rt.plan.upstream(up_id);
-        let ups = &rt.upstreams[up_id.index()];
+        let ups = &rt.upstreams[model.upstream.index()];
         let ms = &rt.models[target.model.index()];
-        let input = req.estimated_input_tokens();
-        let output = req.reserved_output_tokens();
         if let Some(window) = model.context_window {
-            let needed = input.saturating_add(req.max_tokens.unwrap_or(0));
+            let needed = req
+                .estimated_input_tokens()
+                .saturating_add(req.max_tokens.unwrap_or(0));
             if needed > window {
                 return Err(Refusal::Skip(SkipReason::ContextWindow { needed, window }));
             }
@@ -738,7 +850,7 @@ impl Executor {
         // Breakers: the route's own (per target) replaces the upstream's; a model's adds to it.
         let rs = &rt.routes[route_id.index()];
         let first = rs.breakers.get(ti).or(ups.breaker.as_ref());
-        let mut breakers: [Option<(&BreakerSlot, BreakerPermit<'r>)>; 2] = [None, None];
+        let mut breakers: Breakers<'r> = [None, None];
         for (slot, b) in [first, ms.breaker.as_ref()].into_iter().enumerate() {
             if let Some(b) = b {
                 match b.breaker.try_acquire(now) {
@@ -752,6 +864,235 @@ impl Executor {
                 }
             }
         }
+        Ok(breakers)
+    }
+
+    /// How long the upstream's limiters may make this attempt wait.
+    fn on_limit(rt: &Runtime, up_id: UpstreamId, now: u64, deadline: u64) -> OnLimit {
+        let upstream = rt.plan.upstream(up_id);
+        match upstream.limits.on_limit {
+            crate::policy::OnLimit::Fail => OnLimit::Fail,
+            crate::policy::OnLimit::Wait => OnLimit::Wait {
+                queue_timeout: upstream
+                    .limits
+                    .queue_timeout
+                    .min(Duration::from_nanos(deadline.saturating_sub(now))),
+            },
+        }
+    }
+
+    /// Admission without awaiting, when the target's budgets and limiters are all local; the
+    /// same checks in the same order as [`admit_shared`](Self::admit_shared). Fills `adm`
+    /// (empty, taken at `adm.at`) in place.
+    #[inline]
+    fn try_admit<'r>(
+        &self,
+        rt: &'r Runtime,
+        route_id: RouteId,
+        ti: usize,
+        req: &Request,
+        deadline: u64,
+        adm: &mut Admission<'r>,
+    ) -> Admit {
+        let now = adm.at;
+        let route = rt.plan.route(route_id);
+        let target = &route.targets[ti];
+        let model = rt.plan.model(target.model);
+        let up_id = model.upstream;
+        let ups = &rt.upstreams[up_id.index()];
+        let shared = (ups.tokens.is_some() && rt.shared_tokens[up_id.index()].is_some())
+            || rt.shared_rates[up_id.index()].is_some()
+            || (model.price.is_some()
+                && route
+                    .budgets
+                    .iter()
+                    .any(|b| rt.shared_budgets[b.index()].is_some()));
+        if shared {
+            return Admit::Shared;
+        }
+        match Self::check_target(rt, route_id, ti, req, now) {
+            Ok(b) => adm.breakers = b,
+            Err(r) => return Admit::Refused(r),
+        }
+        let input = req.estimated_input_tokens();
+        let output = req.reserved_output_tokens();
+        // Budgets: reserve the worst-case cost before the call.
+        if let Some(price) = model.price {
+            let worst = price.cost(Usage {
+                input_tokens: input,
+                output_tokens: output,
+            });
+            for &bid in &route.budgets {
+                let b = &rt.plan.budgets[bid.index()];
+                if !b.covers(route_id, target.model, up_id, req.caller.as_deref()) {
+                    continue;
+                }
+                match rt.budgets[bid.index()].ledger.reserve(worst, now) {
+                    Ok(r) => adm.budgets.push(r),
+                    Err(_) => {
+                        adm.clear();
+                        let budget = b.name.clone();
+                        return Admit::Refused(match b.on_exceed {
+                            OnExceed::Reject => Refusal::Reject { budget },
+                            OnExceed::Reroute(to) => Refusal::Reroute { to, budget },
+                        });
+                    }
+                }
+            }
+        }
+        let on_limit = Self::on_limit(rt, up_id, now, deadline);
+        let tokens = input.saturating_add(output);
+        match Self::local_limits(ups, tokens, adm, Step::Concurrency, on_limit, now) {
+            Ok(()) => {
+                let ms = &rt.models[target.model.index()];
+                ms.in_flight.fetch_add(1, Relaxed);
+                adm._in_flight = Some(InFlight(&ms.in_flight));
+                Admit::Ready
+            }
+            Err(Halt::Wait(w)) => Admit::Wait(w, on_limit),
+            Err(Halt::Refused(r)) => {
+                adm.clear();
+                Admit::Refused(r)
+            }
+        }
+    }
+
+    /// The local limiters from `from` on: concurrency (returned on drop), then tokens, then
+    /// the request rate, each tried once; their permits go into `adm`.
+    #[inline]
+    fn local_limits<'r>(
+        ups: &'r UpstreamState,
+        tokens: u64,
+        adm: &mut Admission<'r>,
+        from: Step,
+        on_limit: OnLimit,
+        now: u64,
+    ) -> Result<(), Halt> {
+        if from <= Step::Concurrency {
+            if let Some(c) = &ups.concurrency {
+                match c.try_acquire_guard() {
+                    Ok(g) => adm._concurrency = Some(g),
+                    Err(e) => {
+                        return Err(match on_limit {
+                            OnLimit::Wait { queue_timeout } if !queue_timeout.is_zero() => {
+                                Halt::Wait(Wait::Concurrency(queue_timeout))
+                            }
+                            _ => Halt::Refused(limited(e)),
+                        })
+                    }
+                }
+            }
+        }
+        if from <= Step::Tokens {
+            if let Some(t) = &ups.tokens {
+                match t.reserve(tokens, now) {
+                    Ok(r) => adm.tokens = Some(Tokens::Local(r)),
+                    Err(e) => {
+                        return Err(match e.retry_in().and_then(|d| on_limit.wait_for(d)) {
+                            Some(d) => Halt::Wait(Wait::Tokens(d)),
+                            None => Halt::Refused(limited(e)),
+                        })
+                    }
+                }
+            }
+        }
+        if let Some(r) = &ups.rate {
+            if let Err(nu) = r.check(now) {
+                return Err(match on_limit.wait_for(nu.wait()) {
+                    Some(d) => Halt::Wait(Wait::Rate(d)),
+                    None => {
+                        if let Some(t) = adm.tokens.take() {
+                            t.settle(0, now);
+                        }
+                        Halt::Refused(limited(nu.into_rate_error()))
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Finishes an admission a local limiter paused: waits as it asked, then tries the
+    /// limiters again from where it stopped.
+    #[allow(clippy::too_many_arguments)]
+    async fn wait_admit<'r>(
+        &self,
+        rt: &'r Runtime,
+        route_id: RouteId,
+        ti: usize,
+        req: &Request,
+        adm: &mut Admission<'r>,
+        mut wait: Wait,
+        on_limit: OnLimit,
+    ) -> Result<(), Refusal> {
+        let model_id = rt.plan.route(route_id).targets[ti].model;
+        let up_id = rt.plan.model(model_id).upstream;
+        let ups = &rt.upstreams[up_id.index()];
+        let tokens = req
+            .estimated_input_tokens()
+            .saturating_add(req.reserved_output_tokens());
+        let mut now = adm.at;
+        loop {
+            let from = match wait {
+                Wait::Concurrency(queue_timeout) => {
+                    if let Some(c) = &ups.concurrency {
+                        match c.acquire_guard_timeout(queue_timeout).await {
+                            Ok(g) => adm._concurrency = Some(g),
+                            Err(e) => {
+                                adm.clear();
+                                return Err(limited(e));
+                            }
+                        }
+                    }
+                    Step::Tokens
+                }
+                Wait::Tokens(d) => {
+                    tokio::time::sleep(d).await;
+                    now = self.shared.clock.now();
+                    Step::Tokens
+                }
+                Wait::Rate(d) => {
+                    tokio::time::sleep(d).await;
+                    now = self.shared.clock.now();
+                    Step::Rate
+                }
+            };
+            match Self::local_limits(ups, tokens, adm, from, on_limit, now) {
+                Ok(()) => break,
+                Err(Halt::Wait(w)) => wait = w,
+                Err(Halt::Refused(r)) => {
+                    adm.clear();
+                    return Err(r);
+                }
+            }
+        }
+        let ms = &rt.models[model_id.index()];
+        ms.in_flight.fetch_add(1, Relaxed);
+        adm._in_flight = Some(InFlight(&ms.in_flight));
+        adm.at = now;
+        Ok(())
+    }
+
+    /// Takes every permit a call to target `ti` of the route needs, or says why not, when a
+    /// shared backend is involved (it awaits the backend).
+    async fn admit_shared<'r>(
+        &self,
+        rt: &'r Runtime,
+        route_id: RouteId,
+        ti: usize,
+        req: &Request,
+        now: u64,
+        deadline: u64,
+    ) -> Result<Admission<'r>, Refusal> {
+        let route = rt.plan.route(route_id);
+        let target = &route.targets[ti];
+        let model = rt.plan.model(target.model);
+        let up_id = model.upstream;
+        let ups = &rt.upstreams[up_id.index()];
+        let ms = &rt.models[target.model.index()];
+        let input = req.estimated_input_tokens();
+        let output = req.reserved_output_tokens();
+        let breakers = Self::check_target(rt, route_id, ti, req, now)?;
         // Budgets: reserve the worst-case cost before the call.
         let mut budgets = SmallVec::new();
         let mut shared_budgets = SmallVec::new();
@@ -786,16 +1127,7 @@ impl Executor {
             }
         }
         // Limiters: concurrency (returned on drop), then tokens, then the request rate.
-        let on_limit = match upstream.limits.on_limit {
-            crate::policy::OnLimit::Fail => OnLimit::Fail,
-            crate::policy::OnLimit::Wait => OnLimit::Wait {
-                queue_timeout: upstream
-                    .limits
-                    .queue_timeout
-                    .min(Duration::from_nanos(deadline.saturating_sub(now))),
-            },
-        };
-        let limited = |e: LimitError| Refusal::Skip(SkipReason::Limited(e.to_string()));
+        let on_limit = Self::on_limit(rt, up_id, now, deadline);
         let concurrency = match &ups.concurrency {
             None => None,
             Some(c) => match c.try_acquire_guard() {
