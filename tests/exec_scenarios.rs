@@ -664,6 +664,50 @@ async fn rate_and_token_limiters_wait_when_the_policy_says_so() {
     );
 }
 
+/// A stream settles at its first byte with no usage: the token limiter keeps the
+/// estimate until `record_late_usage` brings the actual usage, and then gives back the rest.
+#[tokio::test(start_paused = true)]
+async fn late_usage_gives_back_the_unused_token_estimate() {
+    let exec = Executor::new(paced("tokens_per_minute = 60000.0")).unwrap();
+    let stream = Request::new().input_tokens(10_000).max_tokens(50_000);
+    let served = exec
+        .execute(&stream, |_t, _| async {
+            Ok::<_, Failure>(Done::new(()).pending())
+        })
+        .await
+        .unwrap();
+    assert_eq!(served.reserved_tokens, 60_000, "the whole bucket, held");
+    exec.record_late_outcome(&served, None);
+    exec.record_late_usage(
+        &served,
+        None,
+        tollgate::exec::Usage {
+            input_tokens: 10_000,
+            output_tokens: 100,
+        },
+    );
+
+    // 49,900 tokens came back: a 40,000-token call goes at once (without them it would
+    // wait 40 s, past the 2 s queue timeout, and be refused).
+    let t0 = Instant::now();
+    call(
+        &exec,
+        &Request::new().input_tokens(20_000).max_tokens(20_000),
+    )
+    .await
+    .unwrap();
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+
+    // A call that reported its usage holds nothing to reconcile.
+    let done = exec
+        .execute(&Request::new().input_tokens(10), |_t, _| async {
+            Ok::<_, Failure>(Done::with_usage((), 10, 5))
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.reserved_tokens, 0);
+}
+
 const RETRY_BUDGET: &str = r#"
 [upstreams.u]
 base_url = "http://127.0.0.1:1/u"

@@ -211,9 +211,43 @@ pub struct Served<T> {
     pub plan: Plan,
     /// That plan's version.
     pub plan_version: u64,
+    /// Tokens the upstream's token limiter still holds as the request's estimate because
+    /// the serving attempt reported no usage (a stream, whose usage comes last):
+    /// [`Executor::record_late_usage`] reconciles them. 0 when there is nothing to
+    /// reconcile.
+    pub reserved_tokens: u64,
 }
 
 impl<T> Served<T> {
+    /// The value, and the account of how it was served without it (e.g. to keep while a
+    /// stream is read from the value).
+    pub fn into_parts(self) -> (T, Served<()>) {
+        let Served {
+            value,
+            route,
+            model,
+            attempts,
+            cost_usd,
+            usage,
+            failed,
+            plan,
+            plan_version,
+            reserved_tokens,
+        } = self;
+        let meta = Served {
+            value: (),
+            route,
+            model,
+            attempts,
+            cost_usd,
+            usage,
+            failed,
+            plan,
+            plan_version,
+            reserved_tokens,
+        };
+        (value, meta)
+    }
     /// The serving model's name.
     pub fn model_name(&self) -> &str {
         &self.plan.model(self.model).name
@@ -684,6 +718,16 @@ impl Executor {
                                 elapsed,
                                 now,
                             );
+                            // Settled without usage, a token limiter kept the estimate.
+                            let up = rt.plan.model(served_model).upstream.index();
+                            let limited =
+                                rt.upstreams[up].tokens.is_some() || rt.shared_tokens[up].is_some();
+                            let reserved_tokens = if done.usage.is_none() && limited {
+                                req.estimated_input_tokens()
+                                    .saturating_add(req.reserved_output_tokens())
+                            } else {
+                                0
+                            };
                             adm.release();
                             trail.cost += cost;
                             return Ok(Served {
@@ -696,6 +740,7 @@ impl Executor {
                                 failed: trail.failed,
                                 plan: rt.plan.clone(),
                                 plan_version: rt.version,
+                                reserved_tokens,
                             });
                         }
                         Err(f) => {
@@ -1352,6 +1397,16 @@ impl Executor {
         };
         let cost = record_spend(&rt, route, model, usage);
         let (now, upstream) = (self.shared.clock.now(), plan.model(model).upstream);
+        // The token limiter kept the estimate when the attempt settled: reconcile it (on
+        // the current plan's limiter, which a reload carries over by name).
+        if served.reserved_tokens > 0 {
+            let actual = usage.input_tokens.saturating_add(usage.output_tokens);
+            if let Some(st) = &rt.shared_tokens[upstream.index()] {
+                st.reconcile(served.reserved_tokens, actual, now);
+            } else if let Some(t) = &rt.upstreams[upstream.index()].tokens {
+                t.reconcile(served.reserved_tokens, actual, now);
+            }
+        }
         for &b in &plan.route(route).budgets {
             if plan.budgets[b.index()].covers(route, model, upstream, caller) {
                 match &rt.shared_budgets[b.index()] {

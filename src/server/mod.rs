@@ -433,30 +433,9 @@ async fn stream_completion(relay: Relay, req: Request, body: Map<String, Value>)
         Err(e) => return exec_error(&inner.metrics, &e),
     };
     record_served(&inner.metrics, &served);
-    let Served {
-        value: stream,
-        route,
-        model,
-        attempts,
-        cost_usd,
-        usage,
-        failed,
-        plan,
-        plan_version,
-    } = served;
-    let meta = Served {
-        value: (),
-        route,
-        model,
-        attempts,
-        cost_usd,
-        usage,
-        failed,
-        plan,
-        plan_version,
-    };
+    let (stream, meta) = served.into_parts();
     let mut headers = HeaderMap::new();
-    served_headers(&mut headers, &meta, cost_usd);
+    served_headers(&mut headers, &meta, meta.cost_usd);
     let acct = StreamAccount {
         exec: inner.exec.clone(),
         meta,

@@ -145,6 +145,20 @@ pub struct TokenReservation<'a> {
     estimate: u64,
 }
 
+impl TokenLimiter {
+    /// Reconciles tokens reserved earlier whose reservation is gone (dropped, keeping the
+    /// estimate, because the usage came later: a stream's last chunk): gives back
+    /// `estimate - actual` or charges `actual - estimate`, as
+    /// [`TokenReservation::settle`] would have.
+    pub fn reconcile(&self, estimate: u64, actual: u64, now: u64) {
+        TokenReservation {
+            limiter: self,
+            estimate,
+        }
+        .settle(actual, now);
+    }
+}
+
 impl TokenReservation<'_> {
     /// The reserved estimate.
     pub fn estimate(&self) -> u64 {

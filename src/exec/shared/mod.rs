@@ -740,6 +740,20 @@ impl SharedTokenReservation<'_> {
     }
 }
 
+impl SharedTokens {
+    /// Reconciles `estimate` tokens reserved earlier (the reservation dropped, keeping it)
+    /// with the `actual` usage learned later, in the backend (in the background, as every
+    /// settlement). While the backend's breaker is open the local fallback is reconciled
+    /// instead, as a reservation taken then would have been.
+    pub fn reconcile(&self, estimate: u64, actual: u64, now: u64) {
+        if self.shared.health.is_open() {
+            self.fallback.reconcile(estimate, actual, now);
+            return;
+        }
+        SharedTokenReservation::Shared(self, self.us(estimate)).settle(actual, now);
+    }
+}
+
 /// A budget whose spend is shared through the backend, with a local fallback ledger.
 #[derive(Debug)]
 pub struct SharedBudget {
