@@ -258,8 +258,100 @@ pub enum Key {
     Extra,
 }
 
+/// `state = "local" | "shared"` (or a bad value) on limits, breakers and budgets.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum Scope2 {
+    Local,
+    Shared,
+    Bogus,
+}
+
+impl Scope2 {
+    fn render(self) -> String {
+        quote(match self {
+            Scope2::Local => "local",
+            Scope2::Shared => "shared",
+            Scope2::Bogus if sane() => "local",
+            Scope2::Bogus => "global",
+        })
+    }
+}
+
+/// `[callers.NAME] key_sha256 = …`.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum KeyHash {
+    /// 64 hex digits (two callers with the same byte share a key).
+    Valid(u8),
+    /// The same in capitals.
+    Upper(u8),
+    Short,
+    NotHex,
+    Missing,
+}
+
+#[derive(Arbitrary, Debug, Clone)]
+pub struct Caller {
+    key_sha256: KeyHash,
+}
+
+impl Caller {
+    fn kv(&self) -> Kv {
+        let hex = |b: u8| format!("{b:02x}").repeat(32);
+        let v = match self.key_sha256 {
+            KeyHash::Valid(b) => Some(hex(b)),
+            KeyHash::Upper(b) => Some(hex(b).to_uppercase()),
+            KeyHash::Short if !sane() => Some("abc123".into()),
+            KeyHash::NotHex if !sane() => Some("zz".repeat(32)),
+            KeyHash::Missing if !sane() => None,
+            _ => Some(hex(0x5a)),
+        };
+        let mut kv = Kv::default();
+        kv.put("key_sha256", v.map(|h| quote(&h)));
+        kv
+    }
+}
+
+/// `[state.redis]`.
+#[derive(Arbitrary, Debug, Clone)]
+pub struct StateRedis {
+    url_env: Option<Name>,
+    key_prefix: Option<Name>,
+    timeout: Option<Dur>,
+    pool_size: Option<Num>,
+    fail_closed: Option<bool>,
+    expected_instances: Option<Num>,
+    lease: Option<Num>,
+}
+
+impl StateRedis {
+    fn kv(&self) -> Kv {
+        let mut kv = Kv::default();
+        let url = match self.url_env {
+            Some(n) => Some(format!("{{ env = {} }}", quote(&n.get().to_uppercase()))),
+            None if sane() => Some("{ env = \"REDIS_URL\" }".into()),
+            None => None,
+        };
+        kv.put("url", url)
+            .put("key_prefix", self.key_prefix.map(|n| quote(n.get())))
+            .put("timeout", self.timeout.map(Dur::render))
+            .put("pool_size", self.pool_size.map(Num::render))
+            .put(
+                "fail_mode",
+                self.fail_closed
+                    .map(|c| quote(if c { "closed" } else { "open" })),
+            )
+            .put(
+                "expected_instances",
+                self.expected_instances.map(Num::render),
+            )
+            .put("lease", self.lease.map(Num::render));
+        kv
+    }
+}
+
 #[derive(Arbitrary, Debug, Clone)]
 pub struct Limits {
+    state: Option<Scope2>,
     requests_per_second: Option<Num>,
     requests_per_minute: Option<Num>,
     tokens_per_minute: Option<Num>,
@@ -337,6 +429,7 @@ pub struct Breaker {
     open_for: Option<Dur>,
     half_open: Option<(Option<Num>, Option<Num>)>,
     trip_on: Option<Vec<Class>>,
+    state: Option<Scope2>,
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -426,6 +519,7 @@ pub type Scope = (Vec<Ref>, Vec<Ref>, Vec<Ref>, Vec<Name>);
 
 #[derive(Arbitrary, Debug, Clone)]
 pub struct Budget {
+    state: Option<Scope2>,
     limit_usd: Option<Num>,
     window: Option<Dur>,
     scope: Option<Scope>,
@@ -466,6 +560,8 @@ pub struct Doc {
     breakers: Vec<(Name, Style, Breaker)>,
     routes: Vec<Route>,
     budgets: Vec<(Name, Style, Budget)>,
+    callers: Vec<(Name, Style, Caller)>,
+    state: Option<StateRedis>,
     junk: Vec<Junk>,
 }
 
@@ -752,6 +848,7 @@ impl Upstream {
                     l.requests_per_minute.map(Num::render),
                 )
                 .put("tokens_per_minute", l.tokens_per_minute.map(Num::render))
+                .put("state", l.state.map(Scope2::render))
                 .put("burst", l.burst.map(Num::render))
                 .put("concurrency", l.concurrency.map(Num::render))
                 .put(
@@ -892,7 +989,8 @@ impl Breaker {
                 h.inline()
             }),
         )
-        .put("trip_on", self.trip_on.as_deref().map(classes));
+        .put("trip_on", self.trip_on.as_deref().map(classes))
+        .put("state", self.state.map(Scope2::render));
         kv
     }
 }
@@ -1106,12 +1204,15 @@ impl Budget {
                 Exceed::Bogus if sane() => quote("reject"),
                 Exceed::Bogus => quote("throttle"),
             }),
-        );
+        )
+        .put("state", self.state.map(Scope2::render));
         kv
     }
 }
 
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 10] = [
+    "callers",
+    "state",
     "version",
     "defaults",
     "upstreams",
@@ -1145,6 +1246,7 @@ impl Doc {
             dedup(&mut doc.retry);
             dedup(&mut doc.breakers);
             dedup(&mut doc.budgets);
+            dedup(&mut doc.callers);
             doc.junk.clear();
             doc.routes.truncate(8);
             if doc.upstreams.is_empty() {
@@ -1230,6 +1332,12 @@ impl Doc {
         }
         for (n, s, b) in &doc.budgets {
             entry("budgets", *n, *s, b.kv(&names));
+        }
+        for (n, s, c) in &doc.callers {
+            entry("callers", *n, *s, c.kv());
+        }
+        if let Some(r) = &doc.state {
+            let _ = write!(body, "\n[state.redis]\n{}", r.kv().lines());
         }
         if let Some(d) = &doc.defaults {
             let mut kv = Kv::default();
