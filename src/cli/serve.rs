@@ -272,6 +272,7 @@ mod tests {
             fail_mode: crate::plan::FailMode::Open,
             expected_instances: 1,
             lease: 1,
+            breaker_poll: crate::plan::DEFAULT_BREAKER_POLL,
         }
     }
 

@@ -18,7 +18,7 @@ use super::limit::{
 };
 use super::price::{BudgetConfig, BudgetLedger, SpendTracker, Usd};
 use super::retry_budget::{RetryBudget, RetryBudgetConfig};
-use super::shared::signals::{SignalEntry, SignalTask, POLL};
+use super::shared::signals::{SignalEntry, SignalTask};
 use super::shared::{Shared, SharedBudget, SharedRate, SharedTokens, StateBackend};
 use crate::plan::StateScope;
 use crate::plan::{self, BreakerPolicy, Plan};
@@ -618,12 +618,13 @@ impl Runtime {
             return;
         };
         let entries = self.shared_breakers();
+        let poll = shared.settings.breaker_poll;
         self.signals = SignalTask::start(
             shared,
             entries,
             clock.clone(),
             self.signal_wake.clone(),
-            POLL,
+            poll,
             self.tokio.as_ref(),
         );
     }
@@ -655,6 +656,7 @@ fn breaker_policy(plan: &Plan, id: Option<plan::BreakerId>) -> Option<&BreakerPo
 mod tests {
 
     use super::*;
+    use crate::exec::shared::signals::POLL;
     use crate::exec::shared::MemoryBackend;
     use crate::exec::Executor;
     use crate::policy::LoadOptions;
@@ -816,12 +818,17 @@ targets = ["small"]
     }
 
     fn breaker_plan(state: &str) -> Plan {
+        breaker_plan_with(state, "")
+    }
+
+    fn breaker_plan_with(state: &str, redis_extra: &str) -> Plan {
         let toml = format!(
             r#"
 version = 1
 [state.redis]
 url = {{ env = "REDIS_URL" }}
 timeout = "50ms"
+{redis_extra}
 
 [breakers.trip]
 consecutive_failures = 2
@@ -876,6 +883,28 @@ targets = ["small"]
         for _ in 0..20 {
             tokio::task::yield_now().await;
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_poll_interval_is_the_policys() {
+        let backend = Arc::new(MemoryBackend::new());
+        let b: Arc<dyn StateBackend> = backend.clone();
+        let make = || {
+            Executor::builder(breaker_plan_with("shared", "breaker_poll = \"1s\""))
+                .state_backend(b.clone())
+                .build()
+                .unwrap()
+        };
+        let (a, b) = (make(), make());
+        run_tasks().await;
+        trip(&a);
+        run_tasks().await;
+        tokio::time::advance(POLL).await;
+        run_tasks().await;
+        assert_eq!(breaker(&b).state(b.clock().now()), BreakerState::Closed);
+        tokio::time::advance(Duration::from_secs(1) - POLL).await;
+        run_tasks().await;
+        assert_eq!(breaker(&b).state(b.clock().now()), BreakerState::Open);
     }
 
     #[tokio::test(start_paused = true)]

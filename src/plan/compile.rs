@@ -926,6 +926,15 @@ impl<'a> Compiler<'a> {
             )
             .label("expected a positive duration, e.g. `50ms`");
         }
+        let breaker_poll = r.breaker_poll.map_or(DEFAULT_BREAKER_POLL, |d| d.get());
+        if breaker_poll.is_zero() {
+            self.error(
+                "invalid-value",
+                "the breaker poll interval is zero",
+                &path.key("breaker_poll"),
+            )
+            .label("expected a positive duration, e.g. `250ms`");
+        }
         for (key, v) in [
             ("pool_size", r.pool_size),
             ("expected_instances", r.expected_instances),
@@ -947,6 +956,7 @@ impl<'a> Compiler<'a> {
             fail_mode: r.fail_mode,
             expected_instances: r.expected_instances.unwrap_or(1).max(1),
             lease: r.lease.unwrap_or(1).max(1),
+            breaker_poll,
         })
     }
 

@@ -226,6 +226,8 @@ pub use crate::policy::{FailMode, StateScope};
 pub const DEFAULT_REDIS_KEY_PREFIX: &str = "tollgate:";
 /// Default `[state.redis] timeout`.
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(50);
+/// Default `[state.redis] breaker_poll`.
+pub const DEFAULT_BREAKER_POLL: Duration = Duration::from_millis(250);
 
 /// Resolved `[state.redis]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,6 +246,8 @@ pub struct RedisSettings {
     pub expected_instances: u32,
     /// Rate-limiter permits taken from Redis at once, >= 1.
     pub lease: u32,
+    /// How often shared breakers' signals are read (> 0).
+    pub breaker_poll: Duration,
 }
 
 /// A request rate.

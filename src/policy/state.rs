@@ -42,6 +42,10 @@ pub struct Redis {
     /// a round trip per call). The cluster may overshoot by at most `instances × lease`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<u32>,
+    /// How often an instance reads the trips other instances published for its
+    /// `state = "shared"` breakers (default `250ms`; one round trip for all of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker_poll: Option<Duration>,
 }
 
 /// `{ env = "VAR" }`: a value read from an environment variable at start-up.

@@ -10,13 +10,13 @@
 //!   runtime's [`SignalTask`], which writes the signal with
 //!   [`StateBackend::signal_open`] under `prefix + "breaker:" + entity` (`upstream:NAME`,
 //!   `model:NAME`, `route:NAME:MODEL`), living for the time the breaker stays open.
-//! - **Learn.** The same task reads every shared breaker's signal every [`POLL`] in one
+//! - **Learn.** The same task reads every shared breaker's signal every `breaker_poll` ([`POLL`] by default) in one
 //!   round trip ([`StateBackend::open_signals`]: remaining times, so clocks need not agree)
 //!   and opens the local breaker for the time left ([`Breaker::force_open`]). Once it is
 //!   up, the breaker probes half-open on its own, as a local one does; a probe that fails
 //!   trips it again, and that trip is published in turn.
 //!
-//! **Bound.** A replica learns of another's trip within one [`POLL`] interval plus two
+//! **Bound.** A replica learns of another's trip within one `breaker_poll` interval plus two
 //! backend round trips (the publish and its own poll, each bounded by `[state.redis]
 //! timeout`), and stays open no longer than the instance that tripped (up to that rounding).
 //!
@@ -39,8 +39,9 @@ use super::super::breaker::Breaker;
 use super::super::clock::{nanos, Clock};
 use super::{Shared, StateBackend};
 
-/// How often an instance reads the shared breakers' signals.
-pub const POLL: Duration = Duration::from_millis(250);
+/// How often an instance reads the shared breakers' signals by default (`[state.redis]
+/// breaker_poll`).
+pub const POLL: Duration = crate::plan::DEFAULT_BREAKER_POLL;
 
 /// One shared breaker of a runtime.
 #[derive(Debug, Clone)]

@@ -15,6 +15,7 @@ fn settings(lease: u32, fail_mode: FailMode) -> RedisSettings {
         fail_mode,
         expected_instances: 2,
         lease,
+        breaker_poll: crate::plan::DEFAULT_BREAKER_POLL,
     }
 }
 
