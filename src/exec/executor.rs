@@ -718,10 +718,10 @@ impl Executor {
                                 elapsed,
                                 now,
                             );
-                            // Settled without usage, a token limiter kept the estimate.
+                            // Settled without usage, the token limiter kept the estimate (a
+                            // shared one too: it exists only beside the local one).
                             let up = rt.plan.model(served_model).upstream.index();
-                            let limited =
-                                rt.upstreams[up].tokens.is_some() || rt.shared_tokens[up].is_some();
+                            let limited = rt.upstreams[up].tokens.is_some();
                             let reserved_tokens = if done.usage.is_none() && limited {
                                 req.estimated_input_tokens()
                                     .saturating_add(req.reserved_output_tokens())
@@ -945,13 +945,15 @@ impl Executor {
         let model = rt.plan.model(target.model);
         let up_id = model.upstream;
         let ups = &rt.upstreams[up_id.index()];
-        let shared = (ups.tokens.is_some() && rt.shared_tokens[up_id.index()].is_some())
-            || rt.shared_rates[up_id.index()].is_some()
-            || (model.price.is_some()
-                && route
-                    .budgets
-                    .iter()
-                    .any(|b| rt.shared_budgets[b.index()].is_some()));
+        // Without a backend nothing is shared (every `shared_*` entry is `None`): one load.
+        let shared = rt.shared.is_some()
+            && (rt.shared_tokens[up_id.index()].is_some()
+                || rt.shared_rates[up_id.index()].is_some()
+                || (model.price.is_some()
+                    && route
+                        .budgets
+                        .iter()
+                        .any(|b| rt.shared_budgets[b.index()].is_some())));
         if shared {
             return Admit::Shared;
         }
@@ -1387,14 +1389,10 @@ impl Executor {
         caller: Option<&str>,
         usage: Usage,
     ) -> f64 {
-        let rt = self.shared.current.load_full();
-        let plan = &rt.plan;
-        let (Some(route), Some(model)) = (
-            plan.route_by_name(served.route_name()),
-            plan.model_by_name(served.model_name()),
-        ) else {
+        let Some((rt, route, model)) = self.late(served) else {
             return 0.0;
         };
+        let plan = &rt.plan;
         let cost = record_spend(&rt, route, model, usage);
         let (now, upstream) = (self.shared.clock.now(), plan.model(model).upstream);
         // The token limiter kept the estimate when the attempt settled: reconcile it (on
@@ -1418,6 +1416,18 @@ impl Executor {
         cost.as_dollars()
     }
 
+    /// The current runtime and, in it, the route and model `served` ran on, found by name
+    /// (a reload may have swapped the plan since); `None` if either is gone.
+    fn late<T>(
+        &self,
+        served: &Served<T>,
+    ) -> Option<(arc_swap::Guard<Arc<Runtime>>, RouteId, ModelId)> {
+        let rt = self.shared.current.load();
+        let route = rt.plan.route_by_name(served.route_name())?;
+        let model = rt.plan.model_by_name(served.model_name())?;
+        Some((rt, route, model))
+    }
+
     /// Reports how a call settled as pending ([`Done::pending`]: a stream) ended:
     /// `failure` is `None` when it ended well (or the caller left), else why it broke.
     /// Its breakers then end a run of failures, or count the failure (the plan's
@@ -1425,14 +1435,10 @@ impl Executor {
     /// failure instead of the success. If the plan was swapped since, the route and model
     /// are found by name; if either is gone, nothing is recorded.
     pub fn record_late_outcome<T>(&self, served: &Served<T>, failure: Option<&Failure>) {
-        let rt = self.shared.current.load_full();
-        let plan = &rt.plan;
-        let (Some(route), Some(model)) = (
-            plan.route_by_name(served.route_name()),
-            plan.model_by_name(served.model_name()),
-        ) else {
+        let Some((rt, route, model)) = self.late(served) else {
             return;
         };
+        let plan = &rt.plan;
         let ti = plan
             .route(route)
             .targets

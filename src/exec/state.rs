@@ -524,18 +524,14 @@ impl Runtime {
     pub fn attach_shared(&mut self, backend: &Arc<dyn StateBackend>) -> Result<(), BuildError> {
         let Some(settings) = self.plan.redis.clone() else {
             self.shared = None;
-            self.shared_rates.iter_mut().for_each(|s| *s = None);
-            self.shared_tokens.iter_mut().for_each(|s| *s = None);
-            self.shared_budgets.iter_mut().for_each(|s| *s = None);
+            self.detach_shared();
             return Ok(());
         };
         let shared = match &self.shared {
             Some(s) if Arc::ptr_eq(&s.backend, backend) && s.settings == settings => s.clone(),
             _ => {
                 // Another backend: nothing carried over applies.
-                self.shared_rates.iter_mut().for_each(|s| *s = None);
-                self.shared_tokens.iter_mut().for_each(|s| *s = None);
-                self.shared_budgets.iter_mut().for_each(|s| *s = None);
+                self.detach_shared();
                 Shared::new(backend.clone(), settings)
             }
         };
@@ -572,6 +568,13 @@ impl Runtime {
         }
         self.shared = Some(shared);
         Ok(())
+    }
+
+    /// Drops every shared limiter and budget (they act as local ones again).
+    fn detach_shared(&mut self) {
+        self.shared_rates.iter_mut().for_each(|s| *s = None);
+        self.shared_tokens.iter_mut().for_each(|s| *s = None);
+        self.shared_budgets.iter_mut().for_each(|s| *s = None);
     }
 }
 

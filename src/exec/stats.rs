@@ -146,9 +146,8 @@ impl Stats {
             BreakerView {
                 name: slot.name.clone(),
                 state: s.state.name(),
-                opens_probe_in: slot
-                    .breaker
-                    .open_until()
+                opens_probe_in: s
+                    .open_until
                     .filter(|_| s.state == BreakerState::Open)
                     .map(|until| Duration::from_nanos(until.saturating_sub(now))),
                 consecutive_failures: s.consecutive_failures,

@@ -276,7 +276,7 @@ impl Client {
         let rate_limit = classify::rate_limit(&headers, SystemTime::now());
         let mut reader = stream::EventReader::new(Box::pin(resp.bytes_stream()));
         // Wait for the first event with data; keep-alive comments before it are dropped.
-        let first = loop {
+        let (first, kind) = loop {
             let left = first_byte.saturating_sub(started.elapsed());
             let ev = match tokio::time::timeout(left, reader.next(None)).await {
                 Err(_) => return Err(first_byte_timeout(first_byte)),
@@ -294,7 +294,8 @@ impl Client {
                 }
                 Ok(Some(Ok(ev))) => ev,
             };
-            match stream::event_kind(&ev) {
+            let kind = stream::event_kind(&ev);
+            match &kind {
                 stream::EventKind::Comment => continue,
                 stream::EventKind::Chunk { error: Some(e), .. } => {
                     let body =
@@ -304,7 +305,7 @@ impl Client {
                         .unwrap_or_else(|| Failure::status(502));
                     return Err(up.scrub(f));
                 }
-                _ => break ev,
+                _ => break (ev, kind),
             }
         };
         let mut s = SseStream {
@@ -317,18 +318,7 @@ impl Client {
             failure: None,
         };
         // Run the first event through the same bookkeeping as the rest.
-        if let stream::EventKind::Chunk {
-            usage, usage_only, ..
-        } = stream::event_kind(&first)
-        {
-            s.usage = usage;
-            if !usage_only || forward_usage {
-                s.first = Some(first);
-            }
-        } else {
-            if stream::event_kind(&first) == stream::EventKind::Done {
-                s.done = true;
-            }
+        if s.book(kind) {
             s.first = Some(first);
         }
         // Until the stream ends, its success is provisional (see `Done::pending`).
@@ -433,10 +423,9 @@ fn transport_failure(e: &reqwest::Error) -> Failure {
     let msg = transport_message(e);
     if e.is_timeout() {
         Failure::timeout().message(msg)
-    } else if e.is_connect() {
-        Failure::connect(msg)
     } else {
-        // The request went out but no (complete) response came: the connection broke.
+        // Not connected, or the request went out but no (complete) response came: the
+        // connection broke either way.
         Failure::connect(msg)
     }
 }

@@ -253,28 +253,35 @@ impl SseStream {
                 }
                 Some(Ok(ev)) => ev,
             };
-            match event_kind(&ev) {
-                EventKind::Chunk {
-                    usage,
-                    usage_only,
-                    error,
-                } => {
-                    if usage.is_some() {
-                        self.usage = usage;
-                    }
-                    // An error the upstream reports mid-stream: passed on to the caller as
-                    // is, and a failure of the attempt for breakers and stats.
-                    if let Some(e) = error {
-                        self.failure = Some(super::classify::error_failure(502, &e, None));
-                    }
-                    if usage_only && !self.forward_usage {
-                        continue;
-                    }
-                }
-                EventKind::Done => self.done = true,
-                EventKind::Comment | EventKind::Other => {}
+            if self.book(event_kind(&ev)) {
+                return Some(Ok(ev));
             }
-            return Some(Ok(ev));
+        }
+    }
+
+    /// Books an event: its usage, an error the upstream reports in it (passed on to the
+    /// caller as is, and a failure of the attempt for breakers and stats), the end. Returns
+    /// whether to pass the event on (a usage-only chunk the caller did not ask for is not).
+    pub(crate) fn book(&mut self, kind: EventKind) -> bool {
+        match kind {
+            EventKind::Chunk {
+                usage,
+                usage_only,
+                error,
+            } => {
+                if usage.is_some() {
+                    self.usage = usage;
+                }
+                if let Some(e) = error {
+                    self.failure = Some(super::classify::error_failure(502, &e, None));
+                }
+                !(usage_only && !self.forward_usage)
+            }
+            EventKind::Done => {
+                self.done = true;
+                true
+            }
+            EventKind::Comment | EventKind::Other => true,
         }
     }
 

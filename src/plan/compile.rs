@@ -75,19 +75,6 @@ pub fn compile(mut loaded: Loaded) -> Result<Compiled, Diagnostics> {
     }
 }
 
-/// A SHA-256 hash from 64 hex digits (either case).
-fn parse_sha256_hex(s: &str) -> Option<[u8; 32]> {
-    if !crate::policy::spans::is_sha256_hex(s) {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        // 64 ASCII hex digits (checked above): every pair parses.
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 /// A path through the reroute graph: (route reached, budget that rerouted there).
 type Trail = Vec<(usize, usize)>;
 
@@ -1616,7 +1603,7 @@ impl<'a> Compiler<'a> {
                 self.error("invalid-value", "a caller name must not be empty", &path);
             }
             let at = path.key("key_sha256");
-            let Some(hash) = parse_sha256_hex(&c.key_sha256) else {
+            let Some(hash) = crate::policy::spans::parse_sha256_hex(&c.key_sha256) else {
                 // The value is not shown: it may be the key itself.
                 self.error(
                     "invalid-key-hash",

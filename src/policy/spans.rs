@@ -398,6 +398,19 @@ pub(crate) fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// A SHA-256 hash from 64 hex digits (either case); `None` for anything else.
+pub(crate) fn parse_sha256_hex(s: &str) -> Option<[u8; 32]> {
+    if !is_sha256_hex(s) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        // 64 ASCII hex digits (checked above): every pair parses.
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// Whether `s` is a plausible environment variable name (`[A-Za-z_][A-Za-z0-9_]*`).
 pub(crate) fn is_env_name(s: &str) -> bool {
     let mut chars = s.chars();

@@ -71,7 +71,8 @@ impl CallerKeys {
                 return Err(CallerKeyError::Malformed(n));
             }
             let hash = match key.strip_prefix("sha256:") {
-                Some(hex) => parse_hex(hex).ok_or(CallerKeyError::Malformed(n))?,
+                Some(hex) => crate::policy::spans::parse_sha256_hex(hex)
+                    .ok_or(CallerKeyError::Malformed(n))?,
                 None => hash(key),
             };
             if by_hash.insert(hash, name.to_string()).is_some() {
@@ -139,16 +140,6 @@ pub fn hash_key_hex(key: &str) -> String {
         })
 }
 
-fn parse_hex(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 || !s.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
-}
 
 #[cfg(test)]
 mod tests {
@@ -156,8 +147,10 @@ mod tests {
 
     #[test]
     fn malformed_entries_are_rejected_without_showing_keys() {
-        for bad in ["novalue", "=k", "a=", "a=sha256:zz", "a=sha256:ü"] {
+        let signs = format!("a=sha256:{}", "+a".repeat(32));
+        for bad in ["novalue", "=k", "a=", "a=sha256:zz", "a=sha256:ü", &signs] {
             let e = CallerKeys::parse(bad).unwrap_err();
+            assert_eq!(e, CallerKeyError::Malformed(1), "{bad}");
             assert!(!e.to_string().contains("zz"));
         }
         assert_eq!(
