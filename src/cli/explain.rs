@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{color, out, ExplainFormat, EXIT_INVALID, EXIT_USAGE};
+use super::{color, out, ExplainFormat};
 use crate::plan::{route_bounds, OnExceed, Plan, RouteId, TokenCounts};
 use crate::policy::{load, Duration, LoadOptions};
 
@@ -12,11 +12,6 @@ use crate::policy::{load, Duration, LoadOptions};
 pub fn run(paths: &[PathBuf], tokens: TokenCounts, format: ExplainFormat) -> ExitCode {
     let loaded = load(&LoadOptions::new(paths.iter().cloned()));
     let io_failed = loaded.io_failed();
-    let code = |ok: bool| match (ok, io_failed) {
-        (true, _) => ExitCode::SUCCESS,
-        (false, true) => ExitCode::from(EXIT_USAGE),
-        (false, false) => ExitCode::from(EXIT_INVALID),
-    };
     if format == ExplainFormat::Json {
         // `valid`, then `tollgate check --format json`'s keys (`errors`, `warnings`,
         // `diagnostics`), then the plan's (only when it compiled).
@@ -35,7 +30,11 @@ pub fn run(paths: &[PathBuf], tokens: TokenCounts, format: ExplainFormat) -> Exi
             "{}\n",
             serde_json::to_string_pretty(&doc).unwrap_or_default()
         );
-        return code(ok);
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            super::failed_exit(io_failed)
+        };
     }
     match crate::plan::compile(loaded) {
         Ok(c) => {
@@ -47,7 +46,7 @@ pub fn run(paths: &[PathBuf], tokens: TokenCounts, format: ExplainFormat) -> Exi
         }
         Err(d) => {
             out!("{}", d.render(color()));
-            ExitCode::from(if io_failed { EXIT_USAGE } else { EXIT_INVALID })
+            super::failed_exit(io_failed)
         }
     }
 }

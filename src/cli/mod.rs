@@ -120,6 +120,12 @@ pub enum ExplainFormat {
     Json,
 }
 
+/// The exit code for a policy that did not load and compile: usage/I-O when a file could
+/// not be read, else invalid.
+pub(crate) fn failed_exit(io_failed: bool) -> ExitCode {
+    ExitCode::from(if io_failed { EXIT_USAGE } else { EXIT_INVALID })
+}
+
 /// Exit code for an invalid policy.
 pub const EXIT_INVALID: u8 = 1;
 /// Exit code for a usage or I/O error.

@@ -24,7 +24,7 @@ pub fn run(paths: &[PathBuf], listen: SocketAddr, max_body: usize) -> ExitCode {
         Ok(c) => c,
         Err(d) => {
             eprint!("{}", d.render(color()));
-            return ExitCode::from(if io_failed { EXIT_USAGE } else { EXIT_INVALID });
+            return super::failed_exit(io_failed);
         }
     };
     if !compiled.warnings.items.is_empty() {

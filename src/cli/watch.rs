@@ -67,7 +67,7 @@ pub fn run(paths: &[PathBuf], debounce: Duration) -> ExitCode {
         Err(d) => {
             print!("{}", d.render(c));
             println!("not watching: the policy must be valid to start");
-            return ExitCode::from(if io_failed { EXIT_USAGE } else { EXIT_INVALID });
+            return super::failed_exit(io_failed);
         }
     };
     print!("{}", compiled.warnings.render(c));

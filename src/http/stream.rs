@@ -275,7 +275,7 @@ impl SseStream {
                 if let Some(e) = error {
                     self.failure = Some(super::classify::error_failure(502, &e, None));
                 }
-                !(usage_only && !self.forward_usage)
+                !usage_only || self.forward_usage
             }
             EventKind::Done => {
                 self.done = true;

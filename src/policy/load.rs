@@ -50,6 +50,13 @@ const TOP_LEVEL: [&str; 10] = [
     "state",
 ];
 
+/// The process's `TOLLGATE_…` variables (read now).
+pub(crate) fn process_overrides() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect()
+}
+
 /// What to load.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -68,9 +75,7 @@ impl LoadOptions {
     pub fn new<P: Into<PathBuf>>(paths: impl IntoIterator<Item = P>) -> Self {
         LoadOptions {
             paths: paths.into_iter().map(Into::into).collect(),
-            env: std::env::vars()
-                .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-                .collect(),
+            env: process_overrides(),
             texts: Vec::new(),
         }
     }

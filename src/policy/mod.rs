@@ -26,6 +26,7 @@ pub use breaker::{Breaker, FailureRate, HalfOpen, SlowCall};
 pub use budget::{Budget, OnExceed, Scope};
 pub use caller::Caller;
 pub use duration::{Duration, DurationError};
+pub(crate) use load::process_overrides;
 pub use load::{load, toml_files_in, LoadOptions, Loaded, ENV_PREFIX};
 pub use model::{Model, Price};
 pub use retry::{

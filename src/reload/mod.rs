@@ -63,7 +63,7 @@ pub use event::ReloadEvent;
 pub use summary::{Changes, Summary};
 
 use crate::exec::Executor;
-use crate::policy::{LoadOptions, ENV_PREFIX};
+use crate::policy::LoadOptions;
 use watcher::{Msg, WatchSet, Worker};
 
 /// Default debounce: long enough to merge an editor's write-rename-chmod burst, short
@@ -182,9 +182,7 @@ impl PolicySource {
     /// What to load now (reads the environment source).
     pub fn load_options(&self) -> LoadOptions {
         let env = match &self.env {
-            EnvSource::Process => std::env::vars()
-                .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-                .collect(),
+            EnvSource::Process => crate::policy::process_overrides(),
             EnvSource::Fixed(v) => v.clone(),
             EnvSource::With(f) => f(),
         };

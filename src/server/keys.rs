@@ -140,7 +140,6 @@ pub fn hash_key_hex(key: &str) -> String {
         })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
