@@ -5,13 +5,13 @@
 #    fuzz stand-in tests/no_panic.rs), benches in test mode (each benchmark run once);
 # 2. cargo test --doc, then scripts/e2e.sh (the Python `openai` package against
 #    `tollgate serve`; installs `openai` from PyPI if missing, fails loudly if it cannot);
-# 3. cargo test --features redis --test redis_shared, against a real redis-server (installed
-#    with apt-get when missing; fails loudly when it cannot be);
+# 3. cargo test --features redis --test redis_shared --test serve_reload, against a real
+#    redis-server (installed with apt-get when missing; fails loudly when it cannot be);
 # 4. taplo: every example policy against schemas/policy.schema.json, and a probe that
 #    taplo does reject a bad policy, through --schema and through the `#:schema` directive.
 #
-# Installs what is missing (taplo, from npm, into target/tools/) and fails loudly when it
-# cannot: nothing is skipped silently.
+# Installs what is missing (taplo, from npm, into target/tools/, and npm itself with apt-get
+# as root) and fails loudly when it cannot: nothing is skipped silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -25,6 +25,11 @@ if ! command -v taplo >/dev/null 2>&1; then
     tools="$ROOT/target/tools"
     if [ ! -x "$tools/node_modules/.bin/taplo" ]; then
         step "taplo not found on PATH: installing @taplo/cli@$TAPLO_VERSION from npm into $tools"
+        if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            step "npm not found: installing nodejs and npm with apt-get"
+            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; } \
+                || die "installing nodejs and npm with apt-get failed"
+        fi
         command -v npm >/dev/null 2>&1 \
             || die "taplo is missing and npm is not installed to fetch it; install Node.js + npm (or taplo itself) and re-run"
         mkdir -p "$tools"
@@ -60,8 +65,8 @@ if ! command -v redis-server >/dev/null 2>&1; then
     command -v redis-server >/dev/null 2>&1 || die "redis-server still not found after apt-get install"
 fi
 echo "redis-server: $(redis-server --version)"
-step "cargo test --features redis --test redis_shared (three executors, one real Redis)"
-cargo test --features redis --test redis_shared
+step "cargo test --features redis: redis_shared (executors on one real Redis), serve_reload (serve refuses a reload that adds [state.redis])"
+cargo test --features redis --test redis_shared --test serve_reload
 
 # --- schema, as an editor sees it ------------------------------------------------------------
 schema="file://$ROOT/schemas/policy.schema.json"

@@ -252,6 +252,13 @@ impl<T> Served<T> {
     pub fn model_name(&self) -> &str {
         &self.plan.model(self.model).name
     }
+    /// The serving model's upstream's name.
+    pub fn upstream_name(&self) -> &str {
+        &self
+            .plan
+            .upstream(self.plan.model(self.model).upstream)
+            .name
+    }
     /// The route's name.
     pub fn route_name(&self) -> &str {
         &self.plan.route(self.route).name

@@ -167,21 +167,14 @@ impl Middleware for TollgateMiddleware {
             .await;
         match result {
             Ok(served) => {
-                let mut a = served.value;
-                let upstream = t_upstream(&served.plan, served.model);
+                let (mut a, served) = served.into_parts();
                 for (k, v) in [
-                    (
-                        "x-tollgate-route",
-                        served.plan.route(served.route).name.clone(),
-                    ),
-                    (
-                        "x-tollgate-model",
-                        served.plan.model(served.model).name.clone(),
-                    ),
-                    ("x-tollgate-upstream", upstream),
-                    ("x-tollgate-attempts", served.attempts.to_string()),
+                    ("x-tollgate-route", served.route_name()),
+                    ("x-tollgate-model", served.model_name()),
+                    ("x-tollgate-upstream", served.upstream_name()),
+                    ("x-tollgate-attempts", &served.attempts.to_string()),
                 ] {
-                    if let Ok(v) = HeaderValue::from_str(&v) {
+                    if let Ok(v) = HeaderValue::from_str(v) {
                         a.headers.insert(k, v);
                     }
                 }
@@ -198,10 +191,6 @@ impl Middleware for TollgateMiddleware {
             }
         }
     }
-}
-
-fn t_upstream(plan: &crate::plan::Plan, model: crate::plan::ModelId) -> String {
-    plan.upstream(plan.model(model).upstream).name.clone()
 }
 
 fn response(a: Answer) -> reqwest::Response {

@@ -1595,9 +1595,7 @@ impl<'a> Compiler<'a> {
     /// `[callers.NAME]`: each key hash well-formed and used by one caller only.
     fn callers(&mut self) -> Vec<Caller> {
         let mut out: Vec<Caller> = Vec::new();
-        let mut first: HashMap<[u8; 32], String> = HashMap::new();
-        let callers = self.p().callers.clone();
-        for (name, c) in &callers {
+        for (name, c) in &self.p().callers {
             let path = KeyPath::from(["callers", name.as_str()]);
             if name.trim().is_empty() {
                 self.error("invalid-value", "a caller name must not be empty", &path);
@@ -1618,7 +1616,8 @@ impl<'a> Compiler<'a> {
                 .hint("store the hash, never the key: `printf %s \"$KEY\" | tollgate hash-key`");
                 continue;
             };
-            if let Some(other) = first.get(&hash) {
+            if let Some(&i) = self.names.caller_hashes.get(&hash) {
+                let other = &out[i as usize].name;
                 let first_origin = self
                     .l
                     .locate(&KeyPath::from(["callers", other.as_str()]).key("key_sha256"));
@@ -1633,7 +1632,6 @@ impl<'a> Compiler<'a> {
                 .push((first_origin, "first used here".into()));
                 continue;
             }
-            first.insert(hash, name.clone());
             self.names.caller_hashes.insert(hash, out.len() as u32);
             out.push(Caller {
                 name: name.clone(),

@@ -406,7 +406,7 @@ async fn plain_completion(relay: &Relay, req: &Request, body: &Map<String, Value
             *resp.status_mut() = StatusCode::OK;
             resp.headers_mut()
                 .insert("content-type", HeaderValue::from_static("application/json"));
-            served_headers(resp.headers_mut(), &served, served.cost_usd);
+            served_headers(resp.headers_mut(), &served);
             resp
         }
         Err(e) => exec_error(&inner.metrics, &e),
@@ -435,7 +435,7 @@ async fn stream_completion(relay: Relay, req: Request, body: Map<String, Value>)
     record_served(&inner.metrics, &served);
     let (stream, meta) = served.into_parts();
     let mut headers = HeaderMap::new();
-    served_headers(&mut headers, &meta, meta.cost_usd);
+    served_headers(&mut headers, &meta);
     let acct = StreamAccount {
         exec: inner.exec.clone(),
         meta,
@@ -490,19 +490,24 @@ impl Drop for StreamAccount {
 }
 
 fn record_served<T>(metrics: &Metrics, s: &Served<T>) {
-    let upstream = &s.plan.upstream(s.plan.model(s.model).upstream).name;
-    metrics.request(s.route_name(), s.model_name(), upstream, "ok", s.attempts);
+    metrics.request(
+        s.route_name(),
+        s.model_name(),
+        s.upstream_name(),
+        "ok",
+        s.attempts,
+    );
 }
 
-fn served_headers<T>(h: &mut HeaderMap, s: &Served<T>, cost: f64) {
-    let upstream = &s.plan.upstream(s.plan.model(s.model).upstream).name;
+fn served_headers<T>(h: &mut HeaderMap, s: &Served<T>) {
+    let cost = s.cost_usd;
     let mut models: Vec<&str> = s.failed.iter().map(|a| a.model.as_str()).collect();
     models.push(s.model_name());
     models.dedup();
     let pairs = [
         ("x-tollgate-route", s.route_name().to_string()),
         ("x-tollgate-model", s.model_name().to_string()),
-        ("x-tollgate-upstream", upstream.clone()),
+        ("x-tollgate-upstream", s.upstream_name().to_string()),
         ("x-tollgate-attempts", s.attempts.to_string()),
         ("x-tollgate-failovers", (models.len() - 1).to_string()),
         ("x-tollgate-cost-usd", format!("{cost:.9}")),
