@@ -459,6 +459,20 @@ impl Breaker {
         elapsed: Duration,
         now: u64,
     ) -> Option<Transition> {
+        self.settle_permit(permit, failure, true, elapsed, now)
+    }
+
+    /// [`record`](Self::record) and [`record_pending`](Self::record_pending): `ends_run`
+    /// says whether a success ends a run of consecutive failures.
+    #[inline(always)]
+    fn settle_permit(
+        &self,
+        permit: BreakerPermit<'_>,
+        failure: bool,
+        ends_run: bool,
+        elapsed: Duration,
+        now: u64,
+    ) -> Option<Transition> {
         if !std::ptr::eq(permit.breaker, self) {
             return None; // another breaker's permit: dropping it releases its own slot
         }
@@ -468,7 +482,7 @@ impl Breaker {
         if probe {
             self.record_probe(gen, failure || slow, now)
         } else {
-            self.record_closed(gen, failure, slow, true, now)
+            self.record_closed(gen, failure, slow, ends_run, now)
         }
     }
 
@@ -482,17 +496,7 @@ impl Breaker {
         elapsed: Duration,
         now: u64,
     ) -> Option<Transition> {
-        if !std::ptr::eq(permit.breaker, self) {
-            return None;
-        }
-        let (gen, probe) = (permit.gen, permit.probe);
-        std::mem::forget(permit);
-        let slow = self.slow_ring.is_some() && nanos(elapsed) > self.slow_over;
-        if probe {
-            self.record_probe(gen, slow, now)
-        } else {
-            self.record_closed(gen, false, slow, false, now)
-        }
+        self.settle_permit(permit, false, false, elapsed, now)
     }
 
     /// A call reported with [`record_pending`](Self::record_pending) finished well: it ends a
