@@ -462,7 +462,9 @@ impl Executor {
         let price = baseline
             .or(rt.plan.baseline_model)
             .and_then(|m| rt.plan.model(m).price);
-        (rt.spend.report(), price.map(|p| rt.spend.savings(p)))
+        let report = rt.spend.report();
+        let savings = price.map(|p| report.savings(p));
+        (report, savings)
     }
 
     /// The clock the executor reads.

@@ -231,7 +231,7 @@ impl Stats {
         let baseline_usd = plan
             .baseline_model
             .and_then(|m| plan.model(m).price)
-            .map(|p| rt.spend.savings(p).baseline.as_dollars());
+            .map(|p| report.savings(p).baseline.as_dollars());
         Stats {
             plan_version: rt.version,
             upstreams,

@@ -204,10 +204,16 @@ impl SpendTracker {
 
     /// What all recorded tokens would have cost at `baseline`, against what they cost.
     pub fn savings(&self, baseline: Price) -> Savings {
-        let total = self.report().total;
+        self.report().savings(baseline)
+    }
+}
+
+impl SpendReport {
+    /// What the report's tokens would have cost at `baseline`, against what they cost.
+    pub fn savings(&self, baseline: Price) -> Savings {
         Savings {
-            baseline: baseline.cost(total.usage()),
-            actual: total.spend,
+            baseline: baseline.cost(self.total.usage()),
+            actual: self.total.spend,
         }
     }
 }
