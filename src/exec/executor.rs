@@ -648,10 +648,12 @@ impl Executor {
                             break;
                         }
                     };
-                    let timeout = target
-                        .timeouts
-                        .per_try
-                        .min(Duration::from_nanos(deadline - now));
+                    // Time spent queueing for a permit is the request's: the attempt gets
+                    // what is left of the deadline after admission, not before it.
+                    let Some(timeout) = attempt_timeout(target.timeouts.per_try, adm.at, deadline)
+                    else {
+                        return Err(fail(trail, Some(route_id), StopReason::Deadline, adm.at));
+                    };
                     let mk =
                         |op: &mut F, ti: usize, attempt: u32, hedge: bool, timeout: Duration| {
                             let t = Target {
@@ -1100,6 +1102,7 @@ impl Executor {
                             }
                         }
                     }
+                    now = self.shared.clock.now();
                     Step::Tokens
                 }
                 Wait::Tokens(d) => {
@@ -1198,7 +1201,12 @@ impl Executor {
                 },
             },
         };
-        let mut now = now;
+        // A wait for the permit is the request's time too.
+        let mut now = if concurrency.is_some() {
+            self.shared.clock.now()
+        } else {
+            now
+        };
         let shared_tokens = rt.shared_tokens[up_id.index()].as_ref();
         let tokens = match (&ups.tokens, shared_tokens) {
             (None, _) => None,
@@ -1546,12 +1554,13 @@ impl Executor {
                         continue;
                     }
                     if let Ok(a) = self.admit(rt, route_id, hti, req, now, deadline).await {
-                        trail.attempts += 1;
                         let target = &rt.plan.route(route_id).targets[hti];
-                        let t = target
-                            .timeouts
-                            .per_try
-                            .min(Duration::from_nanos(deadline - now));
+                        // Measured after admission: the hedge may have queued for its permit.
+                        let Some(t) = attempt_timeout(target.timeouts.per_try, a.at, deadline)
+                        else {
+                            continue;
+                        };
+                        trail.attempts += 1;
                         tracing::debug!(target: "tollgate::exec", model = %rt.plan.model(target.model).name, "hedging");
                         running.push(Racer {
                             ti: hti,
@@ -1631,6 +1640,13 @@ impl Executor {
             hedge,
         });
     }
+}
+
+/// The time an attempt admitted at `at` has: its per-try timeout, cut by the request
+/// deadline; `None` when the deadline has passed (queueing for a permit can use it up).
+#[inline]
+fn attempt_timeout(per_try: Duration, at: u64, deadline: u64) -> Option<Duration> {
+    (at < deadline).then(|| per_try.min(Duration::from_nanos(deadline - at)))
 }
 
 /// Prices `usage` on `model` and records it in the spend report; returns the cost.
