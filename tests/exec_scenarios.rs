@@ -670,7 +670,7 @@ async fn rate_and_token_limiters_wait_when_the_policy_says_so() {
 async fn late_usage_gives_back_the_unused_token_estimate() {
     let exec = Executor::new(paced("tokens_per_minute = 60000.0")).unwrap();
     let stream = Request::new().input_tokens(10_000).max_tokens(50_000);
-    let served = exec
+    let mut served = exec
         .execute(&stream, |_t, _| async {
             Ok::<_, Failure>(Done::new(()).pending())
         })
@@ -679,7 +679,7 @@ async fn late_usage_gives_back_the_unused_token_estimate() {
     assert_eq!(served.reserved_tokens, 60_000, "the whole bucket, held");
     exec.record_late_outcome(&served, None);
     exec.record_late_usage(
-        &served,
+        &mut served,
         None,
         tollgate::exec::Usage {
             input_tokens: 10_000,

@@ -30,6 +30,7 @@ use super::backoff::{next_delay, Delay};
 use super::breaker::BreakerPermit;
 use super::clock::{nanos, Clock, TokioClock};
 use super::error::{AttemptRecord, ExecError, SkipReason, SkipRecord, StopReason};
+use super::hold::BudgetHold;
 use super::limit::{ConcurrencyGuard, LimitError, OnLimit, TokenReservation};
 use super::outcome::{Done, Failure, Usage};
 use super::price::{BudgetReservation, Savings, SpendKey, SpendReport, Usd};
@@ -191,7 +192,7 @@ impl Target {
 }
 
 /// A successful request.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Served<T> {
     /// What the operation produced.
     pub value: T,
@@ -216,6 +217,10 @@ pub struct Served<T> {
     /// [`Executor::record_late_usage`] reconciles them. 0 when there is nothing to
     /// reconcile.
     pub reserved_tokens: u64,
+    /// The budget reservations a served stream (no usage yet) keeps until its usage is
+    /// known: [`Executor::record_late_usage`] settles them; dropped without it, each is
+    /// charged in full. Empty for a call that reported its usage.
+    pub hold: BudgetHold,
 }
 
 impl<T> Served<T> {
@@ -233,6 +238,7 @@ impl<T> Served<T> {
             plan,
             plan_version,
             reserved_tokens,
+            hold,
         } = self;
         let meta = Served {
             value: (),
@@ -245,6 +251,7 @@ impl<T> Served<T> {
             plan,
             plan_version,
             reserved_tokens,
+            hold,
         };
         (value, meta)
     }
@@ -739,6 +746,13 @@ impl Executor {
                             } else {
                                 0
                             };
+                            // A stream's reservations stay held until its usage is known.
+                            let hold = BudgetHold::take(
+                                &rt,
+                                route_id,
+                                &mut adm.budgets,
+                                &mut adm.shared_budgets,
+                            );
                             adm.release();
                             trail.cost += cost;
                             return Ok(Served {
@@ -752,6 +766,7 @@ impl Executor {
                                 plan: rt.plan.clone(),
                                 plan_version: rt.version,
                                 reserved_tokens,
+                                hold,
                             });
                         }
                         Err(f) => {
@@ -1089,7 +1104,7 @@ impl Executor {
         let tokens = req
             .estimated_input_tokens()
             .saturating_add(req.reserved_output_tokens());
-        let mut now = adm.at;
+        let mut now;
         loop {
             let from = match wait {
                 Wait::Concurrency(queue_timeout) => {
@@ -1370,11 +1385,15 @@ impl Executor {
             slot.breaker.record(permit, trips, elapsed, now);
         }
         let cost = usage.map_or(Usd::ZERO, |u| record_spend(rt, route, model, u));
-        for r in adm.budgets.drain(..) {
-            r.settle(cost);
-        }
-        for r in adm.shared_budgets.drain(..) {
-            r.settle(cost);
+        // A pending success without usage (a stream) keeps its budget reservations: the
+        // caller moves them into the served value's hold.
+        if !(matches!(outcome, Settled::Pending) && usage.is_none()) {
+            for r in adm.budgets.drain(..) {
+                r.settle(cost);
+            }
+            for r in adm.shared_budgets.drain(..) {
+                r.settle(cost);
+            }
         }
         if let Some(t) = adm.tokens.take() {
             match usage {
@@ -1396,18 +1415,24 @@ impl Executor {
     }
 
     /// Accounts usage learned after the attempt was settled (a stream's final chunk, read
-    /// after its first event released the attempt): the spend report and the budgets
-    /// covering the call (shared ones in the background). Returns the cost in USD. If the
-    /// plan was swapped since, the route
-    /// and model are found by name; if either is gone, nothing is recorded.
+    /// after its first event released the attempt): the spend report, and the budgets
+    /// covering the call — the reservations the stream held ([`Served::hold`]) settle at
+    /// this cost. Returns the cost in USD. If the plan was swapped since, the route and
+    /// model are found by name; if either is gone, only the held reservations are settled.
     pub fn record_late_usage<T>(
         &self,
-        served: &Served<T>,
+        served: &mut Served<T>,
         caller: Option<&str>,
         usage: Usage,
     ) -> f64 {
         let Some((rt, route, model)) = self.late(served) else {
-            return 0.0;
+            let cost = served
+                .plan
+                .model(served.model)
+                .price
+                .map_or(Usd::ZERO, |p| p.cost(usage));
+            served.hold.settle(cost);
+            return cost.as_dollars();
         };
         let plan = &rt.plan;
         let cost = record_spend(&rt, route, model, usage);
@@ -1421,6 +1446,10 @@ impl Executor {
             } else if let Some(t) = &rt.upstreams[upstream.index()].tokens {
                 t.reconcile(served.reserved_tokens, actual, now);
             }
+        }
+        if !served.hold.is_empty() {
+            served.hold.settle(cost);
+            return cost.as_dollars();
         }
         for &b in &plan.route(route).budgets {
             if plan.budgets[b.index()].covers(route, model, upstream, caller) {

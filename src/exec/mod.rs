@@ -10,6 +10,7 @@ pub mod breaker;
 pub mod clock;
 mod error;
 mod executor;
+mod hold;
 pub mod limit;
 mod outcome;
 pub mod price;
@@ -22,6 +23,7 @@ mod timeout;
 
 pub use error::{AttemptRecord, ExecError, SkipReason, SkipRecord, StopReason};
 pub use executor::{select_route, Executor, ExecutorBuilder, Served, Target};
+pub use hold::BudgetHold;
 pub use outcome::{Done, Failure, FailureKind, RateLimitInfo, Usage};
 pub use request::{Request, DEFAULT_MAX_OUTPUT_TOKENS};
 pub use stats::{BreakerView, BudgetView, ModelView, RouteView, SharedView, Stats, UpstreamView};

@@ -482,7 +482,7 @@ impl Drop for StreamAccount {
     fn drop(&mut self) {
         if let Some(u) = self.stream.usage() {
             self.exec
-                .record_late_usage(&self.meta, self.req.caller.as_deref(), u);
+                .record_late_usage(&mut self.meta, self.req.caller.as_deref(), u);
         }
         self.exec
             .record_late_outcome(&self.meta, self.stream.failure());

@@ -401,6 +401,54 @@ impl BudgetReservation<'_> {
     }
 }
 
+impl<'a> BudgetReservation<'a> {
+    /// Whether this reservation was taken from `ledger`.
+    pub fn is_of(&self, ledger: &BudgetLedger) -> bool {
+        std::ptr::eq(self.ledger, ledger)
+    }
+
+    /// Keeps the reservation held without the borrow of its ledger (a stream holds it until
+    /// it ends): give it back to the same ledger with [`BudgetLedger::reattach`], then
+    /// settle or drop it. A detached reservation that is never reattached stays reserved.
+    pub fn detach(self) -> DetachedReservation {
+        let d = DetachedReservation {
+            window: self.window,
+            units: self.units,
+            nanos: self.nanos,
+        };
+        std::mem::forget(self);
+        d
+    }
+}
+
+/// A reservation held apart from its ledger ([`BudgetReservation::detach`]).
+#[must_use = "reattach it to its ledger to settle it"]
+#[derive(Debug)]
+pub struct DetachedReservation {
+    window: u64,
+    units: u64,
+    nanos: u64,
+}
+
+impl DetachedReservation {
+    /// What was reserved.
+    pub fn amount(&self) -> Usd {
+        Usd::from_nanos(self.nanos)
+    }
+}
+
+impl BudgetLedger {
+    /// The reservation `d`, detached from this ledger, as a reservation again.
+    pub fn reattach(&self, d: DetachedReservation) -> BudgetReservation<'_> {
+        BudgetReservation {
+            ledger: self,
+            window: d.window,
+            units: d.units,
+            nanos: d.nanos,
+        }
+    }
+}
+
 impl Drop for BudgetReservation<'_> {
     fn drop(&mut self) {
         self.ledger.adjust(self.window, self.units, 0);

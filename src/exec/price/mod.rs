@@ -12,6 +12,7 @@ use std::fmt;
 
 pub use budget::{
     BudgetConfig, BudgetConfigError, BudgetExceeded, BudgetLedger, BudgetReservation,
+    DetachedReservation,
 };
 pub use spend::{Savings, SpendKey, SpendLine, SpendReport, SpendTracker};
 

@@ -77,7 +77,7 @@ use super::clock::nanos;
 use super::limit::{
     LimitError, RateConfig, RateLimiter, TokenConfig, TokenLimiter, TokenReservation,
 };
-use super::price::{BudgetConfig, BudgetLedger, BudgetReservation, Usd};
+use super::price::{BudgetConfig, BudgetLedger, BudgetReservation, DetachedReservation, Usd};
 use crate::plan::{FailMode, RedisSettings};
 
 /// A boxed future, as the backend trait returns.
@@ -870,6 +870,64 @@ impl SharedReservation<'_> {
     /// Whether the reservation went to the backend (not the fallback).
     pub fn is_shared(&self) -> bool {
         matches!(self.0, Some(Held::Shared(..)))
+    }
+
+    /// Whether this reservation was taken from `budget`.
+    pub fn is_of(&self, budget: &SharedBudget) -> bool {
+        match &self.0 {
+            Some(Held::Shared(b, ..)) => std::ptr::eq(*b, budget),
+            Some(Held::Local(r)) => r.is_of(&budget.fallback),
+            None => false,
+        }
+    }
+
+    /// Keeps the reservation held without the borrow of its budget (a stream holds it
+    /// until it ends); [`SharedBudget::reattach`] gives it back.
+    pub fn detach(mut self) -> DetachedShared {
+        match self.0.take() {
+            Some(Held::Shared(_, window, amount)) => DetachedShared::Shared { window, amount },
+            Some(Held::Local(r)) => DetachedShared::Local(r.detach()),
+            None => DetachedShared::None,
+        }
+    }
+}
+
+/// A shared-budget reservation held apart from its budget ([`SharedReservation::detach`]).
+#[must_use = "reattach it to its budget to settle it"]
+#[derive(Debug)]
+pub enum DetachedShared {
+    /// Reserved in the backend: window index and nano-dollars.
+    Shared {
+        /// The backend window.
+        window: u64,
+        /// Nano-dollars reserved.
+        amount: u64,
+    },
+    /// Reserved in the local fallback ledger.
+    Local(DetachedReservation),
+    /// Nothing held.
+    None,
+}
+
+impl DetachedShared {
+    /// What was reserved.
+    pub fn amount(&self) -> Usd {
+        match self {
+            DetachedShared::Shared { amount, .. } => Usd::from_nanos(*amount),
+            DetachedShared::Local(d) => d.amount(),
+            DetachedShared::None => Usd::ZERO,
+        }
+    }
+}
+
+impl SharedBudget {
+    /// The reservation `d`, detached from this budget, as a reservation again.
+    pub fn reattach(&self, d: DetachedShared) -> SharedReservation<'_> {
+        SharedReservation(match d {
+            DetachedShared::Shared { window, amount } => Some(Held::Shared(self, window, amount)),
+            DetachedShared::Local(r) => Some(Held::Local(self.fallback.reattach(r))),
+            DetachedShared::None => None,
+        })
     }
 }
 
