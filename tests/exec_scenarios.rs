@@ -821,3 +821,58 @@ async fn the_spend_report_shows_cost_by_model_and_savings_against_the_baseline()
     assert!((s.baseline.as_dollars() - 0.4).abs() < 1e-9, "{s}");
     assert!((s.saved_dollars() - 0.396).abs() < 1e-9);
 }
+
+/// A hedge obeys `failover_on`: a first attempt that fails with a class that may not cross
+/// targets (a 400) ends the request; no hedge starts because of it (issue 9 §3.7).
+#[tokio::test(start_paused = true)]
+async fn a_failure_that_may_not_cross_targets_launches_no_hedge() {
+    let plan = common::plan(HEDGE);
+    let exec = Executor::new(plan).unwrap();
+    let calls = Calls::default();
+    let e = exec
+        .execute(&Request::new(), |t, _| {
+            calls.hit(t.model_name());
+            async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Err::<Done<()>, _>(Failure::status(400).code("invalid_request_error"))
+            }
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, StopReason::NotRetryable, "{e}");
+    assert_eq!(
+        calls.get("fast"),
+        0,
+        "the 400 was not failed over by a hedge"
+    );
+    assert_eq!(calls.get("slow"), 1);
+}
+
+/// A failure that may cross targets while a hedge is pending starts it at once: it is the
+/// failover that would have come anyway.
+#[tokio::test(start_paused = true)]
+async fn a_failure_that_may_cross_targets_starts_the_hedge_at_once() {
+    let plan = common::plan(HEDGE);
+    let exec = Executor::new(plan).unwrap();
+    let t0 = Instant::now();
+    let s = exec
+        .execute(&Request::new(), |t, _| {
+            let slow = t.model_name() == "slow";
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if slow {
+                    Err(Failure::status(503))
+                } else {
+                    Ok(Done::new(()))
+                }
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(s.model_name(), "fast");
+    assert_eq!(
+        t0.elapsed(),
+        Duration::from_millis(100),
+        "no wait for the hedge delay"
+    );
+}

@@ -1514,7 +1514,10 @@ impl Executor {
 
     /// Races the first attempt with up to `hedges.len()` hedges, each started `after` the
     /// previous one. The first success wins and the others are cancelled (their permits
-    /// return on drop); if all fail, the last failure is returned.
+    /// return on drop). A failure whose class the route's `failover_on` does not allow
+    /// ends the race at once and is returned (a hedge never fails over what a failover
+    /// could not); one it allows starts the next hedge at once when nothing else is
+    /// running. If all fail, the last failure is returned.
     #[allow(clippy::too_many_arguments)]
     async fn race<'r, T, F, Fut, M, MF>(
         &self,
@@ -1611,8 +1614,15 @@ impl Executor {
                         hedge,
                         at,
                     };
+                    // A failure that may not cross targets ends the race as it would end a
+                    // request without hedging: no hedge fails it over (the others are
+                    // cancelled on return).
+                    let ends = match &finished.result {
+                        Ok(_) => true,
+                        Err(f) => !rt.plan.route(route_id).failover_on.matches(&f.view()),
+                    };
                     let over = running.is_empty() && next >= hedges.len();
-                    if finished.result.is_ok() || over {
+                    if ends || over {
                         // The winner, or the last failure: account any earlier failure first.
                         if let Some(prev) = last.take() {
                             self.record_lost(rt, route_id, prev, trail);
@@ -1623,7 +1633,8 @@ impl Executor {
                         self.record_lost(rt, route_id, prev, trail);
                     }
                     if running.is_empty() {
-                        // Nothing in flight: launch the next hedge at once rather than wait.
+                        // Nothing in flight after a failure that may cross targets: the next
+                        // hedge is the failover that would come anyway, so it starts at once.
                         timer.as_mut().reset(tokio::time::Instant::now());
                     }
                 }
