@@ -1341,7 +1341,20 @@ impl Executor {
         elapsed: Duration,
         now: u64,
     ) -> f64 {
-        rt.models[model.index()].failures.fetch_add(1, Relaxed);
+        let ms = &rt.models[model.index()];
+        ms.failures.fetch_add(1, Relaxed);
+        let r = rt.plan.route(route);
+        if r.failover_on.matches(&f.view()) {
+            // A failure of the target itself (one the route would move away from) counts
+            // in the latency score as its per-try timeout, so lowest-latency does not keep
+            // choosing a target that fails fast.
+            let per_try = r
+                .targets
+                .iter()
+                .find(|t| t.model == model)
+                .map(|t| t.timeouts.per_try);
+            ms.observe_latency(per_try.unwrap_or_default().max(elapsed));
+        }
         self.settle(
             rt,
             route,
@@ -1760,7 +1773,8 @@ fn target_order(rt: &Runtime, route: RouteId, req: &Request, rng: &mut fastrand:
             order.sort_by_key(cost);
         }
         Strategy::LowestLatency => {
-            // No sample yet counts as fastest, so every target gets measured.
+            // No sample yet counts as fastest, so every target gets measured; failures
+            // count as their per-try timeout ([`Executor::settle_failure`]).
             order.sort_by_key(|&i| {
                 rt.models[r.targets[i].model.index()]
                     .ewma_nanos

@@ -121,7 +121,9 @@ pub struct UpstreamState {
 pub struct ModelState {
     /// The model's own breaker, if its policy names one.
     pub breaker: Option<BreakerSlot>,
-    /// Recent latency, exponentially weighted (nanoseconds, 0 = no sample yet).
+    /// Recent latency, exponentially weighted (nanoseconds, 0 = no sample yet): successes
+    /// at their latency, failures `failover_on` allows at their per-try timeout (the
+    /// score `lowest-latency` orders targets by).
     pub ewma_nanos: AtomicU64,
     /// Calls in flight.
     pub in_flight: AtomicU32,

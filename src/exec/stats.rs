@@ -54,7 +54,8 @@ pub struct ModelView {
     pub failures: u64,
     /// successes / attempts (1.0 with no attempts yet).
     pub success_rate: f64,
-    /// Latency EWMA, if measured.
+    /// Latency score (EWMA), if measured: successes at their latency, failures that may
+    /// cross targets at their per-try timeout.
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
     pub latency_ewma: Option<Duration>,
     /// Calls in flight.
