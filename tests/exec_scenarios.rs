@@ -876,3 +876,37 @@ async fn a_failure_that_may_cross_targets_starts_the_hedge_at_once() {
         "no wait for the hedge delay"
     );
 }
+
+/// `Served::failovers` counts moves to another target, skips included (an open breaker),
+/// and the route's stats sum them (issue 9 §3.9).
+#[tokio::test(start_paused = true)]
+async fn failovers_count_moves_to_another_target_skips_included() {
+    let plan = common::plan(OUTAGE);
+    let exec = Executor::builder(plan).seed(7).build().unwrap();
+    let down_a = |t: tollgate::exec::Target, _| async move {
+        if t.model_name() == "ma" {
+            Err(Failure::status(503))
+        } else {
+            Ok(Done::new(()))
+        }
+    };
+    let s = exec.execute(&Request::new(), down_a).await.unwrap();
+    assert_eq!(
+        (s.model_name(), s.failovers),
+        ("mb", 1),
+        "ma failed twice: one move"
+    );
+    // The third failure on ma opens its breaker; from then on ma is skipped.
+    let s = exec.execute(&Request::new(), down_a).await.unwrap();
+    assert_eq!(s.failovers, 1);
+    let s = exec.execute(&Request::new(), down_a).await.unwrap();
+    assert_eq!(s.failed.len(), 0, "ma skipped, not called");
+    assert_eq!(s.failovers, 1, "a skip is a move too");
+    let ok = exec
+        .execute(&Request::new(), |_t, _| async {
+            Ok::<_, Failure>(Done::new(()))
+        })
+        .await;
+    assert_eq!(ok.unwrap().failovers, 1, "ma still open");
+    assert_eq!(exec.stats().routes[0].failovers, 4);
+}

@@ -147,6 +147,7 @@ async fn plain_call_rewrites_the_model_sends_the_key_and_reports_what_served_it(
     assert_eq!(header(&r, "x-tollgate-model"), "ma");
     assert_eq!(header(&r, "x-tollgate-upstream"), "a");
     assert_eq!(header(&r, "x-tollgate-attempts"), "1");
+    assert_eq!(header(&r, "x-tollgate-failovers"), "0");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], "a/up-a: hello there");
     assert_eq!(s.a.last_body().unwrap()["model"], "up-a");
@@ -158,6 +159,7 @@ async fn plain_call_rewrites_the_model_sends_the_key_and_reports_what_served_it(
     s.a.set_down(true);
     let r = s.post(&chat("x")).await;
     assert_eq!(header(&r, "x-tollgate-model"), "mb");
+    assert_eq!(header(&r, "x-tollgate-failovers"), "1", "one move, a → b");
     assert_eq!(s.b.last_authorization(), None);
     let st = s.relay.executor().stats();
     assert!(st.spend_usd > 0.0);
@@ -500,6 +502,10 @@ async fn models_health_status_and_metrics() {
     let st: Value = get("/status").await.unwrap().json().await.unwrap();
     assert_eq!(st["plan_version"], 1);
     assert_eq!(st["stats"]["routes"][0]["requests"], 2);
+    assert_eq!(
+        st["stats"]["routes"][0]["failovers"], 1,
+        "as the headers said"
+    );
     let m = get("/metrics").await.unwrap().text().await.unwrap();
     for line in [
         r#"tollgate_requests_total{route="main",model="ma",upstream="a",outcome="ok"} 1"#,

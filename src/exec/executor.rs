@@ -221,6 +221,10 @@ pub struct Served<T> {
     /// known: [`Executor::record_late_usage`] settles them; dropped without it, each is
     /// charged in full. Empty for a call that reported its usage.
     pub hold: BudgetHold,
+    /// Failovers: how many times the request moved on from one target to another (after
+    /// its failures there, a skip — breaker open, limited, budget, context window — or a
+    /// reroute). A hedge that wins is not a failover. 0 when the first target served it.
+    pub failovers: u32,
 }
 
 impl<T> Served<T> {
@@ -239,6 +243,7 @@ impl<T> Served<T> {
             plan_version,
             reserved_tokens,
             hold,
+            failovers,
         } = self;
         let meta = Served {
             value: (),
@@ -252,6 +257,7 @@ impl<T> Served<T> {
             plan_version,
             reserved_tokens,
             hold,
+            failovers,
         };
         (value, meta)
     }
@@ -426,6 +432,8 @@ struct Finished<'r, T> {
 /// Bookkeeping of one request.
 struct Trail {
     attempts: u32,
+    /// Moves from one target to another ([`Served::failovers`]).
+    failovers: u32,
     failed: Vec<AttemptRecord>,
     skipped: Vec<SkipRecord>,
     cost: f64,
@@ -523,6 +531,7 @@ impl Executor {
         };
         let mut trail = Trail {
             attempts: 0,
+            failovers: 0,
             failed: Vec::new(),
             skipped: Vec::new(),
             cost: 0.0,
@@ -553,6 +562,12 @@ impl Executor {
             let mut stop = StopReason::NoTargetAvailable;
             let mut hedged = false;
             for (pos, &ti) in order.iter().enumerate() {
+                if pos > 0 || reroutes > 0 {
+                    // Every target after the request's first is a failover (at a route's
+                    // first target, the reroute that led there).
+                    trail.failovers += 1;
+                    rt.routes[route_id.index()].failovers.fetch_add(1, Relaxed);
+                }
                 let target = &route.targets[ti];
                 let model = rt.plan.model(target.model);
                 let mut attempt_no = 1;
@@ -767,6 +782,7 @@ impl Executor {
                                 plan_version: rt.version,
                                 reserved_tokens,
                                 hold,
+                                failovers: trail.failovers,
                             });
                         }
                         Err(f) => {

@@ -160,6 +160,9 @@ pub struct RouteState {
     pub breakers: Vec<BreakerSlot>,
     /// Requests that came through it.
     pub requests: AtomicU64,
+    /// Failovers of its requests: moves from one target to another (see
+    /// [`Served::failovers`](super::Served::failovers)).
+    pub failovers: AtomicU64,
     retry: Option<plan::RetryBudget>,
 }
 
@@ -420,10 +423,12 @@ impl Runtime {
                 }
             }
             let requests = prev.map_or(0, |(_, _, s)| s.requests.load(Relaxed));
+            let failovers = prev.map_or(0, |(_, _, s)| s.failovers.load(Relaxed));
             routes.push(Arc::new(RouteState {
                 retry_budget,
                 breakers,
                 requests: AtomicU64::new(requests),
+                failovers: AtomicU64::new(failovers),
                 retry,
             }));
         }

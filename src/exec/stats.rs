@@ -91,6 +91,9 @@ pub struct RouteView {
     pub name: String,
     /// Requests that took it.
     pub requests: u64,
+    /// Moves of its requests from one target to another (the sum of the
+    /// `x-tollgate-failovers` the relay answered with, failed requests included).
+    pub failovers: u64,
     /// Spend through it in USD.
     pub spend_usd: f64,
     /// Its per-target breakers, if it has its own.
@@ -212,6 +215,7 @@ impl Stats {
             .map(|(i, (r, s))| RouteView {
                 name: r.name.clone(),
                 requests: s.requests.load(Relaxed),
+                failovers: s.failovers.load(Relaxed),
                 spend_usd: report.by_route.get(i).map_or(0.0, |l| l.spend.as_dollars()),
                 breakers: s.breakers.iter().map(breaker).collect(),
             })

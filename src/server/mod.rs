@@ -6,7 +6,8 @@
 //!   (every message's text, joined), the `x-tollgate-task` header as `task`, and the
 //!   `x-tollgate-tags` header (comma-separated) as `tags`. The upstream gets the body with
 //!   `model` replaced by the chosen target's `upstream_model`. Responses carry
-//!   `x-tollgate-route`, `-model`, `-upstream`, `-attempts`, `-failovers` and `-cost-usd`.
+//!   `x-tollgate-route`, `-model`, `-upstream`, `-attempts`, `-failovers` (moves to another
+//!   target: [`Served::failovers`](crate::exec::Served::failovers)) and `-cost-usd`.
 //! - `GET /v1/models` — every route and every model, as OpenAI model objects
 //!   (`owned_by` is `tollgate-route` or the model's upstream).
 //! - `GET /healthz` — `ok`.
@@ -501,15 +502,12 @@ fn record_served<T>(metrics: &Metrics, s: &Served<T>) {
 
 fn served_headers<T>(h: &mut HeaderMap, s: &Served<T>) {
     let cost = s.cost_usd;
-    let mut models: Vec<&str> = s.failed.iter().map(|a| a.model.as_str()).collect();
-    models.push(s.model_name());
-    models.dedup();
     let pairs = [
         ("x-tollgate-route", s.route_name().to_string()),
         ("x-tollgate-model", s.model_name().to_string()),
         ("x-tollgate-upstream", s.upstream_name().to_string()),
         ("x-tollgate-attempts", s.attempts.to_string()),
-        ("x-tollgate-failovers", (models.len() - 1).to_string()),
+        ("x-tollgate-failovers", s.failovers.to_string()),
         ("x-tollgate-cost-usd", format!("{cost:.9}")),
     ];
     for (k, v) in pairs {
