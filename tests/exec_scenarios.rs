@@ -676,7 +676,11 @@ async fn late_usage_gives_back_the_unused_token_estimate() {
         })
         .await
         .unwrap();
-    assert_eq!(served.reserved_tokens, 60_000, "the whole bucket, held");
+    assert_eq!(
+        served.hold.reserved_tokens(),
+        60_000,
+        "the whole bucket, held"
+    );
     exec.record_late_outcome(&served, None);
     exec.record_late_usage(
         &mut served,
@@ -705,7 +709,7 @@ async fn late_usage_gives_back_the_unused_token_estimate() {
         })
         .await
         .unwrap();
-    assert_eq!(done.reserved_tokens, 0);
+    assert_eq!(done.hold.reserved_tokens(), 0);
 }
 
 const RETRY_BUDGET: &str = r#"

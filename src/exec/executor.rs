@@ -30,7 +30,7 @@ use super::backoff::{next_delay, Delay};
 use super::breaker::BreakerPermit;
 use super::clock::{nanos, Clock, TokioClock};
 use super::error::{AttemptRecord, ExecError, SkipReason, SkipRecord, StopReason};
-use super::hold::BudgetHold;
+use super::hold::StreamHold;
 use super::limit::{ConcurrencyGuard, LimitError, OnLimit, TokenReservation};
 use super::outcome::{Done, Failure, Usage};
 use super::price::{BudgetReservation, Savings, SpendKey, SpendReport, Usd};
@@ -212,15 +212,11 @@ pub struct Served<T> {
     pub plan: Plan,
     /// That plan's version.
     pub plan_version: u64,
-    /// Tokens the upstream's token limiter still holds as the request's estimate because
-    /// the serving attempt reported no usage (a stream, whose usage comes last):
-    /// [`Executor::record_late_usage`] reconciles them. 0 when there is nothing to
-    /// reconcile.
-    pub reserved_tokens: u64,
-    /// The budget reservations a served stream (no usage yet) keeps until its usage is
-    /// known: [`Executor::record_late_usage`] settles them; dropped without it, each is
-    /// charged in full. Empty for a call that reported its usage.
-    pub hold: BudgetHold,
+    /// What a served stream (no usage yet) keeps until its usage is known: its budget
+    /// reservations and its token estimate. [`Executor::record_late_usage`] settles them;
+    /// dropped without it, each budget is charged its reservation and the token estimate
+    /// stays charged. Empty for a call that reported its usage.
+    pub hold: StreamHold,
     /// Failovers: how many times the request moved on from one target to another (after
     /// its failures there, a skip — breaker open, limited, budget, context window — or a
     /// reroute). A hedge that wins is not a failover. 0 when the first target served it.
@@ -241,7 +237,6 @@ impl<T> Served<T> {
             failed,
             plan,
             plan_version,
-            reserved_tokens,
             hold,
             failovers,
         } = self;
@@ -255,7 +250,6 @@ impl<T> Served<T> {
             failed,
             plan,
             plan_version,
-            reserved_tokens,
             hold,
             failovers,
         };
@@ -335,7 +329,7 @@ impl Admission<'_> {
 }
 
 /// Tokens reserved for one attempt, on the upstream's local or shared limiter.
-enum Tokens<'r> {
+pub(super) enum Tokens<'r> {
     Local(TokenReservation<'r>),
     Shared(SharedTokenReservation<'r>),
 }
@@ -751,23 +745,27 @@ impl Executor {
                                 elapsed,
                                 now,
                             );
-                            // Settled without usage, the token limiter kept the estimate (a
-                            // shared one too: it exists only beside the local one).
-                            let up = rt.plan.model(served_model).upstream.index();
-                            let limited = rt.upstreams[up].tokens.is_some();
-                            let reserved_tokens = if done.usage.is_none() && limited {
-                                req.estimated_input_tokens()
-                                    .saturating_add(req.reserved_output_tokens())
-                            } else {
-                                0
-                            };
                             // A stream's reservations stay held until its usage is known.
-                            let hold = BudgetHold::take(
-                                &rt,
-                                route_id,
-                                &mut adm.budgets,
-                                &mut adm.shared_budgets,
-                            );
+                            let settled = if done.pending {
+                                Settled::Pending
+                            } else {
+                                Settled::Ok
+                            };
+                            let hold = if holds(settled, done.usage) {
+                                let estimate = req
+                                    .estimated_input_tokens()
+                                    .saturating_add(req.reserved_output_tokens());
+                                StreamHold::take(
+                                    &rt,
+                                    (route_id, served_model),
+                                    &mut adm.budgets,
+                                    &mut adm.shared_budgets,
+                                    &mut adm.tokens,
+                                    estimate,
+                                )
+                            } else {
+                                StreamHold::default()
+                            };
                             adm.release();
                             trail.cost += cost;
                             return Ok(Served {
@@ -780,7 +778,6 @@ impl Executor {
                                 failed: trail.failed,
                                 plan: rt.plan.clone(),
                                 plan_version: rt.version,
-                                reserved_tokens,
                                 hold,
                                 failovers: trail.failovers,
                             });
@@ -1414,15 +1411,33 @@ impl Executor {
             slot.breaker.record(permit, trips, elapsed, now);
         }
         let cost = usage.map_or(Usd::ZERO, |u| record_spend(rt, route, model, u));
-        // A pending success without usage (a stream) keeps its budget reservations: the
-        // caller moves them into the served value's hold.
-        if !(matches!(outcome, Settled::Pending) && usage.is_none()) {
-            for r in adm.budgets.drain(..) {
-                r.settle(cost);
+        // A pending success without usage (a stream) keeps its budget and token
+        // reservations: the caller moves them into the served value's hold.
+        if !holds(outcome, usage) {
+            Self::settle_reservations(adm, cost, usage, failure, now);
+        }
+        let ups = &rt.upstreams[m.upstream.index()];
+        if let (Some((remaining, reset)), Some(rate)) = (rate_limit, &ups.rate) {
+            if rt.plan.upstream(m.upstream).rate_limit_headers {
+                rate.tighten(remaining, reset, now);
             }
-            for r in adm.shared_budgets.drain(..) {
-                r.settle(cost);
-            }
+        }
+        cost.as_dollars()
+    }
+
+    /// Replaces an attempt's budget and token reservations by what it actually cost and used.
+    fn settle_reservations(
+        adm: &mut Admission<'_>,
+        cost: Usd,
+        usage: Option<Usage>,
+        failure: Option<&Failure>,
+        now: u64,
+    ) {
+        for r in adm.budgets.drain(..) {
+            r.settle(cost);
+        }
+        for r in adm.shared_budgets.drain(..) {
+            r.settle(cost);
         }
         if let Some(t) = adm.tokens.take() {
             match usage {
@@ -1434,13 +1449,6 @@ impl Executor {
                 None => {}
             }
         }
-        let ups = &rt.upstreams[m.upstream.index()];
-        if let (Some((remaining, reset)), Some(rate)) = (rate_limit, &ups.rate) {
-            if rt.plan.upstream(m.upstream).rate_limit_headers {
-                rate.tighten(remaining, reset, now);
-            }
-        }
-        cost.as_dollars()
     }
 
     /// Accounts usage learned after the attempt was settled (a stream's final chunk, read
@@ -1454,32 +1462,32 @@ impl Executor {
         caller: Option<&str>,
         usage: Usage,
     ) -> f64 {
-        let Some((rt, route, model)) = self.late(served) else {
-            let cost = served
+        let now = self.shared.clock.now();
+        // The reservations the stream held: settled where they were taken, whatever plan
+        // is current now.
+        served
+            .hold
+            .settle_tokens(usage.input_tokens.saturating_add(usage.output_tokens), now);
+        let late = self.late(served);
+        let cost = match &late {
+            Some((rt, route, model)) => record_spend(rt, *route, *model, usage),
+            None => served
                 .plan
                 .model(served.model)
                 .price
-                .map_or(Usd::ZERO, |p| p.cost(usage));
-            served.hold.settle(cost);
-            return cost.as_dollars();
+                .map_or(Usd::ZERO, |p| p.cost(usage)),
         };
-        let plan = &rt.plan;
-        let cost = record_spend(&rt, route, model, usage);
-        let (now, upstream) = (self.shared.clock.now(), plan.model(model).upstream);
-        // The token limiter kept the estimate when the attempt settled: reconcile it (on
-        // the current plan's limiter, which a reload carries over by name).
-        if served.reserved_tokens > 0 {
-            let actual = usage.input_tokens.saturating_add(usage.output_tokens);
-            if let Some(st) = &rt.shared_tokens[upstream.index()] {
-                st.reconcile(served.reserved_tokens, actual, now);
-            } else if let Some(t) = &rt.upstreams[upstream.index()].tokens {
-                t.reconcile(served.reserved_tokens, actual, now);
-            }
-        }
         if !served.hold.is_empty() {
             served.hold.settle(cost);
             return cost.as_dollars();
         }
+        // Nothing held (usage reported twice, or for a call that held nothing): charge the
+        // budgets covering the call on the current plan.
+        let Some((rt, route, model)) = late else {
+            return cost.as_dollars();
+        };
+        let plan = &rt.plan;
+        let upstream = plan.model(model).upstream;
         for &b in &plan.route(route).budgets {
             if plan.budgets[b.index()].covers(route, model, upstream, caller) {
                 match &rt.shared_budgets[b.index()] {
@@ -1709,6 +1717,12 @@ impl Executor {
             hedge,
         });
     }
+}
+
+/// Whether an attempt that settled so keeps its reservations in a [`StreamHold`]: a
+/// pending success (a stream) that reported no usage yet.
+fn holds(outcome: Settled<'_>, usage: Option<Usage>) -> bool {
+    matches!(outcome, Settled::Pending) && usage.is_none()
 }
 
 /// The time an attempt admitted at `at` has: its per-try timeout, cut by the request

@@ -1,27 +1,57 @@
-//! What a stream keeps until it ends: the budget reservations of its attempt.
+//! What a stream keeps until it ends: the budget reservations and the token estimate of
+//! its attempt.
 //!
 //! A streamed answer is served at its first event, before its usage is known (that comes
 //! with the last chunk). Settling its budgets then, at a cost of zero, would let concurrent
 //! streams overspend a budget many times over. So the attempt's reservations move into a
-//! [`BudgetHold`] that travels with the [`Served`](super::Served) value: usage learned
+//! [`StreamHold`] that travels with the [`Served`](super::Served) value: usage learned
 //! later ([`Executor::record_late_usage`](super::Executor::record_late_usage)) settles them
-//! with the actual cost; a hold dropped without it (the stream reported no usage, or its
-//! caller left) settles each at what it reserved, the most the call could have cost.
+//! with the actual cost and reconciles the token limiter's estimate where it was reserved
+//! (the upstream's limiter, its shared one, or that one's fallback). A hold dropped without
+//! it (the stream reported no usage, or its caller left) settles each budget at what it
+//! reserved, the most the call could have cost, and leaves the token estimate charged.
 
 use std::fmt;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
 
+use super::executor::Tokens;
+use super::limit::TokenLimiter;
 use super::price::{BudgetReservation, DetachedReservation, Usd};
-use super::shared::{DetachedShared, SharedBudget, SharedReservation};
+use super::shared::{
+    DetachedShared, DetachedTokens, SharedBudget, SharedReservation, SharedTokens,
+};
 use super::state::{BudgetState, Runtime};
-use crate::plan::RouteId;
+use crate::plan::{ModelId, RouteId};
 
-/// Budget reservations held by a call whose cost is known only later (a stream).
+/// Budget reservations and a token estimate held by a call whose usage is known only
+/// later (a stream).
 #[derive(Default)]
-pub struct BudgetHold {
+pub struct StreamHold {
     held: SmallVec<[Held; 1]>,
+    tokens: Option<HeldTokens>,
+}
+
+/// A token estimate still charged, and where.
+enum HeldTokens {
+    Local(Arc<TokenLimiter>, u64),
+    Shared(Arc<SharedTokens>, DetachedTokens, u64),
+}
+
+impl HeldTokens {
+    fn settle(self, actual: u64, now: u64) {
+        match self {
+            HeldTokens::Local(l, estimate) => l.reconcile(estimate, actual, now),
+            HeldTokens::Shared(l, d, _) => l.settle_detached(d, actual, now),
+        }
+    }
+
+    fn estimate(&self) -> u64 {
+        match self {
+            HeldTokens::Local(_, e) | HeldTokens::Shared(_, _, e) => *e,
+        }
+    }
 }
 
 enum Held {
@@ -44,15 +74,21 @@ impl Held {
     }
 }
 
-impl BudgetHold {
-    /// Moves the reservations an attempt on `route` still holds into a hold.
-    pub(crate) fn take(
+impl StreamHold {
+    /// Moves what an attempt on `model` of `route` still holds into a hold: its budget
+    /// reservations, and its token reservation (`estimate` tokens) when it has one.
+    pub(super) fn take(
         rt: &Runtime,
-        route: RouteId,
+        (route, model): (RouteId, ModelId),
         local: &mut SmallVec<[BudgetReservation<'_>; 2]>,
         shared: &mut SmallVec<[SharedReservation<'_>; 1]>,
+        tokens: &mut Option<Tokens<'_>>,
+        estimate: u64,
     ) -> Self {
-        let mut hold = BudgetHold::default();
+        let mut hold = StreamHold::default();
+        if let Some(t) = tokens.take() {
+            hold.tokens = held_tokens(rt, model, t, estimate);
+        }
         if local.is_empty() && shared.is_empty() {
             return hold;
         }
@@ -79,9 +115,15 @@ impl BudgetHold {
         hold
     }
 
-    /// Whether nothing is held.
+    /// Whether no budget reservation is held.
     pub fn is_empty(&self) -> bool {
         self.held.is_empty()
+    }
+
+    /// Tokens the upstream's token limiter still holds as this call's estimate (0 when it
+    /// has no token limit, or once the usage is known).
+    pub fn reserved_tokens(&self) -> u64 {
+        self.tokens.as_ref().map_or(0, HeldTokens::estimate)
     }
 
     /// The total held, USD.
@@ -94,16 +136,39 @@ impl BudgetHold {
         })
     }
 
-    /// Settles every reservation with the call's actual cost; nothing is held after.
-    pub(crate) fn settle(&mut self, cost: Usd) {
+    /// Settles every budget reservation with the call's actual cost; nothing is held after.
+    pub(super) fn settle(&mut self, cost: Usd) {
         for h in self.held.drain(..) {
             h.settle(Some(cost));
         }
     }
+
+    /// Reconciles the token estimate with the `actual` tokens used.
+    pub(super) fn settle_tokens(&mut self, actual: u64, now: u64) {
+        if let Some(t) = self.tokens.take() {
+            t.settle(actual, now);
+        }
+    }
 }
 
-impl Drop for BudgetHold {
-    /// No usage came: each reservation is charged in full.
+/// The token reservation `t` of an attempt on `model`, held with the limiter it came from.
+fn held_tokens(rt: &Runtime, model: ModelId, t: Tokens<'_>, estimate: u64) -> Option<HeldTokens> {
+    let up = rt.plan.model(model).upstream.index();
+    match t {
+        Tokens::Local(r) => {
+            let l = rt.upstreams[up].tokens.as_ref().filter(|l| r.is_of(l))?;
+            Some(HeldTokens::Local(l.clone(), r.estimate()))
+        }
+        Tokens::Shared(r) => {
+            let l = rt.shared_tokens[up].as_ref().filter(|l| r.is_of(l))?;
+            Some(HeldTokens::Shared(l.clone(), r.detach(), estimate))
+        }
+    }
+}
+
+impl Drop for StreamHold {
+    /// No usage came: each budget reservation is charged in full; the token estimate
+    /// stays charged.
     fn drop(&mut self) {
         for h in self.held.drain(..) {
             h.settle(None);
@@ -111,11 +176,12 @@ impl Drop for BudgetHold {
     }
 }
 
-impl fmt::Debug for BudgetHold {
+impl fmt::Debug for StreamHold {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BudgetHold")
+        f.debug_struct("StreamHold")
             .field("budgets", &self.held.len())
             .field("reserved", &self.reserved())
+            .field("tokens", &self.reserved_tokens())
             .finish()
     }
 }

@@ -23,7 +23,7 @@ mod timeout;
 
 pub use error::{AttemptRecord, ExecError, SkipReason, SkipRecord, StopReason};
 pub use executor::{select_route, Executor, ExecutorBuilder, Served, Target};
-pub use hold::BudgetHold;
+pub use hold::StreamHold;
 pub use outcome::{Done, Failure, FailureKind, RateLimitInfo, Usage};
 pub use request::{Request, DEFAULT_MAX_OUTPUT_TOKENS};
 pub use stats::{BreakerView, BudgetView, ModelView, RouteView, SharedView, Stats, UpstreamView};

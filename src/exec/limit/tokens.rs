@@ -160,6 +160,11 @@ impl TokenLimiter {
 }
 
 impl TokenReservation<'_> {
+    /// Whether this reservation was taken from `limiter`.
+    pub fn is_of(&self, limiter: &TokenLimiter) -> bool {
+        std::ptr::eq(self.limiter, limiter)
+    }
+
     /// The reserved estimate.
     pub fn estimate(&self) -> u64 {
         self.estimate

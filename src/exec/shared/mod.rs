@@ -738,19 +738,45 @@ impl SharedTokenReservation<'_> {
     pub fn is_shared(&self) -> bool {
         matches!(self, SharedTokenReservation::Shared(..))
     }
+
+    /// Whether this reservation was taken from `limiter` (its backend or its fallback).
+    pub fn is_of(&self, limiter: &SharedTokens) -> bool {
+        match self {
+            SharedTokenReservation::Shared(l, _) => std::ptr::eq(*l, limiter),
+            SharedTokenReservation::Local(r) => r.is_of(&limiter.fallback),
+        }
+    }
+
+    /// Keeps the reservation (its estimate stays charged) without the borrow of its
+    /// limiter, for usage learned later; [`SharedTokens::settle_detached`] reconciles it.
+    pub fn detach(self) -> DetachedTokens {
+        match self {
+            SharedTokenReservation::Shared(_, charged) => DetachedTokens::Backend(charged),
+            SharedTokenReservation::Local(r) => DetachedTokens::Fallback(r.estimate()),
+        }
+    }
+}
+
+/// A shared token reservation held apart from its limiter
+/// ([`SharedTokenReservation::detach`]).
+#[derive(Debug, Clone, Copy)]
+pub enum DetachedTokens {
+    /// Charged in the backend, in µs of its bucket.
+    Backend(u64),
+    /// Reserved in the local fallback: the estimate in tokens.
+    Fallback(u64),
 }
 
 impl SharedTokens {
-    /// Reconciles `estimate` tokens reserved earlier (the reservation dropped, keeping it)
-    /// with the `actual` usage learned later, in the backend (in the background, as every
-    /// settlement). While the backend's breaker is open the local fallback is reconciled
-    /// instead, as a reservation taken then would have been.
-    pub fn reconcile(&self, estimate: u64, actual: u64, now: u64) {
-        if self.shared.health.is_open() {
-            self.fallback.reconcile(estimate, actual, now);
-            return;
+    /// Reconciles a detached reservation with the `actual` usage learned later, where it
+    /// was taken: the backend (in the background, as every settlement) or the fallback.
+    pub fn settle_detached(&self, d: DetachedTokens, actual: u64, now: u64) {
+        match d {
+            DetachedTokens::Backend(charged) => {
+                SharedTokenReservation::Shared(self, charged).settle(actual, now)
+            }
+            DetachedTokens::Fallback(estimate) => self.fallback.reconcile(estimate, actual, now),
         }
-        SharedTokenReservation::Shared(self, self.us(estimate)).settle(actual, now);
     }
 }
 
