@@ -288,3 +288,28 @@ async fn late_spend_is_charged_to_the_shared_budget() {
         .await
         .is_none());
 }
+
+/// A stream reserved on the fallback while the backend was down: its late usage is
+/// reconciled against what the fallback reserved (capped at its burst), not the estimate,
+/// so it cannot refund more than it took.
+#[tokio::test]
+async fn a_detached_fallback_reservation_reconciles_what_it_reserved() {
+    let b = Arc::new(MemoryBackend::new());
+    b.set_down(true);
+    // 2 expected instances: the fallback holds 3,000 tokens a minute.
+    let t = SharedTokens::new(shared(&b, 1), "up", tokens(6_000)).unwrap();
+    let r = t.reserve(5_000, 0).await.unwrap();
+    assert!(!r.is_shared());
+    assert_eq!(
+        t.fallback.in_bucket(0),
+        3_000,
+        "the estimate, capped at the burst"
+    );
+    let d = r.detach();
+    t.settle_detached(d, 1_000, 0);
+    assert_eq!(
+        t.fallback.in_bucket(0),
+        1_000,
+        "2,000 given back, not 4,000"
+    );
+}
