@@ -136,6 +136,7 @@ impl ExecutorBuilder {
 #[derive(Debug, Clone)]
 pub struct Target {
     plan: Plan,
+    version: u64,
     route: RouteId,
     model: ModelId,
     attempt: u32,
@@ -188,6 +189,11 @@ impl Target {
     /// The plan this request runs under.
     pub fn plan(&self) -> &Plan {
         &self.plan
+    }
+    /// That plan's version (as [`Served::plan_version`]): every attempt of one request
+    /// has the same.
+    pub fn plan_version(&self) -> u64 {
+        self.version
     }
 }
 
@@ -674,6 +680,7 @@ impl Executor {
                         |op: &mut F, ti: usize, attempt: u32, hedge: bool, timeout: Duration| {
                             let t = Target {
                                 plan: rt.plan.clone(),
+                                version: rt.version,
                                 route: route_id,
                                 model: route.targets[ti].model,
                                 attempt,
