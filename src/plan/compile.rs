@@ -861,6 +861,7 @@ impl<'a> Compiler<'a> {
         }
         let max_idle = pool.max_idle.unwrap_or(32.min(max_connections));
         let limits = self.limits(u.limits.as_ref(), &path.key("limits"));
+        self.rate_limit_headers_need_rate(name, u, &limits, &path);
         let breaker = match &u.breaker {
             Some(b) => self
                 .resolve("breakers", breakers, b, &path.key("breaker"))
@@ -881,6 +882,25 @@ impl<'a> Compiler<'a> {
             rate_limit_headers: u.rate_limit_headers,
             breaker,
             timeouts,
+        }
+    }
+
+    /// `rate_limit_headers` tightens the upstream's request-rate limiter to what the
+    /// server says is left; without a request rate there is nothing to tighten.
+    fn rate_limit_headers_need_rate(
+        &mut self,
+        name: &str,
+        u: &policy::Upstream,
+        limits: &Limits,
+        path: &KeyPath,
+    ) {
+        if u.rate_limit_headers && limits.rate.is_none() {
+            self.warning(
+                "ignored-key",
+                format!("upstream `{name}`: rate_limit_headers has no effect without a request rate"),
+                &path.key("rate_limit_headers"),
+            )
+            .hint("the headers only tighten a request-rate limiter: add `limits.requests_per_second` or `limits.requests_per_minute` (the provider's published limit), or remove `rate_limit_headers`");
         }
     }
 

@@ -22,7 +22,9 @@ pub struct Upstream {
     /// Request, token and concurrency limits the upstream imposes (or that you impose on it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
-    /// Follow `x-ratelimit-remaining` / `x-ratelimit-reset` headers to tighten the local limiter.
+    /// Follow `x-ratelimit-remaining(-requests)` / `x-ratelimit-reset(-requests)` headers to
+    /// tighten the request-rate limiter until the reset. Needs `limits.requests_per_second`
+    /// or `requests_per_minute` (without a request rate it has no effect: a warning).
     #[serde(default)]
     pub rate_limit_headers: bool,
     /// Name of a `[breakers.NAME]` policy for this upstream (default: `defaults.breaker`).
