@@ -11,6 +11,7 @@
 //! | 2xx with a body that is not JSON (or not an object) | `Failure::status(502).code("invalid_upstream_response")` |
 //! | 3xx (redirects are never followed: they would carry the key elsewhere) | `Failure::status(s).code("unexpected_redirect")` |
 //! | 4xx / 5xx | `Failure::status(s)` with `error.code` (else `error.type`) as its code |
+//! | 4xx (or 2xx error body) whose message says the input is over the context window (`maximum context length`, `prompt is too long`, …) | code [`CONTEXT_LENGTH_EXCEEDED`] (class `context_length`), the provider's own code kept in the message |
 //! | body over [`MAX_BODY_BYTES`] | `Failure::status(502).code("upstream_body_too_large")` |
 //! | body cut off mid-read | `Failure::status(502).code("upstream_body_incomplete")` |
 //!
@@ -43,6 +44,9 @@ pub const BODY_TOO_LARGE: &str = "upstream_body_too_large";
 pub const BODY_INCOMPLETE: &str = "upstream_body_incomplete";
 /// Code for a redirect.
 pub const REDIRECT: &str = "unexpected_redirect";
+/// Code of a request over the model's context window (OpenAI's), given to every such
+/// error whatever its provider calls it: the class `context_length` matches it.
+pub const CONTEXT_LENGTH_EXCEEDED: &str = crate::plan::CONTEXT_LENGTH_CODE;
 
 /// Classifies a complete response. `now` is used only to read HTTP-date `Retry-After`
 /// values and Unix-timestamp resets.
@@ -85,7 +89,7 @@ pub fn classify(
             }
             (Some(Value::Object(_)), Some(e)) => {
                 // Some providers answer 200 with an error body.
-                let mut f = error_failure(502, e, header_wait);
+                let mut f = context_length(error_failure(502, e, header_wait));
                 f.rate_limit = rate_limit;
                 f.usage = usage;
                 return Err(f);
@@ -107,6 +111,9 @@ pub fn classify(
             .message("redirects are not followed")
     } else {
         match error {
+            Some(e) if (400..500).contains(&status) => {
+                context_length(error_failure(status, e, header_wait))
+            }
             Some(e) => error_failure(status, e, header_wait),
             None => {
                 let f = Failure::status(status);
@@ -156,6 +163,34 @@ pub(crate) fn error_failure(status: u16, e: &Value, header_wait: Option<Duration
         f = f.message(truncate(m));
     }
     f.retry_after = header_wait.or_else(|| e.get("retry_after").and_then(seconds_value));
+    f
+}
+
+/// What providers say when the input is over the model's context window (lowercase):
+/// OpenAI and vLLM, OpenAI's Responses API, Anthropic, Bedrock, Gemini.
+const CONTEXT_LENGTH_PHRASES: [&str; 5] = [
+    "maximum context length",
+    "exceeds the context window",
+    "prompt is too long",
+    "input is too long",
+    "exceeds the maximum number of tokens",
+];
+
+/// A 4xx (or a 2xx error body) saying the request is over the context window gets the
+/// code [`CONTEXT_LENGTH_EXCEEDED`], which the class `context_length` matches, whatever
+/// code the provider gave it (that one is kept at the start of the message).
+fn context_length(mut f: Failure) -> Failure {
+    let already = f
+        .code
+        .as_deref()
+        .is_some_and(|c| c.eq_ignore_ascii_case(CONTEXT_LENGTH_EXCEEDED));
+    let lower = f.message.to_ascii_lowercase();
+    if already || !CONTEXT_LENGTH_PHRASES.iter().any(|p| lower.contains(p)) {
+        return f;
+    }
+    if let Some(original) = f.code.replace(CONTEXT_LENGTH_EXCEEDED.to_string()) {
+        f.message = format!("{original}: {}", f.message);
+    }
     f
 }
 
@@ -483,6 +518,62 @@ mod tests {
                 Some("invalid_api_key"),
             ),
             err("301 redirect", 301, "", 301, Some(REDIRECT)),
+            err(
+                "openai context length",
+                400,
+                r#"{"error":{"message":"This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
+                400,
+                Some(CONTEXT_LENGTH_EXCEEDED),
+            ),
+            err(
+                "anthropic prompt too long",
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#,
+                400,
+                Some(CONTEXT_LENGTH_EXCEEDED),
+            ),
+            err(
+                "vllm maximum context length, no code",
+                400,
+                r#"{"object":"error","error":{"message":"This model's maximum context length is 4096 tokens. However, you requested 5000 tokens.","type":"BadRequestError","code":400}}"#,
+                400,
+                Some(CONTEXT_LENGTH_EXCEEDED),
+            ),
+            err(
+                "gemini input token count",
+                400,
+                r#"{"error":{"code":400,"message":"The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}"#,
+                400,
+                Some(CONTEXT_LENGTH_EXCEEDED),
+            ),
+            err(
+                "openai responses context window",
+                400,
+                r#"{"error":{"message":"Your input exceeds the context window of this model. Please adjust your input and try again.","type":"invalid_request_error","code":null}}"#,
+                400,
+                Some(CONTEXT_LENGTH_EXCEEDED),
+            ),
+            err(
+                "context length in a 200 error body",
+                200,
+                r#"{"error":{"message":"prompt is too long: 300000 tokens > 200000 maximum","type":"invalid_request_error"}}"#,
+                502,
+                Some(CONTEXT_LENGTH_EXCEEDED),
+            ),
+            err(
+                "another 400 keeps its code",
+                400,
+                r#"{"error":{"message":"max_tokens is too large for this model","type":"invalid_request_error"}}"#,
+                400,
+                Some("invalid_request_error"),
+            ),
+            err(
+                "a 500 mentioning the context length is a 500",
+                500,
+                r#"{"error":{"message":"maximum context length lookup failed","type":"server_error"}}"#,
+                500,
+                Some("server_error"),
+            ),
             err("invalid UTF-8 body", 500, "\u{FFFD}", 500, None),
             Case {
                 retry_after: Some(s(2)),

@@ -29,14 +29,24 @@ pub struct Compiled {
 
 /// Default `retry_on`.
 pub const DEFAULT_RETRY_ON: [&str; 4] = ["connect", "timeout", "429", "5xx"];
-/// Default `failover_on`.
-pub const DEFAULT_FAILOVER_ON: [&str; 6] = [
+/// Default `failover_on`: besides the failures of an upstream's availability, a request
+/// over one model's context window moves on (a later target may have a bigger one).
+pub const DEFAULT_FAILOVER_ON: [&str; 7] = [
     "connect",
     "timeout",
     "429",
     "5xx",
     "breaker_open",
     "limited",
+    "context_length",
+];
+/// The keywords a class list may hold (besides statuses, ranges and error codes).
+const CLASS_KEYWORDS: [&str; 5] = [
+    "connect",
+    "timeout",
+    "breaker_open",
+    "limited",
+    "context_length",
 ];
 /// Default breaker `trip_on`.
 pub const DEFAULT_TRIP_ON: [&str; 3] = ["connect", "timeout", "5xx"];
@@ -437,8 +447,8 @@ impl<'a> Compiler<'a> {
                 }
                 Err(err) => {
                     self.error("invalid-class", format!("{err}"), &path.index(i))
-                        .label("expected `connect`, `timeout`, `breaker_open`, `limited`, a status (`429`), a range (`5xx`) or an error code")
-                        .help = did_you_mean(e, ["connect", "timeout", "breaker_open", "limited"]);
+                        .label("expected `connect`, `timeout`, `breaker_open`, `limited`, `context_length`, a status (`429`), a range (`5xx`) or an error code")
+                        .help = did_you_mean(e, CLASS_KEYWORDS);
                 }
             }
         }
@@ -448,14 +458,17 @@ impl<'a> Compiler<'a> {
     /// An error code one typo away from a keyword (`timout`, `breaker-open`) is almost
     /// certainly the keyword misspelt: as a code it would never match anything.
     fn possible_class_typo(&mut self, code: &str, at: &KeyPath) {
-        const KEYWORDS: [&str; 4] = ["connect", "timeout", "breaker_open", "limited"];
-        if let Some(help) = did_you_mean(code, KEYWORDS) {
+        if code.eq_ignore_ascii_case(CONTEXT_LENGTH_CODE) {
+            // The code `context_length` stands for: not a misspelt keyword.
+            return;
+        }
+        if let Some(help) = did_you_mean(code, CLASS_KEYWORDS) {
             self.warning(
                 "possible-typo",
                 format!("`{code}` is taken as an error code from response bodies, not a keyword"),
                 at,
             )
-            .label("expected `connect`, `timeout`, `breaker_open` or `limited` for a keyword")
+            .label("expected `connect`, `timeout`, `breaker_open`, `limited` or `context_length` for a keyword")
             .help = Some(help);
         }
     }
