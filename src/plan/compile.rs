@@ -85,6 +85,19 @@ pub fn compile(mut loaded: Loaded) -> Result<Compiled, Diagnostics> {
     }
 }
 
+/// A route's whole-request deadline. Each target's `timeouts.total` is already resolved
+/// field by field (route → its upstream → defaults); the route takes the longest of them,
+/// so with its own `total` that one, and with none its upstreams' (a failover to an
+/// upstream with a longer `total` is not cut short by a shorter one's). A route with no
+/// resolved target (already an error) takes the defaults'.
+fn route_total(targets: &[RouteTarget], default_total: Duration) -> Duration {
+    targets
+        .iter()
+        .map(|t| t.timeouts.total)
+        .max()
+        .unwrap_or(default_total)
+}
+
 /// A path through the reroute graph: (route reached, budget that rerouted there).
 type Trail = Vec<(usize, usize)>;
 
@@ -1296,10 +1309,7 @@ impl<'a> Compiler<'a> {
             self.resolve("breakers", breaker_names, b, &path.key("breaker"))
                 .map(BreakerId)
         });
-        let total_timeout = r
-            .timeouts
-            .and_then(|t| t.total)
-            .map_or(default_total, |d| d.get());
+        let total_timeout = route_total(&targets, default_total);
         let streaming = r.streaming.map(|s| {
             for (k, v) in [("first_byte", s.first_byte), ("idle_chunk", s.idle_chunk)] {
                 if v.is_some_and(|d| d.get().is_zero()) {

@@ -31,6 +31,7 @@ pub struct Upstream {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker: Option<String>,
     /// Timeouts for calls to this upstream, overriding `defaults.timeouts` field by field.
+    /// Its `total` is the deadline of routes that set none (the longest of their upstreams').
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
 }
