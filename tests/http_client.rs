@@ -5,6 +5,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use tollgate::exec::{Executor, StopReason};
@@ -118,5 +119,81 @@ async fn a_context_length_400_fails_over_to_the_bigger_window_where_the_route_al
             assert_eq!(e.reason, StopReason::NotRetryable, "{case}");
             assert_eq!(calls.1, 0, "{case}");
         }
+    }
+}
+
+/// An address whose connections never complete: a listener with a backlog of 0, never
+/// accepting, its queue filled. Keep the returned values alive while it is used.
+fn hanging_address() -> (tokio::net::TcpListener, Vec<std::net::TcpStream>, String) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = sock.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    // Fill the accept queue until a connection attempt hangs.
+    for _ in 0..16 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+            Ok(s) => held.push(s),
+            Err(_) => break,
+        }
+    }
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err(),
+        "the listener's queue should be full"
+    );
+    (listener, held, format!("http://{addr}/v1"))
+}
+
+#[tokio::test]
+async fn connect_timeouts_reach_the_connection_attempt_from_the_route_and_the_upstream() {
+    let (_l, _held, url) = hanging_address();
+    let toml = format!(
+        r#"
+[defaults]
+timeouts = {{ connect = "30s", per_try = "20s", total = "25s" }}
+[upstreams.h]
+base_url = "{url}"
+[upstreams.quick]
+base_url = "{url}"
+timeouts = {{ connect = "300ms" }}
+[models.mh]
+upstream = "h"
+[models.mq]
+upstream = "quick"
+[[routes]]
+name = "route-connect"
+when = {{ attr = "task", eq = "route" }}
+targets = ["mh"]
+timeouts = {{ connect = "200ms" }}
+[[routes]]
+name = "upstream-connect"
+targets = ["mq"]
+"#
+    );
+    let plan = common::plan(&toml);
+    let client = Client::with_env(&plan, no_keys()).unwrap();
+    let exec = Executor::builder(plan).seed(1).build().unwrap();
+    for (task, route, connect) in [
+        ("route", "route-connect", Duration::from_millis(200)),
+        ("", "upstream-connect", Duration::from_millis(300)),
+    ] {
+        let mut req = tollgate::exec::Request::new();
+        if !task.is_empty() {
+            req = req.task(task);
+        }
+        let t0 = std::time::Instant::now();
+        let got = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.chat_completion_for(&exec, &req, &chat("hi")),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{route}: the {connect:?} connect timeout was not applied"));
+        let took = t0.elapsed();
+        let e = got.map(|_| ()).unwrap_err();
+        assert_eq!(e.route.as_deref(), Some(route));
+        let f = &e.attempts[0].failure;
+        // A connection that never opened is a `connect` failure: nothing was sent.
+        assert!(f.starts_with("connect"), "{route}: {f}");
+        assert!(took >= connect, "{route}: {took:?}");
     }
 }

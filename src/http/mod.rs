@@ -1,9 +1,10 @@
 //! The HTTP upstream client: a reqwest client per upstream, built from the plan, and the
 //! classification of what comes back.
 //!
-//! [`Client`] holds one connection pool per upstream (rustls, pool size and idle timeout
-//! and connect timeout from the plan, no redirects: a redirect would carry the key to
-//! another host). Each attempt's timeout is the executor's [`Target::timeout`]. Keys come
+//! [`Client`] holds connection pools per upstream (rustls, idle pool size and timeout from
+//! the plan, no redirects: a redirect would carry the key to another host): one per
+//! distinct connect timeout its calls use — the upstream's, and any a route sets — since
+//! reqwest applies a connect timeout per client. Each attempt's timeout is the executor's [`Target::timeout`]. Keys come
 //! from the environment variables the policy names, are checked at construction (an unset
 //! key is an error there, not a warning as at `tollgate check`), and are held as
 //! [`Secret`]s: never in `Debug`, logs or error messages.
@@ -81,10 +82,13 @@ pub enum ClientError {
     },
 }
 
-/// One upstream's pool and credentials.
+/// One upstream's pools and credentials.
 struct UpstreamClient {
     settings: Upstream,
-    http: reqwest::Client,
+    /// One reqwest client per connect timeout the plan's calls to this upstream use
+    /// (reqwest sets it per client, not per request): the upstream's own first, then those
+    /// routes set (`routes[].timeouts.connect`). Each has its own connection pool.
+    http: Vec<(Duration, reqwest::Client)>,
     key: Option<Secret>,
     auth: Option<HeaderValue>,
 }
@@ -136,7 +140,9 @@ impl Client {
                     (None, None) => true,
                     _ => false,
                 };
-                if prev.settings == *u && same_key {
+                let connects = connect_timeouts(plan, u);
+                let same_connects = prev.http.iter().map(|(d, _)| *d).eq(connects);
+                if prev.settings == *u && same_key && same_connects {
                     next.insert(u.name.clone(), prev.clone());
                     continue;
                 }
@@ -157,19 +163,10 @@ impl Client {
                 v.set_sensitive(true);
                 v
             });
-            let http = reqwest::Client::builder()
-                .pool_max_idle_per_host(u.max_idle as usize)
-                .pool_idle_timeout(u.idle_timeout)
-                .connect_timeout(u.timeouts.connect)
-                .redirect(reqwest::redirect::Policy::none())
-                .tcp_nodelay(true)
-                .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
-                .use_rustls_tls()
-                .build()
-                .map_err(|source| ClientError::Build {
-                    upstream: u.name.clone(),
-                    source,
-                })?;
+            let http = connect_timeouts(plan, u)
+                .into_iter()
+                .map(|d| Ok((d, build_http(u, d)?)))
+                .collect::<Result<Vec<_>, ClientError>>()?;
             next.insert(
                 u.name.clone(),
                 Arc::new(UpstreamClient {
@@ -377,10 +374,61 @@ impl Client {
 
 /// The route's streaming timeouts (first byte, idle chunk) for a target.
 pub fn streaming_timeouts(t: &Target) -> (Option<Duration>, Option<Duration>) {
-    let plan = t.plan();
-    plan.route_by_name(t.route_name())
-        .and_then(|r| plan.route(r).streaming)
+    route_of(t)
+        .and_then(|r| r.streaming)
         .map_or((None, None), |s| (s.first_byte, s.idle_chunk))
+}
+
+/// The route a target is called for.
+fn route_of(t: &Target) -> Option<&crate::plan::Route> {
+    let plan = t.plan();
+    plan.route_by_name(t.route_name()).map(|r| plan.route(r))
+}
+
+/// The connect timeout of a call to `t`: its route target's (route, then upstream, then
+/// defaults, resolved by the plan).
+fn connect_timeout(t: &Target) -> Option<Duration> {
+    route_of(t)?
+        .targets
+        .iter()
+        .find(|x| x.model == t.model())
+        .map(|x| x.timeouts.connect)
+}
+
+/// Every connect timeout of calls to `u` under `plan`: the upstream's own first, then the
+/// distinct ones of route targets on it, in order.
+fn connect_timeouts(plan: &Plan, u: &Upstream) -> Vec<Duration> {
+    let mut out = vec![u.timeouts.connect];
+    let id = plan.upstream_by_name(&u.name);
+    for r in &plan.routes {
+        for t in &r.targets {
+            let on_u = plan
+                .models
+                .get(t.model.index())
+                .is_some_and(|m| Some(m.upstream) == id);
+            if on_u && !out.contains(&t.timeouts.connect) {
+                out.push(t.timeouts.connect);
+            }
+        }
+    }
+    out
+}
+
+/// A reqwest client for `u` with this connect timeout.
+fn build_http(u: &Upstream, connect: Duration) -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(u.max_idle as usize)
+        .pool_idle_timeout(u.idle_timeout)
+        .connect_timeout(connect)
+        .redirect(reqwest::redirect::Policy::none())
+        .tcp_nodelay(true)
+        .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+        .use_rustls_tls()
+        .build()
+        .map_err(|source| ClientError::Build {
+            upstream: u.name.clone(),
+            source,
+        })
 }
 
 fn first_byte_timeout(d: Duration) -> Failure {
@@ -394,7 +442,7 @@ impl UpstreamClient {
             target.base_url().trim_end_matches('/')
         );
         let mut rb = self
-            .http
+            .http_for(target)
             .post(url)
             .timeout(target.timeout())
             .header(CONTENT_TYPE, "application/json")
@@ -405,6 +453,15 @@ impl UpstreamClient {
         rb.send()
             .await
             .map_err(|e| self.scrub(transport_failure(&e)))
+    }
+
+    /// The reqwest client whose connect timeout is the target's (the upstream's own when
+    /// the plan it runs under is not the one the client was built from).
+    fn http_for(&self, target: &Target) -> &reqwest::Client {
+        let want = connect_timeout(target).unwrap_or(self.settings.timeouts.connect);
+        let found = self.http.iter().find(|(d, _)| *d == want);
+        // `update` always builds the upstream's own client first.
+        &found.unwrap_or(&self.http[0]).1
     }
 
     /// Removes the key from a failure's message, should an upstream echo it.
@@ -418,10 +475,13 @@ impl UpstreamClient {
     }
 }
 
-/// A reqwest error as a failure class: connect, timeout, or a broken exchange.
+/// A reqwest error as a failure class: connect (no connection, a connect timeout
+/// included: nothing was sent), timeout, or a broken exchange.
 fn transport_failure(e: &reqwest::Error) -> Failure {
     let msg = transport_message(e);
-    if e.is_timeout() {
+    if e.is_connect() {
+        Failure::connect(msg)
+    } else if e.is_timeout() {
         Failure::timeout().message(msg)
     } else {
         // Not connected, or the request went out but no (complete) response came: the
