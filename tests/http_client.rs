@@ -197,3 +197,68 @@ targets = ["mq"]
         assert!(took >= connect, "{route}: {took:?}");
     }
 }
+
+#[tokio::test]
+async fn max_connections_caps_the_requests_in_flight_to_an_upstream() {
+    use std::sync::atomic::Ordering::SeqCst;
+    for cap in [1, 2] {
+        let g = common::gauge(Duration::from_millis(150)).await;
+        let plan = common::plan(&common::pool_policy(&g.url, cap, "5s"));
+        let client = Client::with_env(&plan, no_keys()).unwrap();
+        let exec = Executor::builder(plan).seed(1).build().unwrap();
+        let calls = (0..6).map(|i| {
+            let (client, exec) = (client.clone(), exec.clone());
+            tokio::spawn(
+                async move { client.chat_completion(&exec, &chat(&format!("n{i}"))).await },
+            )
+        });
+        for c in futures_util::future::join_all(calls).await {
+            let served = c.unwrap().expect("every call is served, waiting its turn");
+            assert_eq!(served.attempts, 1);
+        }
+        assert_eq!(g.max.load(SeqCst), cap as usize, "max_connections = {cap}");
+        assert_eq!(g.now.load(SeqCst), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_call_waits_for_a_connection_within_its_attempt_and_a_stream_holds_one_until_dropped() {
+    let fake = FakeUpstream::start("u").await.unwrap();
+    fake.set(
+        "m",
+        Behavior {
+            stall_after_chunks: Some(1),
+            ..Behavior::default()
+        },
+    );
+    let plan = common::plan(&common::pool_policy(&fake.base_url(), 1, "300ms"));
+    let client = Client::with_env(&plan, no_keys()).unwrap();
+    let exec = Executor::builder(plan).seed(1).build().unwrap();
+    let req = tollgate::exec::Request::new();
+    let stream = client
+        .chat_completion_stream(&exec, &req, &chat("stream"))
+        .await
+        .expect("the stream's first event");
+    assert_eq!(fake.calls("m"), 1);
+    // The stream holds the only connection: a second call waits its attempt's 300ms, then
+    // fails as a timeout without reaching the upstream.
+    let t0 = std::time::Instant::now();
+    let e = client
+        .chat_completion(&exec, &chat("second"))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+    let f = &e.attempts[0].failure;
+    assert!(f.starts_with("timeout"), "{f}");
+    assert!(f.contains("max_connections"), "{f}");
+    assert_eq!(fake.calls("m"), 1);
+    // Dropping the stream gives the connection back.
+    drop(stream);
+    fake.set("m", Behavior::default());
+    client
+        .chat_completion(&exec, &chat("third"))
+        .await
+        .expect("served once the stream is gone");
+    assert_eq!(fake.calls("m"), 2);
+}

@@ -9,8 +9,12 @@
 //! key is an error there, not a warning as at `tollgate check`), and are held as
 //! [`Secret`]s: never in `Debug`, logs or error messages.
 //!
-//! The plan's `pool.max_connections` is enforced by the executor's concurrency limiter,
-//! not here (reqwest has no cap on open connections).
+//! The plan's `pool.max_connections` is enforced here, since reqwest has no cap on
+//! connections per host: each call holds one of the upstream's `max_connections` permits
+//! from before it is sent until its response body is read (a stream: until it ends or is
+//! dropped), and a call that finds none free waits for one within its attempt's time, then
+//! fails as a `timeout`. The permits are shared by the upstream's pools (one per connect
+//! timeout) and by [`TollgateMiddleware`]'s attempts.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -50,6 +54,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde_json::{Map, Value};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use key::{resolve as resolve_key, KeyError};
 pub use layer::{Attempt, ChatLayer, ChatService};
@@ -89,6 +94,10 @@ struct UpstreamClient {
     /// (reqwest sets it per client, not per request): the upstream's own first, then those
     /// routes set (`routes[].timeouts.connect`). Each has its own connection pool.
     http: Vec<(Duration, reqwest::Client)>,
+    /// `pool.max_connections` permits: one held by each request in flight, from before it
+    /// is sent until its response body is read (a stream: until it ends or is dropped).
+    /// Kept across updates while `max_connections` is unchanged.
+    connections: Arc<Semaphore>,
     key: Option<Secret>,
     auth: Option<HeaderValue>,
 }
@@ -171,6 +180,13 @@ impl Client {
                 u.name.clone(),
                 Arc::new(UpstreamClient {
                     settings: u.clone(),
+                    connections: old
+                        .get(&u.name)
+                        .filter(|p| p.settings.max_connections == u.max_connections)
+                        .map_or_else(
+                            || Arc::new(Semaphore::new(u.max_connections as usize)),
+                            |p| p.connections.clone(),
+                        ),
                     http,
                     key,
                     auth,
@@ -188,6 +204,16 @@ impl Client {
     #[cfg(feature = "reqwest-middleware")]
     pub(crate) fn auth_for(&self, target: &Target) -> Result<Option<HeaderValue>, Failure> {
         Ok(self.upstream(target)?.auth.clone())
+    }
+
+    /// One of `target`'s upstream's `pool.max_connections` permits, waited for within the
+    /// attempt's time: for attempts that go out through another HTTP client.
+    #[cfg(feature = "reqwest-middleware")]
+    pub(crate) async fn connection_for(
+        &self,
+        target: &Target,
+    ) -> Result<OwnedSemaphorePermit, Failure> {
+        Ok(self.upstream(target)?.connection(target).await?.0)
     }
 
     fn upstream(&self, target: &Target) -> Result<Arc<UpstreamClient>, Failure> {
@@ -213,7 +239,8 @@ impl Client {
     ) -> Result<Done<Bytes>, Failure> {
         let up = self.upstream(target)?;
         let payload = upstream_body(body, target.upstream_model(), false);
-        let resp = up.post(target, payload).await?;
+        let (_connection, left) = up.connection(target).await?;
+        let resp = up.post(target, left, payload).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let bytes = read_capped(resp).await.map_err(|f| up.scrub(f))?;
@@ -249,7 +276,8 @@ impl Client {
         let payload = upstream_body(body, target.upstream_model(), true);
         let first_byte = first_byte.unwrap_or(target.timeout()).min(target.timeout());
         let started = tokio::time::Instant::now();
-        let resp = match tokio::time::timeout(first_byte, up.post(target, payload)).await {
+        let (connection, left) = up.connection(target).await?;
+        let resp = match tokio::time::timeout(first_byte, up.post(target, left, payload)).await {
             Ok(r) => r?,
             Err(_) => return Err(first_byte_timeout(first_byte)),
         };
@@ -313,6 +341,7 @@ impl Client {
             forward_usage,
             done: false,
             failure: None,
+            connection: Some(connection),
         };
         // Run the first event through the same bookkeeping as the rest.
         if s.book(kind) {
@@ -436,7 +465,35 @@ fn first_byte_timeout(d: Duration) -> Failure {
 }
 
 impl UpstreamClient {
-    async fn post(&self, target: &Target, payload: Vec<u8>) -> Result<reqwest::Response, Failure> {
+    /// A permit of `pool.max_connections`, waiting for one within the attempt's time;
+    /// with the time left for the call.
+    async fn connection(
+        &self,
+        target: &Target,
+    ) -> Result<(OwnedSemaphorePermit, Duration), Failure> {
+        if let Ok(p) = self.connections.clone().try_acquire_owned() {
+            return Ok((p, target.timeout()));
+        }
+        let started = tokio::time::Instant::now();
+        let wait = self.connections.clone().acquire_owned();
+        match tokio::time::timeout(target.timeout(), wait).await {
+            Ok(Ok(p)) => Ok((p, target.timeout().saturating_sub(started.elapsed()))),
+            // The semaphore is never closed; a closed one would hand out no permit either.
+            Ok(Err(_)) | Err(_) => Err(Failure::timeout().message(format!(
+                "all {} connections to upstream `{}` stayed busy for {:?} (pool.max_connections)",
+                self.settings.max_connections,
+                self.settings.name,
+                target.timeout()
+            ))),
+        }
+    }
+
+    async fn post(
+        &self,
+        target: &Target,
+        timeout: Duration,
+        payload: Vec<u8>,
+    ) -> Result<reqwest::Response, Failure> {
         let url = format!(
             "{}/chat/completions",
             target.base_url().trim_end_matches('/')
@@ -444,7 +501,7 @@ impl UpstreamClient {
         let mut rb = self
             .http_for(target)
             .post(url)
-            .timeout(target.timeout())
+            .timeout(timeout)
             .header(CONTENT_TYPE, "application/json")
             .body(payload);
         if let Some(a) = &self.auth {

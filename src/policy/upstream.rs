@@ -179,10 +179,12 @@ impl JsonSchema for ApiKey {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
-    /// Most connections open at once to this upstream (default 100).
+    /// Most requests in flight to this upstream at once, each holding its connection until
+    /// its response (or stream) is read; a call past it waits within its attempt's time,
+    /// then fails as `timeout` (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
-    /// Most idle connections kept (default 32).
+    /// Most idle connections kept for reuse, per pool (default 32, at most `max_connections`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_idle: Option<u32>,
     /// How long an idle connection is kept (default 90s).

@@ -1,5 +1,9 @@
-//! Shared helpers for behaviour tests: compile a policy from TOML text.
+//! Shared helpers for behaviour tests: compile a policy from TOML text; a fake upstream
+//! that counts the requests it has in flight.
 #![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use tollgate::plan::Plan;
 use tollgate::policy::LoadOptions;
@@ -12,4 +16,70 @@ pub fn plan(toml: &str) -> Plan {
         Ok(c) => c.plan,
         Err(d) => panic!("test policy does not compile:\n{}", d.render(false)),
     }
+}
+
+/// A fake upstream that answers every chat completion after `latency` and records the
+/// most requests it ever had in flight at once.
+pub struct Gauge {
+    /// Its base URL.
+    pub url: String,
+    /// Requests in flight now.
+    pub now: Arc<std::sync::atomic::AtomicUsize>,
+    /// The most requests ever in flight at once.
+    pub max: Arc<std::sync::atomic::AtomicUsize>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+pub async fn gauge(latency: Duration) -> Gauge {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let now = Arc::new(AtomicUsize::new(0));
+    let max = Arc::new(AtomicUsize::new(0));
+    let (n, m) = (now.clone(), max.clone());
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || {
+            let (n, m) = (n.clone(), m.clone());
+            async move {
+                let inside = n.fetch_add(1, SeqCst) + 1;
+                m.fetch_max(inside, SeqCst);
+                tokio::time::sleep(latency).await;
+                n.fetch_sub(1, SeqCst);
+                axum::Json(serde_json::json!({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    Gauge {
+        url: format!("http://{addr}/v1"),
+        now,
+        max,
+        _stop: tx,
+    }
+}
+
+/// One upstream `u` at `url` with this pool cap, one model `m`, one route `main`.
+pub fn pool_policy(url: &str, max_connections: u32, per_try: &str) -> String {
+    format!(
+        r#"
+[defaults]
+timeouts = {{ connect = "1s", per_try = "{per_try}", total = "10s" }}
+[upstreams.u]
+base_url = "{url}"
+pool = {{ max_connections = {max_connections} }}
+[models.m]
+upstream = "u"
+[[routes]]
+name = "main"
+targets = ["m"]
+"#
+    )
 }
