@@ -911,8 +911,9 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    /// `rate_limit_headers` tightens the upstream's request-rate limiter to what the
-    /// server says is left; without a request rate there is nothing to tighten.
+    /// `rate_limit_headers` tightens the upstream's local request-rate limiter to what the
+    /// server says is left; without a request rate there is nothing to tighten, and a
+    /// shared rate is admitted by the state backend, which the headers do not reach.
     fn rate_limit_headers_need_rate(
         &mut self,
         name: &str,
@@ -927,6 +928,13 @@ impl<'a> Compiler<'a> {
                 &path.key("rate_limit_headers"),
             )
             .hint("the headers only tighten a request-rate limiter: add `limits.requests_per_second` or `limits.requests_per_minute` (the provider's published limit), or remove `rate_limit_headers`");
+        } else if u.rate_limit_headers && limits.state == StateScope::Shared {
+            self.warning(
+                "ignored-key",
+                format!("upstream `{name}`: rate_limit_headers has no effect on a shared request rate"),
+                &path.key("rate_limit_headers"),
+            )
+            .hint("a `state = \"shared\"` rate is admitted through [state.redis], which the headers do not tighten; the shared limit itself is the guard");
         }
     }
 

@@ -24,7 +24,8 @@ pub struct Upstream {
     pub limits: Option<Limits>,
     /// Follow `x-ratelimit-remaining(-requests)` / `x-ratelimit-reset(-requests)` headers to
     /// tighten the request-rate limiter until the reset. Needs `limits.requests_per_second`
-    /// or `requests_per_minute` (without a request rate it has no effect: a warning).
+    /// or `requests_per_minute`, local (without a request rate, or with a shared one, it has
+    /// no effect: a warning).
     #[serde(default)]
     pub rate_limit_headers: bool,
     /// Name of a `[breakers.NAME]` policy for this upstream (default: `defaults.breaker`).
