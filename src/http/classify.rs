@@ -18,10 +18,11 @@
 //! On every response, success or not: `Retry-After` (seconds, fractional seconds or an
 //! HTTP date), `retry-after-ms`, or the body's `error.retry_after` become
 //! [`Failure::retry_after`]; `x-ratelimit-remaining-requests` with
-//! `x-ratelimit-reset-requests` (or plain `x-ratelimit-remaining` / `-reset`) become
+//! `x-ratelimit-reset-requests` (else plain `x-ratelimit-remaining` / `-reset`, else
+//! Anthropic's `anthropic-ratelimit-requests-remaining` / `-reset`) become
 //! [`RateLimitInfo`]. A reset is read as OpenAI's duration format (`6m0s`, `1s`, `20ms`,
-//! `1h2m3.5s`), plain seconds (`1.5`), or a Unix timestamp in seconds (a number above
-//! 10⁹). A remaining count without a reset is ignored: the limiter cannot use half of it.
+//! `1h2m3.5s`), plain seconds (`1.5`), a Unix timestamp in seconds (a number above
+//! 10⁹), or an RFC 3339 time (`2024-01-01T00:00:30Z`). A remaining count without a reset is ignored: the limiter cannot use half of it.
 
 use std::time::{Duration, SystemTime};
 
@@ -249,8 +250,9 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// Rate-limit state from `x-ratelimit-remaining-requests` / `-reset-requests`, or plain
-/// `x-ratelimit-remaining` / `-reset`.
+/// Rate-limit state from `x-ratelimit-remaining-requests` / `-reset-requests`, else plain
+/// `x-ratelimit-remaining` / `-reset`, else Anthropic's
+/// `anthropic-ratelimit-requests-remaining` / `-reset`.
 pub fn rate_limit(headers: &HeaderMap, now: SystemTime) -> Option<RateLimitInfo> {
     let pair = |rem: &str, reset: &str| -> Option<RateLimitInfo> {
         let remaining = header_str(headers, rem)?.parse::<f64>().ok()?;
@@ -268,11 +270,21 @@ pub fn rate_limit(headers: &HeaderMap, now: SystemTime) -> Option<RateLimitInfo>
         "x-ratelimit-reset-requests",
     )
     .or_else(|| pair("x-ratelimit-remaining", "x-ratelimit-reset"))
+    .or_else(|| {
+        pair(
+            "anthropic-ratelimit-requests-remaining",
+            "anthropic-ratelimit-requests-reset",
+        )
+    })
 }
 
-/// A reset value: OpenAI duration (`6m0s`, `20ms`), plain seconds, or a Unix timestamp.
+/// A reset value: OpenAI duration (`6m0s`, `20ms`), plain seconds, a Unix timestamp, or
+/// an RFC 3339 time (Anthropic's `2024-01-01T00:00:30Z`).
 pub fn parse_reset(v: &str, now: SystemTime) -> Option<Duration> {
     let v = v.trim();
+    if let Some(at) = parse_rfc3339(v) {
+        return Some(at.duration_since(now).unwrap_or(Duration::ZERO));
+    }
     if let Ok(n) = v.parse::<f64>() {
         if n > 1e9 && n.is_finite() {
             let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(n);
@@ -281,6 +293,83 @@ pub fn parse_reset(v: &str, now: SystemTime) -> Option<Duration> {
         return secs_f64(n);
     }
     parse_go_duration(v)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`, as Anthropic sends resets; `None` for
+/// anything else, an impossible date included.
+pub fn parse_rfc3339(v: &str) -> Option<SystemTime> {
+    let b = v.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = v.get(r)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&mo) || d < 1 || d > month_days[(mo - 1) as usize] {
+        return None;
+    }
+    if h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &v[19..];
+    let mut frac = 0.0;
+    if let Some(r) = rest.strip_prefix('.') {
+        let n = r.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return None;
+        }
+        frac = format!("0.{}", &r[..n]).parse().ok()?;
+        rest = &r[n..];
+    }
+    let offset = match rest.as_bytes() {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let at = v.len() - rest.len();
+            let (oh, om) = (num(at + 1..at + 3)?, num(at + 4..at + 6)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let o = oh * 3600 + om * 60;
+            if *sign == b'-' {
+                -o
+            } else {
+                o
+            }
+        }
+        _ => return None,
+    };
+    // Days since 1970-01-01 in the proleptic Gregorian calendar (H. Hinnant's algorithm).
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * ((mo + 9) % 12) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
+    let secs = u64::try_from(secs).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_secs_f64(frac))
 }
 
 /// Go-style durations as OpenAI sends them: `1h2m3.5s`, `6m0s`, `20ms`, `150us`.
@@ -672,6 +761,50 @@ mod tests {
                 ..ok("compound duration", "{}", None)
             },
             Case {
+                // now() is 2023-11-14T22:13:20Z.
+                rate_limit: Some((4, s(40))),
+                headers: &[
+                    ("anthropic-ratelimit-requests-remaining", "4"),
+                    ("anthropic-ratelimit-requests-reset", "2023-11-14T22:14:00Z"),
+                ],
+                ..ok("anthropic rate-limit headers, RFC 3339", "{}", None)
+            },
+            Case {
+                rate_limit: Some((0, ms(1500))),
+                headers: &[
+                    ("anthropic-ratelimit-requests-remaining", "0"),
+                    (
+                        "anthropic-ratelimit-requests-reset",
+                        "2023-11-14T23:13:21.5+01:00",
+                    ),
+                ],
+                ..err(
+                    "anthropic headers with an offset and a fraction",
+                    429,
+                    "{}",
+                    429,
+                    None,
+                )
+            },
+            Case {
+                rate_limit: Some((2, s(1))),
+                headers: &[
+                    ("x-ratelimit-remaining-requests", "2"),
+                    ("x-ratelimit-reset-requests", "1s"),
+                    ("anthropic-ratelimit-requests-remaining", "9"),
+                    ("anthropic-ratelimit-requests-reset", "2023-11-14T22:14:00Z"),
+                ],
+                ..ok("openai headers win", "{}", None)
+            },
+            Case {
+                rate_limit: None,
+                headers: &[
+                    ("anthropic-ratelimit-requests-remaining", "3"),
+                    ("anthropic-ratelimit-requests-reset", "2023-13-14T22:14:00Z"),
+                ],
+                ..ok("a bad RFC 3339 date is ignored", "{}", None)
+            },
+            Case {
                 rate_limit: None,
                 headers: &[("x-ratelimit-remaining-requests", "5")],
                 ..ok("remaining without reset is ignored", "{}", None)
@@ -732,6 +865,33 @@ mod tests {
         assert!(f.message.chars().count() <= MAX_MESSAGE_CHARS + 1);
         let f = classify(200, &HeaderMap::new(), b"\x00\x01binary\xff", now()).unwrap_err();
         assert!(!f.message.chars().any(char::is_control), "{:?}", f.message);
+    }
+
+    #[test]
+    fn rfc3339_times() {
+        let at = |secs: u64| Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(parse_rfc3339("2023-11-14T22:13:20Z"), at(1_700_000_000));
+        assert_eq!(parse_rfc3339("2023-11-14t22:13:20z"), at(1_700_000_000));
+        assert_eq!(
+            parse_rfc3339("2023-11-14T17:13:20-05:00"),
+            at(1_700_000_000)
+        );
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), at(0));
+        assert_eq!(parse_rfc3339("2024-02-29T00:00:00Z"), at(1_709_164_800));
+        for bad in [
+            "2023-02-29T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2023-11-14T22:13:20",
+            "2023-11-14T24:00:00Z",
+            "2023-11-14T22:13:20.Z",
+            "2023-11-14T22:13:20+5:00",
+            "2023-11-14T22:13:2é0Z",
+            "2023-11-14T22:13:20Zé",
+            "+023-11-14T22:13:20Z",
+            "",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]
