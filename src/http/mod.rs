@@ -274,9 +274,11 @@ impl Client {
             .and_then(Value::as_bool)
             .unwrap_or(false);
         let payload = upstream_body(body, target.upstream_model(), true);
-        let first_byte = first_byte.unwrap_or(target.timeout()).min(target.timeout());
-        let started = tokio::time::Instant::now();
+        // The first-byte clock starts once the call has a connection slot; the wait for
+        // one came out of the attempt's time.
         let (connection, left) = up.connection(target).await?;
+        let first_byte = first_byte.unwrap_or(left).min(left);
+        let started = tokio::time::Instant::now();
         let resp = match tokio::time::timeout(first_byte, up.post(target, left, payload)).await {
             Ok(r) => r?,
             Err(_) => return Err(first_byte_timeout(first_byte)),
