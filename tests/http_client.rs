@@ -262,3 +262,45 @@ async fn a_call_waits_for_a_connection_within_its_attempt_and_a_stream_holds_one
         .expect("served once the stream is gone");
     assert_eq!(fake.calls("m"), 2);
 }
+
+#[tokio::test]
+async fn the_connection_count_survives_an_update_that_keeps_max_connections() {
+    let fake = FakeUpstream::start("u").await.unwrap();
+    fake.set(
+        "m",
+        Behavior {
+            stall_after_chunks: Some(1),
+            ..Behavior::default()
+        },
+    );
+    let toml = common::pool_policy(&fake.base_url(), 1, "300ms");
+    let plan = common::plan(&toml);
+    let client = Client::with_env(&plan, no_keys()).unwrap();
+    let exec = Executor::builder(plan).seed(1).build().unwrap();
+    let stream = client
+        .chat_completion_stream(&exec, &tollgate::exec::Request::new(), &chat("s"))
+        .await
+        .expect("the stream's first event");
+    // A reload that rebuilds the upstream's clients (a route now sets its own connect
+    // timeout) but keeps max_connections: the stream still holds the only slot.
+    let plan2 = common::plan(&toml.replace(
+        r#"targets = ["m"]"#,
+        "targets = [\"m\"]\ntimeouts = { connect = \"2s\" }",
+    ));
+    client.update(&plan2).unwrap();
+    exec.swap_plan(plan2).unwrap();
+    let e = client
+        .chat_completion(&exec, &chat("second"))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(e.attempts[0].failure.contains("max_connections"), "{e}");
+    assert_eq!(fake.calls("m"), 1);
+    drop(stream);
+    // A reload that raises the cap starts a new count.
+    let plan3 = common::plan(&common::pool_policy(&fake.base_url(), 2, "300ms"));
+    client.update(&plan3).unwrap();
+    exec.swap_plan(plan3).unwrap();
+    fake.set("m", Behavior::default());
+    client.chat_completion(&exec, &chat("third")).await.unwrap();
+}
