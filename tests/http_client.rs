@@ -304,3 +304,34 @@ async fn the_connection_count_survives_an_update_that_keeps_max_connections() {
     fake.set("m", Behavior::default());
     client.chat_completion(&exec, &chat("third")).await.unwrap();
 }
+
+#[tokio::test]
+async fn max_idle_and_idle_timeout_decide_whether_a_connection_is_reused() {
+    // Three calls one after another, 300ms apart: connections the upstream saw.
+    for (pool, connections) in [
+        ("max_connections = 4", 1),
+        ("max_connections = 4, max_idle = 0", 3),
+        ("max_connections = 4, idle_timeout = \"100ms\"", 3),
+    ] {
+        let g = common::gauge(Duration::ZERO).await;
+        let toml = common::pool_policy(&g.url, 4, "5s").replace(
+            "pool = { max_connections = 4 }",
+            &format!("pool = {{ {pool} }}"),
+        );
+        let plan = common::plan(&toml);
+        let client = Client::with_env(&plan, no_keys()).unwrap();
+        let exec = Executor::builder(plan).seed(1).build().unwrap();
+        for i in 0..3 {
+            client
+                .chat_completion(&exec, &chat(&format!("n{i}")))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        assert_eq!(
+            g.peers.lock().unwrap().len(),
+            connections,
+            "pool = {{ {pool} }}"
+        );
+    }
+}

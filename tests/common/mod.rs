@@ -19,7 +19,7 @@ pub fn plan(toml: &str) -> Plan {
 }
 
 /// A fake upstream that answers every chat completion after `latency` and records the
-/// most requests it ever had in flight at once.
+/// most requests it ever had in flight at once, and the connections they came on.
 pub struct Gauge {
     /// Its base URL.
     pub url: String,
@@ -27,19 +27,25 @@ pub struct Gauge {
     pub now: Arc<std::sync::atomic::AtomicUsize>,
     /// The most requests ever in flight at once.
     pub max: Arc<std::sync::atomic::AtomicUsize>,
+    /// The client address of every request (one per connection used).
+    pub peers: Arc<std::sync::Mutex<std::collections::HashSet<std::net::SocketAddr>>>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 pub async fn gauge(latency: Duration) -> Gauge {
+    use axum::extract::ConnectInfo;
+    use std::net::SocketAddr;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
     let now = Arc::new(AtomicUsize::new(0));
     let max = Arc::new(AtomicUsize::new(0));
-    let (n, m) = (now.clone(), max.clone());
+    let peers = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let (n, m, p) = (now.clone(), max.clone(), peers.clone());
     let app = axum::Router::new().route(
         "/v1/chat/completions",
-        axum::routing::post(move || {
-            let (n, m) = (n.clone(), m.clone());
+        axum::routing::post(move |ConnectInfo(peer): ConnectInfo<SocketAddr>| {
+            let (n, m, p) = (n.clone(), m.clone(), p.clone());
             async move {
+                p.lock().unwrap().insert(peer);
                 let inside = n.fetch_add(1, SeqCst) + 1;
                 m.fetch_max(inside, SeqCst);
                 tokio::time::sleep(latency).await;
@@ -52,16 +58,20 @@ pub async fn gauge(latency: Duration) -> Gauge {
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = rx.await;
+        })
+        .await
     });
     Gauge {
         url: format!("http://{addr}/v1"),
         now,
         max,
+        peers,
         _stop: tx,
     }
 }
