@@ -153,3 +153,23 @@ async fn a_streaming_body_is_refused_before_anything_is_sent() {
     assert!(e.to_string().contains("cannot be re-sent"), "{e}");
     assert_eq!(s.a.total_calls() + s.b.total_calls(), 0);
 }
+
+#[tokio::test]
+async fn max_connections_caps_the_attempts_in_flight_through_the_middleware() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let g = common::gauge(std::time::Duration::from_millis(150)).await;
+    let plan = common::plan(&common::pool_policy(&g.url, 2, "5s"));
+    let client = Client::with_env(&plan, Arc::new(|_: &str| None)).unwrap();
+    let exec = Executor::builder(plan).seed(1).build().unwrap();
+    let http = ClientBuilder::new(reqwest::Client::new())
+        .with(TollgateMiddleware::new(exec, client))
+        .build();
+    let calls = (0..6).map(|i| {
+        let http = http.clone();
+        tokio::spawn(async move { http.post(URL).json(&chat(&format!("n{i}"))).send().await })
+    });
+    for c in futures_util::future::join_all(calls).await {
+        assert_eq!(c.unwrap().unwrap().status(), 200);
+    }
+    assert_eq!(g.max.load(SeqCst), 2);
+}

@@ -216,10 +216,18 @@ async fn each_failure_class_retries_fails_over_or_stops_as_the_plan_says() {
         Case {
             name: "400 is not retried and does not fail over",
             behavior: Behavior {
-                raw: Some((400, r#"{"error":{"message":"bad","type":"invalid_request_error","code":"context_length_exceeded"}}"#.into())),
+                raw: Some((400, r#"{"error":{"message":"bad","type":"invalid_request_error","code":"invalid_value"}}"#.into())),
                 ..b()
             },
             want: (400, "upstream_rejected", 1),
+        },
+        Case {
+            name: "400 context_length_exceeded is not retried but fails over (default failover_on)",
+            behavior: Behavior {
+                raw: Some((400, r#"{"error":{"message":"This model's maximum context length is 8192 tokens","type":"invalid_request_error","code":"context_length_exceeded"}}"#.into())),
+                ..b()
+            },
+            want: (200, "mb", 1),
         },
         Case {
             name: "401 from upstream is not retried",

@@ -11,16 +11,18 @@
 //! | 2xx with a body that is not JSON (or not an object) | `Failure::status(502).code("invalid_upstream_response")` |
 //! | 3xx (redirects are never followed: they would carry the key elsewhere) | `Failure::status(s).code("unexpected_redirect")` |
 //! | 4xx / 5xx | `Failure::status(s)` with `error.code` (else `error.type`) as its code |
+//! | 4xx (or 2xx error body) whose message says the input is over the context window (`maximum context length`, `prompt is too long`, …) | code [`CONTEXT_LENGTH_EXCEEDED`] (class `context_length`), the provider's own code kept in the message |
 //! | body over [`MAX_BODY_BYTES`] | `Failure::status(502).code("upstream_body_too_large")` |
 //! | body cut off mid-read | `Failure::status(502).code("upstream_body_incomplete")` |
 //!
 //! On every response, success or not: `Retry-After` (seconds, fractional seconds or an
 //! HTTP date), `retry-after-ms`, or the body's `error.retry_after` become
 //! [`Failure::retry_after`]; `x-ratelimit-remaining-requests` with
-//! `x-ratelimit-reset-requests` (or plain `x-ratelimit-remaining` / `-reset`) become
+//! `x-ratelimit-reset-requests` (else plain `x-ratelimit-remaining` / `-reset`, else
+//! Anthropic's `anthropic-ratelimit-requests-remaining` / `-reset`) become
 //! [`RateLimitInfo`]. A reset is read as OpenAI's duration format (`6m0s`, `1s`, `20ms`,
-//! `1h2m3.5s`), plain seconds (`1.5`), or a Unix timestamp in seconds (a number above
-//! 10⁹). A remaining count without a reset is ignored: the limiter cannot use half of it.
+//! `1h2m3.5s`), plain seconds (`1.5`), a Unix timestamp in seconds (a number above
+//! 10⁹), or an RFC 3339 time (`2024-01-01T00:00:30Z`). A remaining count without a reset is ignored: the limiter cannot use half of it.
 
 use std::time::{Duration, SystemTime};
 
@@ -43,6 +45,9 @@ pub const BODY_TOO_LARGE: &str = "upstream_body_too_large";
 pub const BODY_INCOMPLETE: &str = "upstream_body_incomplete";
 /// Code for a redirect.
 pub const REDIRECT: &str = "unexpected_redirect";
+/// Code of a request over the model's context window (OpenAI's), given to every such
+/// error whatever its provider calls it: the class `context_length` matches it.
+pub const CONTEXT_LENGTH_EXCEEDED: &str = crate::plan::CONTEXT_LENGTH_CODE;
 
 /// Classifies a complete response. `now` is used only to read HTTP-date `Retry-After`
 /// values and Unix-timestamp resets.
@@ -85,7 +90,7 @@ pub fn classify(
             }
             (Some(Value::Object(_)), Some(e)) => {
                 // Some providers answer 200 with an error body.
-                let mut f = error_failure(502, e, header_wait);
+                let mut f = context_length(error_failure(502, e, header_wait));
                 f.rate_limit = rate_limit;
                 f.usage = usage;
                 return Err(f);
@@ -107,6 +112,9 @@ pub fn classify(
             .message("redirects are not followed")
     } else {
         match error {
+            Some(e) if (400..500).contains(&status) => {
+                context_length(error_failure(status, e, header_wait))
+            }
             Some(e) => error_failure(status, e, header_wait),
             None => {
                 let f = Failure::status(status);
@@ -156,6 +164,34 @@ pub(crate) fn error_failure(status: u16, e: &Value, header_wait: Option<Duration
         f = f.message(truncate(m));
     }
     f.retry_after = header_wait.or_else(|| e.get("retry_after").and_then(seconds_value));
+    f
+}
+
+/// What providers say when the input is over the model's context window (lowercase):
+/// OpenAI and vLLM, OpenAI's Responses API, Anthropic, Bedrock, Gemini.
+const CONTEXT_LENGTH_PHRASES: [&str; 5] = [
+    "maximum context length",
+    "exceeds the context window",
+    "prompt is too long",
+    "input is too long",
+    "exceeds the maximum number of tokens",
+];
+
+/// A 4xx (or a 2xx error body) saying the request is over the context window gets the
+/// code [`CONTEXT_LENGTH_EXCEEDED`], which the class `context_length` matches, whatever
+/// code the provider gave it (that one is kept at the start of the message).
+fn context_length(mut f: Failure) -> Failure {
+    let already = f
+        .code
+        .as_deref()
+        .is_some_and(|c| c.eq_ignore_ascii_case(CONTEXT_LENGTH_EXCEEDED));
+    let lower = f.message.to_ascii_lowercase();
+    if already || !CONTEXT_LENGTH_PHRASES.iter().any(|p| lower.contains(p)) {
+        return f;
+    }
+    if let Some(original) = f.code.replace(CONTEXT_LENGTH_EXCEEDED.to_string()) {
+        f.message = format!("{original}: {}", f.message);
+    }
     f
 }
 
@@ -214,8 +250,9 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// Rate-limit state from `x-ratelimit-remaining-requests` / `-reset-requests`, or plain
-/// `x-ratelimit-remaining` / `-reset`.
+/// Rate-limit state from `x-ratelimit-remaining-requests` / `-reset-requests`, else plain
+/// `x-ratelimit-remaining` / `-reset`, else Anthropic's
+/// `anthropic-ratelimit-requests-remaining` / `-reset`.
 pub fn rate_limit(headers: &HeaderMap, now: SystemTime) -> Option<RateLimitInfo> {
     let pair = |rem: &str, reset: &str| -> Option<RateLimitInfo> {
         let remaining = header_str(headers, rem)?.parse::<f64>().ok()?;
@@ -233,11 +270,21 @@ pub fn rate_limit(headers: &HeaderMap, now: SystemTime) -> Option<RateLimitInfo>
         "x-ratelimit-reset-requests",
     )
     .or_else(|| pair("x-ratelimit-remaining", "x-ratelimit-reset"))
+    .or_else(|| {
+        pair(
+            "anthropic-ratelimit-requests-remaining",
+            "anthropic-ratelimit-requests-reset",
+        )
+    })
 }
 
-/// A reset value: OpenAI duration (`6m0s`, `20ms`), plain seconds, or a Unix timestamp.
+/// A reset value: OpenAI duration (`6m0s`, `20ms`), plain seconds, a Unix timestamp, or
+/// an RFC 3339 time (Anthropic's `2024-01-01T00:00:30Z`).
 pub fn parse_reset(v: &str, now: SystemTime) -> Option<Duration> {
     let v = v.trim();
+    if let Some(at) = parse_rfc3339(v) {
+        return Some(at.duration_since(now).unwrap_or(Duration::ZERO));
+    }
     if let Ok(n) = v.parse::<f64>() {
         if n > 1e9 && n.is_finite() {
             let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(n);
@@ -246,6 +293,83 @@ pub fn parse_reset(v: &str, now: SystemTime) -> Option<Duration> {
         return secs_f64(n);
     }
     parse_go_duration(v)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`, as Anthropic sends resets; `None` for
+/// anything else, an impossible date included.
+pub fn parse_rfc3339(v: &str) -> Option<SystemTime> {
+    let b = v.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = v.get(r)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&mo) || d < 1 || d > month_days[(mo - 1) as usize] {
+        return None;
+    }
+    if h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &v[19..];
+    let mut frac = 0.0;
+    if let Some(r) = rest.strip_prefix('.') {
+        let n = r.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return None;
+        }
+        frac = format!("0.{}", &r[..n]).parse().ok()?;
+        rest = &r[n..];
+    }
+    let offset = match rest.as_bytes() {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let at = v.len() - rest.len();
+            let (oh, om) = (num(at + 1..at + 3)?, num(at + 4..at + 6)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let o = oh * 3600 + om * 60;
+            if *sign == b'-' {
+                -o
+            } else {
+                o
+            }
+        }
+        _ => return None,
+    };
+    // Days since 1970-01-01 in the proleptic Gregorian calendar (H. Hinnant's algorithm).
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * ((mo + 9) % 12) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
+    let secs = u64::try_from(secs).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_secs_f64(frac))
 }
 
 /// Go-style durations as OpenAI sends them: `1h2m3.5s`, `6m0s`, `20ms`, `150us`.
@@ -483,6 +607,62 @@ mod tests {
                 Some("invalid_api_key"),
             ),
             err("301 redirect", 301, "", 301, Some(REDIRECT)),
+            err(
+                "openai context length",
+                400,
+                r#"{"error":{"message":"This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
+                400,
+                Some(CONTEXT_LENGTH_EXCEEDED),
+            ),
+            err(
+                "anthropic prompt too long",
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#,
+                400,
+                Some(CONTEXT_LENGTH_EXCEEDED),
+            ),
+            err(
+                "vllm maximum context length, no code",
+                400,
+                r#"{"object":"error","error":{"message":"This model's maximum context length is 4096 tokens. However, you requested 5000 tokens.","type":"BadRequestError","code":400}}"#,
+                400,
+                Some(CONTEXT_LENGTH_EXCEEDED),
+            ),
+            err(
+                "gemini input token count",
+                400,
+                r#"{"error":{"code":400,"message":"The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}"#,
+                400,
+                Some(CONTEXT_LENGTH_EXCEEDED),
+            ),
+            err(
+                "openai responses context window",
+                400,
+                r#"{"error":{"message":"Your input exceeds the context window of this model. Please adjust your input and try again.","type":"invalid_request_error","code":null}}"#,
+                400,
+                Some(CONTEXT_LENGTH_EXCEEDED),
+            ),
+            err(
+                "context length in a 200 error body",
+                200,
+                r#"{"error":{"message":"prompt is too long: 300000 tokens > 200000 maximum","type":"invalid_request_error"}}"#,
+                502,
+                Some(CONTEXT_LENGTH_EXCEEDED),
+            ),
+            err(
+                "another 400 keeps its code",
+                400,
+                r#"{"error":{"message":"max_tokens is too large for this model","type":"invalid_request_error"}}"#,
+                400,
+                Some("invalid_request_error"),
+            ),
+            err(
+                "a 500 mentioning the context length is a 500",
+                500,
+                r#"{"error":{"message":"maximum context length lookup failed","type":"server_error"}}"#,
+                500,
+                Some("server_error"),
+            ),
             err("invalid UTF-8 body", 500, "\u{FFFD}", 500, None),
             Case {
                 retry_after: Some(s(2)),
@@ -581,6 +761,50 @@ mod tests {
                 ..ok("compound duration", "{}", None)
             },
             Case {
+                // now() is 2023-11-14T22:13:20Z.
+                rate_limit: Some((4, s(40))),
+                headers: &[
+                    ("anthropic-ratelimit-requests-remaining", "4"),
+                    ("anthropic-ratelimit-requests-reset", "2023-11-14T22:14:00Z"),
+                ],
+                ..ok("anthropic rate-limit headers, RFC 3339", "{}", None)
+            },
+            Case {
+                rate_limit: Some((0, ms(1500))),
+                headers: &[
+                    ("anthropic-ratelimit-requests-remaining", "0"),
+                    (
+                        "anthropic-ratelimit-requests-reset",
+                        "2023-11-14T23:13:21.5+01:00",
+                    ),
+                ],
+                ..err(
+                    "anthropic headers with an offset and a fraction",
+                    429,
+                    "{}",
+                    429,
+                    None,
+                )
+            },
+            Case {
+                rate_limit: Some((2, s(1))),
+                headers: &[
+                    ("x-ratelimit-remaining-requests", "2"),
+                    ("x-ratelimit-reset-requests", "1s"),
+                    ("anthropic-ratelimit-requests-remaining", "9"),
+                    ("anthropic-ratelimit-requests-reset", "2023-11-14T22:14:00Z"),
+                ],
+                ..ok("openai headers win", "{}", None)
+            },
+            Case {
+                rate_limit: None,
+                headers: &[
+                    ("anthropic-ratelimit-requests-remaining", "3"),
+                    ("anthropic-ratelimit-requests-reset", "2023-13-14T22:14:00Z"),
+                ],
+                ..ok("a bad RFC 3339 date is ignored", "{}", None)
+            },
+            Case {
                 rate_limit: None,
                 headers: &[("x-ratelimit-remaining-requests", "5")],
                 ..ok("remaining without reset is ignored", "{}", None)
@@ -641,6 +865,33 @@ mod tests {
         assert!(f.message.chars().count() <= MAX_MESSAGE_CHARS + 1);
         let f = classify(200, &HeaderMap::new(), b"\x00\x01binary\xff", now()).unwrap_err();
         assert!(!f.message.chars().any(char::is_control), "{:?}", f.message);
+    }
+
+    #[test]
+    fn rfc3339_times() {
+        let at = |secs: u64| Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(parse_rfc3339("2023-11-14T22:13:20Z"), at(1_700_000_000));
+        assert_eq!(parse_rfc3339("2023-11-14t22:13:20z"), at(1_700_000_000));
+        assert_eq!(
+            parse_rfc3339("2023-11-14T17:13:20-05:00"),
+            at(1_700_000_000)
+        );
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), at(0));
+        assert_eq!(parse_rfc3339("2024-02-29T00:00:00Z"), at(1_709_164_800));
+        for bad in [
+            "2023-02-29T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2023-11-14T22:13:20",
+            "2023-11-14T24:00:00Z",
+            "2023-11-14T22:13:20.Z",
+            "2023-11-14T22:13:20+5:00",
+            "2023-11-14T22:13:2é0Z",
+            "2023-11-14T22:13:20Zé",
+            "+023-11-14T22:13:20Z",
+            "",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -18,6 +18,10 @@
 //!
 //! The rest of the middleware chain (`next`) runs for every attempt.
 //!
+//! The service's reqwest client opens the connections, so its own connect timeout and
+//! idle pool apply, not the plan's; the plan's `pool.max_connections` does hold (each
+//! attempt takes one of the upstream's permits, shared with [`Client`]'s calls).
+//!
 //! # Limits
 //! - **The body must be cloneable** (bytes, JSON, text: what `.json()`/`.body(Vec<u8>)`
 //!   produce): a retry or a failover re-sends it. A streaming body cannot be re-sent, so such
@@ -131,6 +135,8 @@ impl Middleware for TollgateMiddleware {
                 let last = last.clone();
                 async move {
                     let attempt = self.attempt(req, json.as_ref(), &t)?;
+                    // `pool.max_connections` holds here too, until the body is read.
+                    let _connection = self.client.connection_for(&t).await?;
                     let mut ext = ext.clone();
                     let resp = next.run(attempt, &mut ext).await.map_err(|e| match e {
                         reqwest_middleware::Error::Reqwest(e) => transport_failure(&e),

@@ -1,15 +1,20 @@
 //! The HTTP upstream client: a reqwest client per upstream, built from the plan, and the
 //! classification of what comes back.
 //!
-//! [`Client`] holds one connection pool per upstream (rustls, pool size and idle timeout
-//! and connect timeout from the plan, no redirects: a redirect would carry the key to
-//! another host). Each attempt's timeout is the executor's [`Target::timeout`]. Keys come
+//! [`Client`] holds connection pools per upstream (rustls, idle pool size and timeout from
+//! the plan, no redirects: a redirect would carry the key to another host): one per
+//! distinct connect timeout its calls use — the upstream's, and any a route sets — since
+//! reqwest applies a connect timeout per client. Each attempt's timeout is the executor's [`Target::timeout`]. Keys come
 //! from the environment variables the policy names, are checked at construction (an unset
 //! key is an error there, not a warning as at `tollgate check`), and are held as
 //! [`Secret`]s: never in `Debug`, logs or error messages.
 //!
-//! The plan's `pool.max_connections` is enforced by the executor's concurrency limiter,
-//! not here (reqwest has no cap on open connections).
+//! The plan's `pool.max_connections` is enforced here, since reqwest has no cap on
+//! connections per host: each call holds one of the upstream's `max_connections` permits
+//! from before it is sent until its response body is read (a stream: until it ends or is
+//! dropped), and a call that finds none free waits for one within its attempt's time, then
+//! fails as a `timeout`. The permits are shared by the upstream's pools (one per connect
+//! timeout) and by [`TollgateMiddleware`]'s attempts.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -49,6 +54,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde_json::{Map, Value};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use key::{resolve as resolve_key, KeyError};
 pub use layer::{Attempt, ChatLayer, ChatService};
@@ -81,10 +87,17 @@ pub enum ClientError {
     },
 }
 
-/// One upstream's pool and credentials.
+/// One upstream's pools and credentials.
 struct UpstreamClient {
     settings: Upstream,
-    http: reqwest::Client,
+    /// One reqwest client per connect timeout the plan's calls to this upstream use
+    /// (reqwest sets it per client, not per request): the upstream's own first, then those
+    /// routes set (`routes[].timeouts.connect`). Each has its own connection pool.
+    http: Vec<(Duration, reqwest::Client)>,
+    /// `pool.max_connections` permits: one held by each request in flight, from before it
+    /// is sent until its response body is read (a stream: until it ends or is dropped).
+    /// Kept across updates while `max_connections` is unchanged.
+    connections: Arc<Semaphore>,
     key: Option<Secret>,
     auth: Option<HeaderValue>,
 }
@@ -136,7 +149,9 @@ impl Client {
                     (None, None) => true,
                     _ => false,
                 };
-                if prev.settings == *u && same_key {
+                let connects = connect_timeouts(plan, u);
+                let same_connects = prev.http.iter().map(|(d, _)| *d).eq(connects);
+                if prev.settings == *u && same_key && same_connects {
                     next.insert(u.name.clone(), prev.clone());
                     continue;
                 }
@@ -157,23 +172,21 @@ impl Client {
                 v.set_sensitive(true);
                 v
             });
-            let http = reqwest::Client::builder()
-                .pool_max_idle_per_host(u.max_idle as usize)
-                .pool_idle_timeout(u.idle_timeout)
-                .connect_timeout(u.timeouts.connect)
-                .redirect(reqwest::redirect::Policy::none())
-                .tcp_nodelay(true)
-                .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
-                .use_rustls_tls()
-                .build()
-                .map_err(|source| ClientError::Build {
-                    upstream: u.name.clone(),
-                    source,
-                })?;
+            let http = connect_timeouts(plan, u)
+                .into_iter()
+                .map(|d| Ok((d, build_http(u, d)?)))
+                .collect::<Result<Vec<_>, ClientError>>()?;
             next.insert(
                 u.name.clone(),
                 Arc::new(UpstreamClient {
                     settings: u.clone(),
+                    connections: old
+                        .get(&u.name)
+                        .filter(|p| p.settings.max_connections == u.max_connections)
+                        .map_or_else(
+                            || Arc::new(Semaphore::new(u.max_connections as usize)),
+                            |p| p.connections.clone(),
+                        ),
                     http,
                     key,
                     auth,
@@ -191,6 +204,16 @@ impl Client {
     #[cfg(feature = "reqwest-middleware")]
     pub(crate) fn auth_for(&self, target: &Target) -> Result<Option<HeaderValue>, Failure> {
         Ok(self.upstream(target)?.auth.clone())
+    }
+
+    /// One of `target`'s upstream's `pool.max_connections` permits, waited for within the
+    /// attempt's time: for attempts that go out through another HTTP client.
+    #[cfg(feature = "reqwest-middleware")]
+    pub(crate) async fn connection_for(
+        &self,
+        target: &Target,
+    ) -> Result<OwnedSemaphorePermit, Failure> {
+        Ok(self.upstream(target)?.connection(target).await?.0)
     }
 
     fn upstream(&self, target: &Target) -> Result<Arc<UpstreamClient>, Failure> {
@@ -216,7 +239,8 @@ impl Client {
     ) -> Result<Done<Bytes>, Failure> {
         let up = self.upstream(target)?;
         let payload = upstream_body(body, target.upstream_model(), false);
-        let resp = up.post(target, payload).await?;
+        let (_connection, left) = up.connection(target).await?;
+        let resp = up.post(target, left, payload).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let bytes = read_capped(resp).await.map_err(|f| up.scrub(f))?;
@@ -250,9 +274,12 @@ impl Client {
             .and_then(Value::as_bool)
             .unwrap_or(false);
         let payload = upstream_body(body, target.upstream_model(), true);
-        let first_byte = first_byte.unwrap_or(target.timeout()).min(target.timeout());
+        // The first-byte clock starts once the call has a connection slot; the wait for
+        // one came out of the attempt's time.
+        let (connection, left) = up.connection(target).await?;
+        let first_byte = first_byte.unwrap_or(left).min(left);
         let started = tokio::time::Instant::now();
-        let resp = match tokio::time::timeout(first_byte, up.post(target, payload)).await {
+        let resp = match tokio::time::timeout(first_byte, up.post(target, left, payload)).await {
             Ok(r) => r?,
             Err(_) => return Err(first_byte_timeout(first_byte)),
         };
@@ -316,6 +343,7 @@ impl Client {
             forward_usage,
             done: false,
             failure: None,
+            connection: Some(connection),
         };
         // Run the first event through the same bookkeeping as the rest.
         if s.book(kind) {
@@ -377,10 +405,61 @@ impl Client {
 
 /// The route's streaming timeouts (first byte, idle chunk) for a target.
 pub fn streaming_timeouts(t: &Target) -> (Option<Duration>, Option<Duration>) {
-    let plan = t.plan();
-    plan.route_by_name(t.route_name())
-        .and_then(|r| plan.route(r).streaming)
+    route_of(t)
+        .and_then(|r| r.streaming)
         .map_or((None, None), |s| (s.first_byte, s.idle_chunk))
+}
+
+/// The route a target is called for.
+fn route_of(t: &Target) -> Option<&crate::plan::Route> {
+    let plan = t.plan();
+    plan.route_by_name(t.route_name()).map(|r| plan.route(r))
+}
+
+/// The connect timeout of a call to `t`: its route target's (route, then upstream, then
+/// defaults, resolved by the plan).
+fn connect_timeout(t: &Target) -> Option<Duration> {
+    route_of(t)?
+        .targets
+        .iter()
+        .find(|x| x.model == t.model())
+        .map(|x| x.timeouts.connect)
+}
+
+/// Every connect timeout of calls to `u` under `plan`: the upstream's own first, then the
+/// distinct ones of route targets on it, in order.
+fn connect_timeouts(plan: &Plan, u: &Upstream) -> Vec<Duration> {
+    let mut out = vec![u.timeouts.connect];
+    let id = plan.upstream_by_name(&u.name);
+    for r in &plan.routes {
+        for t in &r.targets {
+            let on_u = plan
+                .models
+                .get(t.model.index())
+                .is_some_and(|m| Some(m.upstream) == id);
+            if on_u && !out.contains(&t.timeouts.connect) {
+                out.push(t.timeouts.connect);
+            }
+        }
+    }
+    out
+}
+
+/// A reqwest client for `u` with this connect timeout.
+fn build_http(u: &Upstream, connect: Duration) -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(u.max_idle as usize)
+        .pool_idle_timeout(u.idle_timeout)
+        .connect_timeout(connect)
+        .redirect(reqwest::redirect::Policy::none())
+        .tcp_nodelay(true)
+        .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+        .use_rustls_tls()
+        .build()
+        .map_err(|source| ClientError::Build {
+            upstream: u.name.clone(),
+            source,
+        })
 }
 
 fn first_byte_timeout(d: Duration) -> Failure {
@@ -388,15 +467,43 @@ fn first_byte_timeout(d: Duration) -> Failure {
 }
 
 impl UpstreamClient {
-    async fn post(&self, target: &Target, payload: Vec<u8>) -> Result<reqwest::Response, Failure> {
+    /// A permit of `pool.max_connections`, waiting for one within the attempt's time;
+    /// with the time left for the call.
+    async fn connection(
+        &self,
+        target: &Target,
+    ) -> Result<(OwnedSemaphorePermit, Duration), Failure> {
+        if let Ok(p) = self.connections.clone().try_acquire_owned() {
+            return Ok((p, target.timeout()));
+        }
+        let started = tokio::time::Instant::now();
+        let wait = self.connections.clone().acquire_owned();
+        match tokio::time::timeout(target.timeout(), wait).await {
+            Ok(Ok(p)) => Ok((p, target.timeout().saturating_sub(started.elapsed()))),
+            // The semaphore is never closed; a closed one would hand out no permit either.
+            Ok(Err(_)) | Err(_) => Err(Failure::timeout().message(format!(
+                "all {} connections to upstream `{}` stayed busy for {:?} (pool.max_connections)",
+                self.settings.max_connections,
+                self.settings.name,
+                target.timeout()
+            ))),
+        }
+    }
+
+    async fn post(
+        &self,
+        target: &Target,
+        timeout: Duration,
+        payload: Vec<u8>,
+    ) -> Result<reqwest::Response, Failure> {
         let url = format!(
             "{}/chat/completions",
             target.base_url().trim_end_matches('/')
         );
         let mut rb = self
-            .http
+            .http_for(target)
             .post(url)
-            .timeout(target.timeout())
+            .timeout(timeout)
             .header(CONTENT_TYPE, "application/json")
             .body(payload);
         if let Some(a) = &self.auth {
@@ -405,6 +512,15 @@ impl UpstreamClient {
         rb.send()
             .await
             .map_err(|e| self.scrub(transport_failure(&e)))
+    }
+
+    /// The reqwest client whose connect timeout is the target's (the upstream's own when
+    /// the plan it runs under is not the one the client was built from).
+    fn http_for(&self, target: &Target) -> &reqwest::Client {
+        let want = connect_timeout(target).unwrap_or(self.settings.timeouts.connect);
+        let found = self.http.iter().find(|(d, _)| *d == want);
+        // `update` always builds the upstream's own client first.
+        &found.unwrap_or(&self.http[0]).1
     }
 
     /// Removes the key from a failure's message, should an upstream echo it.
@@ -418,10 +534,13 @@ impl UpstreamClient {
     }
 }
 
-/// A reqwest error as a failure class: connect, timeout, or a broken exchange.
+/// A reqwest error as a failure class: connect (no connection, a connect timeout
+/// included: nothing was sent), timeout, or a broken exchange.
 fn transport_failure(e: &reqwest::Error) -> Failure {
     let msg = transport_message(e);
-    if e.is_timeout() {
+    if e.is_connect() {
+        Failure::connect(msg)
+    } else if e.is_timeout() {
         Failure::timeout().message(msg)
     } else {
         // Not connected, or the request went out but no (complete) response came: the

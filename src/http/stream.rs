@@ -216,6 +216,9 @@ pub struct SseStream {
     pub(crate) forward_usage: bool,
     pub(crate) done: bool,
     pub(crate) failure: Option<Failure>,
+    /// The upstream's `pool.max_connections` permit, given back when the stream ends or
+    /// is dropped.
+    pub(crate) connection: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for SseStream {
@@ -236,18 +239,21 @@ impl SseStream {
         }
         loop {
             if self.done {
+                self.connection = None;
                 return None;
             }
             let ev = match self.reader.next(self.idle).await {
                 // `[DONE]` ends the loop above: the upstream closed without it.
                 None => {
                     self.done = true;
+                    self.connection = None;
                     let e = StreamError::Truncated;
                     self.failure = Some(e.to_failure());
                     return Some(Err(e));
                 }
                 Some(Err(e)) => {
                     self.done = true;
+                    self.connection = None;
                     self.failure = Some(e.to_failure());
                     return Some(Err(e));
                 }
@@ -335,6 +341,23 @@ mod tests {
             forward_usage: false,
             done: false,
             failure: None,
+            connection: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_connection_permit_is_given_back_when_the_stream_ends() {
+        for chunks in [
+            vec![&b"data: {\"choices\":[]}\n\n"[..], b"data: [DONE]\n\n"],
+            vec![&b"data: {\"choices\":[]}\n\n"[..]], // truncated
+        ] {
+            let pool = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+            let mut s = sse(chunks);
+            s.connection = Some(pool.clone().try_acquire_owned().unwrap());
+            assert_eq!(pool.available_permits(), 0);
+            drain(&mut s).await;
+            assert_eq!(pool.available_permits(), 1);
+            assert!(s.next_event().await.is_none());
         }
     }
 

@@ -1,5 +1,5 @@
 //! Failure classes as the policy names them: `connect`, `timeout`, `429`, `5xx`,
-//! `rate_limit_exceeded`, `breaker_open`, `limited`.
+//! `rate_limit_exceeded`, `breaker_open`, `limited`, `context_length`.
 
 use std::fmt;
 
@@ -40,7 +40,14 @@ pub enum ClassMatcher {
     BreakerOpen,
     /// `limited`: a limiter could not admit the call.
     Limited,
+    /// `context_length`: the request is over the model's context window — the error code
+    /// [`CONTEXT_LENGTH_CODE`], which the HTTP client gives to every provider's way of
+    /// saying so (see [`crate::http::classify`]).
+    ContextLength,
 }
+
+/// The error code the `context_length` class matches (OpenAI's).
+pub const CONTEXT_LENGTH_CODE: &str = "context_length_exceeded";
 
 /// Why a class entry could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,6 +83,9 @@ impl ClassMatcher {
             ClassMatcher::Code(c) => f.code.is_some_and(|x| x.eq_ignore_ascii_case(c)),
             ClassMatcher::BreakerOpen => f.breaker_open,
             ClassMatcher::Limited => f.limited,
+            ClassMatcher::ContextLength => f
+                .code
+                .is_some_and(|x| x.eq_ignore_ascii_case(CONTEXT_LENGTH_CODE)),
         }
     }
 
@@ -83,7 +93,7 @@ impl ClassMatcher {
     /// or code beats a range, which beats a keyword.
     pub fn specificity(&self) -> u8 {
         match self {
-            ClassMatcher::Status(_) | ClassMatcher::Code(_) => 2,
+            ClassMatcher::Status(_) | ClassMatcher::Code(_) | ClassMatcher::ContextLength => 2,
             ClassMatcher::StatusRange(_) => 1,
             _ => 0,
         }
@@ -98,6 +108,7 @@ impl std::str::FromStr for ClassMatcher {
             "timeout" => ClassMatcher::Timeout,
             "breaker_open" => ClassMatcher::BreakerOpen,
             "limited" => ClassMatcher::Limited,
+            "context_length" => ClassMatcher::ContextLength,
             _ if s.len() == 3 && s.as_bytes()[0].is_ascii_digit() && &s[1..] == "xx" => {
                 let h = u16::from(s.as_bytes()[0] - b'0');
                 if !(1..=5).contains(&h) {
@@ -134,6 +145,7 @@ impl fmt::Display for ClassMatcher {
             ClassMatcher::Code(c) => f.write_str(c),
             ClassMatcher::BreakerOpen => f.write_str("breaker_open"),
             ClassMatcher::Limited => f.write_str("limited"),
+            ClassMatcher::ContextLength => f.write_str("context_length"),
         }
     }
 }
@@ -181,6 +193,37 @@ mod tests {
             "99999999999".parse::<ClassMatcher>(),
             Err(ClassError::Status(u32::MAX))
         );
+    }
+
+    #[test]
+    fn context_length_is_a_keyword_for_the_context_window_code() {
+        assert_eq!("context_length".parse(), Ok(ClassMatcher::ContextLength));
+        assert_eq!(ClassMatcher::ContextLength.to_string(), "context_length");
+        let over = FailureView {
+            status: Some(400),
+            code: Some("context_length_exceeded"),
+            ..Default::default()
+        };
+        assert!(ClassMatcher::ContextLength.matches(&over));
+        assert!(ClassMatcher::ContextLength.matches(&FailureView {
+            code: Some("Context_Length_Exceeded"),
+            ..over
+        }));
+        for other in [
+            FailureView {
+                code: Some("invalid_request_error"),
+                ..over
+            },
+            FailureView { code: None, ..over },
+            FailureView {
+                timeout: true,
+                ..Default::default()
+            },
+        ] {
+            assert!(!ClassMatcher::ContextLength.matches(&other), "{other:?}");
+        }
+        // As exact as a code when overrides are ranked.
+        assert_eq!(ClassMatcher::ContextLength.specificity(), 2);
     }
 
     #[test]

@@ -29,14 +29,24 @@ pub struct Compiled {
 
 /// Default `retry_on`.
 pub const DEFAULT_RETRY_ON: [&str; 4] = ["connect", "timeout", "429", "5xx"];
-/// Default `failover_on`.
-pub const DEFAULT_FAILOVER_ON: [&str; 6] = [
+/// Default `failover_on`: besides the failures of an upstream's availability, a request
+/// over one model's context window moves on (a later target may have a bigger one).
+pub const DEFAULT_FAILOVER_ON: [&str; 7] = [
     "connect",
     "timeout",
     "429",
     "5xx",
     "breaker_open",
     "limited",
+    "context_length",
+];
+/// The keywords a class list may hold (besides statuses, ranges and error codes).
+const CLASS_KEYWORDS: [&str; 5] = [
+    "connect",
+    "timeout",
+    "breaker_open",
+    "limited",
+    "context_length",
 ];
 /// Default breaker `trip_on`.
 pub const DEFAULT_TRIP_ON: [&str; 3] = ["connect", "timeout", "5xx"];
@@ -73,6 +83,19 @@ pub fn compile(mut loaded: Loaded) -> Result<Compiled, Diagnostics> {
             warnings: diags,
         })
     }
+}
+
+/// A route's whole-request deadline. Each target's `timeouts.total` is already resolved
+/// field by field (route → its upstream → defaults); the route takes the longest of them,
+/// so with its own `total` that one, and with none its upstreams' (a failover to an
+/// upstream with a longer `total` is not cut short by a shorter one's). A route with no
+/// resolved target (already an error) takes the defaults'.
+fn route_total(targets: &[RouteTarget], default_total: Duration) -> Duration {
+    targets
+        .iter()
+        .map(|t| t.timeouts.total)
+        .max()
+        .unwrap_or(default_total)
 }
 
 /// A path through the reroute graph: (route reached, budget that rerouted there).
@@ -437,8 +460,8 @@ impl<'a> Compiler<'a> {
                 }
                 Err(err) => {
                     self.error("invalid-class", format!("{err}"), &path.index(i))
-                        .label("expected `connect`, `timeout`, `breaker_open`, `limited`, a status (`429`), a range (`5xx`) or an error code")
-                        .help = did_you_mean(e, ["connect", "timeout", "breaker_open", "limited"]);
+                        .label("expected `connect`, `timeout`, `breaker_open`, `limited`, `context_length`, a status (`429`), a range (`5xx`) or an error code")
+                        .help = did_you_mean(e, CLASS_KEYWORDS);
                 }
             }
         }
@@ -448,14 +471,17 @@ impl<'a> Compiler<'a> {
     /// An error code one typo away from a keyword (`timout`, `breaker-open`) is almost
     /// certainly the keyword misspelt: as a code it would never match anything.
     fn possible_class_typo(&mut self, code: &str, at: &KeyPath) {
-        const KEYWORDS: [&str; 4] = ["connect", "timeout", "breaker_open", "limited"];
-        if let Some(help) = did_you_mean(code, KEYWORDS) {
+        if code.eq_ignore_ascii_case(CONTEXT_LENGTH_CODE) {
+            // The code `context_length` stands for: not a misspelt keyword.
+            return;
+        }
+        if let Some(help) = did_you_mean(code, CLASS_KEYWORDS) {
             self.warning(
                 "possible-typo",
                 format!("`{code}` is taken as an error code from response bodies, not a keyword"),
                 at,
             )
-            .label("expected `connect`, `timeout`, `breaker_open` or `limited` for a keyword")
+            .label("expected `connect`, `timeout`, `breaker_open`, `limited` or `context_length` for a keyword")
             .help = Some(help);
         }
     }
@@ -861,6 +887,7 @@ impl<'a> Compiler<'a> {
         }
         let max_idle = pool.max_idle.unwrap_or(32.min(max_connections));
         let limits = self.limits(u.limits.as_ref(), &path.key("limits"));
+        self.rate_limit_headers_need_rate(name, u, &limits, &path);
         let breaker = match &u.breaker {
             Some(b) => self
                 .resolve("breakers", breakers, b, &path.key("breaker"))
@@ -881,6 +908,33 @@ impl<'a> Compiler<'a> {
             rate_limit_headers: u.rate_limit_headers,
             breaker,
             timeouts,
+        }
+    }
+
+    /// `rate_limit_headers` tightens the upstream's local request-rate limiter to what the
+    /// server says is left; without a request rate there is nothing to tighten, and a
+    /// shared rate is admitted by the state backend, which the headers do not reach.
+    fn rate_limit_headers_need_rate(
+        &mut self,
+        name: &str,
+        u: &policy::Upstream,
+        limits: &Limits,
+        path: &KeyPath,
+    ) {
+        if u.rate_limit_headers && limits.rate.is_none() {
+            self.warning(
+                "ignored-key",
+                format!("upstream `{name}`: rate_limit_headers has no effect without a request rate"),
+                &path.key("rate_limit_headers"),
+            )
+            .hint("the headers only tighten a request-rate limiter: add `limits.requests_per_second` or `limits.requests_per_minute` (the provider's published limit), or remove `rate_limit_headers`");
+        } else if u.rate_limit_headers && limits.state == StateScope::Shared {
+            self.warning(
+                "ignored-key",
+                format!("upstream `{name}`: rate_limit_headers has no effect on a shared request rate"),
+                &path.key("rate_limit_headers"),
+            )
+            .hint("a `state = \"shared\"` rate is admitted through [state.redis], which the headers do not tighten; the shared limit itself is the guard");
         }
     }
 
@@ -1263,10 +1317,7 @@ impl<'a> Compiler<'a> {
             self.resolve("breakers", breaker_names, b, &path.key("breaker"))
                 .map(BreakerId)
         });
-        let total_timeout = r
-            .timeouts
-            .and_then(|t| t.total)
-            .map_or(default_total, |d| d.get());
+        let total_timeout = route_total(&targets, default_total);
         let streaming = r.streaming.map(|s| {
             for (k, v) in [("first_byte", s.first_byte), ("idle_chunk", s.idle_chunk)] {
                 if v.is_some_and(|d| d.get().is_zero()) {

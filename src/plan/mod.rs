@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use bounds::{route_bounds, RouteBounds, TokenCounts};
-pub use class::{ClassError, ClassMatcher, ClassSet, FailureView};
+pub use class::{ClassError, ClassMatcher, ClassSet, FailureView, CONTEXT_LENGTH_CODE};
 pub use compile::{compile, Compiled, DEFAULT_FAILOVER_ON, DEFAULT_RETRY_ON, DEFAULT_TRIP_ON};
 pub use matcher::{Attr, AttrKind, Cmp, Matcher};
 

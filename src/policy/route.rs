@@ -22,8 +22,9 @@ pub struct Route {
     /// Models to call: names, or `{ model = "...", weight = 1.0 }`.
     pub targets: Vec<Target>,
     /// Failure classes that may move a request to the next target once its retries on one
-    /// target are spent (default `["connect", "timeout", "429", "5xx", "breaker_open", "limited"]`).
-    /// A bad request or a content refusal is not cured by another provider unless listed here.
+    /// target are spent (default `["connect", "timeout", "429", "5xx", "breaker_open", "limited",
+    /// "context_length"]`). A bad request or a content refusal is not cured by another provider
+    /// unless listed here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover_on: Option<Vec<String>>,
     /// Race a second attempt on the next target when the first is slow.

@@ -22,13 +22,17 @@ pub struct Upstream {
     /// Request, token and concurrency limits the upstream imposes (or that you impose on it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
-    /// Follow `x-ratelimit-remaining` / `x-ratelimit-reset` headers to tighten the local limiter.
+    /// Follow `x-ratelimit-remaining(-requests)` / `x-ratelimit-reset(-requests)` headers to
+    /// tighten the request-rate limiter until the reset. Needs `limits.requests_per_second`
+    /// or `requests_per_minute`, local (without a request rate, or with a shared one, it has
+    /// no effect: a warning).
     #[serde(default)]
     pub rate_limit_headers: bool,
     /// Name of a `[breakers.NAME]` policy for this upstream (default: `defaults.breaker`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker: Option<String>,
     /// Timeouts for calls to this upstream, overriding `defaults.timeouts` field by field.
+    /// Its `total` is the deadline of routes that set none (the longest of their upstreams').
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
 }
@@ -176,10 +180,12 @@ impl JsonSchema for ApiKey {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
-    /// Most connections open at once to this upstream (default 100).
+    /// Most requests in flight to this upstream at once, each holding its connection until
+    /// its response (or stream) is read; a call past it waits within its attempt's time,
+    /// then fails as `timeout` (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
-    /// Most idle connections kept (default 32).
+    /// Most idle connections kept for reuse, per pool (default 32, at most `max_connections`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_idle: Option<u32>,
     /// How long an idle connection is kept (default 90s).
