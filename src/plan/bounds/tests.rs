@@ -338,3 +338,73 @@ proptest! {
         }
     }
 }
+
+/// Runs `n` concurrent requests on route 0 of `p` whose every attempt takes its whole
+/// timeout, then fails with a 503 asking to retry after `retry_after`; returns each
+/// request's attempts and elapsed (paused) time.
+async fn worst_runs(p: &Plan, n: usize, retry_after: Duration) -> Vec<(u32, Duration)> {
+    use crate::exec::{Executor, Failure, Request};
+    let exec = Executor::builder(p.clone()).seed(7).build().unwrap();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let exec = exec.clone();
+        set.spawn(async move {
+            let start = tokio::time::Instant::now();
+            let r = exec
+                .execute(&Request::new().prompt("x"), |t, _| async move {
+                    tokio::time::sleep(t.timeout()).await;
+                    Err::<crate::exec::Done<()>, _>(Failure::status(503).retry_after(retry_after))
+                })
+                .await;
+            let attempts = match r {
+                Ok(s) => s.attempts,
+                Err(e) => e.attempts.len() as u32,
+            };
+            (attempts, start.elapsed())
+        });
+    }
+    set.join_all().await
+}
+
+fn assert_within(b: &RouteBounds, runs: &[(u32, Duration)]) {
+    let tick = Duration::from_millis(1);
+    for &(attempts, elapsed) in runs {
+        assert!(attempts <= b.attempts, "{attempts} attempts > {b:?}");
+        assert!(elapsed <= b.latency + tick, "{elapsed:?} > {b:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_executor_stays_within_the_bounds_with_hedges_and_retry_after() {
+    let p = plan(&format!(
+        "{}[retry.r]\nmax_attempts = 3\nretry_after = {{ max = \"2s\" }}\n\
+         backoff = {{ kind = \"constant\", base = \"100ms\", max = \"100ms\" }}\n\
+         [[routes]]\nname = \"r\"\ntargets = {}\nretry = \"r\"\nhedge = {{ after = \"100ms\", max_extra = 2 }}\n\
+         timeouts = {{ per_try = \"1s\", total = \"1m\" }}\n",
+        models(3, ""),
+        targets(3)
+    ));
+    let b = route_bounds(&p, RouteId(0), TokenCounts::default());
+    // The deadline does not cut: the figure is the sum itself.
+    assert!(b.unbounded_latency < S(60), "{b:?}");
+    let runs = worst_runs(&p, 1, S(2)).await;
+    assert_within(&b, &runs);
+    // Every attempt was made (9 and 2 hedges), every retry waited the full Retry-After.
+    assert_eq!(runs[0].0, b.attempts);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_executor_stays_within_the_bounds_while_queueing() {
+    let limits = "limits = { concurrency = 1, on_limit = \"wait\", queue_timeout = \"700ms\" }";
+    let p = plan(&format!(
+        "{}[retry.r]\nmax_attempts = 2\nretry_after = {{ honor = false }}\n\
+         backoff = {{ kind = \"constant\", base = \"50ms\", max = \"50ms\" }}\n\
+         [[routes]]\nname = \"r\"\ntargets = [\"m0\"]\nretry = \"r\"\n\
+         timeouts = {{ per_try = \"1s\", total = \"3s\" }}\n",
+        models(1, limits),
+    ));
+    let b = route_bounds(&p, RouteId(0), TokenCounts::default());
+    assert_eq!(b.overrun, Duration::from_millis(700));
+    let runs = worst_runs(&p, 4, Duration::ZERO).await;
+    assert_within(&b, &runs);
+}
