@@ -408,3 +408,19 @@ async fn the_executor_stays_within_the_bounds_while_queueing() {
     let runs = worst_runs(&p, 4, Duration::ZERO).await;
     assert_within(&b, &runs);
 }
+
+/// A request admitted after queueing may run past its deadline (today's executor times the
+/// attempt from before the wait): the bound's overrun covers it.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_admitted_after_queueing_stays_within_the_overrun() {
+    let limits = "limits = { concurrency = 1, on_limit = \"wait\", queue_timeout = \"1s\" }";
+    let p = plan(&format!(
+        "{}[[routes]]\nname = \"r\"\ntargets = [\"m0\"]\n\
+         timeouts = {{ per_try = \"1s\", total = \"1500ms\" }}\n",
+        models(1, limits),
+    ));
+    let b = route_bounds(&p, RouteId(0), TokenCounts::default());
+    assert_eq!(b.latency, S(2));
+    let runs = worst_runs(&p, 2, Duration::ZERO).await;
+    assert_within(&b, &runs);
+}
