@@ -196,6 +196,173 @@ fn explain_json_gives_each_routes_bounds_and_the_diagnostics() {
     assert!(doc.get("routes").is_none(), "{doc}");
 }
 
+/// Every leaf of a JSON document as a key path (`routes[].bounds.max_attempts`): arrays of
+/// objects add `[]`, an array of scalars (or an empty one), a scalar or `null` is a leaf.
+fn leaf_paths(v: &serde_json::Value, path: &str, out: &mut std::collections::BTreeSet<String>) {
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, c) in m {
+                leaf_paths(c, &join(k), out);
+            }
+        }
+        serde_json::Value::Array(a) if a.iter().any(|e| e.is_object()) => {
+            for e in a.iter().filter(|e| e.is_object()) {
+                leaf_paths(e, &format!("{path}[]"), out);
+            }
+        }
+        _ => {
+            out.insert(path.to_string());
+        }
+    }
+}
+
+/// The key paths `docs/explain.md` documents: the first cell of each row of its JSON table;
+/// a key starting with `.` continues the row's first key (`upstreams[].name`, `.base_url`),
+/// and `.x.*` stands for everything under `x`.
+fn documented_explain_keys() -> Vec<String> {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/explain.md"))
+            .expect("docs/explain.md");
+    let json = doc.split("## JSON").nth(1).expect("a JSON section");
+    let mut keys = Vec::new();
+    for row in json.lines().filter(|l| l.starts_with("| `")) {
+        let cell = row.split('|').nth(1).unwrap_or_default();
+        let mut parent = String::new();
+        for k in cell.split(',').map(|k| k.trim().trim_matches('`')) {
+            let full = match k.strip_prefix('.') {
+                Some(rest) => format!("{parent}.{rest}"),
+                None => {
+                    parent = k
+                        .rsplit_once('.')
+                        .map_or(String::new(), |(p, _)| p.to_string());
+                    k.to_string()
+                }
+            };
+            keys.push(
+                full.trim_start_matches('.')
+                    .trim_end_matches(".*")
+                    .to_string(),
+            );
+        }
+    }
+    keys
+}
+
+#[test]
+fn explain_json_keys_are_the_documented_ones() {
+    let documented = documented_explain_keys();
+    assert!(documented.len() > 60, "{documented:?}");
+    let mut printed = std::collections::BTreeSet::new();
+    for f in [
+        "policies/relay.toml",
+        "policies/limits.toml",
+        "tests/valid/hedging_streaming.toml",
+        "tests/valid/shared_state.toml",
+        "tests/valid/breakers.toml",
+        "tests/valid/callers.toml",
+        "tests/valid/backoff_kinds.toml",
+        "tests/valid/budgets.toml",
+    ] {
+        let o = tollgate(&["explain", "--format", "json", f]);
+        assert_eq!(code(&o), 0, "{f}: {}", text(&o));
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
+        leaf_paths(&doc, "", &mut printed);
+    }
+    // Documented `d` covers printed `p`: the same key, a subtree of it, or a `null` (or
+    // empty-array) parent.
+    let covers = |d: &str, p: &str| {
+        d == p
+            || p.starts_with(&format!("{d}."))
+            || p.starts_with(&format!("{d}[]"))
+            || d.starts_with(&format!("{p}."))
+            || d.starts_with(&format!("{p}[]"))
+    };
+    let undocumented: Vec<&String> = printed
+        .iter()
+        .filter(|p| !documented.iter().any(|d| covers(d, p)))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "printed but not in docs/explain.md: {undocumented:?}"
+    );
+    let unprinted: Vec<&String> = documented
+        .iter()
+        .filter(|d| {
+            !printed.iter().any(|p| {
+                *p == **d || p.starts_with(&format!("{d}.")) || p.starts_with(&format!("{d}[]"))
+            })
+        })
+        .collect();
+    assert!(
+        unprinted.is_empty(),
+        "in docs/explain.md but never printed: {unprinted:?}"
+    );
+}
+
+#[test]
+fn explain_shows_every_resolved_setting() {
+    let o = tollgate(&["explain", "tests/valid/hedging_streaming.toml"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for s in [
+        // retry policy: attempts, backoff, retry_on, Retry-After (default filled in)
+        "constant 100ms, none jitter",
+        "connect, timeout, 429, 5xx",
+        "honour ≤ 1m",
+        // breaker rules
+        "3 failures in a row",
+        "1 probe(s), 1 to close",
+        // routes: failover_on, hedge, streaming, per-target timeouts, route breaker
+        "overloaded_error",
+        "after 800ms, ≤ 1 extra",
+        "first byte 10s, idle 30s",
+        "p (2s/5s), b (5s/5s)",
+        "route_guard",
+        // the worst cases, hedges included
+        "5 (1 hedged)",
+    ] {
+        assert!(out.contains(s), "`{s}` missing:\n{out}");
+    }
+    let quick = out
+        .lines()
+        .find(|l| l.starts_with("quick "))
+        .expect("the quick policy");
+    assert!(quick.split_whitespace().nth(1) == Some("2"), "{quick}");
+    let o = tollgate(&["explain", "policies/limits.toml"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    for s in ["wait ≤ 20s", "Retry-After", "queueing", "pool"] {
+        assert!(out.contains(s), "`{s}` missing:\n{out}");
+    }
+}
+
+/// The explain table and the `schedule-exceeds-deadline` warning state the same figures.
+#[test]
+fn explain_and_the_deadline_warning_agree() {
+    let o = tollgate(&[
+        "explain",
+        "--format",
+        "json",
+        "tests/invalid/schedule_exceeds_deadline.toml",
+    ]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let b = &doc["routes"][0]["bounds"];
+    assert_eq!(b["schedule_ms"].as_f64(), Some(470_000.0), "{b}");
+    assert_eq!(b["unbounded_latency_ms"].as_f64(), Some(740_000.0), "{b}");
+    let warning = doc["diagnostics"][0]["message"].as_str().unwrap();
+    assert!(
+        warning.contains("takes 7m50s") && warning.contains("(12m20s with Retry-After"),
+        "{warning}"
+    );
+}
+
 /// Hostile inputs: never a panic, always exit 1 or 2 with a message.
 fn assert_rejected_cleanly(path: &Path) {
     let o = tollgate(&["check", "--format", "short", path.to_str().unwrap()]);

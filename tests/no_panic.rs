@@ -253,3 +253,28 @@ fn fuzz_regressions_stay_fixed() {
     }
     assert!(n >= 1);
 }
+
+/// Every extreme value TOML can write, in every numeric key, alone and all at once
+/// (`policy_gen::extreme_policies`): `check` answers without panicking, and a policy it
+/// accepts has bounds and builds an executor (what a reload does; `check_bytes` asserts
+/// both). The whole corpus runs on another thread under a generous wall-clock limit: a hang
+/// guard (compile work must not grow with `max_attempts` or a duration), not a speed goal.
+#[test]
+fn extreme_values_are_answered_and_never_panic() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = policy_gen::extreme_policies();
+        let compiled = policies
+            .iter()
+            .filter(|text| check_bytes(dir.path(), text.as_bytes()).ok)
+            .count();
+        tx.send((policies.len(), compiled)).unwrap();
+    });
+    let (total, compiled) = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("checking the extreme policies hung (or panicked: see above)");
+    eprintln!("{total} extreme policies, {compiled} compiled");
+    assert!(total >= 400, "{total}");
+    assert!(compiled >= 50, "only {compiled} extreme policies compiled");
+}

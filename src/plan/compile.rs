@@ -128,6 +128,16 @@ fn positive(x: f64) -> bool {
     x.is_finite() && x > 0.0
 }
 
+/// A number for a message: plain, or in scientific notation when plain would be very long
+/// (`5e-324`, not 324 digits).
+fn num(x: f64) -> String {
+    if x != 0.0 && x.is_finite() && !(1e-4..1e15).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        x.to_string()
+    }
+}
+
 impl<'a> Compiler<'a> {
     /// The policy, borrowed for the compiler's whole life (not from `self`), so checks can
     /// walk it while they push diagnostics.
@@ -335,7 +345,13 @@ impl<'a> Compiler<'a> {
             names: std::mem::take(&mut self.names),
         };
         let plan = Plan(std::sync::Arc::new(data));
-        // Static bounds: warn where the retry schedule cannot fit the deadline.
+        self.deadline_warnings(&plan);
+        plan
+    }
+
+    /// Static bounds: warns where a route's own retry schedule cannot fit its deadline. The
+    /// figures are [`route_bounds`]'s, the same `tollgate explain` prints.
+    fn deadline_warnings(&mut self, plan: &Plan) {
         for (i, r) in plan.routes.iter().enumerate() {
             // A model whose upstream did not resolve (already an error) holds a placeholder
             // id, which may not exist when no upstream parsed: no bounds for its routes.
@@ -346,25 +362,171 @@ impl<'a> Compiler<'a> {
             if !resolved {
                 continue;
             }
-            let b = route_bounds(&plan, RouteId(i as u32), TokenCounts::default());
-            if b.schedule > r.total_timeout {
-                let path = self.l.route_path(i);
-                self.warning(
-                    "schedule-exceeds-deadline",
-                    format!(
-                        "route `{}`: its worst-case retry schedule ({} attempt{} timing out, backoff at its ceiling) takes {} but its total timeout is {}",
-                        r.name,
-                        b.attempts,
-                        if b.attempts == 1 { "" } else { "s" },
-                        crate::policy::Duration::new(b.schedule),
-                        crate::policy::Duration::new(r.total_timeout)
-                    ),
-                    &path.key("name"),
-                )
+            let b = route_bounds(plan, RouteId(i as u32), TokenCounts::default());
+            if b.schedule <= r.total_timeout {
+                continue;
+            }
+            let d = |x| crate::policy::Duration::new(x);
+            let mut message = format!(
+                "route `{}`: its worst-case retry schedule ({} attempt{} timing out, backoff at its ceiling) takes {} but its total timeout is {}",
+                r.name,
+                b.attempts,
+                if b.attempts == 1 { "" } else { "s" },
+                d(b.schedule),
+                d(r.total_timeout)
+            );
+            let retry = plan.retry(r.retry);
+            let mut waits = Vec::new();
+            if !b.retry_after.is_zero() {
+                waits.push(format!(
+                    "Retry-After waits of up to {}",
+                    d(retry.retry_after_max)
+                ));
+            }
+            if !b.queueing.is_zero() {
+                waits.push("limiter queueing".to_string());
+            }
+            if !waits.is_empty() {
+                message += &format!(" ({} with {})", d(b.unbounded_latency), waits.join(" and "));
+            }
+            let path = self.l.route_path(i);
+            self.warning("schedule-exceeds-deadline", message, &path.key("name"))
                 .hint("the deadline will cut later attempts short; lower max_attempts or per_try, or raise the total timeout");
+        }
+    }
+
+    /// The executor's own range checks of a request rate (its emission interval and burst
+    /// must span less than ~146 years), so that what `check` accepts the executor builds.
+    fn rate_range(&mut self, r: Rate, at: &KeyPath) {
+        use crate::exec::limit::{RateConfig, RateLimiter};
+        let cfg = RateConfig {
+            rate_per_sec: r.per_second,
+            burst: r.burst,
+        };
+        if RateLimiter::new(cfg).is_err() {
+            self.error(
+                "invalid-value",
+                format!(
+                    "a rate of {}/s with a burst of {} is out of range: the rate limiter needs a burst to span less than ~146 years",
+                    num(r.per_second),
+                    r.burst
+                ),
+                at,
+            )
+            .label("expected a higher rate or a smaller burst");
+        }
+    }
+
+    /// The executor's own range checks of a token limit (a minute's tokens, its burst, must
+    /// span less than ~146 years at one token per nanosecond or slower).
+    fn tokens_range(&mut self, tpm: f64, at: &KeyPath) {
+        use crate::exec::limit::{TokenConfig, TokenLimiter};
+        // As the runtime builds it (`exec::state`): whole tokens, a minute's worth of burst.
+        let whole = tpm.ceil().max(1.0) as u64;
+        let cfg = TokenConfig {
+            tokens_per_minute: whole,
+            burst: whole,
+        };
+        if TokenLimiter::new(cfg).is_err() {
+            self.error(
+                "invalid-value",
+                format!(
+                    "tokens_per_minute {} is above what the token limiter can count",
+                    num(tpm)
+                ),
+                at,
+            )
+            .label("expected at most ~4.6e18");
+        }
+    }
+
+    /// The executor's own range checks of a retry budget, for the values the checks in
+    /// [`retry`](Self::retry) do not name (e.g. a ratio above 1000).
+    fn retry_budget_range(&mut self, b: RetryBudget, at: &KeyPath) {
+        use crate::exec::retry_budget::{
+            RetryBudget as Runtime, RetryBudgetConfig, RetryBudgetError,
+        };
+        let valid = b.ratio.is_finite()
+            && b.ratio >= 0.0
+            && b.min_per_second.is_finite()
+            && b.min_per_second >= 0.0
+            && !b.ttl.is_zero()
+            && b.ttl <= Duration::from_secs(60);
+        if !valid {
+            return; // already reported, key by key
+        }
+        let cfg = RetryBudgetConfig {
+            ratio: b.ratio,
+            min_per_second: b.min_per_second,
+            ttl: b.ttl,
+        };
+        match Runtime::new(cfg) {
+            Ok(_) => {}
+            Err(RetryBudgetError::Ratio(r)) => {
+                self.error(
+                    "invalid-value",
+                    format!("retry budget ratio {} is above 1000", num(r)),
+                    &at.key("ratio"),
+                )
+                .label("expected retries per request, 0 to 1000");
+            }
+            Err(e) => {
+                self.error("invalid-value", format!("retry budget: {e}"), at);
             }
         }
-        plan
+    }
+
+    /// A price above the executor's [`MAX_PRICE_PER_MTOK`](crate::exec::price::MAX_PRICE_PER_MTOK).
+    fn price_cap(&mut self, key: &str, v: f64, at: &KeyPath) {
+        use crate::exec::price::MAX_PRICE_PER_MTOK;
+        if v > MAX_PRICE_PER_MTOK {
+            self.error(
+                "price-above-limit",
+                format!("{key} = {} is above the most this executor supports ({MAX_PRICE_PER_MTOK} USD per million tokens)", num(v)),
+                at,
+            )
+            .label(format!("expected 0 to {MAX_PRICE_PER_MTOK}"));
+        }
+    }
+
+    /// `max_attempts` above [`MAX_ATTEMPTS`]: the static bounds and the executor's counts
+    /// are sized for that many attempts per target.
+    fn attempts_cap(&mut self, n: u32, at: &KeyPath) {
+        if n > MAX_ATTEMPTS {
+            self.error(
+                "attempts-above-limit",
+                format!("`max_attempts` = {n} is above the most this executor supports ({MAX_ATTEMPTS})"),
+                at,
+            )
+            .label(format!("expected 1 to {MAX_ATTEMPTS}"))
+            .hint("a retry schedule this long outlasts any deadline; bound retries with `timeouts.total` and a retry budget instead");
+        }
+    }
+
+    /// A hedge goes to the targets after the first attempt's, one per extra attempt: on a
+    /// one-target route it never runs, and `max_extra` beyond the other targets is unused.
+    fn hedge_reach(&mut self, route: &str, h: Hedge, targets: usize, at: &KeyPath) {
+        let others = u32::try_from(targets.saturating_sub(1)).unwrap_or(u32::MAX);
+        if targets == 1 {
+            self.warning(
+                "hedge-never-runs",
+                format!("route `{route}` hedges, but has one target: a hedge is only sent to another target, so none is ever sent"),
+                at,
+            )
+            .hint("add a second target, or remove `hedge`");
+        } else if targets > 1 && h.max_extra > others {
+            self.warning(
+                "hedge-capped",
+                format!(
+                    "route `{route}`: hedge max_extra is {} but the route has {others} other target{}: at most {others} hedge{} per request",
+                    h.max_extra,
+                    if others == 1 { "" } else { "s" },
+                    if others == 1 { "" } else { "s" },
+                ),
+                &at.key("max_extra"),
+            )
+            .hint(format!("lower max_extra to {others}, or add targets"));
+        }
     }
 
     fn route_names(&mut self) -> Vec<String> {
@@ -566,6 +728,7 @@ impl<'a> Compiler<'a> {
             )
             .label("expected at least 1 (1 = no retry)");
         }
+        self.attempts_cap(max_attempts, &path.key("max_attempts"));
         let backoff = match &r.backoff {
             Some(b) => self.backoff(b, &path.key("backoff")),
             None => DEFAULT_BACKOFF,
@@ -610,11 +773,13 @@ impl<'a> Compiler<'a> {
                 )
                 .label("expected a duration in (0, 60s]");
             }
-            RetryBudget {
+            let budget = RetryBudget {
                 ratio: b.ratio,
                 min_per_second: min,
                 ttl,
-            }
+            };
+            self.retry_budget_range(budget, &bp);
+            budget
         });
         let mut overrides = Vec::new();
         for (key, o) in &r.on {
@@ -652,6 +817,9 @@ impl<'a> Compiler<'a> {
                     &op.key("max_attempts"),
                 )
                 .label("expected at least 1");
+            }
+            if let Some(n) = o.max_attempts {
+                self.attempts_cap(n, &op.key("max_attempts"));
             }
             let backoff = o
                 .backoff
@@ -1136,6 +1304,17 @@ impl<'a> Compiler<'a> {
             per_second: r,
             burst: l.burst.unwrap_or_else(|| (r.ceil() as u32).max(1)).max(1),
         });
+        if let (Some(r), false) = (rate, l.burst == Some(0)) {
+            let key = if l.requests_per_second.is_some() {
+                "requests_per_second"
+            } else {
+                "requests_per_minute"
+            };
+            self.rate_range(r, &path.key(key));
+        }
+        if let Some(t) = l.tokens_per_minute.filter(|t| positive(*t)) {
+            self.tokens_range(t, &path.key("tokens_per_minute"));
+        }
         Limits {
             rate,
             tokens_per_minute: l.tokens_per_minute.filter(|t| positive(*t)),
@@ -1170,6 +1349,8 @@ impl<'a> Compiler<'a> {
                         &path.key("price").key(k),
                     )
                     .label("expected a number >= 0");
+                } else {
+                    self.price_cap(k, v, &path.key("price").key(k));
                 }
             }
             Price {
@@ -1306,6 +1487,9 @@ impl<'a> Compiler<'a> {
                 max_extra,
             }
         });
+        if let Some(h) = hedge {
+            self.hedge_reach(&r.name, h, r.targets.len(), &path.key("hedge"));
+        }
         let retry = match &r.retry {
             Some(n) => self
                 .resolve("retry", retry_names, n, &path.key("retry"))
@@ -1709,6 +1893,16 @@ impl<'a> Compiler<'a> {
                 &path.key("limit_usd"),
             )
             .label("expected a positive amount");
+        } else if crate::exec::price::Usd::from_dollars(b.limit_usd).is_err() {
+            self.error(
+                "invalid-value",
+                format!(
+                    "limit_usd {} is above the most a budget can count (about 1.8e10 USD)",
+                    num(b.limit_usd)
+                ),
+                &path.key("limit_usd"),
+            )
+            .label("expected a positive amount up to 1.8e10");
         }
         if b.window.get().is_zero() {
             self.error(

@@ -24,7 +24,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use bounds::{route_bounds, RouteBounds, TokenCounts};
+pub use bounds::{
+    admission_wait, attempts_per_target, hedges, retry_waits, route_bounds, RetryWaits,
+    RouteBounds, TokenCounts, EXACT_RETRIES, MAX_ATTEMPTS,
+};
 pub use class::{ClassError, ClassMatcher, ClassSet, FailureView, CONTEXT_LENGTH_CODE};
 pub use compile::{compile, Compiled, DEFAULT_FAILOVER_ON, DEFAULT_RETRY_ON, DEFAULT_TRIP_ON};
 pub use matcher::{Attr, AttrKind, Cmp, Matcher};

@@ -111,11 +111,13 @@ impl FromStr for Duration {
 
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut ms = self.0.as_millis() as u64;
+        // u128: a sum of policy durations may exceed u64 milliseconds.
+        let mut ms = self.0.as_millis();
         if ms == 0 {
             return f.write_str("0s");
         }
         for (unit, mult) in UNITS {
+            let mult = u128::from(mult);
             if ms >= mult {
                 write!(f, "{}{}", ms / mult, unit)?;
                 ms %= mult;
@@ -196,6 +198,31 @@ mod tests {
         ] {
             let e = s.parse::<Duration>().unwrap_err().to_string();
             assert!(e.contains(reason), "{s}: {e}");
+        }
+    }
+
+    #[test]
+    fn display_of_durations_beyond_u64_milliseconds() {
+        let max = Duration::new(std::time::Duration::MAX);
+        // u64::MAX seconds and 999,999,999 ns: 213,503,982,334,601 days and change.
+        assert_eq!(max.to_string(), "213503982334601d7h15s999ms");
+        let big = Duration::new(std::time::Duration::from_millis(u64::MAX) * 6);
+        assert!(big.to_string().starts_with("1281023894007d"), "{big}");
+    }
+
+    #[test]
+    fn the_largest_durations_parse_or_fail_with_a_reason() {
+        let max = "18446744073709551615ms".parse::<Duration>().unwrap();
+        assert_eq!(max.get(), std::time::Duration::from_millis(u64::MAX));
+        assert_eq!(max.to_string().parse::<Duration>().unwrap(), max);
+        for s in [
+            "18446744073709551615s",
+            "99999999999999d",
+            "213503982335d",
+            "18446744073709551615ms1ms",
+        ] {
+            let e = s.parse::<Duration>().unwrap_err().to_string();
+            assert!(e.contains("too large"), "{s}: {e}");
         }
     }
 

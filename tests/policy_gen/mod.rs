@@ -10,7 +10,10 @@
 //! `models`, `retry`, `breakers`, `routes`, `budgets`, `defaults`, with plausible values
 //! most of the time (names that refer to defined entries, well-formed durations) and
 //! implausible ones often enough (unknown names and keys, wrong types, NaN, negative counts,
-//! bad durations, odd table syntax) to reach every check of the loader and the compiler.
+//! bad durations, odd table syntax) to reach every check of the loader and the compiler;
+//! and extreme ones ([`EXTREME_DURATIONS`], [`EXTREME_COUNTS`], [`EXTREME_NUMBERS`]: the
+//! largest duration, `u32::MAX`, infinities, `-0.0`, subnormals), kept even in `sane` mode
+//! where they are valid, so the static bounds and the runtime see them too.
 #![allow(dead_code)]
 
 use std::fmt::Write as _;
@@ -43,7 +46,10 @@ pub fn check_bytes(dir: &Path, bytes: &[u8]) -> Outcome {
     std::fs::write(&path, bytes).expect("write the policy file");
     let loaded = load(&LoadOptions::new([&path]).with_env(Vec::<(String, String)>::new()));
     let (ok, diags) = match tollgate::plan::compile(loaded) {
-        Ok(c) => (true, c.warnings),
+        Ok(c) => {
+            accepted_plan_runs(&c.plan);
+            (true, c.warnings)
+        }
         Err(d) => (false, d),
     };
     // Rendering must not panic, whatever the spans.
@@ -104,6 +110,27 @@ pub fn check_bytes(dir: &Path, bytes: &[u8]) -> Outcome {
         "a rejected policy has no error that says where it is:\n{short}"
     );
     Outcome { ok, errors }
+}
+
+/// What `check` accepts, a reload accepts: the executor builds its state from the plan
+/// (the compiler checks every range it needs), and every route has static bounds, the
+/// latency within the unbounded figure.
+fn accepted_plan_runs(plan: &tollgate::plan::Plan) {
+    for r in 0..plan.routes.len() {
+        let b = tollgate::plan::route_bounds(
+            plan,
+            tollgate::plan::RouteId(r as u32),
+            tollgate::plan::TokenCounts {
+                input: u64::MAX,
+                output: u64::MAX,
+            },
+        );
+        assert!(b.latency <= b.unbounded_latency, "{b:?}");
+        assert!(b.attempts >= 1, "{b:?}");
+    }
+    if let Err(e) = tollgate::exec::Executor::new(plan.clone()) {
+        panic!("an accepted policy cannot be run: {e}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -170,6 +197,8 @@ pub enum Dur {
     Compound(u8, u16),
     Zero,
     Huge,
+    /// One of [`EXTREME_DURATIONS`]: the largest representable, and just past it.
+    Extreme(u8),
     NoUnit(u16),
     BadUnit(u8),
     Bare(u16),
@@ -188,6 +217,8 @@ pub enum Num {
     Nan,
     Inf,
     NegInf,
+    /// One of [`EXTREME_COUNTS`] or [`EXTREME_NUMBERS`] (`u32::MAX`, `-0.0`, `5e-324`, …).
+    Extreme(u8),
     Str(u8),
     Bool,
 }
@@ -200,6 +231,8 @@ pub enum Ratio {
     Over(u8),
     Neg,
     Nan,
+    NegZero,
+    Tiny,
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -605,6 +638,10 @@ impl Dur {
         {
             return quote("1s");
         }
+        if let (true, Dur::Extreme(i)) = (sane(), self) {
+            // The largest durations a policy can write, kept: they must compile (and bound).
+            return quote(["1ms", "18446744073709551615ms", "213503982334d"][i as usize % 3]);
+        }
         match self {
             Dur::Ms(n) => quote(&format!("{n}ms")),
             Dur::S(n) => quote(&format!("{n}s")),
@@ -614,6 +651,7 @@ impl Dur {
             Dur::Compound(m, s) => quote(&format!("{m}m{s}s")),
             Dur::Zero => quote("0s"),
             Dur::Huge => quote("99999999999999999999d"),
+            Dur::Extreme(i) => quote(EXTREME_DURATIONS[i as usize % EXTREME_DURATIONS.len()]),
             Dur::NoUnit(n) => quote(&n.to_string()),
             Dur::BadUnit(n) => quote(&format!("{n}w")),
             Dur::Bare(n) => n.to_string(),
@@ -629,6 +667,8 @@ impl Num {
             return match self {
                 Num::Int(n) | Num::Str(n) | Num::Frac(n, _) => (n % 16 + 1).to_string(),
                 Num::Mid(n) => (n % 5000 + 1).to_string(),
+                // The largest count valid everywhere a count goes (`max_attempts` included).
+                Num::Extreme(_) => "1000".into(),
                 _ => "2".into(),
             };
         }
@@ -643,6 +683,14 @@ impl Num {
             Num::Nan => "nan".into(),
             Num::Inf => "inf".into(),
             Num::NegInf => "-inf".into(),
+            Num::Extreme(i) => {
+                let all: Vec<&str> = EXTREME_COUNTS
+                    .iter()
+                    .chain(&EXTREME_NUMBERS)
+                    .copied()
+                    .collect();
+                all[i as usize % all.len()].into()
+            }
             Num::Str(n) => quote(&n.to_string()),
             Num::Bool => "true".into(),
         }
@@ -651,7 +699,17 @@ impl Num {
 
 impl Ratio {
     fn render(self) -> String {
-        if sane() && matches!(self, Ratio::Over(_) | Ratio::Neg | Ratio::Nan | Ratio::Zero) {
+        if sane()
+            && matches!(
+                self,
+                Ratio::Over(_)
+                    | Ratio::Neg
+                    | Ratio::Nan
+                    | Ratio::Zero
+                    | Ratio::NegZero
+                    | Ratio::Tiny
+            )
+        {
             return "0.5".into();
         }
         match self {
@@ -661,6 +719,8 @@ impl Ratio {
             Ratio::Over(n) => format!("{}.5", n as u32 + 1),
             Ratio::Neg => "-0.5".into(),
             Ratio::Nan => "nan".into(),
+            Ratio::NegZero => "-0.0".into(),
+            Ratio::Tiny => "5e-324".into(),
         }
     }
 }
@@ -1377,4 +1437,235 @@ impl Doc {
         }
         head + &body
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Extreme values.
+
+/// Durations at and past the edges: zero, one millisecond, the largest a policy can write
+/// (`u64::MAX` milliseconds, in two spellings), and three too large to represent.
+pub const EXTREME_DURATIONS: [&str; 7] = [
+    "0s",
+    "1ms",
+    "18446744073709551615ms",
+    "213503982334d",
+    "18446744073709551615s",
+    "99999999999999d",
+    "99999999999999999999d",
+];
+
+/// Counts at and past the edges of `u32` and of TOML's `i64`.
+pub const EXTREME_COUNTS: [&str; 8] = [
+    "0",
+    "1",
+    "1000",
+    "4294967295",
+    "4294967296",
+    "9223372036854775807",
+    "-1",
+    "-0",
+];
+
+/// Numbers (floats and integers) at the edges: NaN, infinities, negative zero, the smallest
+/// subnormal and the largest finite `f64`.
+pub const EXTREME_NUMBERS: [&str; 9] = [
+    "nan",
+    "inf",
+    "-inf",
+    "-0.0",
+    "0.0",
+    "5e-324",
+    "1.7976931348623157e308",
+    "1e300",
+    "9223372036854775807",
+];
+
+/// What kind of value a slot of [`EXTREME_TEMPLATE`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotKind {
+    /// A duration string.
+    Duration,
+    /// A whole number.
+    Count,
+    /// A float or integer.
+    Number,
+}
+
+/// Each slot of [`EXTREME_TEMPLATE`]: its marker, kind and an ordinary value.
+pub const EXTREME_SLOTS: [(&str, SlotKind, &str); 43] = {
+    use SlotKind::*;
+    [
+        ("@rps", Number, "10"),
+        ("@burst", Count, "5"),
+        ("@tpm", Number, "100000"),
+        ("@concurrency", Count, "4"),
+        ("@queue_timeout", Duration, "\"1s\""),
+        ("@max_connections", Count, "10"),
+        ("@max_idle", Count, "2"),
+        ("@idle_timeout", Duration, "\"90s\""),
+        ("@up_connect", Duration, "\"3s\""),
+        ("@up_per_try", Duration, "\"20s\""),
+        ("@up_total", Duration, "\"1m\""),
+        ("@price_in", Number, "1.0"),
+        ("@price_out", Number, "2.0"),
+        ("@context", Count, "100000"),
+        ("@max_attempts", Count, "3"),
+        ("@base", Duration, "\"100ms\""),
+        ("@backoff_max", Duration, "\"10s\""),
+        ("@factor", Number, "2.0"),
+        ("@jitter_ratio", Number, "0.2"),
+        ("@ra_max", Duration, "\"60s\""),
+        ("@ratio", Number, "0.2"),
+        ("@min_per_second", Number, "10"),
+        ("@ttl", Duration, "\"10s\""),
+        ("@on_attempts", Count, "5"),
+        ("@consecutive", Count, "5"),
+        ("@threshold", Number, "0.5"),
+        ("@min_calls", Count, "10"),
+        ("@window", Duration, "\"30s\""),
+        ("@slow_over", Duration, "\"5s\""),
+        ("@slow_rate", Number, "0.5"),
+        ("@open_for", Duration, "\"30s\""),
+        ("@probes", Count, "2"),
+        ("@successes", Count, "1"),
+        ("@hedge_after", Duration, "\"1s\""),
+        ("@max_extra", Count, "1"),
+        ("@per_try", Duration, "\"5s\""),
+        ("@total", Duration, "\"1m\""),
+        ("@first_byte", Duration, "\"10s\""),
+        ("@weight", Number, "1.0"),
+        ("@limit_usd", Number, "100"),
+        ("@budget_window", Duration, "\"1d\""),
+        ("@redis_timeout", Duration, "\"50ms\""),
+        ("@lease", Count, "4"),
+    ]
+};
+
+/// A policy using every numeric key, each value a slot of [`EXTREME_SLOTS`].
+pub const EXTREME_TEMPLATE: &str = r#"version = 1
+[defaults]
+retry = "r"
+breaker = "b"
+[upstreams.u]
+base_url = "https://u.example/v1"
+limits = { requests_per_second = @rps, burst = @burst, tokens_per_minute = @tpm, concurrency = @concurrency, on_limit = "wait", queue_timeout = @queue_timeout, state = "shared" }
+pool = { max_connections = @max_connections, max_idle = @max_idle, idle_timeout = @idle_timeout }
+timeouts = { connect = @up_connect, per_try = @up_per_try, total = @up_total }
+[upstreams.v]
+base_url = "https://v.example/v1"
+limits = { requests_per_second = @rps, burst = @burst, concurrency = @concurrency, on_limit = "wait", queue_timeout = @queue_timeout }
+[models.m]
+upstream = "u"
+price = { input_per_mtok = @price_in, output_per_mtok = @price_out }
+context_window = @context
+[models.n]
+upstream = "v"
+price = { input_per_mtok = @price_in, output_per_mtok = @price_out }
+[retry.r]
+max_attempts = @max_attempts
+backoff = { kind = "exponential", base = @base, max = @backoff_max, factor = @factor, jitter = "proportional", jitter_ratio = @jitter_ratio }
+retry_after = { honor = true, max = @ra_max }
+budget = { ratio = @ratio, min_per_second = @min_per_second, ttl = @ttl }
+[retry.r.on.429]
+max_attempts = @on_attempts
+backoff = { kind = "decorrelated", base = @base, max = @backoff_max }
+[breakers.b]
+consecutive_failures = @consecutive
+failure_rate = { threshold = @threshold, min_calls = @min_calls, window = @window }
+slow_call = { over = @slow_over, rate_threshold = @slow_rate }
+open_for = @open_for
+half_open = { probes = @probes, successes_to_close = @successes }
+[[routes]]
+name = "hedged"
+when = { attr = "max_tokens", gt = @rps }
+targets = ["m", { model = "n", weight = @weight }]
+hedge = { after = @hedge_after, max_extra = @max_extra }
+timeouts = { per_try = @per_try, total = @total }
+streaming = { first_byte = @first_byte, idle_chunk = @first_byte }
+[[routes]]
+name = "rest"
+targets = ["n"]
+[budgets.daily]
+limit_usd = @limit_usd
+window = @budget_window
+state = "shared"
+[state.redis]
+url = { env = "TOLLGATE_EXTREME_REDIS_URL" }
+timeout = @redis_timeout
+breaker_poll = @redis_timeout
+pool_size = @lease
+expected_instances = @lease
+lease = @lease
+"#;
+
+fn quoted_if(kind: SlotKind, v: &str) -> String {
+    if kind == SlotKind::Duration {
+        quote(v)
+    } else {
+        v.to_string()
+    }
+}
+
+/// [`EXTREME_TEMPLATE`] with the given slot values (an ordinary value for the others).
+pub fn extreme_policy(value: impl Fn(&str, SlotKind) -> Option<String>) -> String {
+    let mut text = EXTREME_TEMPLATE.to_string();
+    // Longest markers first, so `@max_extra` is not taken for a prefix of another.
+    let mut slots = EXTREME_SLOTS.to_vec();
+    slots.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+    for (marker, kind, ordinary) in slots {
+        let v = value(marker, kind).unwrap_or_else(|| ordinary.to_string());
+        text = text.replace(marker, &v);
+    }
+    text
+}
+
+fn values(kind: SlotKind) -> &'static [&'static str] {
+    match kind {
+        SlotKind::Duration => &EXTREME_DURATIONS,
+        SlotKind::Count => &EXTREME_COUNTS,
+        SlotKind::Number => &EXTREME_NUMBERS,
+    }
+}
+
+/// Policies with extreme values: every slot of [`EXTREME_TEMPLATE`] in turn at every
+/// extreme of its kind (the others ordinary), then every slot at once at one extreme per
+/// kind (durations and counts in every combination).
+pub fn extreme_policies() -> Vec<String> {
+    let mut out = Vec::new();
+    for (marker, kind, _) in EXTREME_SLOTS {
+        for v in values(kind) {
+            out.push(extreme_policy(|m, _| {
+                (m == marker).then(|| quoted_if(kind, v))
+            }));
+        }
+    }
+    for d in EXTREME_DURATIONS {
+        for c in EXTREME_COUNTS {
+            // Numbers ordinary: more of these compile, and reach the bounds and the runtime.
+            out.push(extreme_policy(|_, kind| match kind {
+                SlotKind::Duration => Some(quote(d)),
+                SlotKind::Count => Some(c.to_string()),
+                SlotKind::Number => None,
+            }));
+        }
+    }
+    // And numbers too, one extreme each, taking turns.
+    for (i, d) in EXTREME_DURATIONS.iter().enumerate() {
+        for (j, c) in EXTREME_COUNTS.iter().enumerate() {
+            let n = EXTREME_NUMBERS[(i + j) % EXTREME_NUMBERS.len()];
+            {
+                out.push(extreme_policy(|_, kind| {
+                    Some(quoted_if(
+                        kind,
+                        match kind {
+                            SlotKind::Duration => d,
+                            SlotKind::Count => c,
+                            SlotKind::Number => n,
+                        },
+                    ))
+                }));
+            }
+        }
+    }
+    out
 }
