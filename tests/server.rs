@@ -801,3 +801,34 @@ async fn broken_stream(s: &Setup, body: &Value) {
     // The relay settles the account when it drops the stream: give it a moment.
     tokio::time::sleep(Duration::from_millis(20)).await;
 }
+
+/// A stream ends by its attempt's time (the per-try timeout, cut by the request's total
+/// deadline), however steadily the upstream keeps sending: the deadline holds for
+/// streams too, and the caller gets an error event, not a silent cut.
+#[tokio::test]
+async fn a_stream_that_runs_past_its_attempts_time_is_cut_there() {
+    let s = setup().await;
+    // 40 words, a chunk each every 250 ms (under the 300 ms idle timeout): 10 s of stream
+    // against a per-try timeout of 2 s.
+    s.a.set_default(Behavior {
+        chunk_delay: Duration::from_millis(250),
+        ..Behavior::default()
+    });
+    let mut body = chat(&["word"; 40].join(" "));
+    body["stream"] = json!(true);
+    let t0 = std::time::Instant::now();
+    let r = s.post(&body).await;
+    assert_eq!(r.status(), 200);
+    let (_, events, done) = read_stream(r).await;
+    let took = t0.elapsed();
+    assert!(!done, "cut before [DONE]");
+    assert!(
+        took < Duration::from_millis(2_500),
+        "the stream ran {took:?}, past its attempt's 2 s"
+    );
+    let last = events.last().unwrap();
+    assert_eq!(
+        last["error"]["code"], "stream_timeout",
+        "an error event ends it: {last}"
+    );
+}

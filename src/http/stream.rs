@@ -15,6 +15,9 @@ type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
 /// Code of the error event sent when an upstream stalls mid-stream.
 pub const STREAM_IDLE: &str = "stream_idle_timeout";
+/// Code of the error event sent when a stream runs out of its attempt's time (the per-try
+/// timeout, cut by the request's total deadline).
+pub const STREAM_TIMEOUT: &str = "stream_timeout";
 /// Code of the error event sent when an upstream stream breaks mid-way.
 pub const STREAM_INTERRUPTED: &str = "upstream_stream_interrupted";
 
@@ -24,6 +27,9 @@ pub enum StreamError {
     /// No chunk within the idle timeout.
     #[error("no chunk from the upstream within {0:?}")]
     Idle(Duration),
+    /// The stream outlasted its attempt's time (per-try timeout, cut by the deadline).
+    #[error("the stream ran out of its attempt's time")]
+    OutOfTime,
     /// The upstream's stream failed.
     #[error("the upstream stream broke: {0}")]
     Interrupted(String),
@@ -41,20 +47,21 @@ impl StreamError {
     pub fn code(&self) -> &'static str {
         match self {
             StreamError::Idle(_) => STREAM_IDLE,
+            StreamError::OutOfTime => STREAM_TIMEOUT,
             StreamError::Interrupted(_) | StreamError::Truncated | StreamError::TooLarge => {
                 STREAM_INTERRUPTED
             }
         }
     }
     /// The failure this is for the executor ([`Executor::record_late_outcome`]): a stall
-    /// is a `timeout`, a broken or truncated stream a `connect` failure (the connection
+    /// or a stream out of time is a `timeout`, a broken or truncated stream a `connect` failure (the connection
     /// broke), an
     /// oversized event a 502; each also carries the code sent to the caller.
     ///
     /// [`Executor::record_late_outcome`]: crate::exec::Executor::record_late_outcome
     pub fn to_failure(&self) -> Failure {
         let f = match self {
-            StreamError::Idle(_) => Failure::timeout(),
+            StreamError::Idle(_) | StreamError::OutOfTime => Failure::timeout(),
             StreamError::Interrupted(_) | StreamError::Truncated => Failure::connect(""),
             StreamError::TooLarge => Failure::status(502),
         };
@@ -194,6 +201,10 @@ impl EventReader {
                 Some(Err(e)) => {
                     self.ended = true;
                     self.buf.clear();
+                    // The request's timeout (the attempt's time) covers the whole body.
+                    if e.is_timeout() {
+                        return Some(Err(StreamError::OutOfTime));
+                    }
                     return Some(Err(StreamError::Interrupted(super::transport_message(&e))));
                 }
                 None => self.ended = true,

@@ -44,8 +44,11 @@
 //! # Streaming
 //! Retries and failover happen until the first event reaches the caller; after that, an
 //! upstream that stalls past the route's `streaming.idle_chunk` or breaks gets an error
-//! event (`stream_idle_timeout` / `upstream_stream_interrupted`) and the stream ends. Such a
-//! break is not retried, but it counts as a failure of the upstream (a stall as `timeout`,
+//! event (`stream_idle_timeout` / `upstream_stream_interrupted`) and the stream ends; so
+//! does a stream still running when its attempt's time is up (the per-try timeout, cut by
+//! the request's total deadline: `stream_timeout`). Such a
+//! break is not retried, but it counts as a failure of the upstream (a stall or a stream
+//! out of time as `timeout`,
 //! a broken connection as `connect`, an oversized event as `502`): on its breakers, which
 //! it may open, and in its stats. The final chunk's usage (tollgate always asks upstream
 //! for it) is priced when the stream ends, or when the caller goes away.
