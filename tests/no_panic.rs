@@ -257,7 +257,7 @@ fn fuzz_regressions_stay_fixed() {
 /// Every extreme value TOML can write, in every numeric key, alone and all at once
 /// (`policy_gen::extreme_policies`): `check` answers without panicking, and a policy it
 /// accepts has bounds and builds an executor (what a reload does; `check_bytes` asserts
-/// both). The whole corpus runs on another thread under a generous wall-clock limit: a hang
+/// both); every message stays short. The whole corpus runs on another thread under a generous wall-clock limit: a hang
 /// guard (compile work must not grow with `max_attempts` or a duration), not a speed goal.
 #[test]
 fn extreme_values_are_answered_and_never_panic() {
@@ -269,6 +269,24 @@ fn extreme_values_are_answered_and_never_panic() {
             .iter()
             .filter(|text| check_bytes(dir.path(), text.as_bytes()).ok)
             .count();
+        // A number in a message is written short (`5e-324`, not 324 digits).
+        for text in &policies {
+            let opts = tollgate::policy::LoadOptions::from_text("extreme.toml", text.as_str())
+                .with_env(Vec::<(String, String)>::new());
+            let diags = match tollgate::plan::Plan::load(&opts) {
+                Ok(c) => c.warnings,
+                Err(d) => d,
+            };
+            for d in &diags.items {
+                let longest_number = d
+                    .message
+                    .split(|c: char| !c.is_ascii_digit())
+                    .map(str::len)
+                    .max()
+                    .unwrap_or(0);
+                assert!(longest_number <= 24, "a long number: {}", d.message);
+            }
+        }
         tx.send((policies.len(), compiled)).unwrap();
     });
     let (total, compiled) = rx

@@ -18,7 +18,9 @@
 //! - **queueing**: limiter waits before each attempt (and each hedge) with `on_limit =
 //!   "wait"`: up to `queue_timeout` for each limiter the upstream has (concurrency, tokens,
 //!   request rate), plus one `[state.redis] timeout` for each shared budget or limiter on the
-//!   way.
+//!   way. One wait per limiter: under contention today's executor may repeat a token or
+//!   rate wait without checking the deadline, which no static figure bounds (see
+//!   `docs/explain.md` and the ignored test `repeated_token_waits_stay_within_the_bound`).
 //! - **latency**: the sum of the three, cut by the route's total deadline plus what the
 //!   executor may overrun it by (`overrun`: one admission's limiter wait, see
 //!   [`RouteBounds::overrun`]).

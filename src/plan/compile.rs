@@ -687,7 +687,7 @@ impl<'a> Compiler<'a> {
         if !(out.factor.is_finite() && out.factor >= 1.0) {
             self.error(
                 "invalid-value",
-                format!("backoff factor {} is below 1", out.factor),
+                format!("backoff factor {} is below 1", num(out.factor)),
                 &path.key("factor"),
             )
             .label("expected a number >= 1 (1 = constant)");
@@ -695,7 +695,7 @@ impl<'a> Compiler<'a> {
         if !(jitter_ratio.is_finite() && jitter_ratio > 0.0 && jitter_ratio <= 1.0) {
             self.error(
                 "threshold-out-of-range",
-                format!("jitter_ratio {jitter_ratio} is outside (0, 1]"),
+                format!("jitter_ratio {} is outside (0, 1]", num(jitter_ratio)),
                 &path.key("jitter_ratio"),
             )
             .label("expected a number in (0, 1]");
@@ -750,7 +750,7 @@ impl<'a> Compiler<'a> {
             if !(b.ratio.is_finite() && b.ratio >= 0.0) {
                 self.error(
                     "invalid-value",
-                    format!("retry budget ratio {} is negative", b.ratio),
+                    format!("retry budget ratio {} is negative", num(b.ratio)),
                     &bp.key("ratio"),
                 )
                 .label("expected a number >= 0");
@@ -759,7 +759,7 @@ impl<'a> Compiler<'a> {
             if !(min.is_finite() && min >= 0.0) {
                 self.error(
                     "invalid-value",
-                    format!("min_per_second {min} is negative"),
+                    format!("min_per_second {} is negative", num(min)),
                     &bp.key("min_per_second"),
                 )
                 .label("expected a number >= 0");
@@ -848,7 +848,7 @@ impl<'a> Compiler<'a> {
         if !(x.is_finite() && x > 0.0 && x <= 1.0) {
             self.error(
                 "threshold-out-of-range",
-                format!("{what} {x} is outside (0, 1]"),
+                format!("{what} {} is outside (0, 1]", num(x)),
                 path,
             )
             .label("expected a number in (0, 1]");
@@ -1254,8 +1254,12 @@ impl<'a> Compiler<'a> {
         ] {
             if let Some(v) = v {
                 if !positive(v) {
-                    self.error("non-positive-rate", format!("{key} is {v}"), &path.key(key))
-                        .label("expected a positive number");
+                    self.error(
+                        "non-positive-rate",
+                        format!("{key} is {}", num(v)),
+                        &path.key(key),
+                    )
+                    .label("expected a positive number");
                 }
             }
         }
@@ -1345,7 +1349,7 @@ impl<'a> Compiler<'a> {
                 if !(v.is_finite() && v >= 0.0) {
                     self.error(
                         "negative-price",
-                        format!("{k} is {v}"),
+                        format!("{k} is {}", num(v)),
                         &path.key("price").key(k),
                     )
                     .label("expected a number >= 0");
@@ -1428,7 +1432,7 @@ impl<'a> Compiler<'a> {
                 if !positive(w) {
                     self.error(
                         "non-positive-weight",
-                        format!("weight {w} is not positive"),
+                        format!("weight {} is not positive", num(w)),
                         &tp.key("weight"),
                     )
                     .label("expected a number > 0");
@@ -1889,7 +1893,7 @@ impl<'a> Compiler<'a> {
         if !positive(b.limit_usd) {
             self.error(
                 "invalid-value",
-                format!("limit_usd is {}", b.limit_usd),
+                format!("limit_usd is {}", num(b.limit_usd)),
                 &path.key("limit_usd"),
             )
             .label("expected a positive amount");

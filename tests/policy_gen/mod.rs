@@ -1467,8 +1467,8 @@ pub const EXTREME_COUNTS: [&str; 8] = [
 ];
 
 /// Numbers (floats and integers) at the edges: NaN, infinities, negative zero, the smallest
-/// subnormal and the largest finite `f64`.
-pub const EXTREME_NUMBERS: [&str; 9] = [
+/// subnormal, the largest finite `f64`, and huge ones of both signs.
+pub const EXTREME_NUMBERS: [&str; 10] = [
     "nan",
     "inf",
     "-inf",
@@ -1477,6 +1477,7 @@ pub const EXTREME_NUMBERS: [&str; 9] = [
     "5e-324",
     "1.7976931348623157e308",
     "1e300",
+    "-1e300",
     "9223372036854775807",
 ];
 
