@@ -387,7 +387,6 @@ fn route_json(plan: &Plan, r: &Route, b: &RouteBounds) -> serde_json::Value {
             "schedule_ms": ms(b.schedule),
             "retry_after_ms": ms(b.retry_after),
             "queueing_ms": ms(b.queueing),
-            "overrun_ms": ms(b.overrun),
             "cost_if_ok_usd": b.success_cost_usd.map(|(lo, hi)| serde_json::json!({ "min": lo, "max": hi })),
             "worst_cost_usd": b.worst_cost_usd,
         },
@@ -700,13 +699,8 @@ fn bounds_text(plan: &Plan, tokens: TokenCounts, out: &mut String) {
                 plus(b.queueing),
                 if b.unbounded_latency > b.latency {
                     format!(
-                        "{} (deadline{}; {} unbounded)",
+                        "{} (deadline; {} unbounded)",
                         d(b.latency),
-                        if b.overrun.is_zero() {
-                            String::new()
-                        } else {
-                            format!(" + {} overrun", d(b.overrun))
-                        },
                         d(b.unbounded_latency)
                     )
                 } else {

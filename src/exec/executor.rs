@@ -1151,7 +1151,8 @@ impl Executor {
                     Step::Rate
                 }
             };
-            match Self::local_limits(ups, tokens, adm, from, on_limit, now) {
+            let left = on_limit.after(Duration::from_nanos(now.saturating_sub(adm.at)));
+            match Self::local_limits(ups, tokens, adm, from, left, now) {
                 Ok(()) => break,
                 Err(Halt::Wait(w)) => wait = w,
                 Err(Halt::Refused(r)) => {
@@ -1237,18 +1238,21 @@ impl Executor {
             },
         };
         // A wait for the permit is the request's time too.
+        let start = now;
         let mut now = if concurrency.is_some() {
             self.shared.clock.now()
         } else {
             now
         };
+        // Every wait of this admission comes out of one queue timeout.
+        let left = |now: u64| on_limit.after(Duration::from_nanos(now.saturating_sub(start)));
         let shared_tokens = rt.shared_tokens[up_id.index()].as_ref();
         let tokens = match (&ups.tokens, shared_tokens) {
             (None, _) => None,
             (Some(_), Some(st)) => loop {
                 match st.reserve(input.saturating_add(output), now).await {
                     Ok(r) => break Some(Tokens::Shared(r)),
-                    Err(e) => match e.retry_in().and_then(|d| on_limit.wait_for(d)) {
+                    Err(e) => match e.retry_in().and_then(|d| left(now).wait_for(d)) {
                         Some(d) => {
                             tokio::time::sleep(d).await;
                             now = self.shared.clock.now();
@@ -1260,7 +1264,7 @@ impl Executor {
             (Some(t), None) => loop {
                 match t.reserve(input.saturating_add(output), now) {
                     Ok(r) => break Some(Tokens::Local(r)),
-                    Err(e) => match e.retry_in().and_then(|d| on_limit.wait_for(d)) {
+                    Err(e) => match e.retry_in().and_then(|d| left(now).wait_for(d)) {
                         Some(d) => {
                             tokio::time::sleep(d).await;
                             now = self.shared.clock.now();
@@ -1274,7 +1278,7 @@ impl Executor {
             loop {
                 match sr.check(now).await {
                     Ok(()) => break,
-                    Err(e) => match e.retry_in().and_then(|d| on_limit.wait_for(d)) {
+                    Err(e) => match e.retry_in().and_then(|d| left(now).wait_for(d)) {
                         Some(d) => {
                             tokio::time::sleep(d).await;
                             now = self.shared.clock.now();
@@ -1292,7 +1296,7 @@ impl Executor {
             loop {
                 match r.check(now) {
                     Ok(()) => break,
-                    Err(nu) => match on_limit.wait_for(nu.wait()) {
+                    Err(nu) => match left(now).wait_for(nu.wait()) {
                         Some(d) => {
                             tokio::time::sleep(d).await;
                             now = self.shared.clock.now();

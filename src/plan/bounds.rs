@@ -16,14 +16,12 @@
 //!   executor sleeps `max(backoff, Retry-After)` and refuses a `Retry-After` above
 //!   `retry_after.max`, so at most `max(backoff_k, retry_after.max)`.
 //! - **queueing**: limiter waits before each attempt (and each hedge) with `on_limit =
-//!   "wait"`: up to `queue_timeout` for each limiter the upstream has (concurrency, tokens,
-//!   request rate), plus one `[state.redis] timeout` for each shared budget or limiter on the
-//!   way. One wait per limiter: under contention today's executor may repeat a token or
-//!   rate wait without checking the deadline, which no static figure bounds (see
-//!   `docs/explain.md` and the ignored test `repeated_token_waits_stay_within_the_bound`).
-//! - **latency**: the sum of the three, cut by the route's total deadline plus what the
-//!   executor may overrun it by (`overrun`: one admission's limiter wait, see
-//!   [`RouteBounds::overrun`]).
+//!   "wait"`: up to one `queue_timeout` in all for the upstream's limiters (concurrency,
+//!   tokens, request rate, every refill waited for: the executor takes every wait of one
+//!   admission out of one queue timeout), plus one `[state.redis] timeout` for each shared
+//!   budget or limiter on the way.
+//! - **latency**: the sum of the three, cut by the route's total deadline (the executor
+//!   gives an attempt only what is left of the deadline after its admission).
 //! - **cost**: every attempt and hedge billed in full for the given token counts.
 //!
 //! Every step saturates (`Duration::MAX`, `u32::MAX`, `f64` infinity) and the work is
@@ -73,8 +71,7 @@ pub struct RouteBounds {
     pub attempts: u32,
     /// Of those, the hedges (0 on a one-target route).
     pub hedges: u32,
-    /// Longest one request can take: `unbounded_latency` cut by the total deadline plus
-    /// `overrun`.
+    /// Longest one request can take: `unbounded_latency` cut by the total deadline.
     pub latency: Duration,
     /// `schedule + retry_after + queueing`: the longest without the deadline.
     pub unbounded_latency: Duration,
@@ -86,10 +83,6 @@ pub struct RouteBounds {
     pub retry_after: Duration,
     /// Limiter and shared-state waits before attempts and hedges.
     pub queueing: Duration,
-    /// How far past the route's deadline a request may end: the executor computes an
-    /// attempt's timeout from the clock reading taken before its admission waited, so an
-    /// attempt admitted just before the deadline may run for its admission wait after it.
-    pub overrun: Duration,
     /// Cost if every attempt were billed in full; `None` if a target has no price.
     pub worst_cost_usd: Option<f64>,
     /// Cheapest and dearest single successful call over the targets with a price.
@@ -111,11 +104,11 @@ pub fn route_bounds(plan: &Plan, route: RouteId, tokens: TokenCounts) -> RouteBo
         schedule: Duration::ZERO,
         retry_after: Duration::ZERO,
         queueing: Duration::ZERO,
-        overrun: Duration::ZERO,
         worst_cost_usd: Some(0.0),
         success_cost_usd: None,
     };
     let (mut per_try_min, mut per_try_max) = (Duration::MAX, Duration::ZERO);
+    let mut max_wait = Duration::ZERO;
     for t in &r.targets {
         let wait = admission_wait(plan, r, t);
         let per_try = t.timeouts.per_try;
@@ -126,7 +119,7 @@ pub fn route_bounds(plan: &Plan, route: RouteId, tokens: TokenCounts) -> RouteBo
             .saturating_add(waits.backoff);
         b.retry_after = b.retry_after.saturating_add(waits.retry_after);
         b.queueing = b.queueing.saturating_add(wait.saturating_mul(per_target));
-        b.overrun = b.overrun.max(wait);
+        max_wait = max_wait.max(wait);
         per_try_min = per_try_min.min(per_try);
         per_try_max = per_try_max.max(per_try);
         let model = plan.model(t.model);
@@ -155,7 +148,7 @@ pub fn route_bounds(plan: &Plan, route: RouteId, tokens: TokenCounts) -> RouteBo
             .schedule
             .saturating_add(h.after.saturating_mul(hedges))
             .saturating_add(per_try_max.saturating_sub(per_try_min));
-        b.queueing = b.queueing.saturating_add(b.overrun.saturating_mul(hedges));
+        b.queueing = b.queueing.saturating_add(max_wait.saturating_mul(hedges));
         if let (Some(w), Some((_, hi))) = (b.worst_cost_usd, b.success_cost_usd) {
             b.worst_cost_usd = Some(w + hi * f64::from(hedges));
         }
@@ -164,9 +157,7 @@ pub fn route_bounds(plan: &Plan, route: RouteId, tokens: TokenCounts) -> RouteBo
         .schedule
         .saturating_add(b.retry_after)
         .saturating_add(b.queueing);
-    b.latency = b
-        .unbounded_latency
-        .min(r.total_timeout.saturating_add(b.overrun));
+    b.latency = b.unbounded_latency.min(r.total_timeout);
     b
 }
 
@@ -187,8 +178,9 @@ pub fn hedges(route: &Route) -> u32 {
 }
 
 /// The longest wait before one attempt on a target may be admitted: with `on_limit =
-/// "wait"`, `queue_timeout` per limiter of the upstream; and one `[state.redis] timeout`
-/// per shared budget or limiter consulted.
+/// "wait"` and any limiter, one `queue_timeout` (every wait of an admission comes out of
+/// it: [`OnLimit::after`](crate::exec::limit::OnLimit::after)); and one
+/// `[state.redis] timeout` per shared budget or limiter consulted.
 pub fn admission_wait(plan: &Plan, route: &Route, target: &RouteTarget) -> Duration {
     let model = plan.model(target.model);
     let limits = &plan.upstream(model.upstream).limits;
@@ -196,7 +188,8 @@ pub fn admission_wait(plan: &Plan, route: &Route, target: &RouteTarget) -> Durat
         + u32::from(limits.tokens_per_minute.is_some())
         + u32::from(limits.rate.is_some());
     let queue = match limits.on_limit {
-        OnLimit::Wait => limits.queue_timeout.saturating_mul(limiters),
+        OnLimit::Wait if limiters > 0 => limits.queue_timeout,
+        OnLimit::Wait => Duration::ZERO,
         OnLimit::Fail => Duration::ZERO,
     };
     let Some(redis) = &plan.redis else {

@@ -116,9 +116,9 @@ pub enum LimitConfigError {
 pub enum OnLimit {
     /// Refuse at once.
     Fail,
-    /// Wait, but no longer than `queue_timeout`.
+    /// Wait, but no longer than `queue_timeout` in all.
     Wait {
-        /// Longest wait for one limit.
+        /// Longest wait for the permits of one admission (see [`OnLimit::after`]).
         queue_timeout: Duration,
     },
 }
@@ -132,11 +132,33 @@ impl OnLimit {
             OnLimit::Wait { queue_timeout } => (retry_in <= queue_timeout).then_some(retry_in),
         }
     }
+
+    /// What is left of the policy once `waited` has gone by: an admission's waits, for
+    /// every limiter and every refill it waits for, add up to at most one `queue_timeout`.
+    pub fn after(self, waited: Duration) -> OnLimit {
+        match self {
+            OnLimit::Fail => OnLimit::Fail,
+            OnLimit::Wait { queue_timeout } => OnLimit::Wait {
+                queue_timeout: queue_timeout.saturating_sub(waited),
+            },
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn on_limit_after_leaves_what_is_left_of_one_queue_timeout() {
+        let s = Duration::from_secs;
+        let w = OnLimit::Wait { queue_timeout: s(2) };
+        assert_eq!(w.after(s(1)).wait_for(s(1)), Some(s(1)));
+        assert_eq!(w.after(s(1)).wait_for(s(2)), None, "only 1 s is left");
+        assert_eq!(w.after(s(5)).wait_for(Duration::ZERO), Some(Duration::ZERO));
+        assert_eq!(w.after(s(5)).wait_for(Duration::from_nanos(1)), None);
+        assert!(matches!(OnLimit::Fail.after(s(1)), OnLimit::Fail));
+    }
 
     #[test]
     fn on_limit_wait_for() {
