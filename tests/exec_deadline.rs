@@ -138,3 +138,53 @@ async fn a_hedge_that_waited_for_its_permit_still_ends_by_the_deadline() {
     assert_within(Duration::from_secs(2), &[t0.elapsed()]);
     let _ = busy.await;
 }
+
+/// A hedge waiting for its permit does not hold up the attempt it races: the first attempt
+/// answers on time while the hedge still queues (found by the simulation:
+/// tests/sim_regressions/per-try-39.json). And a racer that failed gives its concurrency
+/// permit back at once: the busy request's failed first attempt held m's only permit for
+/// the whole race before, so this request queued for it until 990 ms.
+#[tokio::test(start_paused = true)]
+async fn a_hedge_queueing_for_its_permit_does_not_stall_the_first_attempt() {
+    let exec = Executor::new(common::plan(&policy(
+        "concurrency = 1",
+        "hedge = { after = \"100ms\", max_extra = 1 }",
+    )))
+    .unwrap();
+    // n's only permit is taken for a second by a request that fails over to it.
+    let busy = {
+        let exec = exec.clone();
+        tokio::spawn(async move {
+            exec.execute(&Request::new(), |t, _| {
+                let on_m = t.model_name() == "m";
+                async move {
+                    if on_m {
+                        return Err(Failure::status(503));
+                    }
+                    tokio::time::sleep(Duration::from_millis(1000)).await;
+                    Ok::<_, Failure>(Done::new(()))
+                }
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let t0 = Instant::now();
+    let s = exec
+        .execute(&Request::new(), |t, _| {
+            let on_m = t.model_name() == "m";
+            async move {
+                tokio::time::sleep(Duration::from_millis(if on_m { 300 } else { 10 })).await;
+                Ok::<_, Failure>(Done::new(()))
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(s.model_name(), "m");
+    assert_eq!(
+        t0.elapsed(),
+        Duration::from_millis(300),
+        "answered when m answered"
+    );
+    let _ = busy.await;
+}

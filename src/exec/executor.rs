@@ -418,6 +418,9 @@ struct Racer<'r, MF> {
     fut: Pin<Box<MF>>,
 }
 
+/// A hedge's admission in progress (boxed: hedges are rare, and it may wait for permits).
+type HedgeAdmission<'r, 'a> = dyn Future<Output = Result<Admission<'r>, Refusal>> + Send + 'a;
+
 /// A finished attempt with the permits it held.
 struct Finished<'r, T> {
     result: Result<Done<T>, Failure>,
@@ -1597,16 +1600,32 @@ impl Executor {
         let mut timer = Box::pin(tokio::time::sleep(after));
         // The latest failure, kept until we know whether it is the one to return.
         let mut last: Option<Finished<'r, T>> = None;
+        // A hedge waiting for its permits, polled beside the racers so that its queueing
+        // never holds up the attempts already running.
+        let mut pending: Option<(usize, Pin<Box<HedgeAdmission<'r, '_>>>)> = None;
         loop {
-            enum Ev<R> {
+            if running.is_empty() && pending.is_none() && next >= hedges.len() {
+                // Nothing runs and nothing more may start. `running` only empties through
+                // a failure kept in `last`, so this is the last failure.
+                if let Some(f) = last.take() {
+                    return f;
+                }
+            }
+            enum Ev<R, A> {
                 Done(usize, R),
                 Launch,
+                Admitted(usize, A),
             }
-            let can_launch = next < hedges.len();
+            let can_launch = next < hedges.len() && pending.is_none();
             let ev = std::future::poll_fn(|cx| {
                 for (i, r) in running.iter_mut().enumerate() {
                     if let Poll::Ready(out) = r.fut.as_mut().poll(cx) {
                         return Poll::Ready(Ev::Done(i, out));
+                    }
+                }
+                if let Some((hti, adm)) = pending.as_mut() {
+                    if let Poll::Ready(a) = adm.as_mut().poll(cx) {
+                        return Poll::Ready(Ev::Admitted(*hti, a));
                     }
                 }
                 if can_launch && timer.as_mut().poll(cx).is_ready() {
@@ -1622,6 +1641,7 @@ impl Executor {
                     timer.as_mut().reset(tokio::time::Instant::now() + after);
                     let now = self.shared.clock.now();
                     if now >= deadline {
+                        next = hedges.len();
                         continue;
                     }
                     // Hedges draw on the same retry budget as retries and failovers.
@@ -1633,22 +1653,33 @@ impl Executor {
                         next = hedges.len();
                         continue;
                     }
-                    if let Ok(a) = self.admit(rt, route_id, hti, req, now, deadline).await {
-                        let target = &rt.plan.route(route_id).targets[hti];
-                        // Measured after admission: the hedge may have queued for its permit.
-                        let Some(t) = attempt_timeout(target.timeouts.per_try, a.at, deadline)
-                        else {
-                            continue;
-                        };
-                        trail.attempts += 1;
-                        tracing::debug!(target: "tollgate::exec", model = %rt.plan.model(target.model).name, "hedging");
-                        running.push(Racer {
-                            ti: hti,
-                            adm: Some(a),
-                            hedge: true,
-                            fut: Box::pin(mk(op, hti, 1, true, t)),
-                        });
-                    }
+                    pending = Some((
+                        hti,
+                        Box::pin(self.admit(rt, route_id, hti, req, now, deadline)),
+                    ));
+                }
+                Ev::Admitted(hti, admitted) => {
+                    pending = None;
+                    let target = &rt.plan.route(route_id).targets[hti];
+                    // Measured after admission: the hedge may have queued for its permit.
+                    let timeout = admitted.ok().and_then(|a| {
+                        Some((attempt_timeout(target.timeouts.per_try, a.at, deadline)?, a))
+                    });
+                    let Some((t, a)) = timeout else {
+                        if running.is_empty() {
+                            // Refused while nothing runs: try the next hedge at once.
+                            timer.as_mut().reset(tokio::time::Instant::now());
+                        }
+                        continue;
+                    };
+                    trail.attempts += 1;
+                    tracing::debug!(target: "tollgate::exec", model = %rt.plan.model(target.model).name, "hedging");
+                    running.push(Racer {
+                        ti: hti,
+                        adm: Some(a),
+                        hedge: true,
+                        fut: Box::pin(mk(op, hti, 1, true, t)),
+                    });
                 }
                 Ev::Done(i, result) => {
                     let Racer { ti, adm, hedge, .. } = running.swap_remove(i);
@@ -1669,7 +1700,7 @@ impl Executor {
                         Ok(_) => true,
                         Err(f) => !rt.plan.route(route_id).failover_on.matches(&f.view()),
                     };
-                    let over = running.is_empty() && next >= hedges.len();
+                    let over = running.is_empty() && pending.is_none() && next >= hedges.len();
                     if ends || over {
                         // The winner, or the last failure: account any earlier failure first.
                         if let Some(prev) = last.take() {
@@ -1677,6 +1708,10 @@ impl Executor {
                         }
                         return finished;
                     }
+                    // The failed attempt is over: its concurrency permit and in-flight count
+                    // go back now, not when the race ends (its outcome is settled then).
+                    let mut finished = finished;
+                    finished.adm.release();
                     if let Some(prev) = last.replace(finished) {
                         self.record_lost(rt, route_id, prev, trail);
                     }

@@ -152,7 +152,9 @@ mod tests {
     #[test]
     fn on_limit_after_leaves_what_is_left_of_one_queue_timeout() {
         let s = Duration::from_secs;
-        let w = OnLimit::Wait { queue_timeout: s(2) };
+        let w = OnLimit::Wait {
+            queue_timeout: s(2),
+        };
         assert_eq!(w.after(s(1)).wait_for(s(1)), Some(s(1)));
         assert_eq!(w.after(s(1)).wait_for(s(2)), None, "only 1 s is left");
         assert_eq!(w.after(s(5)).wait_for(Duration::ZERO), Some(Duration::ZERO));
