@@ -914,3 +914,24 @@ async fn failovers_count_moves_to_another_target_skips_included() {
     assert_eq!(ok.unwrap().failovers, 1, "ma still open");
     assert_eq!(exec.stats().routes[0].failovers, 4);
 }
+
+/// A first attempt that fails while the retry budget refuses the hedge ends the request
+/// with that failure (the race used to wait forever for a racer that never came).
+#[tokio::test(start_paused = true)]
+async fn a_hedge_refused_by_the_retry_budget_after_a_failure_ends_the_race() {
+    let plan = common::plan(&format!(
+        "{HEDGE}retry = \"nobudget\"\n[retry.nobudget]\nmax_attempts = 1\n\
+         budget = {{ ratio = 0.0, min_per_second = 0.0 }}\n"
+    ));
+    let exec = Executor::new(plan).unwrap();
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        exec.execute(&Request::new(), |_t, _| async {
+            Err::<Done<()>, _>(Failure::status(503))
+        }),
+    )
+    .await
+    .expect("the request ends");
+    let e = r.unwrap_err();
+    assert_eq!(e.attempts.len(), 1, "{e}");
+}
