@@ -1,0 +1,360 @@
+//! The simulation engine (`tollgate::sim`) searching for counterexamples to every promise
+//! of `docs/guarantees.md`: random scenarios (policies, faults, traffic) from seeds, a few
+//! hand-written ones, and every minimized regression in `tests/sim_regressions/`.
+//!
+//! - `cargo test --test sim` runs 2,000 random scenarios; `TOLLGATE_SIM_SCENARIOS=N` runs
+//!   N (soak), `TOLLGATE_SIM_FIRST=S` starts at seed S.
+//! - `TOLLGATE_SIM_SEED=N cargo test --test sim replay -- --nocapture` replays one seed
+//!   and prints its scenario and report; `TOLLGATE_SIM_FILE=path` replays a scenario file.
+//! - A violation prints the seed, the broken promise, the minimized scenario and the replay
+//!   command, and writes the minimized scenario to `tests/sim_regressions/` (commit it).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tollgate::sim::random::{scenario, Feature, Knobs};
+use tollgate::sim::{self, Event, Promise, RunOptions, Scenario};
+
+/// Features with a known bug being fixed, left out of the random run until the fix
+/// merges (then delete the entry: the regression files that name it must then pass).
+const KNOWN_BROKEN: &[(Feature, &str)] = &[
+    // A stream releases its budget reservation at its first event, at cost 0.
+    (Feature::StreamBudgets, "issue 9 §3.1"),
+    // Time waiting for a limiter is not charged to the per-try timeout and the deadline;
+    // the breaker permit is taken before the wait (a call starts while its breaker is open).
+    (Feature::WaitLimits, "issue 9 §3.2"),
+    // A hedge launches at once after any failure; the race hangs forever when that hedge
+    // cannot be admitted (nothing left to poll, no timer).
+    (Feature::Hedging, "issue 9 §3.7"),
+    // lowest-latency never counts failures.
+    (Feature::LowestLatency, "issue 9 §3.6"),
+];
+
+/// Random scenarios `cargo test` runs.
+const DEFAULT_SCENARIOS: u64 = 2000;
+
+fn knobs() -> Knobs {
+    Knobs {
+        exclude: KNOWN_BROKEN.iter().map(|(f, _)| *f).collect(),
+    }
+}
+
+/// Every feature with `TOLLGATE_SIM_ALL=1`, else all but the `KNOWN_BROKEN` ones.
+fn survey_knobs() -> Knobs {
+    match std::env::var("TOLLGATE_SIM_ALL") {
+        Ok(_) => Knobs::default(),
+        Err(_) => knobs(),
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+fn regressions_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sim_regressions")
+}
+
+/// A committed regression: a minimized scenario and the promise it broke.
+#[derive(Debug, Serialize, Deserialize)]
+struct Regression {
+    /// The promise it broke when found.
+    promise: Promise,
+    /// The `KNOWN_BROKEN` issue reference while its bug is being fixed: the scenario is
+    /// expected to break `promise` until the entry is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    known_broken: Option<String>,
+    /// The scenario.
+    scenario: Scenario,
+}
+
+/// The promises `s` breaks (sorted, each once).
+fn broken(s: &Scenario) -> Vec<Promise> {
+    let r = sim::run(s).unwrap_or_else(|e| panic!("seed {}: {e}", s.seed));
+    let mut p: Vec<Promise> = r.violations.iter().map(|v| v.promise).collect();
+    p.sort();
+    p.dedup();
+    p
+}
+
+/// Minimizes a failing scenario, writes it to `tests/sim_regressions/`, and returns the
+/// message to fail with.
+fn report_violation(seed: u64, s: &Scenario, known_broken: Option<String>) -> String {
+    let report = sim::run(s).expect("it ran once already");
+    // TOLLGATE_SIM_PROMISE=name: minimize for that promise rather than the first broken.
+    let wanted = std::env::var("TOLLGATE_SIM_PROMISE").ok();
+    let first = report
+        .violations
+        .iter()
+        .find(|v| wanted.as_deref().is_none_or(|w| v.promise.name() == w))
+        .unwrap_or(&report.violations[0])
+        .clone();
+    let min = tollgate::sim::shrink::minimize(s, |c| broken(c).contains(&first.promise));
+    let file = Regression {
+        promise: first.promise,
+        known_broken,
+        scenario: min.clone(),
+    };
+    let text = serde_json::to_string_pretty(&file).expect("a regression serializes");
+    let path = regressions_dir().join(format!("{}-{seed}.json", first.promise));
+    let written = std::fs::create_dir_all(regressions_dir())
+        .and_then(|_| std::fs::write(&path, &text))
+        .map(|_| format!("written to {} (commit it)", path.display()))
+        .unwrap_or_else(|e| format!("could not be written to {}: {e}", path.display()));
+    let min_report = sim::run(&min).expect("the minimized scenario runs");
+    let all: Vec<String> = report
+        .violations
+        .iter()
+        .take(5)
+        .map(|v| v.to_string())
+        .collect();
+    format!(
+        "seed {seed} breaks promise `{}`:\n  {}\nminimized: {}\n\
+         replay: TOLLGATE_SIM_SEED={seed} cargo test --test sim replay -- --nocapture\n\
+         minimized scenario {written}:\n{text}\n\
+         (full run: {} violation(s), first ones:\n  {})",
+        first.promise,
+        first,
+        min_report
+            .violations
+            .first()
+            .map_or("-".into(), |v| v.to_string()),
+        report.violation_count,
+        all.join("\n  ")
+    )
+}
+
+#[test]
+fn random_scenarios_keep_every_promise() {
+    sim::quiet_panics();
+    let n = env_u64("TOLLGATE_SIM_SCENARIOS").unwrap_or(DEFAULT_SCENARIOS);
+    let first = env_u64("TOLLGATE_SIM_FIRST").unwrap_or(0);
+    let knobs = knobs();
+    let (mut requests, mut attempts) = (0, 0);
+    for seed in first..first + n {
+        let s = scenario(seed, &knobs);
+        let r = sim::run(&s).unwrap_or_else(|e| panic!("seed {seed}: {e}\n{}", s.policy));
+        if !r.violations.is_empty() {
+            panic!("{}", report_violation(seed, &s, None));
+        }
+        requests += r.summary.requests;
+        attempts += r.summary.attempts;
+    }
+    // The search must search: requests were sent and attempts made.
+    assert!(requests > n * 5, "{requests} requests in {n} scenarios");
+    assert!(
+        attempts >= requests / 2,
+        "{attempts} attempts for {requests} requests"
+    );
+}
+
+#[test]
+fn replay() {
+    sim::quiet_panics();
+    let s = if let Ok(path) = std::env::var("TOLLGATE_SIM_FILE") {
+        let text = std::fs::read_to_string(&path).expect("read TOLLGATE_SIM_FILE");
+        load(&text)
+    } else if let Some(seed) = env_u64("TOLLGATE_SIM_SEED") {
+        let s = scenario(seed, &survey_knobs());
+        // TOLLGATE_SIM_MINIMIZE=1: minimize and write the regression file, labelled with
+        // TOLLGATE_SIM_KNOWN (a KNOWN_BROKEN issue) if set.
+        if std::env::var("TOLLGATE_SIM_MINIMIZE").is_ok() {
+            let known = std::env::var("TOLLGATE_SIM_KNOWN").ok();
+            println!("{}", report_violation(seed, &s, known));
+            return;
+        }
+        s
+    } else {
+        return;
+    };
+    let opts = RunOptions { keep_events: true };
+    let r = sim::run_with(&s, &opts).expect("the scenario runs");
+    println!("{}\n{:#?}", s.to_json(), r.summary);
+    // TOLLGATE_SIM_REQ=N: the events of request N.
+    if let Some(req) = env_u64("TOLLGATE_SIM_REQ") {
+        for e in r
+            .events
+            .iter()
+            .flatten()
+            .filter(|e| event_req(e) == Some(req))
+        {
+            println!("{e:?}");
+        }
+    }
+    for v in &r.violations {
+        println!("{v}");
+    }
+    assert!(
+        r.violations.is_empty(),
+        "{} violation(s)",
+        r.violation_count
+    );
+}
+
+/// The request an event belongs to.
+fn event_req(e: &Event) -> Option<u64> {
+    match e {
+        Event::RequestStart { req, .. }
+        | Event::AttemptStart { req, .. }
+        | Event::AttemptEnd { req, .. }
+        | Event::RequestEnd { req, .. }
+        | Event::StreamEnd { req, .. } => Some(*req),
+        Event::Reload { .. } => None,
+    }
+}
+
+/// A regression file, or a bare scenario.
+fn load(text: &str) -> Scenario {
+    match serde_json::from_str::<Regression>(text) {
+        Ok(r) => r.scenario,
+        Err(_) => Scenario::from_json(text).expect("a regression or scenario file"),
+    }
+}
+
+#[test]
+fn committed_regressions_replay() {
+    sim::quiet_panics();
+    let Ok(dir) = std::fs::read_dir(regressions_dir()) else {
+        return;
+    };
+    let mut files: Vec<PathBuf> = dir
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    let mut failures = Vec::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).expect("read a regression file");
+        let reg: Regression = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{}: not a regression file: {e}", path.display()));
+        let found = broken(&reg.scenario);
+        let known = reg
+            .known_broken
+            .as_deref()
+            .filter(|k| KNOWN_BROKEN.iter().any(|(_, issue)| issue == k));
+        match known {
+            Some(issue) if !found.contains(&reg.promise) => failures.push(format!(
+                "{}: `{}` holds now: the fix for {issue} has landed, delete its KNOWN_BROKEN entry",
+                path.display(),
+                reg.promise
+            )),
+            Some(_) => {}
+            None if !found.is_empty() => failures.push(format!(
+                "{}: breaks {found:?}; replay: TOLLGATE_SIM_FILE={} cargo test --test sim replay -- --nocapture",
+                path.display(),
+                path.display()
+            )),
+            None => {}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn same_seed_same_run_event_for_event() {
+    sim::quiet_panics();
+    let opts = RunOptions { keep_events: true };
+    let mut compared = 0;
+    for seed in 0..40 {
+        let s = scenario(seed, &Knobs::default());
+        let a = sim::run_with(&s, &opts).unwrap();
+        let b = sim::run_with(&s, &opts).unwrap();
+        let (ea, eb) = (a.events.unwrap(), b.events.unwrap());
+        assert_eq!(ea, eb, "seed {seed}: two runs differ");
+        assert_eq!(a.digest, b.digest);
+        assert_eq!(a.summary, b.summary);
+        compared += ea.len();
+        // A different seed gives a different run.
+        let c = sim::run(&scenario(seed + 1000, &Knobs::default())).unwrap();
+        assert_ne!(a.digest, c.digest, "seed {seed}");
+    }
+    assert!(compared > 1000, "only {compared} events compared");
+}
+
+#[test]
+fn a_scenario_file_round_trips() {
+    let s = scenario(11, &Knobs::default());
+    assert_eq!(Scenario::from_json(&s.to_json()).unwrap(), s);
+}
+
+#[test]
+fn every_event_kind_occurs_across_seeds() {
+    sim::quiet_panics();
+    let opts = RunOptions { keep_events: true };
+    let mut kinds = std::collections::BTreeSet::new();
+    for seed in 0..200 {
+        let r = sim::run_with(&scenario(seed, &Knobs::default()), &opts).unwrap();
+        for e in r.events.unwrap() {
+            kinds.insert(match e {
+                Event::RequestStart { .. } => "request-start",
+                Event::AttemptStart { hedge: true, .. } => "hedge",
+                Event::AttemptStart { .. } => "attempt-start",
+                Event::AttemptEnd { result, .. } => match result {
+                    sim::AttemptResult::Ok { pending: true, .. } => "stream-first-byte",
+                    sim::AttemptResult::Ok { .. } => "ok",
+                    sim::AttemptResult::Failed(_) => "failed",
+                    sim::AttemptResult::Dropped => "dropped",
+                    sim::AttemptResult::Panicked => "attempt-panicked",
+                },
+                Event::RequestEnd { outcome, .. } => match outcome {
+                    sim::Outcome::Served { .. } => "served",
+                    sim::Outcome::Failed { .. } => "request-failed",
+                    sim::Outcome::Cancelled => "cancelled",
+                    sim::Outcome::Panicked => "request-panicked",
+                },
+                Event::StreamEnd { .. } => "stream-end",
+                Event::Reload { .. } => "reload",
+            });
+        }
+    }
+    let want = [
+        "request-start",
+        "hedge",
+        "attempt-start",
+        "stream-first-byte",
+        "ok",
+        "failed",
+        "dropped",
+        "attempt-panicked",
+        "served",
+        "request-failed",
+        "cancelled",
+        "request-panicked",
+        "stream-end",
+        "reload",
+    ];
+    for w in want {
+        assert!(
+            kinds.contains(w),
+            "no `{w}` event in 200 random scenarios: {kinds:?}"
+        );
+    }
+}
+
+/// `TOLLGATE_SIM_SURVEY=N`: runs N random scenarios (every feature on with
+/// `TOLLGATE_SIM_ALL=1`, else without `KNOWN_BROKEN`) and prints how many break each
+/// promise, with the first seed of each (does not fail).
+#[test]
+fn survey() {
+    let Some(n) = env_u64("TOLLGATE_SIM_SURVEY") else {
+        return;
+    };
+    sim::quiet_panics();
+    let mut by: std::collections::BTreeMap<Promise, (u64, u64, String)> = Default::default();
+    let knobs = survey_knobs();
+    let t = std::time::Instant::now();
+    for seed in 0..n {
+        let r = sim::run(&scenario(seed, &knobs)).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for v in &r.violations {
+            if seen.insert(v.promise) {
+                let e = by.entry(v.promise).or_insert((0, seed, v.to_string()));
+                e.0 += 1;
+            }
+        }
+    }
+    println!("{n} scenarios in {:?}", t.elapsed());
+    for (p, (count, seed, first)) in by {
+        println!("{p}: {count} scenarios; first seed {seed}: {first}");
+    }
+}
