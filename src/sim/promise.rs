@@ -24,6 +24,9 @@ pub enum Promise {
     RetryBudget,
     /// Calls admitted to an upstream ≤ rate × w + burst in every window w.
     RateWindow,
+    /// Tokens admitted to an upstream in every window w ≤ tokens_per_minute/60 × w + the
+    /// bucket (one minute), each call counted at the smaller of its estimate and its usage.
+    TokenWindow,
     /// Calls in flight on an upstream ≤ its concurrency cap.
     Concurrency,
     /// No call starts while a breaker covering it is open; at most `probes` half-open.
@@ -57,6 +60,7 @@ impl Promise {
             Promise::BudgetSpend => "budget-spend",
             Promise::RetryBudget => "retry-budget",
             Promise::RateWindow => "rate-window",
+            Promise::TokenWindow => "token-window",
             Promise::Concurrency => "concurrency",
             Promise::Breaker => "breaker",
             Promise::BreakerTransition => "breaker-transition",

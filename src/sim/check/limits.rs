@@ -26,6 +26,14 @@ struct RateTrack {
     best: f64,
 }
 
+/// Calls admitted to one upstream with a token limit: (admitted at, estimate, charge).
+/// The charge is the estimate until the call settles, then the smaller of the two.
+#[derive(Debug)]
+struct TokenTrack {
+    per_minute: f64,
+    calls: Vec<(u64, u64, u64)>,
+}
+
 #[derive(Debug, Default)]
 struct RetryTrack {
     deposits: u64,
@@ -57,6 +65,7 @@ const STREAK: u32 = 8;
 pub(super) struct Limits {
     in_flight: HashMap<String, u32>,
     rates: HashMap<String, RateTrack>,
+    tokens: BTreeMap<String, TokenTrack>,
     retries: HashMap<String, RetryTrack>,
     windows: BTreeMap<(String, u64), Window>,
     streaks: HashMap<String, Streak>,
@@ -89,8 +98,7 @@ impl Limits {
         t.withdrawals += 1;
         let bound =
             b.ratio * t.deposits as f64 + b.min_per_second * (secs(at) + b.ttl.as_secs_f64());
-        // +1: a withdrawal counts itself before it checks (see retry_budget.rs).
-        (t.withdrawals as f64 > bound + 1.0 + 1e-9).then(|| {
+        (t.withdrawals as f64 > bound + 1e-9).then(|| {
             (
                 Promise::RetryBudget,
                 format!(
@@ -216,6 +224,72 @@ impl Limits {
                         "upstream {}: a window holds {worst:.2} calls beyond rate·w; burst is {} (rate {}/s)",
                         att.upstream, t.burst, t.per_second
                     ),
+                ));
+            }
+        }
+        found
+    }
+
+    /// Books the attempt's estimate on its upstream's token account; returns its slot.
+    pub(super) fn reserve_tokens(
+        &mut self,
+        plan: &Plan,
+        upstream: &str,
+        estimate: u64,
+        at: u64,
+    ) -> Option<usize> {
+        let uid = plan.upstream_by_name(upstream)?;
+        let per_minute = plan.upstream(uid).limits.tokens_per_minute?.ceil().max(1.0);
+        let t = self
+            .tokens
+            .entry(upstream.into())
+            .or_insert_with(|| TokenTrack {
+                per_minute,
+                calls: Vec::new(),
+            });
+        if t.per_minute != per_minute {
+            // A reload changed the limit: the promise starts again.
+            *t = TokenTrack {
+                per_minute,
+                calls: Vec::new(),
+            };
+        }
+        t.calls.push((at, estimate, estimate));
+        Some(t.calls.len() - 1)
+    }
+
+    /// The tokens an attempt turned out to use (`None`: unknown, the estimate stays).
+    pub(super) fn settle_tokens(&mut self, att: &Att, actual: Option<u64>) {
+        let (Some(slot), Some(actual)) = (att.tokens, actual) else {
+            return;
+        };
+        if let Some(c) = self
+            .tokens
+            .get_mut(&att.upstream)
+            .and_then(|t| t.calls.get_mut(slot))
+        {
+            c.2 = c.1.min(actual);
+        }
+    }
+
+    /// Every window of every token account, in O(n): with prefix sums `S`, the window
+    /// `[t_i, t_j]` holds `S_j - S_(i-1)`, within `rate·(t_j - t_i) + burst` for all `i ≤ j`
+    /// iff `(S_j - rate·t_j) + max_(i ≤ j)(rate·t_i - S_(i-1)) ≤ burst`.
+    pub(super) fn token_windows(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for (name, t) in &self.tokens {
+            let rate = t.per_minute / 60e9;
+            let (mut sum, mut best, mut worst) = (0.0, f64::NEG_INFINITY, 0.0f64);
+            for &(at, _, charge) in &t.calls {
+                best = best.max(rate * at as f64 - sum);
+                sum += charge as f64;
+                worst = worst.max(sum - rate * at as f64 + best);
+            }
+            // The limiter rounds each token's time up: no slack needed but float error.
+            if worst > t.per_minute + 0.5 {
+                found.push(format!(
+                    "upstream {name}: a window holds {worst:.0} tokens beyond rate·w; the bucket is {} (tokens_per_minute)",
+                    t.per_minute
                 ));
             }
         }

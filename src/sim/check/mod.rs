@@ -58,6 +58,8 @@ struct Att {
     budgets: Vec<(String, u64, u64)>,
     /// Half-open breakers it probes.
     probes: Vec<String>,
+    /// Its slot in its upstream's token account, if the upstream has a token limit.
+    tokens: Option<usize>,
 }
 
 /// Sees every event; collects the violations.
@@ -136,6 +138,11 @@ impl Checker {
             Event::StreamEnd { at, id, usage, .. } => {
                 if let Some(att) = self.atts.remove(id) {
                     self.settle_budgets(*at, &att, *usage);
+                    // Reconciled by `record_late_usage`; a broken stream keeps the estimate.
+                    if let Some(u) = usage {
+                        self.limits
+                            .settle_tokens(&att, Some(u.input_tokens + u.output_tokens));
+                    }
                 }
             }
             Event::Reload { .. } => {}
@@ -200,6 +207,7 @@ impl Checker {
             AttemptResult::Failed(f) => (f.usage, Some(f.clone()), false),
             AttemptResult::Dropped | AttemptResult::Panicked => (None, None, false),
         };
+        let connect = matches!(&failure, Some(f) if f.kind == crate::exec::FailureKind::Connect);
         let plan = self.plan(att.version);
         self.limits
             .lowest_latency_end(&plan, &att, failure.is_none());
@@ -212,6 +220,14 @@ impl Checker {
                 r.max_usage.output_tokens = r.max_usage.output_tokens.max(u.output_tokens);
                 r.cost_nanos += cost;
             }
+        }
+        match usage {
+            Some(u) => self
+                .limits
+                .settle_tokens(&att, Some(u.input_tokens + u.output_tokens)),
+            // A connection that never opened used no tokens; otherwise the estimate stays.
+            None if connect => self.limits.settle_tokens(&att, Some(0)),
+            None => {}
         }
         if pending {
             // A stream: its usage comes at its end.
@@ -285,6 +301,9 @@ impl Checker {
                 format!("{n} attempt(s) (or streams) never ended"),
             );
         }
+        for msg in self.limits.token_windows() {
+            self.flag(Promise::TokenWindow, at, None, msg);
+        }
         let stats = exec.stats();
         let mut leaks = Vec::new();
         for m in &stats.models {
@@ -317,3 +336,6 @@ impl Checker {
         self.plan(version).route_by_name(name)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -59,6 +59,7 @@ impl Checker {
             hedge: *hedge,
             budgets: Vec::new(),
             probes: Vec::new(),
+            tokens: None,
         };
         self.one_plan(at, &att);
         self.timeout_given(at, &att);
@@ -85,6 +86,9 @@ impl Checker {
             att.budgets = self
                 .limits
                 .reserve(&plan, &att, caller.as_deref(), tokens, at);
+            att.tokens = self
+                .limits
+                .reserve_tokens(&plan, &att.upstream, tokens.0 + tokens.1, at);
             found.extend(self.limits.attempt_start(&plan, &att, at));
             found.extend(
                 self.limits
