@@ -358,3 +358,313 @@ fn survey() {
         println!("{p}: {count} scenarios; first seed {seed}: {first}");
     }
 }
+
+/// A hand-written scenario: a policy, how its upstreams behave, and what its run must
+/// show besides keeping every promise (so that it exercises what it is about).
+struct Hand {
+    name: &'static str,
+    /// Features it uses: while one is in `KNOWN_BROKEN` its violations are expected.
+    uses: &'static [Feature],
+    policy: String,
+    scripts: fn() -> Vec<sim::UpstreamScript>,
+    mix: fn() -> sim::Mix,
+    /// What the summary must show.
+    shows: fn(&sim::Summary) -> bool,
+}
+
+const HEAD: &str = r#"
+[upstreams.a]
+base_url = "http://127.0.0.1:1/a"
+[upstreams.b]
+base_url = "http://127.0.0.1:1/b"
+[models.ma]
+upstream = "a"
+price = { input_per_mtok = 2.0, output_per_mtok = 8.0 }
+[models.mb]
+upstream = "b"
+price = { input_per_mtok = 1.0, output_per_mtok = 4.0 }
+[retry.r]
+max_attempts = 3
+backoff = { kind = "exponential", base = "20ms", max = "200ms", jitter = "full" }
+retry_after = { honor = true, max = "500ms" }
+"#;
+
+fn flaky(name: &str, share: f64) -> sim::UpstreamScript {
+    sim::UpstreamScript {
+        name: name.into(),
+        phases: vec![sim::Phase {
+            latency_ms: (5, 120),
+            faults: sim::Faults {
+                connect: share / 3.0,
+                server_error: share / 3.0,
+                rate_limited: share / 3.0,
+                retry_after_s: Some(1),
+                ..Default::default()
+            },
+            ..Default::default()
+        }],
+    }
+}
+
+fn outage_then_recovery(name: &str) -> sim::UpstreamScript {
+    sim::UpstreamScript {
+        name: name.into(),
+        phases: vec![
+            sim::Phase {
+                outage: true,
+                ..Default::default()
+            },
+            sim::Phase {
+                from_ms: 1500,
+                ..Default::default()
+            },
+        ],
+    }
+}
+
+fn outcome(s: &sim::Summary, prefix: &str) -> u64 {
+    s.outcomes
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+fn hands() -> Vec<Hand> {
+    vec![
+        Hand {
+            name: "limits-fail-fast",
+            uses: &[],
+            policy: r#"
+[upstreams.a.limits]
+requests_per_second = 5
+burst = 2
+concurrency = 2
+tokens_per_minute = 30000
+[[routes]]
+name = "main"
+targets = ["ma", "mb"]
+retry = "r"
+timeouts = { per_try = "500ms", total = "2s" }
+"#
+            .into(),
+            scripts: || vec![flaky("a", 0.1), flaky("b", 0.1)],
+            mix: sim::Mix::default,
+            shows: |s| s.attempt_results.get("ok").copied().unwrap_or(0) > 10,
+        },
+        Hand {
+            name: "limits-wait",
+            uses: &[Feature::WaitLimits],
+            policy: r#"
+[upstreams.a.limits]
+requests_per_second = 3
+burst = 1
+concurrency = 1
+on_limit = "wait"
+queue_timeout = "800ms"
+[[routes]]
+name = "main"
+targets = ["ma"]
+retry = "r"
+timeouts = { per_try = "1s", total = "2s" }
+"#
+            .into(),
+            scripts: || vec![flaky("a", 0.1)],
+            mix: sim::Mix::default,
+            shows: |s| outcome(s, "served") > 0,
+        },
+        Hand {
+            name: "breaker-opens-and-probes",
+            uses: &[],
+            policy: r#"
+[breakers.quick]
+consecutive_failures = 2
+open_for = "300ms"
+half_open = { probes = 2, successes_to_close = 2 }
+[[routes]]
+name = "main"
+targets = ["ma", "mb"]
+retry = "r"
+breaker = "quick"
+timeouts = { per_try = "300ms", total = "2s" }
+"#
+            .into(),
+            scripts: || vec![outage_then_recovery("a"), flaky("b", 0.05)],
+            mix: sim::Mix::default,
+            shows: |s| outcome(s, "served") > 0 && s.attempt_results.contains_key("connect"),
+        },
+        Hand {
+            name: "budgets-per-caller",
+            uses: &[],
+            policy: r#"
+[[routes]]
+name = "main"
+targets = ["ma", "mb"]
+retry = "r"
+timeouts = { per_try = "500ms", total = "2s" }
+[budgets.c0]
+limit_usd = 0.01
+window = "1s"
+scope = { keys = ["c0"] }
+[budgets.all]
+limit_usd = 0.03
+window = "2s"
+"#
+            .into(),
+            scripts: || vec![flaky("a", 0.2), flaky("b", 0.1)],
+            mix: || sim::Mix {
+                callers: vec!["c0".into(), "c1".into()],
+                max_tokens: Some((100, 1000)),
+                ..Default::default()
+            },
+            shows: |s| outcome(s, "budget") > 0 && outcome(s, "served") > 0,
+        },
+        Hand {
+            name: "streams-and-budgets",
+            uses: &[Feature::StreamBudgets],
+            policy: r#"
+[[routes]]
+name = "main"
+targets = ["ma"]
+retry = "r"
+timeouts = { per_try = "500ms", total = "2s" }
+[budgets.small]
+limit_usd = 0.01
+window = "10s"
+"#
+            .into(),
+            scripts: || vec![flaky("a", 0.0)],
+            mix: || sim::Mix {
+                stream_share: 1.0,
+                max_tokens: Some((200, 400)),
+                ..Default::default()
+            },
+            shows: |s| s.streams.0 > 0,
+        },
+        Hand {
+            name: "retry-budget",
+            uses: &[],
+            policy: r#"
+[retry.tight]
+max_attempts = 4
+backoff = { kind = "constant", base = "10ms", max = "10ms", jitter = "none" }
+budget = { ratio = 0.1, min_per_second = 1, ttl = "1s" }
+[[routes]]
+name = "main"
+targets = ["ma", "mb"]
+retry = "tight"
+timeouts = { per_try = "300ms", total = "2s" }
+"#
+            .into(),
+            scripts: || vec![outage_then_recovery("a"), outage_then_recovery("b")],
+            mix: sim::Mix::default,
+            shows: |s| outcome(s, "retry budget exhausted") > 0,
+        },
+        Hand {
+            name: "hedging",
+            uses: &[Feature::Hedging],
+            policy: r#"
+[[routes]]
+name = "main"
+targets = ["ma", "mb"]
+retry = "r"
+hedge = { after = "30ms", max_extra = 1 }
+timeouts = { per_try = "500ms", total = "2s" }
+"#
+            .into(),
+            scripts: || vec![flaky("a", 0.3), flaky("b", 0.1)],
+            mix: sim::Mix::default,
+            shows: |s| s.hedges > 0,
+        },
+    ]
+    .into_iter()
+    .chain(
+        [
+            "failover",
+            "weighted",
+            "cheapest",
+            "lowest-latency",
+            "least-busy",
+        ]
+        .into_iter()
+        .map(strategy_hand),
+    )
+    .collect()
+}
+
+fn strategy_hand(strategy: &'static str) -> Hand {
+    let policy = format!(
+        "[[routes]]\nname = \"main\"\nstrategy = \"{strategy}\"\ntargets = [\"ma\", \"mb\"]\nretry = \"r\"\ntimeouts = {{ per_try = \"400ms\", total = \"2s\" }}\n"
+    );
+    let uses: &'static [Feature] = if strategy == "lowest-latency" {
+        &[Feature::LowestLatency]
+    } else {
+        &[]
+    };
+    Hand {
+        name: strategy,
+        uses,
+        policy,
+        scripts: || vec![outage_then_recovery("a"), flaky("b", 0.2)],
+        mix: sim::Mix::default,
+        shows: |s| outcome(s, "served") > 0,
+    }
+}
+
+#[test]
+fn hand_written_scenarios_keep_every_promise() {
+    sim::quiet_panics();
+    let mut failures = Vec::new();
+    for h in hands() {
+        let known = h
+            .uses
+            .iter()
+            .find_map(|f| KNOWN_BROKEN.iter().find(|(k, _)| k == f).map(|(_, i)| *i));
+        for seed in 0..20 {
+            let s = Scenario {
+                seed,
+                policy: format!("{HEAD}{}", h.policy),
+                reload: None,
+                upstreams: (h.scripts)(),
+                traffic: sim::Traffic {
+                    max_requests: 60,
+                    segments: vec![sim::Segment {
+                        from_ms: 0,
+                        to_ms: 3000,
+                        start_per_s: 10.0,
+                        end_per_s: 40.0,
+                    }],
+                    bursts: vec![sim::Burst {
+                        at_ms: 1000,
+                        count: 10,
+                    }],
+                    mix: sim::Mix {
+                        cancel: Some((0.1, (50, 1500))),
+                        panic_share: 0.02,
+                        ..(h.mix)()
+                    },
+                },
+            };
+            let r = sim::run(&s).unwrap_or_else(|e| panic!("{}: {e}", h.name));
+            if !(h.shows)(&r.summary) {
+                failures.push(format!(
+                    "{} seed {seed}: does not show what it is about: {:?}",
+                    h.name, r.summary
+                ));
+            }
+            match (known, r.violations.first()) {
+                (None, Some(v)) => {
+                    failures.push(format!("{} seed {seed}: {v}\n{}", h.name, s.to_json()))
+                }
+                (Some(issue), Some(_)) if seed == 0 => {
+                    eprintln!(
+                        "{}: breaks promises as expected while {issue} is open",
+                        h.name
+                    )
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
