@@ -131,6 +131,7 @@ fn random_scenarios_keep_every_promise() {
     let first = env_u64("TOLLGATE_SIM_FIRST").unwrap_or(0);
     let knobs = knobs();
     let (mut requests, mut attempts) = (0, 0);
+    let t = std::time::Instant::now();
     for seed in first..first + n {
         let s = scenario(seed, &knobs);
         let r = sim::run(&s).unwrap_or_else(|e| panic!("seed {seed}: {e}\n{}", s.policy));
@@ -140,6 +141,11 @@ fn random_scenarios_keep_every_promise() {
         requests += r.summary.requests;
         attempts += r.summary.attempts;
     }
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!(
+        "{n} scenarios in {secs:.1}s: {:.0} scenarios/s",
+        n as f64 / secs
+    );
     // The search must search: requests were sent and attempts made.
     assert!(requests > n * 5, "{requests} requests in {n} scenarios");
     assert!(
@@ -667,4 +673,23 @@ fn hand_written_scenarios_keep_every_promise() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_promise_is_in_the_guarantees_doc() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/guarantees.md"))
+            .expect("docs/guarantees.md");
+    for p in Promise::ALL {
+        assert!(
+            doc.contains(&format!("**{p}**")),
+            "docs/guarantees.md lacks **{p}**"
+        );
+    }
+    for (_, issue) in KNOWN_BROKEN {
+        assert!(
+            doc.contains(&issue["issue 9 ".len()..]),
+            "docs/guarantees.md lacks {issue}"
+        );
+    }
 }

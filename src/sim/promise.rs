@@ -49,6 +49,28 @@ pub enum Promise {
 }
 
 impl Promise {
+    /// Every promise, in the order of `docs/guarantees.md`'s tables.
+    pub const ALL: [Promise; 18] = [
+        Promise::Deadline,
+        Promise::PerTry,
+        Promise::ExplainAttempts,
+        Promise::ExplainLatency,
+        Promise::ExplainCost,
+        Promise::OneOutcome,
+        Promise::OnePlan,
+        Promise::FailoverClass,
+        Promise::Hedge,
+        Promise::LowestLatencyFailures,
+        Promise::BudgetSpend,
+        Promise::RetryBudget,
+        Promise::RateWindow,
+        Promise::TokenWindow,
+        Promise::Concurrency,
+        Promise::Breaker,
+        Promise::BreakerTransition,
+        Promise::PermitsReturned,
+    ];
+
     /// Its kebab-case name, as in `docs/guarantees.md`.
     pub fn name(self) -> &'static str {
         match self {
