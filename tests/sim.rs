@@ -290,7 +290,24 @@ fn every_event_kind_occurs_across_seeds() {
     let mut kinds = std::collections::BTreeSet::new();
     for seed in 0..200 {
         let r = sim::run_with(&scenario(seed, &Knobs::default()), &opts).unwrap();
+        let mut first_route = std::collections::HashMap::new();
         for e in r.events.unwrap() {
+            match &e {
+                Event::RequestStart { req, route, .. } => {
+                    first_route.insert(*req, route.clone());
+                }
+                Event::RequestEnd {
+                    req,
+                    outcome: sim::Outcome::Served { route, .. },
+                    ..
+                } if first_route
+                    .get(req)
+                    .is_some_and(|r| r.as_ref() != Some(route)) =>
+                {
+                    kinds.insert("rerouted");
+                }
+                _ => {}
+            }
             kinds.insert(match e {
                 Event::RequestStart { .. } => "request-start",
                 Event::AttemptStart { hedge: true, .. } => "hedge",

@@ -82,6 +82,7 @@ struct Shape {
     routes: usize,
     streams: bool,
     budgets: bool,
+    breakers: bool,
 }
 
 impl Shape {
@@ -92,6 +93,7 @@ impl Shape {
             && rng.f64() < 0.4
             && (!budgets || knobs.on(Feature::StreamBudgets));
         Shape {
+            breakers: knobs.on(Feature::Breakers) && rng.f64() < 0.6,
             upstreams,
             models: upstreams + rng.usize(0..=2),
             routes: rng.usize(1..=2),
@@ -119,7 +121,7 @@ fn policy(shape: &Shape, seed: u64, variant: u64, knobs: &Knobs) -> String {
         }
     };
     let mut out = String::new();
-    let breakers = knobs.on(Feature::Breakers) && r.f64() < 0.6;
+    let breakers = shape.breakers;
     if breakers {
         breaker(&mut out, &mut r);
     }
@@ -143,6 +145,9 @@ fn policy(shape: &Shape, seed: u64, variant: u64, knobs: &Knobs) -> String {
         if r.f64() < 0.1 {
             let _ = writeln!(out, "context_window = {}", r.u32(200..=2000));
         }
+        if breakers && r.f64() < 0.2 {
+            let _ = writeln!(out, "breaker = \"b\"");
+        }
     }
     let attempts = tw(&mut r, 1, 4);
     retry(&mut out, &mut r, attempts, knobs);
@@ -152,7 +157,7 @@ fn policy(shape: &Shape, seed: u64, variant: u64, knobs: &Knobs) -> String {
         route(&mut out, &mut r, shape, i, (per_try, total), priced, knobs);
     }
     if shape.budgets && priced {
-        budget(&mut out, &mut r);
+        budget(&mut out, &mut r, shape.routes);
     }
     out
 }
@@ -245,6 +250,14 @@ fn retry(out: &mut String, r: &mut Rng, attempts: u64, knobs: &Knobs) {
     }
     if r.f64() < 0.3 {
         let _ = writeln!(out, "[retry.r.on.429]\nmax_attempts = {}", r.u32(1..=5));
+        if r.bool() {
+            let _ = writeln!(
+                out,
+                "backoff = {{ kind = \"constant\", base = {}, max = {}, jitter = \"none\" }}",
+                dur(r.u64(1..=50)),
+                dur(r.u64(50..=400))
+            );
+        }
     }
 }
 
@@ -281,6 +294,9 @@ fn route(
     if !last {
         let _ = writeln!(out, "when = {{ attr = \"task\", eq = \"t{i}\" }}");
     }
+    if shape.breakers && r.f64() < 0.15 {
+        let _ = writeln!(out, "breaker = \"b\"");
+    }
     if r.f64() < 0.3 {
         let _ = writeln!(
             out,
@@ -297,15 +313,27 @@ fn route(
     }
 }
 
-fn budget(out: &mut String, r: &mut Rng) {
+/// A budget; with two routes, sometimes one on the first that reroutes to the second.
+fn budget(out: &mut String, r: &mut Rng, routes: usize) {
     let _ = writeln!(
         out,
         "[budgets.spend]\nlimit_usd = {:.4}\nwindow = {}",
         0.002 + r.f64() * 0.05,
         dur(r.u64(200..=3000))
     );
-    if r.bool() {
-        let _ = writeln!(out, "[budgets.spend.scope]\nkeys = [\"c0\"]");
+    let reroute = routes == 2 && r.bool();
+    if reroute {
+        let _ = writeln!(out, "on_exceed = {{ reroute = \"r1\" }}");
+    }
+    let keys = r.bool();
+    if reroute || keys {
+        let _ = writeln!(out, "[budgets.spend.scope]");
+    }
+    if reroute {
+        let _ = writeln!(out, "routes = [\"r0\"]");
+    }
+    if keys {
+        let _ = writeln!(out, "keys = [\"c0\"]");
     }
 }
 
@@ -385,7 +413,12 @@ fn traffic(rng: &mut Rng, duration: u64, shape: &Shape, knobs: &Knobs) -> Traffi
         }],
         bursts,
         mix: Mix {
-            models: Vec::new(),
+            // Sometimes a request names a route (or a model, which matches no route name).
+            models: if rng.f64() < 0.2 {
+                vec!["r0".into(), "m0".into()]
+            } else {
+                Vec::new()
+            },
             tasks,
             callers: vec!["c0".into(), "c1".into()],
             prompt_words: (1, rng.u32(1..=400)),

@@ -78,10 +78,15 @@ impl Checker {
             let (deposit, caller) = (r.route.clone(), r.caller.clone());
             let tokens = (r.input, r.output);
             let mut found = Vec::new();
-            if retry {
-                if let Some(d) = deposit {
-                    found.extend(self.limits.withdraw(&plan, &d, at));
-                }
+            // Retries and failovers draw on the budget of the route the request started on
+            // (where it deposited); a hedge on the budget of the route it runs on.
+            let from = if att.hedge {
+                Some(att.route.clone())
+            } else {
+                deposit
+            };
+            if let (true, Some(d)) = (retry, from) {
+                found.extend(self.limits.withdraw(&plan, &d, at));
             }
             att.budgets = self
                 .limits
