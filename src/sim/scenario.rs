@@ -123,7 +123,8 @@ pub struct Faults {
     /// 400 with an error-body code (`invalid_request_error`, `context_length_exceeded`).
     #[serde(default)]
     pub bad_request: f64,
-    /// A 200 whose body is malformed or truncated (the classifier's 502 `bad_response`).
+    /// A 200 whose body is malformed or truncated (the classifier's 502
+    /// `invalid_upstream_response`).
     #[serde(default)]
     pub malformed: f64,
     /// Failures that still bill their tokens (share of failed responses).

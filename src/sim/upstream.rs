@@ -150,8 +150,9 @@ fn fault(p: &Phase, usage: Usage, rng: &mut fastrand::Rng) -> Option<Failure> {
         let code = ["invalid_request_error", "context_length_exceeded"][rng.usize(..2)];
         Failure::status(400).code(code)
     } else if pick(f.malformed) {
+        // What the HTTP classifier makes of a 2xx whose body is not JSON or is cut short.
         Failure::status(502)
-            .code("bad_response")
+            .code(crate::http::classify::INVALID_RESPONSE)
             .message("malformed or truncated body")
     } else {
         return None;
