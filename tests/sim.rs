@@ -20,12 +20,20 @@ use tollgate::sim::{self, Event, Promise, RunOptions, Scenario};
 const KNOWN_BROKEN: &[(Feature, &str)] = &[
     // A stream releases its budget reservation at its first event, at cost 0.
     (Feature::StreamBudgets, "issue 9 §3.1"),
-    // Time waiting for a limiter is not charged to the per-try timeout and the deadline;
-    // the breaker permit is taken before the wait (a call starts while its breaker is open).
+    // Time waiting for a limiter is not charged to the per-try timeout and the deadline,
+    // and the reading from before a concurrency wait is then given to the rate limiter.
     (Feature::WaitLimits, "issue 9 §3.2"),
-    // A hedge launches at once after any failure; the race hangs forever when that hedge
-    // cannot be admitted (nothing left to poll, no timer).
+    // The breaker permit is taken before a limiter wait: the call starts even if the
+    // breaker opened meanwhile.
+    (
+        Feature::WaitLimits,
+        "sim: breaker opened during a limiter wait",
+    ),
+    // A hedge launches at once after any failure (a 400 included).
     (Feature::Hedging, "issue 9 §3.7"),
+    // The race hangs forever when that hedge cannot be admitted (nothing left to poll, no
+    // timer); while a hedge waits for a limiter, the race polls nothing else.
+    (Feature::Hedging, "sim: hedge race hangs or stalls"),
     // lowest-latency never counts failures.
     (Feature::LowestLatency, "issue 9 §3.6"),
 ];
