@@ -16,6 +16,7 @@ pub mod policy;
 pub mod reload;
 pub mod schema;
 pub mod server;
+pub mod sim;
 
 /// The README's Rust examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]

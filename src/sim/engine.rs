@@ -1,0 +1,393 @@
+//! The engine: the real executor under a real plan, on tokio's paused clock, with scripted
+//! upstreams and traffic. Single-threaded, so one seed gives one run, event for event.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::check::Checker;
+use super::event::{AttemptResult, Event, Outcome};
+use super::summary::Tally;
+use super::traffic::Arrival;
+use super::upstream::{self, Ask, Play, StreamPlan};
+use super::{Report, RunError, RunOptions, Scenario};
+use crate::exec::{Done, Executor, Failure, Served, Target};
+use crate::plan::Plan;
+
+/// The payload of the panics the simulation provokes in `op` (see [`super::quiet_panics`]).
+#[derive(Debug)]
+pub struct SimPanic;
+
+/// What every task of the run shares (one thread: `Rc`, `RefCell`).
+struct World {
+    scenario: Rc<Scenario>,
+    exec: Executor,
+    plans: RefCell<Vec<Plan>>,
+    checker: RefCell<Checker>,
+    tally: RefCell<Tally>,
+    events: RefCell<Option<Vec<Event>>>,
+    digest: Cell<u64>,
+    next_attempt: Cell<u64>,
+}
+
+impl World {
+    fn now(&self) -> u64 {
+        self.exec.clock().now()
+    }
+
+    fn emit(&self, ev: Event) {
+        self.checker.borrow_mut().on(&ev, &self.exec);
+        self.tally.borrow_mut().on(&ev);
+        self.digest.set(fold(self.digest.get(), &ev));
+        if let Some(log) = self.events.borrow_mut().as_mut() {
+            log.push(ev);
+        }
+    }
+
+    /// The version of a plan this run swapped in (1 = the first).
+    fn version_of(&self, plan: &Plan) -> u64 {
+        let plans = self.plans.borrow();
+        let i = plans
+            .iter()
+            .position(|p| std::ptr::eq::<crate::plan::PlanData>(&**p, &**plan));
+        i.map_or(0, |i| i as u64 + 1)
+    }
+}
+
+/// FNV-1a over the event's kind, time and ids: cheap, and enough to tell two runs apart.
+fn fold(h: u64, ev: &Event) -> u64 {
+    let (kind, a, b) = match ev {
+        Event::RequestStart { req, .. } => (1, *req, 0),
+        Event::AttemptStart { req, id, .. } => (2, *req, *id),
+        Event::AttemptEnd { req, id, .. } => (3, *req, *id),
+        Event::RequestEnd { req, .. } => (4, *req, 0),
+        Event::StreamEnd { req, id, .. } => (5, *req, *id),
+        Event::Reload { version, .. } => (6, *version, 0),
+    };
+    [kind, ev.at(), a, b].iter().fold(h, |h, x| {
+        x.to_le_bytes().iter().fold(h, |h, byte| {
+            (h ^ u64::from(*byte)).wrapping_mul(0x100_0000_01b3)
+        })
+    })
+}
+
+/// What an attempt returns to the request: its id and, for a stream, how it goes on.
+struct Value {
+    id: u64,
+    stream: Option<StreamPlan>,
+}
+
+/// Reports the end of an attempt exactly once: when it finishes, or when it is dropped.
+struct AttemptGuard {
+    world: Rc<World>,
+    req: u64,
+    id: u64,
+    done: bool,
+}
+
+impl AttemptGuard {
+    fn finish(&mut self, result: AttemptResult) {
+        self.done = true;
+        self.world.emit(Event::AttemptEnd {
+            at: self.world.now(),
+            req: self.req,
+            id: self.id,
+            result,
+        });
+    }
+
+    async fn play(mut self, play: Play) -> Result<Done<Value>, Failure> {
+        match play {
+            Play::Answer {
+                after,
+                usage,
+                rate_limit,
+                stream,
+            } => {
+                tokio::time::sleep(after).await;
+                let pending = stream.is_some();
+                let value = Value {
+                    id: self.id,
+                    stream,
+                };
+                let mut done = if pending {
+                    Done::new(value).pending()
+                } else {
+                    Done::with_usage(value, usage.input_tokens, usage.output_tokens)
+                };
+                if let Some((remaining, reset)) = rate_limit {
+                    done = done.rate_limit(remaining, reset);
+                }
+                self.finish(AttemptResult::Ok {
+                    usage: done.usage,
+                    pending,
+                });
+                Ok(done)
+            }
+            Play::Fail { after, failure } => {
+                tokio::time::sleep(after).await;
+                self.finish(AttemptResult::Failed(failure.clone()));
+                Err(failure)
+            }
+            Play::Panic { after } => {
+                tokio::time::sleep(after).await;
+                self.finish(AttemptResult::Panicked);
+                std::panic::panic_any(SimPanic)
+            }
+        }
+    }
+}
+
+impl Drop for AttemptGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(AttemptResult::Dropped);
+        }
+    }
+}
+
+/// What the operation returns for one attempt.
+type AttemptFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Done<Value>, Failure>>>>;
+
+/// The operation the executor runs for one request: draws each attempt from the script.
+fn operation(
+    world: Rc<World>,
+    req: u64,
+    a: &Arrival,
+    seed: u64,
+) -> impl FnMut(Target, u32) -> AttemptFuture {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let (input, output) = (
+        a.request.estimated_input_tokens(),
+        a.request.reserved_output_tokens(),
+    );
+    let stream = a.stream;
+    move |t: Target, _n: u32| {
+        let w = world.clone();
+        let id = w.next_attempt.get();
+        w.next_attempt.set(id + 1);
+        let now = w.now();
+        let ask = Ask {
+            upstream: t.upstream_name(),
+            model: t.model_name(),
+            input,
+            output,
+            stream,
+            panic_share: w.scenario.traffic.mix.panic_share,
+            now_ms: now / 1_000_000,
+        };
+        let play = upstream::draw(&w.scenario, &ask, &mut rng);
+        w.emit(Event::AttemptStart {
+            at: now,
+            req,
+            id,
+            route: t.route_name().to_string(),
+            model: t.model_name().to_string(),
+            upstream: t.upstream_name().to_string(),
+            number: t.attempt(),
+            hedge: t.is_hedge(),
+            timeout: crate::exec::clock::nanos(t.timeout()),
+            plan_version: w.version_of(t.plan()),
+        });
+        let guard = AttemptGuard {
+            world: w,
+            req,
+            id,
+            done: false,
+        };
+        Box::pin(guard.play(play))
+    }
+}
+
+/// One request, from arrival to the end of its stream.
+async fn request(world: Rc<World>, req: u64, a: Arrival, seed: u64) {
+    let plan = world.exec.plan();
+    let route = world
+        .exec
+        .route_for(&a.request)
+        .map(|r| plan.route(r).name.clone());
+    world.emit(Event::RequestStart {
+        at: world.now(),
+        req,
+        route,
+        input_tokens: a.request.estimated_input_tokens(),
+        output_tokens: a.request.reserved_output_tokens(),
+        caller: a.request.caller.clone(),
+        stream: a.stream,
+    });
+    let op = operation(world.clone(), req, &a, seed);
+    let fut = world.exec.execute(&a.request, op);
+    let result = match a.cancel_after {
+        Some(d) => tokio::time::timeout(d, fut).await.ok(),
+        None => Some(fut.await),
+    };
+    let outcome = match &result {
+        None => Outcome::Cancelled,
+        Some(Ok(s)) => Outcome::Served {
+            route: s.route_name().to_string(),
+            model: s.model_name().to_string(),
+            attempts: s.attempts,
+            cost_usd: s.cost_usd,
+            plan_version: world.version_of(&s.plan),
+        },
+        Some(Err(e)) => Outcome::Failed {
+            route: e.route.clone(),
+            reason: e.reason.to_string(),
+            attempts: e.attempts.len() as u32,
+        },
+    };
+    world.emit(Event::RequestEnd {
+        at: world.now(),
+        req,
+        outcome,
+    });
+    if let Some(Ok(served)) = result {
+        read_stream(&world, req, served, a.request.caller.as_deref()).await;
+    }
+}
+
+/// Reads a streamed answer to its end, then reports its usage and how it ended.
+async fn read_stream(world: &World, req: u64, served: Served<Value>, caller: Option<&str>) {
+    let (value, meta) = served.into_parts();
+    let Some(plan) = value.stream else { return };
+    tokio::time::sleep(plan.lasts).await;
+    let usage = match &plan.breaks {
+        Some(f) => {
+            world.exec.record_late_outcome(&meta, Some(f));
+            None
+        }
+        None => {
+            world.exec.record_late_usage(&meta, caller, plan.usage);
+            world.exec.record_late_outcome(&meta, None);
+            Some(plan.usage)
+        }
+    };
+    world.emit(Event::StreamEnd {
+        at: world.now(),
+        req,
+        id: value.id,
+        usage,
+        failure: plan.breaks,
+    });
+}
+
+/// Compiles a policy text.
+pub(crate) fn compile(label: &str, text: &str) -> Result<Plan, RunError> {
+    let opts =
+        crate::policy::LoadOptions::from_text(label, text).with_env(Vec::<(String, String)>::new());
+    Plan::load(&opts)
+        .map(|c| c.plan)
+        .map_err(|d| RunError::Policy(d.render(false)))
+}
+
+/// Runs the scenario on a fresh current-thread runtime with paused time.
+pub(crate) fn run(s: &Scenario, opts: &RunOptions) -> Result<Report, RunError> {
+    let plan = compile("scenario.toml", &s.policy)?;
+    let reload = match &s.reload {
+        Some(r) => Some((r.at_ms, compile("reload.toml", &r.policy)?)),
+        None => None,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|e| RunError::Runtime(e.to_string()))?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(
+        &rt,
+        drive(Rc::new(s.clone()), plan, reload, opts.keep_events),
+    )
+}
+
+async fn drive(
+    s: Rc<Scenario>,
+    plan: Plan,
+    reload: Option<(u64, Plan)>,
+    keep_events: bool,
+) -> Result<Report, RunError> {
+    let t0 = Instant::now();
+    let exec = Executor::builder(plan.clone())
+        .seed(s.seed)
+        .build()
+        .map_err(|e| RunError::Build(e.to_string()))?;
+    let world = Rc::new(World {
+        scenario: s.clone(),
+        exec,
+        plans: RefCell::new(vec![plan.clone()]),
+        checker: RefCell::new(Checker::new(plan)),
+        tally: RefCell::new(Tally::default()),
+        events: RefCell::new(keep_events.then(Vec::new)),
+        digest: Cell::new(0xcbf2_9ce4_8422_2325),
+        next_attempt: Cell::new(0),
+    });
+    let mut rng = fastrand::Rng::with_seed(s.seed);
+    let arrivals = super::traffic::arrivals(&s.traffic, &mut rng);
+    let reloading = reload.map(|(at, p)| tokio::task::spawn_local(swap(world.clone(), t0, at, p)));
+    let mut handles: Vec<(u64, JoinHandle<()>)> = Vec::with_capacity(arrivals.len());
+    for (i, a) in arrivals.into_iter().enumerate() {
+        tokio::time::sleep_until(t0 + a.at).await;
+        let seed = rng.u64(..);
+        handles.push((
+            i as u64,
+            tokio::task::spawn_local(request(world.clone(), i as u64, a, seed)),
+        ));
+    }
+    let joined = tokio::time::timeout(HORIZON, join(&world, handles)).await;
+    if joined.is_err() {
+        world.checker.borrow_mut().hung(world.now());
+    }
+    if let Some(h) = reloading {
+        h.await.map_err(|e| RunError::Runtime(e.to_string()))??;
+    }
+    let at = world.now();
+    world.checker.borrow_mut().finish(at, &world.exec);
+    let checker = world.checker.borrow();
+    let (violations, total) = checker.violations();
+    Ok(Report {
+        summary: world.tally.take().finish(),
+        violations: violations.to_vec(),
+        violation_count: total,
+        events: world.events.take(),
+        digest: world.digest.get(),
+    })
+}
+
+/// Virtual time after which requests still running are reported as hung (the checker's
+/// [`Promise::OneOutcome`](super::Promise::OneOutcome)): well past any deadline a
+/// generated policy can set and past [`upstream::HANG`].
+const HORIZON: Duration = Duration::from_secs(2 * 3600);
+
+/// Waits for every request task; a panicked one ends in [`Outcome::Panicked`].
+async fn join(world: &World, handles: Vec<(u64, JoinHandle<()>)>) {
+    for (req, h) in handles {
+        if let Err(e) = h.await {
+            if e.is_panic() {
+                world.emit(Event::RequestEnd {
+                    at: world.now(),
+                    req,
+                    outcome: Outcome::Panicked,
+                });
+            }
+        }
+    }
+}
+
+/// Swaps the plan at `at_ms`.
+async fn swap(world: Rc<World>, t0: Instant, at_ms: u64, plan: Plan) -> Result<(), RunError> {
+    tokio::time::sleep_until(t0 + Duration::from_millis(at_ms)).await;
+    world.plans.borrow_mut().push(plan.clone());
+    world.checker.borrow_mut().add_plan(plan.clone());
+    let version = world
+        .exec
+        .swap_plan(plan)
+        .map_err(|e| RunError::Build(e.to_string()))?;
+    world.emit(Event::Reload {
+        at: world.now(),
+        version,
+    });
+    Ok(())
+}
