@@ -188,3 +188,57 @@ async fn a_hedge_queueing_for_its_permit_does_not_stall_the_first_attempt() {
     );
     let _ = busy.await;
 }
+
+/// A breaker that opens while a call waits for its limiter permit refuses that call: no
+/// call starts while its breaker is open (found by the simulation).
+#[tokio::test(start_paused = true)]
+async fn a_breaker_that_opened_during_the_wait_refuses_the_call() {
+    let exec = Executor::new(common::plan(
+        r#"
+[upstreams.u]
+base_url = "http://127.0.0.1:1/u"
+limits = { concurrency = 1, on_limit = "wait", queue_timeout = "2s" }
+breaker = "once"
+[breakers.once]
+consecutive_failures = 1
+open_for = "10s"
+[models.m]
+upstream = "u"
+[[routes]]
+name = "main"
+targets = ["m"]
+"#,
+    ))
+    .unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let (exec, calls) = (exec.clone(), calls.clone());
+        tasks.push(tokio::spawn(async move {
+            exec.execute(&Request::new(), move |_t, _| {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    Err::<Done<()>, _>(Failure::status(503))
+                }
+            })
+            .await
+        }));
+        tokio::task::yield_now().await;
+    }
+    let mut skipped = 0;
+    for t in tasks {
+        let e = t.await.unwrap().unwrap_err();
+        skipped += e
+            .skipped
+            .iter()
+            .filter(|s| matches!(s.reason, tollgate::exec::SkipReason::BreakerOpen { .. }))
+            .count();
+    }
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the second call waited while the first opened the breaker: it must not start"
+    );
+    assert_eq!(skipped, 1);
+}

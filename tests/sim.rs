@@ -17,26 +17,7 @@ use tollgate::sim::{self, Event, Promise, RunOptions, Scenario};
 
 /// Features with a known bug being fixed, left out of the random run until the fix
 /// merges (then delete the entry: the regression files that name it must then pass).
-const KNOWN_BROKEN: &[(Feature, &str)] = &[
-    // A stream releases its budget reservation at its first event, at cost 0.
-    (Feature::StreamBudgets, "issue 9 §3.1"),
-    // Time waiting for a limiter is not charged to the per-try timeout and the deadline,
-    // and the reading from before a concurrency wait is then given to the rate limiter.
-    (Feature::WaitLimits, "issue 9 §3.2"),
-    // The breaker permit is taken before a limiter wait: the call starts even if the
-    // breaker opened meanwhile.
-    (
-        Feature::WaitLimits,
-        "sim: breaker opened during a limiter wait",
-    ),
-    // A hedge launches at once after any failure (a 400 included).
-    (Feature::Hedging, "issue 9 §3.7"),
-    // The race hangs forever when that hedge cannot be admitted (nothing left to poll, no
-    // timer); while a hedge waits for a limiter, the race polls nothing else.
-    (Feature::Hedging, "sim: hedge race hangs or stalls"),
-    // lowest-latency never counts failures.
-    (Feature::LowestLatency, "issue 9 §3.6"),
-];
+const KNOWN_BROKEN: &[(Feature, &str)] = &[];
 
 /// Random scenarios `cargo test` runs.
 const DEFAULT_SCENARIOS: u64 = 2000;

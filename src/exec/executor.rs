@@ -961,6 +961,30 @@ impl Executor {
         Ok(breakers)
     }
 
+    /// After a wait for a limiter: asks again every breaker that changed state since its
+    /// permit was taken (it may have opened meanwhile: then the target is refused).
+    #[cold]
+    fn recheck_breakers(breakers: &mut Breakers<'_>, now: u64) -> Result<(), Refusal> {
+        for held in breakers.iter_mut() {
+            let Some((slot, permit)) = held else { continue };
+            if permit.is_current() {
+                continue;
+            }
+            let slot = *slot;
+            *held = None;
+            match slot.breaker.try_acquire(now) {
+                Ok(p) => *held = Some((slot, p)),
+                Err(e) => {
+                    return Err(Refusal::Skip(SkipReason::BreakerOpen {
+                        breaker: slot.name.clone(),
+                        retry_in: e.retry_in,
+                    }))
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// How long the upstream's limiters may make this attempt wait.
     fn on_limit(rt: &Runtime, up_id: UpstreamId, now: u64, deadline: u64) -> OnLimit {
         let upstream = rt.plan.upstream(up_id);
@@ -1164,6 +1188,14 @@ impl Executor {
                 }
             }
         }
+        if let Err(r) = Self::recheck_breakers(&mut adm.breakers, now) {
+            // Nothing was sent: the tokens reserved go back.
+            if let Some(t) = adm.tokens.take() {
+                t.settle(0, now);
+            }
+            adm.clear();
+            return Err(r);
+        }
         let ms = &rt.models[model_id.index()];
         ms.in_flight.fetch_add(1, Relaxed);
         adm._in_flight = Some(InFlight(&ms.in_flight));
@@ -1312,6 +1344,15 @@ impl Executor {
                         }
                     },
                 }
+            }
+        }
+        let mut breakers = breakers;
+        if now != start {
+            if let Err(r) = Self::recheck_breakers(&mut breakers, now) {
+                if let Some(t) = tokens {
+                    t.settle(0, now);
+                }
+                return Err(r);
             }
         }
         ms.in_flight.fetch_add(1, Relaxed);

@@ -252,7 +252,7 @@ async fn request(world: Rc<World>, req: u64, a: Arrival, seed: u64) {
 
 /// Reads a streamed answer to its end, then reports its usage and how it ended.
 async fn read_stream(world: &World, req: u64, served: Served<Value>, caller: Option<&str>) {
-    let (value, meta) = served.into_parts();
+    let (value, mut meta) = served.into_parts();
     let Some(plan) = value.stream else { return };
     tokio::time::sleep(plan.lasts).await;
     let usage = match &plan.breaks {
@@ -261,7 +261,7 @@ async fn read_stream(world: &World, req: u64, served: Served<Value>, caller: Opt
             None
         }
         None => {
-            world.exec.record_late_usage(&meta, caller, plan.usage);
+            world.exec.record_late_usage(&mut meta, caller, plan.usage);
             world.exec.record_late_outcome(&meta, None);
             Some(plan.usage)
         }

@@ -188,6 +188,13 @@ impl BreakerPermit<'_> {
     pub fn transition(&self) -> Option<Transition> {
         self.transition
     }
+
+    /// Whether the breaker is still in the state this permit was taken in (no transition
+    /// since). A permit held across a wait (for a limiter) may have gone stale: the breaker
+    /// may have opened meanwhile, and the call must then ask again.
+    pub fn is_current(&self) -> bool {
+        gen(self.breaker.word.0.load(Acquire)) == self.gen
+    }
 }
 
 impl fmt::Debug for BreakerPermit<'_> {
