@@ -87,6 +87,12 @@ impl Checker {
         }
     }
 
+    /// The run has this simulated shared-state backend: shared entities are held to
+    /// their bounds only while it cannot fail (see `shared_slack`).
+    pub fn set_backend(&mut self, script: &crate::sim::SharedScript) {
+        self.limits.backend = Some(script.clone());
+    }
+
     /// Registers the plan of a reload (its version is the next one).
     pub fn add_plan(&mut self, plan: Plan) {
         self.plans.push(plan);
