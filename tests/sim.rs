@@ -420,6 +420,8 @@ struct Hand {
     mix: fn() -> sim::Mix,
     /// What the summary must show.
     shows: fn(&sim::Summary) -> bool,
+    /// The simulated shared-state backend, if any.
+    shared: Option<sim::SharedScript>,
 }
 
 const HEAD: &str = r#"
@@ -501,6 +503,7 @@ timeouts = { per_try = "500ms", total = "2s" }
             scripts: || vec![flaky("a", 0.1), flaky("b", 0.1)],
             mix: sim::Mix::default,
             shows: |s| s.attempt_results.get("ok").copied().unwrap_or(0) > 10,
+            shared: None,
         },
         Hand {
             name: "limits-wait",
@@ -522,6 +525,7 @@ timeouts = { per_try = "1s", total = "2s" }
             scripts: || vec![flaky("a", 0.1)],
             mix: sim::Mix::default,
             shows: |s| outcome(s, "served") > 0,
+            shared: None,
         },
         Hand {
             name: "breaker-opens-and-probes",
@@ -542,6 +546,7 @@ timeouts = { per_try = "300ms", total = "2s" }
             scripts: || vec![outage_then_recovery("a"), flaky("b", 0.05)],
             mix: sim::Mix::default,
             shows: |s| outcome(s, "served") > 0 && s.attempt_results.contains_key("connect"),
+            shared: None,
         },
         Hand {
             name: "budgets-per-caller",
@@ -568,6 +573,7 @@ window = "2s"
                 ..Default::default()
             },
             shows: |s| outcome(s, "budget") > 0 && outcome(s, "served") > 0,
+            shared: None,
         },
         Hand {
             name: "streams-and-budgets",
@@ -590,6 +596,7 @@ window = "10s"
                 ..Default::default()
             },
             shows: |s| s.streams.0 > 0,
+            shared: None,
         },
         Hand {
             name: "retry-budget",
@@ -609,6 +616,38 @@ timeouts = { per_try = "300ms", total = "2s" }
             scripts: || vec![outage_then_recovery("a"), outage_then_recovery("b")],
             mix: sim::Mix::default,
             shows: |s| outcome(s, "retry budget exhausted") > 0,
+            shared: None,
+        },
+        Hand {
+            name: "shared-state-reliable-backend",
+            uses: &[],
+            policy: r#"
+[state.redis]
+url = { env = "REDIS_URL" }
+lease = 4
+[upstreams.a.limits]
+requests_per_second = 5
+burst = 2
+state = "shared"
+[[routes]]
+name = "main"
+targets = ["ma", "mb"]
+retry = "r"
+timeouts = { per_try = "500ms", total = "2s" }
+[budgets.all]
+limit_usd = 0.02
+window = "1s"
+state = "shared"
+"#
+            .into(),
+            scripts: || vec![flaky("a", 0.1), flaky("b", 0.1)],
+            mix: || sim::Mix {
+                max_tokens: Some((100, 1000)),
+                ..Default::default()
+            },
+            shows: |s| outcome(s, "served") > 0 && outcome(s, "budget") > 0,
+            // Instant and never failing: the shared bounds are checked.
+            shared: Some(sim::SharedScript::default()),
         },
         Hand {
             name: "hedging",
@@ -625,6 +664,7 @@ timeouts = { per_try = "500ms", total = "2s" }
             scripts: || vec![flaky("a", 0.3), flaky("b", 0.1)],
             mix: sim::Mix::default,
             shows: |s| s.hedges > 0,
+            shared: None,
         },
     ]
     .into_iter()
@@ -658,6 +698,7 @@ fn strategy_hand(strategy: &'static str) -> Hand {
         scripts: || vec![outage_then_recovery("a"), flaky("b", 0.2)],
         mix: sim::Mix::default,
         shows: |s| outcome(s, "served") > 0,
+        shared: None,
     }
 }
 
@@ -675,7 +716,7 @@ fn hand_written_scenarios_keep_every_promise() {
                 seed,
                 policy: format!("{HEAD}{}", h.policy),
                 reload: None,
-                shared: None,
+                shared: h.shared.clone(),
                 upstreams: (h.scripts)(),
                 traffic: sim::Traffic {
                     max_requests: 60,
