@@ -28,12 +28,24 @@ fn knobs() -> Knobs {
     }
 }
 
-/// Every feature with `TOLLGATE_SIM_ALL=1`, else all but the `KNOWN_BROKEN` ones.
+/// Every feature with `TOLLGATE_SIM_ALL=1`, else all but the `KNOWN_BROKEN` ones, except
+/// those `TOLLGATE_SIM_INCLUDE` names (comma-separated, e.g. `shared,hedging`).
 fn survey_knobs() -> Knobs {
-    match std::env::var("TOLLGATE_SIM_ALL") {
-        Ok(_) => Knobs::default(),
-        Err(_) => knobs(),
+    if std::env::var("TOLLGATE_SIM_ALL").is_ok() {
+        return Knobs::default();
     }
+    let include: Vec<Feature> = std::env::var("TOLLGATE_SIM_INCLUDE")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|f| !f.is_empty())
+        .map(|f| {
+            serde_json::from_value(serde_json::Value::String(f.trim().into()))
+                .expect("a feature name")
+        })
+        .collect();
+    let mut k = knobs();
+    k.exclude.retain(|f| !include.contains(f));
+    k
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -70,6 +82,9 @@ fn broken(s: &Scenario) -> Vec<Promise> {
 /// message to fail with.
 fn report_violation(seed: u64, s: &Scenario, known_broken: Option<String>) -> String {
     let report = sim::run(s).expect("it ran once already");
+    if report.violations.is_empty() {
+        return format!("seed {seed}: no violation");
+    }
     // TOLLGATE_SIM_PROMISE=name: minimize for that promise rather than the first broken.
     let wanted = std::env::var("TOLLGATE_SIM_PROMISE").ok();
     let first = report
@@ -382,6 +397,8 @@ struct Hand {
     mix: fn() -> sim::Mix,
     /// What the summary must show.
     shows: fn(&sim::Summary) -> bool,
+    /// The simulated shared-state backend, if any.
+    shared: Option<sim::SharedScript>,
 }
 
 const HEAD: &str = r#"
@@ -463,6 +480,7 @@ timeouts = { per_try = "500ms", total = "2s" }
             scripts: || vec![flaky("a", 0.1), flaky("b", 0.1)],
             mix: sim::Mix::default,
             shows: |s| s.attempt_results.get("ok").copied().unwrap_or(0) > 10,
+            shared: None,
         },
         Hand {
             name: "limits-wait",
@@ -484,6 +502,7 @@ timeouts = { per_try = "1s", total = "2s" }
             scripts: || vec![flaky("a", 0.1)],
             mix: sim::Mix::default,
             shows: |s| outcome(s, "served") > 0,
+            shared: None,
         },
         Hand {
             name: "breaker-opens-and-probes",
@@ -504,6 +523,7 @@ timeouts = { per_try = "300ms", total = "2s" }
             scripts: || vec![outage_then_recovery("a"), flaky("b", 0.05)],
             mix: sim::Mix::default,
             shows: |s| outcome(s, "served") > 0 && s.attempt_results.contains_key("connect"),
+            shared: None,
         },
         Hand {
             name: "budgets-per-caller",
@@ -530,6 +550,7 @@ window = "2s"
                 ..Default::default()
             },
             shows: |s| outcome(s, "budget") > 0 && outcome(s, "served") > 0,
+            shared: None,
         },
         Hand {
             name: "streams-and-budgets",
@@ -552,6 +573,7 @@ window = "10s"
                 ..Default::default()
             },
             shows: |s| s.streams.0 > 0,
+            shared: None,
         },
         Hand {
             name: "retry-budget",
@@ -571,6 +593,38 @@ timeouts = { per_try = "300ms", total = "2s" }
             scripts: || vec![outage_then_recovery("a"), outage_then_recovery("b")],
             mix: sim::Mix::default,
             shows: |s| outcome(s, "retry budget exhausted") > 0,
+            shared: None,
+        },
+        Hand {
+            name: "shared-state-reliable-backend",
+            uses: &[],
+            policy: r#"
+[state.redis]
+url = { env = "REDIS_URL" }
+lease = 4
+[upstreams.a.limits]
+requests_per_second = 5
+burst = 2
+state = "shared"
+[[routes]]
+name = "main"
+targets = ["ma", "mb"]
+retry = "r"
+timeouts = { per_try = "500ms", total = "2s" }
+[budgets.all]
+limit_usd = 0.02
+window = "1s"
+state = "shared"
+"#
+            .into(),
+            scripts: || vec![flaky("a", 0.1), flaky("b", 0.1)],
+            mix: || sim::Mix {
+                max_tokens: Some((100, 1000)),
+                ..Default::default()
+            },
+            shows: |s| outcome(s, "served") > 0 && outcome(s, "budget") > 0,
+            // Instant and never failing: the shared bounds are checked.
+            shared: Some(sim::SharedScript::default()),
         },
         Hand {
             name: "hedging",
@@ -587,6 +641,7 @@ timeouts = { per_try = "500ms", total = "2s" }
             scripts: || vec![flaky("a", 0.3), flaky("b", 0.1)],
             mix: sim::Mix::default,
             shows: |s| s.hedges > 0,
+            shared: None,
         },
     ]
     .into_iter()
@@ -620,6 +675,7 @@ fn strategy_hand(strategy: &'static str) -> Hand {
         scripts: || vec![outage_then_recovery("a"), flaky("b", 0.2)],
         mix: sim::Mix::default,
         shows: |s| outcome(s, "served") > 0,
+        shared: None,
     }
 }
 
@@ -637,6 +693,7 @@ fn hand_written_scenarios_keep_every_promise() {
                 seed,
                 policy: format!("{HEAD}{}", h.policy),
                 reload: None,
+                shared: h.shared.clone(),
                 upstreams: (h.scripts)(),
                 traffic: sim::Traffic {
                     max_requests: 60,

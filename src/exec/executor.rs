@@ -1309,6 +1309,10 @@ impl Executor {
                 }
             },
         };
+        // The rate limiter decides at the time the call will start: after the backend's
+        // round trips for budgets and tokens, not at the reading from before them (calls
+        // checked early but started late would crowd one window).
+        now = self.shared.clock.now();
         if let Some(sr) = &rt.shared_rates[up_id.index()] {
             loop {
                 match sr.check(now).await {
@@ -1346,6 +1350,8 @@ impl Executor {
                 }
             }
         }
+        // The backend's round trips took time too: the attempt starts from a fresh reading.
+        let now = self.shared.clock.now();
         let mut breakers = breakers;
         if now != start {
             if let Err(r) = Self::recheck_breakers(&mut breakers, now) {
@@ -1381,6 +1387,7 @@ impl Executor {
         let ms = &rt.models[model.index()];
         ms.successes.fetch_add(1, Relaxed);
         ms.observe_latency(elapsed);
+        ms.observe_outcome(false);
         self.settle(
             rt,
             route,
@@ -1422,6 +1429,7 @@ impl Executor {
                 .find(|t| t.model == model)
                 .map(|t| t.timeouts.per_try);
             ms.observe_latency(per_try.unwrap_or_default().max(elapsed));
+            ms.observe_outcome(true);
         }
         self.settle(
             rt,
@@ -1679,7 +1687,8 @@ impl Executor {
                 Ev::Launch => {
                     let hti = hedges[next];
                     next += 1;
-                    timer.as_mut().reset(tokio::time::Instant::now() + after);
+                    // The timer is set again when this hedge starts: the next one comes
+                    // `after` that, however long this one queued for its permits.
                     let now = self.shared.clock.now();
                     if now >= deadline {
                         next = hedges.len();
@@ -1707,13 +1716,12 @@ impl Executor {
                         Some((attempt_timeout(target.timeouts.per_try, a.at, deadline)?, a))
                     });
                     let Some((t, a)) = timeout else {
-                        if running.is_empty() {
-                            // Refused while nothing runs: try the next hedge at once.
-                            timer.as_mut().reset(tokio::time::Instant::now());
-                        }
+                        // Refused: the next hedge may start at once (the timer has run out:
+                        // the last attempt started at least `after` ago, or failed).
                         continue;
                     };
                     trail.attempts += 1;
+                    timer.as_mut().reset(tokio::time::Instant::now() + after);
                     tracing::debug!(target: "tollgate::exec", model = %rt.plan.model(target.model).name, "hedging");
                     running.push(Racer {
                         ti: hti,
@@ -1890,13 +1898,9 @@ fn target_order(rt: &Runtime, route: RouteId, req: &Request, rng: &mut fastrand:
             order.sort_by_key(cost);
         }
         Strategy::LowestLatency => {
-            // No sample yet counts as fastest, so every target gets measured; failures
-            // count as their per-try timeout ([`Executor::settle_failure`]).
-            order.sort_by_key(|&i| {
-                rt.models[r.targets[i].model.index()]
-                    .ewma_nanos
-                    .load(Relaxed)
-            });
+            // The expected time to a success (`ModelState::latency_score`); no sample yet
+            // counts as fastest, so every target gets measured.
+            order.sort_by_key(|&i| rt.models[r.targets[i].model.index()].latency_score());
         }
         Strategy::LeastBusy => {
             order.sort_by_key(|&i| {

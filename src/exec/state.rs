@@ -122,9 +122,12 @@ pub struct ModelState {
     /// The model's own breaker, if its policy names one.
     pub breaker: Option<BreakerSlot>,
     /// Recent latency, exponentially weighted (nanoseconds, 0 = no sample yet): successes
-    /// at their latency, failures `failover_on` allows at their per-try timeout (the
-    /// score `lowest-latency` orders targets by).
+    /// at their latency, failures `failover_on` allows at their per-try timeout (with
+    /// `failure_ppm`, the score `lowest-latency` orders targets by: [`Self::latency_score`]).
     pub ewma_nanos: AtomicU64,
+    /// Recent share of failed attempts (failures `failover_on` allows), exponentially
+    /// weighted, in millionths (0 = none yet).
+    pub failure_ppm: AtomicU32,
     /// Calls in flight.
     pub in_flight: AtomicU32,
     /// Successful attempts.
@@ -148,6 +151,27 @@ impl ModelState {
             (old as f64 * (1.0 - EWMA_ALPHA) + sample as f64 * EWMA_ALPHA) as u64
         };
         self.ewma_nanos.store(new.max(1), Relaxed);
+    }
+
+    /// Folds an attempt's outcome into the failure share (as racy as the latency EWMA).
+    pub fn observe_outcome(&self, failed: bool) {
+        let old = f64::from(self.failure_ppm.load(Relaxed));
+        let sample = if failed { 1e6 } else { 0.0 };
+        let new = old * (1.0 - EWMA_ALPHA) + sample * EWMA_ALPHA;
+        self.failure_ppm.store(new.round() as u32, Relaxed);
+    }
+
+    /// What `lowest-latency` orders targets by: the expected time to a successful answer,
+    /// the latency EWMA divided by the recent success share (`u64::MAX` when every recent
+    /// attempt failed); 0 before the first sample.
+    pub fn latency_score(&self) -> u64 {
+        let latency = self.ewma_nanos.load(Relaxed) as f64;
+        let success = 1.0 - f64::from(self.failure_ppm.load(Relaxed).min(1_000_000)) / 1e6;
+        if success <= 0.0 {
+            return u64::MAX;
+        }
+        // An `as` cast saturates: a huge quotient becomes u64::MAX.
+        (latency / success) as u64
     }
 }
 
@@ -370,6 +394,9 @@ impl Runtime {
             };
             if let Some(p) = prev {
                 state.ewma_nanos.store(p.ewma_nanos.load(Relaxed), Relaxed);
+                state
+                    .failure_ppm
+                    .store(p.failure_ppm.load(Relaxed), Relaxed);
                 state.successes.store(p.successes.load(Relaxed), Relaxed);
                 state.failures.store(p.failures.load(Relaxed), Relaxed);
             }

@@ -310,15 +310,23 @@ async fn drive(
     keep_events: bool,
 ) -> Result<Report, RunError> {
     let t0 = Instant::now();
-    let exec = Executor::builder(plan.clone())
-        .seed(s.seed)
+    let mut builder = Executor::builder(plan.clone()).seed(s.seed);
+    if let Some(script) = &s.shared {
+        let backend = super::backend::SimBackend::new(script.clone(), s.seed ^ 0xbac0_e4d0);
+        builder = builder.state_backend(std::sync::Arc::new(backend));
+    }
+    let exec = builder
         .build()
         .map_err(|e| RunError::Build(e.to_string()))?;
+    let mut checker = Checker::new(plan.clone());
+    if let Some(script) = &s.shared {
+        checker.set_backend(script);
+    }
     let world = Rc::new(World {
         scenario: s.clone(),
         exec,
         plans: RefCell::new(vec![plan.clone()]),
-        checker: RefCell::new(Checker::new(plan)),
+        checker: RefCell::new(checker),
         tally: RefCell::new(Tally::default()),
         events: RefCell::new(keep_events.then(Vec::new)),
         digest: Cell::new(0xcbf2_9ce4_8422_2325),

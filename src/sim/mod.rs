@@ -26,6 +26,7 @@
 //!     "#.into(),
 //!     reload: None,
 //!     upstreams: vec![],
+//!     shared: None,
 //!     traffic: Traffic {
 //!         max_requests: 20,
 //!         segments: vec![Segment { from_ms: 0, to_ms: 1000, start_per_s: 50.0, end_per_s: 50.0 }],
@@ -38,6 +39,7 @@
 //! assert!(report.violations.is_empty(), "{:?}", report.violations);
 //! ```
 
+mod backend;
 mod check;
 mod engine;
 mod event;
@@ -53,7 +55,9 @@ pub use check::{Checker, TICK_NS};
 pub use engine::SimPanic;
 pub use event::{AttemptResult, Event, Outcome};
 pub use promise::{Promise, Violation};
-pub use scenario::{Burst, Faults, Mix, Phase, Reload, Scenario, Segment, Traffic, UpstreamScript};
+pub use scenario::{
+    Burst, Faults, Mix, Phase, Reload, Scenario, Segment, SharedScript, Traffic, UpstreamScript,
+};
 pub use summary::{Summary, BUCKETS};
 
 /// How to run a scenario.

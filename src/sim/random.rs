@@ -9,7 +9,7 @@ use fastrand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::scenario::{
-    Burst, Faults, Mix, Phase, Reload, Scenario, Segment, Traffic, UpstreamScript,
+    Burst, Faults, Mix, Phase, Reload, Scenario, Segment, SharedScript, Traffic, UpstreamScript,
 };
 
 /// A part of the policy or traffic the generator can leave out.
@@ -38,6 +38,8 @@ pub enum Feature {
     Cancel,
     /// Operations that panic.
     Panics,
+    /// `state = "shared"` limits, budgets and breakers on a simulated backend.
+    Shared,
 }
 
 /// Which features to leave out.
@@ -66,12 +68,31 @@ pub fn scenario(seed: u64, knobs: &Knobs) -> Scenario {
     let upstreams = (0..shape.upstreams)
         .map(|u| script(&mut rng, format!("u{u}"), duration, knobs))
         .collect();
+    let traffic = traffic(&mut rng, duration, &shape, knobs);
+    let shared = shape.shared.then(|| shared_script(&mut rng, duration));
     Scenario {
         seed,
         policy,
         reload,
         upstreams,
-        traffic: traffic(&mut rng, duration, &shape, knobs),
+        traffic,
+        shared,
+    }
+}
+
+/// A backend that is sometimes slow, sometimes fails, loses settlements, goes down.
+fn shared_script(rng: &mut Rng, duration: u64) -> SharedScript {
+    let lo = rng.u64(0..=5);
+    let from = rng.u64(0..=duration);
+    SharedScript {
+        latency_ms: (lo, lo + rng.u64(0..=80)),
+        fail: if rng.bool() { rng.f64() * 0.2 } else { 0.0 },
+        lose_settlements: if rng.bool() { rng.f64() * 0.3 } else { 0.0 },
+        down: if rng.f64() < 0.3 {
+            vec![(from, from + rng.u64(50..=1500))]
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -83,6 +104,7 @@ struct Shape {
     streams: bool,
     budgets: bool,
     breakers: bool,
+    shared: bool,
 }
 
 impl Shape {
@@ -94,6 +116,7 @@ impl Shape {
             && (!budgets || knobs.on(Feature::StreamBudgets));
         Shape {
             breakers: knobs.on(Feature::Breakers) && rng.f64() < 0.6,
+            shared: knobs.on(Feature::Shared) && rng.f64() < 0.25,
             upstreams,
             models: upstreams + rng.usize(0..=2),
             routes: rng.usize(1..=2),
@@ -122,11 +145,20 @@ fn policy(shape: &Shape, seed: u64, variant: u64, knobs: &Knobs) -> String {
     };
     let mut out = String::new();
     let breakers = shape.breakers;
+    if shape.shared {
+        let _ = writeln!(
+            out,
+            "[state.redis]\nurl = {{ env = \"REDIS_URL\" }}\nlease = {}\nfail_mode = \"{}\"\ntimeout = {}",
+            r.u32(1..=8),
+            ["open", "closed"][r.usize(..2)],
+            dur(r.u64(5..=100))
+        );
+    }
     if breakers {
-        breaker(&mut out, &mut r);
+        breaker(&mut out, &mut r, shape.shared);
     }
     for u in 0..shape.upstreams {
-        upstream(&mut out, &mut r, u, breakers, knobs);
+        upstream(&mut out, &mut r, u, shape, knobs);
     }
     let priced = shape.budgets || r.f64() < 0.7;
     for m in 0..shape.models {
@@ -157,7 +189,7 @@ fn policy(shape: &Shape, seed: u64, variant: u64, knobs: &Knobs) -> String {
         route(&mut out, &mut r, shape, i, (per_try, total), priced, knobs);
     }
     if shape.budgets && priced {
-        budget(&mut out, &mut r, shape.routes);
+        budget(&mut out, &mut r, shape);
     }
     out
 }
@@ -166,7 +198,7 @@ fn policy_variant(shape: &Shape, seed: u64, knobs: &Knobs) -> String {
     policy(shape, seed, 1, knobs)
 }
 
-fn breaker(out: &mut String, r: &mut Rng) {
+fn breaker(out: &mut String, r: &mut Rng, shared: bool) {
     let probes = r.u32(1..=3);
     let _ = writeln!(
         out,
@@ -175,6 +207,9 @@ fn breaker(out: &mut String, r: &mut Rng) {
         dur(r.u64(50..=2000)),
         r.u32(1..=probes)
     );
+    if shared && r.bool() {
+        let _ = writeln!(out, "state = \"shared\"");
+    }
     if r.bool() {
         let _ = writeln!(
             out,
@@ -186,12 +221,12 @@ fn breaker(out: &mut String, r: &mut Rng) {
     }
 }
 
-fn upstream(out: &mut String, r: &mut Rng, u: usize, breakers: bool, knobs: &Knobs) {
+fn upstream(out: &mut String, r: &mut Rng, u: usize, shape: &Shape, knobs: &Knobs) {
     let _ = writeln!(
         out,
         "[upstreams.u{u}]\nbase_url = \"http://127.0.0.1:1/u{u}\""
     );
-    if breakers && r.bool() {
+    if shape.breakers && r.bool() {
         let _ = writeln!(out, "breaker = \"b\"");
     }
     if r.f64() < 0.3 {
@@ -213,6 +248,9 @@ fn upstream(out: &mut String, r: &mut Rng, u: usize, breakers: bool, knobs: &Kno
     if !limits.is_empty() && knobs.on(Feature::WaitLimits) && r.bool() {
         limits.push("on_limit = \"wait\"".into());
         limits.push(format!("queue_timeout = {}", dur(r.u64(10..=1000))));
+    }
+    if !limits.is_empty() && shape.shared && r.bool() {
+        limits.push("state = \"shared\"".into());
     }
     if !limits.is_empty() {
         let _ = writeln!(out, "[upstreams.u{u}.limits]\n{}", limits.join("\n"));
@@ -314,14 +352,17 @@ fn route(
 }
 
 /// A budget; with two routes, sometimes one on the first that reroutes to the second.
-fn budget(out: &mut String, r: &mut Rng, routes: usize) {
+fn budget(out: &mut String, r: &mut Rng, shape: &Shape) {
     let _ = writeln!(
         out,
         "[budgets.spend]\nlimit_usd = {:.4}\nwindow = {}",
         0.002 + r.f64() * 0.05,
         dur(r.u64(200..=3000))
     );
-    let reroute = routes == 2 && r.bool();
+    if shape.shared && r.bool() {
+        let _ = writeln!(out, "state = \"shared\"");
+    }
+    let reroute = shape.routes == 2 && r.bool();
     if reroute {
         let _ = writeln!(out, "on_exceed = {{ reroute = \"r1\" }}");
     }

@@ -19,6 +19,27 @@ pub struct Scenario {
     pub upstreams: Vec<UpstreamScript>,
     /// Who calls, when, with what.
     pub traffic: Traffic,
+    /// The shared-state backend behind `state = "shared"` (the policy's `[state.redis]`),
+    /// simulated; `None`: no backend (shared entities act as local ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedScript>,
+}
+
+/// How the simulated shared-state backend behaves.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SharedScript {
+    /// Round-trip time, uniform in this range, ms.
+    #[serde(default)]
+    pub latency_ms: (u64, u64),
+    /// Share of calls that fail.
+    #[serde(default)]
+    pub fail: f64,
+    /// Share of settlements (budget adjustments, token reconciliations) that fail too.
+    #[serde(default)]
+    pub lose_settlements: f64,
+    /// Intervals `[from_ms, to_ms)` during which every call fails.
+    #[serde(default)]
+    pub down: Vec<(u64, u64)>,
 }
 
 /// Swaps in another policy at a virtual time.

@@ -141,7 +141,10 @@ fn fault(p: &Phase, usage: Usage, rng: &mut fastrand::Rng) -> Option<Failure> {
     } else if pick(f.server_error) {
         Failure::status([500, 502, 503][rng.usize(..3)])
     } else if pick(f.rate_limited) {
-        let fl = Failure::status(429).code("rate_limit_exceeded");
+        let mut fl = Failure::status(429).code("rate_limit_exceeded");
+        if let Some((remaining, reset)) = p.rate_limit {
+            fl = fl.rate_limit(remaining, Duration::from_millis(reset));
+        }
         match f.retry_after_s {
             Some(s) => fl.retry_after(Duration::from_secs(s)),
             None => fl,

@@ -55,6 +55,18 @@ struct Streak {
     failures: u32,
     /// Another target of the route succeeded during the run.
     other_ok: bool,
+    /// When the run first held [`STREAK`] failures and another target's success: a
+    /// request that chose its order after that is judged (one that chose before, while
+    /// those attempts were still running, could not know).
+    armed_at: Option<u64>,
+}
+
+impl Streak {
+    fn arm(&mut self, at: u64) {
+        if self.armed_at.is_none() && self.failures >= STREAK && self.other_ok {
+            self.armed_at = Some(at);
+        }
+    }
 }
 
 /// Failed first choices in a row, while another target succeeds, past which
@@ -73,6 +85,23 @@ pub(super) struct Limits {
     breakers: HashMap<String, (BreakerState, u64)>,
     breaker_version: u64,
     probes: HashMap<String, u32>,
+    /// The simulated shared-state backend, if the run has one.
+    pub(super) backend: Option<crate::sim::SharedScript>,
+}
+
+/// How a `state = "shared"` entity is held to its bound: like a local one, plus this slack
+/// (the rate limiter's lease), or not at all (`None`) when the backend may fail, lose
+/// settlements or answer after the policy's `timeout` — then `fail_mode` decides, and
+/// the cluster bound of `docs/policy.md` holds only while the backend answers.
+fn shared_slack(plan: &Plan, backend: Option<&crate::sim::SharedScript>) -> Option<u32> {
+    let (Some(redis), Some(b)) = (&plan.redis, backend) else {
+        // No backend: shared entities act as local ones.
+        return Some(0);
+    };
+    let timeout = u64::try_from(redis.timeout.as_millis()).unwrap_or(u64::MAX);
+    let reliable =
+        b.fail == 0.0 && b.lose_settlements == 0.0 && b.down.is_empty() && b.latency_ms.1 < timeout;
+    reliable.then(|| redis.lease.saturating_sub(1))
 }
 
 fn secs(ns: u64) -> f64 {
@@ -140,6 +169,10 @@ impl Limits {
             .iter()
             .map(|&b| &plan.budgets[b.index()])
             .filter(|b| b.covers(rid, mid, up, caller))
+            .filter(|b| {
+                b.state != crate::plan::StateScope::Shared
+                    || shared_slack(plan, self.backend.as_ref()).is_some()
+            })
             .map(|b| {
                 let w = crate::exec::clock::nanos(b.window).max(1);
                 (b.name.clone(), at / w, worst)
@@ -194,7 +227,17 @@ impl Limits {
                 ));
             }
         }
-        if let Some(rate) = limits.rate {
+        let shared = limits.state == crate::plan::StateScope::Shared;
+        let slack = if shared {
+            shared_slack(plan, self.backend.as_ref())
+        } else {
+            Some(0)
+        };
+        if let (Some(rate), Some(slack)) = (limits.rate, slack) {
+            let rate = crate::plan::Rate {
+                burst: rate.burst.saturating_add(slack),
+                ..rate
+            };
             let t = self
                 .rates
                 .entry(att.upstream.clone())
@@ -239,7 +282,11 @@ impl Limits {
         at: u64,
     ) -> Option<usize> {
         let uid = plan.upstream_by_name(upstream)?;
-        let per_minute = plan.upstream(uid).limits.tokens_per_minute?.ceil().max(1.0);
+        let limits = &plan.upstream(uid).limits;
+        if limits.state == crate::plan::StateScope::Shared {
+            shared_slack(plan, self.backend.as_ref())?;
+        }
+        let per_minute = limits.tokens_per_minute?.ceil().max(1.0);
         let t = self
             .tokens
             .entry(upstream.into())
@@ -314,17 +361,21 @@ impl Limits {
 
     /// A request's first attempt on a lowest-latency route goes to a target that has
     /// failed as first choice [`STREAK`] times in a row while another target succeeded.
+    /// The order was chosen when the request started (`req_start`): only a run armed by
+    /// then counts.
     pub(super) fn lowest_latency_start(
         &mut self,
         plan: &Plan,
         att: &Att,
         first: bool,
+        req_start: u64,
     ) -> Option<Found> {
         if !first || att.hedge || !Self::lowest_latency(plan, att) {
             return None;
         }
         let s = self.streaks.get(&att.route)?;
-        (s.model == att.model && s.failures >= STREAK && s.other_ok).then(|| {
+        let armed = s.armed_at.is_some_and(|t| t <= req_start);
+        (s.model == att.model && armed).then(|| {
             (
                 Promise::LowestLatencyFailures,
                 format!(
@@ -335,7 +386,7 @@ impl Limits {
         })
     }
 
-    pub(super) fn lowest_latency_end(&mut self, plan: &Plan, att: &Att, ok: bool) {
+    pub(super) fn lowest_latency_end(&mut self, plan: &Plan, att: &Att, ok: bool, at: u64) {
         if !Self::lowest_latency(plan, att) {
             return;
         }
@@ -348,11 +399,12 @@ impl Limits {
                 *s = Streak {
                     model: att.model.clone(),
                     failures: 1,
-                    other_ok: false,
+                    ..Streak::default()
                 }
             }
             (false, _) => {}
         }
+        s.arm(at);
     }
 }
 

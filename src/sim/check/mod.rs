@@ -30,6 +30,9 @@ struct Req {
     output: u64,
     caller: Option<String>,
     version: Option<u64>,
+    /// The plan current when the request started: the one it runs under (attempts confirm
+    /// it through `version`; a request refused before any attempt has only this).
+    start_version: u64,
     attempts: u32,
     in_flight: u32,
     hedged: bool,
@@ -85,6 +88,12 @@ impl Checker {
             violations: Vec::new(),
             total: 0,
         }
+    }
+
+    /// The run has this simulated shared-state backend: shared entities are held to
+    /// their bounds only while it cannot fail (see `shared_slack`).
+    pub fn set_backend(&mut self, script: &crate::sim::SharedScript) {
+        self.limits.backend = Some(script.clone());
     }
 
     /// Registers the plan of a reload (its version is the next one).
@@ -172,6 +181,7 @@ impl Checker {
                 output,
                 caller: caller.clone(),
                 version: None,
+                start_version: version,
                 attempts: 0,
                 in_flight: 0,
                 hedged: false,
@@ -210,7 +220,7 @@ impl Checker {
         let connect = matches!(&failure, Some(f) if f.kind == crate::exec::FailureKind::Connect);
         let plan = self.plan(att.version);
         self.limits
-            .lowest_latency_end(&plan, &att, failure.is_none());
+            .lowest_latency_end(&plan, &att, failure.is_none(), at);
         let cost = usage.map_or(0, |u| self.cost(&att, u));
         if let Some(r) = self.reqs.get_mut(&req) {
             r.in_flight = r.in_flight.saturating_sub(1);

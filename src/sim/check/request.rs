@@ -97,7 +97,7 @@ impl Checker {
             found.extend(self.limits.attempt_start(&plan, &att, at));
             found.extend(
                 self.limits
-                    .lowest_latency_start(&plan, &att, r.attempts == 1),
+                    .lowest_latency_start(&plan, &att, r.attempts == 1, r.start),
             );
             found.extend(self.breakers_at_start(&mut att, exec, at));
             for (p, msg) in found {
@@ -248,13 +248,8 @@ impl Checker {
                 }
                 (Some(route.clone()), *plan_version)
             }
-            Outcome::Failed { route, .. } => (route.clone(), r.version.unwrap_or(0)),
+            Outcome::Failed { route, .. } => (route.clone(), r.version.unwrap_or(r.start_version)),
             Outcome::Cancelled | Outcome::Panicked => return,
-        };
-        let version = if version == 0 {
-            self.plans.len() as u64
-        } else {
-            version
         };
         let mut routes = r.routes.clone();
         if let Some(x) = &route {
