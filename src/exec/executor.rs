@@ -405,9 +405,16 @@ fn limited(e: LimitError) -> Refusal {
 
 /// Why admission refused a target.
 enum Refusal {
+    /// The request's deadline came while admission waited (for the shared backend).
+    Deadline,
     Skip(SkipReason),
-    Reroute { to: RouteId, budget: String },
-    Reject { budget: String },
+    Reroute {
+        to: RouteId,
+        budget: String,
+    },
+    Reject {
+        budget: String,
+    },
 }
 
 /// An attempt in a hedge race.
@@ -610,13 +617,21 @@ impl Executor {
                                 .await
                         }
                         Admit::Shared => {
-                            Box::pin(self.admit_shared(&rt, route_id, ti, req, now, deadline))
+                            Box::pin(self.admit_shared_by(&rt, route_id, ti, req, now, deadline))
                                 .await
                                 .map(|a| adm = a)
                         }
                     };
                     match admitted {
                         Ok(()) => {}
+                        Err(Refusal::Deadline) => {
+                            return Err(fail(
+                                trail,
+                                Some(route_id),
+                                StopReason::Deadline,
+                                clock.now(),
+                            ));
+                        }
                         Err(Refusal::Skip(reason)) => {
                             tracing::debug!(target: "tollgate::exec", route = %route.name, model = %model.name, %reason, "target skipped");
                             let class = match reason {
@@ -914,7 +929,7 @@ impl Executor {
                 Ok(adm)
             }
             Admit::Shared => {
-                self.admit_shared(rt, route_id, ti, req, now, deadline)
+                self.admit_shared_by(rt, route_id, ti, req, now, deadline)
                     .await
             }
         }
@@ -1201,6 +1216,25 @@ impl Executor {
         adm._in_flight = Some(InFlight(&ms.in_flight));
         adm.at = now;
         Ok(())
+    }
+
+    /// [`admit_shared`](Self::admit_shared), cut at the request's deadline: the backend's
+    /// round trips (each up to `[state.redis] timeout`) are the request's time too.
+    async fn admit_shared_by<'r>(
+        &self,
+        rt: &'r Runtime,
+        route_id: RouteId,
+        ti: usize,
+        req: &Request,
+        now: u64,
+        deadline: u64,
+    ) -> Result<Admission<'r>, Refusal> {
+        let left = Duration::from_nanos(deadline.saturating_sub(now));
+        let admission = self.admit_shared(rt, route_id, ti, req, now, deadline);
+        // Cut: the admission future is dropped, and with it every permit it took.
+        tokio::time::timeout(left, admission)
+            .await
+            .unwrap_or(Err(Refusal::Deadline))
     }
 
     /// Takes every permit a call to target `ti` of the route needs, or says why not, when a

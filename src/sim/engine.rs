@@ -233,11 +233,13 @@ async fn request(world: Rc<World>, req: u64, a: Arrival, seed: u64) {
             attempts: s.attempts,
             cost_usd: s.cost_usd,
             plan_version: world.version_of(&s.plan),
+            failovers: s.failovers,
         },
         Some(Err(e)) => Outcome::Failed {
             route: e.route.clone(),
             reason: e.reason.to_string(),
             attempts: e.attempts.len() as u32,
+            skipped: e.skipped.len() as u32,
         },
     };
     world.emit(Event::RequestEnd {

@@ -135,6 +135,8 @@ pub enum Outcome {
         cost_usd: f64,
         /// The plan version it ran under.
         plan_version: u64,
+        /// Moves to another target ([`Served::failovers`](crate::exec::Served::failovers)).
+        failovers: u32,
     },
     /// The executor gave up.
     Failed {
@@ -144,6 +146,8 @@ pub enum Outcome {
         reason: String,
         /// Failed attempts it reported.
         attempts: u32,
+        /// Targets it skipped (breaker open, limited, budget, context window).
+        skipped: u32,
     },
     /// The caller dropped the future first.
     Cancelled,

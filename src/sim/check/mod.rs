@@ -33,6 +33,12 @@ struct Req {
     /// The plan current when the request started: the one it runs under (attempts confirm
     /// it through `version`; a request refused before any attempt has only this).
     start_version: u64,
+    /// A lowest-latency first choice that looks wrong, judged when the request ends: only
+    /// if no target was skipped before it (the checker sees attempts, not skips).
+    suspect: Option<String>,
+    /// Moves between targets seen in its attempts (hedges aside), and the last model.
+    moves_seen: u32,
+    prev_model: Option<String>,
     attempts: u32,
     in_flight: u32,
     hedged: bool,
@@ -182,6 +188,9 @@ impl Checker {
                 caller: caller.clone(),
                 version: None,
                 start_version: version,
+                suspect: None,
+                moves_seen: 0,
+                prev_model: None,
                 attempts: 0,
                 in_flight: 0,
                 hedged: false,

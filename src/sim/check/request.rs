@@ -72,6 +72,12 @@ impl Checker {
             r.in_flight += 1;
             r.hedged |= att.hedge;
             r.last_start = at;
+            if !att.hedge {
+                if r.prev_model.as_ref().is_some_and(|m| *m != att.model) {
+                    r.moves_seen += 1;
+                }
+                r.prev_model = Some(att.model.clone());
+            }
             if !r.routes.contains(&att.route) {
                 r.routes.push(att.route.clone());
             }
@@ -95,10 +101,10 @@ impl Checker {
                 .limits
                 .reserve_tokens(&plan, &att.upstream, tokens.0 + tokens.1, at);
             found.extend(self.limits.attempt_start(&plan, &att, at));
-            found.extend(
-                self.limits
-                    .lowest_latency_start(&plan, &att, r.attempts == 1, r.start),
-            );
+            r.suspect = self
+                .limits
+                .lowest_latency_start(&plan, &att, r.attempts == 1, r.start)
+                .map(|(_, msg)| msg);
             found.extend(self.breakers_at_start(&mut att, exec, at));
             for (p, msg) in found {
                 self.flag(p, at, Some(req), msg);
@@ -233,6 +239,15 @@ impl Checker {
         let Some(r) = self.reqs.remove(&req) else {
             return;
         };
+        // The first attempt's target was the first choice only if nothing was skipped.
+        let skipped = match outcome {
+            Outcome::Served { failovers, .. } => *failovers > r.moves_seen,
+            Outcome::Failed { skipped, .. } => *skipped > 0,
+            Outcome::Cancelled | Outcome::Panicked => true,
+        };
+        if let (Some(msg), false) = (&r.suspect, skipped) {
+            self.flag(Promise::LowestLatencyFailures, at, Some(req), msg.clone());
+        }
         let (route, version) = match outcome {
             Outcome::Served {
                 route,

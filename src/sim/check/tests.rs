@@ -95,6 +95,7 @@ impl Run {
                 route: Some("main".into()),
                 reason: "x".into(),
                 attempts: 1,
+                skipped: 0,
             },
         })
     }
