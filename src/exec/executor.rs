@@ -435,8 +435,6 @@ struct Finished<'r, T> {
     adm: Admission<'r>,
     ti: usize,
     hedge: bool,
-    /// Clock reading when it finished.
-    at: u64,
 }
 
 /// Bookkeeping of one request.
@@ -756,7 +754,10 @@ impl Executor {
                         elapsed = f.elapsed;
                         served_ti = f.ti;
                         hedge = f.hedge;
-                        now = f.at;
+                        // Not `f.at`: the race may have gone on after that attempt ended
+                        // (a hedge still queueing), and what follows (a backoff within the
+                        // deadline) must start from the time it returned.
+                        now = clock.now();
                     }
                     let served_model = route.targets[served_ti].model;
                     match result {
@@ -1774,7 +1775,6 @@ impl Executor {
                         adm,
                         ti,
                         hedge,
-                        at,
                     };
                     // A failure that may not cross targets ends the race as it would end a
                     // request without hedging: no hedge fails it over (the others are
