@@ -6,6 +6,7 @@
 //! a simulation. `gcra` and `shift` are copies of `exec::shared::memory`'s, which are not
 //! public: they go once the executor offers a backend on an injectable clock.
 
+use crate::exec::shared::memory::{gcra, shift};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -28,27 +29,6 @@ pub(crate) struct SimBackend {
 /// Locks a mutex; a poisoned one (a panicking `op` cannot hold these) is used as is.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// One GCRA decision (as `exec::shared::memory::gcra`).
-fn gcra(tat: u64, now: u64, t: u64, cap: u64, min: u64, max: u64) -> Result<(u64, u64), u64> {
-    let tat = tat.max(now);
-    let free = cap.saturating_sub(tat - now) / t.max(1);
-    if free < min {
-        return Err((tat + min * t).saturating_sub(cap).saturating_sub(now));
-    }
-    let n = free.min(max);
-    Ok((n, tat + n * t))
-}
-
-/// A TAT shifted by `delta_us` (as `exec::shared::memory::shift`).
-fn shift(tat: i128, now: i128, delta_us: i64) -> i128 {
-    let d = i128::from(delta_us);
-    if d >= 0 {
-        tat.max(now) + d
-    } else {
-        (tat + d).max(now.min(tat))
-    }
 }
 
 impl SimBackend {

@@ -65,7 +65,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod lease;
-mod memory;
+pub(crate) mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod signals;
