@@ -141,7 +141,14 @@ pub struct Target {
     model: ModelId,
     attempt: u32,
     hedge: bool,
+    time: AttemptTime,
+}
+
+/// The time an attempt is given, and how long it queued for its permits before.
+#[derive(Debug, Clone, Copy)]
+struct AttemptTime {
     timeout: Duration,
+    queued: Duration,
 }
 
 impl Target {
@@ -184,7 +191,13 @@ impl Target {
     /// The time this attempt has (per-try timeout, cut by the request deadline). The
     /// executor enforces it; an operation may pass it on (e.g. as an HTTP timeout).
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.time.timeout
+    }
+    /// How long this attempt waited for its permits (limiters with `on_limit = "wait"`,
+    /// the shared backend) before it was admitted: its admission, budget reservations
+    /// included, was decided that long before the operation was called.
+    pub fn queued(&self) -> Duration {
+        self.time.queued
     }
     /// The plan this request runs under.
     pub fn plan(&self) -> &Plan {
@@ -693,7 +706,7 @@ impl Executor {
                         return Err(fail(trail, Some(route_id), StopReason::Deadline, adm.at));
                     };
                     let mk =
-                        |op: &mut F, ti: usize, attempt: u32, hedge: bool, timeout: Duration| {
+                        |op: &mut F, ti: usize, attempt: u32, hedge: bool, time: AttemptTime| {
                             let t = Target {
                                 plan: rt.plan.clone(),
                                 version: rt.version,
@@ -701,8 +714,9 @@ impl Executor {
                                 model: route.targets[ti].model,
                                 attempt,
                                 hedge,
-                                timeout,
+                                time,
                             };
+                            let timeout = time.timeout;
                             let fut = AttemptTimeout::new(op(t, attempt), timeout);
                             async move {
                                 match fut.await {
@@ -712,6 +726,10 @@ impl Executor {
                                 }
                             }
                         };
+                    let time = AttemptTime {
+                        timeout,
+                        queued: Duration::from_nanos(adm.at.saturating_sub(now)),
+                    };
                     trail.attempts += 1;
                     // Hedge the request's first attempt if the route asks for it.
                     let hedge_targets: Order = match route.hedge {
@@ -727,7 +745,7 @@ impl Executor {
                     };
                     let (result, elapsed, served_ti, hedge, now);
                     if hedge_targets.is_empty() {
-                        result = mk(&mut op, ti, attempt_no, false, timeout).await;
+                        result = mk(&mut op, ti, attempt_no, false, time).await;
                         now = clock.now();
                         elapsed = Duration::from_nanos(now.saturating_sub(adm.at));
                         served_ti = ti;
@@ -743,7 +761,7 @@ impl Executor {
                             deadline,
                             &mut op,
                             &mk,
-                            (ti, adm, timeout),
+                            (ti, adm, time),
                             &hedge_targets,
                             after,
                             &mut trail,
@@ -1662,7 +1680,7 @@ impl Executor {
         deadline: u64,
         op: &mut F,
         mk: &M,
-        first: (usize, Admission<'r>, Duration),
+        first: (usize, Admission<'r>, AttemptTime),
         hedges: &[usize],
         after: Duration,
         trail: &mut Trail,
@@ -1670,15 +1688,15 @@ impl Executor {
     where
         F: FnMut(Target, u32) -> Fut,
         Fut: Future<Output = Result<Done<T>, Failure>>,
-        M: Fn(&mut F, usize, u32, bool, Duration) -> MF,
+        M: Fn(&mut F, usize, u32, bool, AttemptTime) -> MF,
         MF: Future<Output = Result<Done<T>, Failure>>,
     {
-        let (ti, adm, timeout) = first;
+        let (ti, adm, time) = first;
         let mut running: Vec<Racer<'r, MF>> = vec![Racer {
             ti,
             adm: Some(adm),
             hedge: false,
-            fut: Box::pin(mk(op, ti, 1, false, timeout)),
+            fut: Box::pin(mk(op, ti, 1, false, time)),
         }];
         let mut next = 0;
         let mut timer = Box::pin(tokio::time::sleep(after));
@@ -1686,7 +1704,7 @@ impl Executor {
         let mut last: Option<Finished<'r, T>> = None;
         // A hedge waiting for its permits, polled beside the racers so that its queueing
         // never holds up the attempts already running.
-        let mut pending: Option<(usize, Pin<Box<HedgeAdmission<'r, '_>>>)> = None;
+        let mut pending: Option<(usize, u64, Pin<Box<HedgeAdmission<'r, '_>>>)> = None;
         loop {
             if running.is_empty() && pending.is_none() && next >= hedges.len() {
                 // Nothing runs and nothing more may start. `running` only empties through
@@ -1698,7 +1716,7 @@ impl Executor {
             enum Ev<R, A> {
                 Done(usize, R),
                 Launch,
-                Admitted(usize, A),
+                Admitted(usize, u64, A),
             }
             let can_launch = next < hedges.len() && pending.is_none();
             let ev = std::future::poll_fn(|cx| {
@@ -1707,9 +1725,9 @@ impl Executor {
                         return Poll::Ready(Ev::Done(i, out));
                     }
                 }
-                if let Some((hti, adm)) = pending.as_mut() {
+                if let Some((hti, launched, adm)) = pending.as_mut() {
                     if let Poll::Ready(a) = adm.as_mut().poll(cx) {
-                        return Poll::Ready(Ev::Admitted(*hti, a));
+                        return Poll::Ready(Ev::Admitted(*hti, *launched, a));
                     }
                 }
                 if can_launch && timer.as_mut().poll(cx).is_ready() {
@@ -1740,29 +1758,40 @@ impl Executor {
                     }
                     pending = Some((
                         hti,
+                        now,
                         Box::pin(self.admit(rt, route_id, hti, req, now, deadline)),
                     ));
                 }
-                Ev::Admitted(hti, admitted) => {
+                Ev::Admitted(hti, launched, admitted) => {
                     pending = None;
                     let target = &rt.plan.route(route_id).targets[hti];
                     // Measured after admission: the hedge may have queued for its permit.
                     let timeout = admitted.ok().and_then(|a| {
                         Some((attempt_timeout(target.timeouts.per_try, a.at, deadline)?, a))
                     });
-                    let Some((t, a)) = timeout else {
+                    let Some((timeout, a)) = timeout else {
                         // Refused: the next hedge may start at once (the timer has run out:
                         // the last attempt started at least `after` ago, or failed).
                         continue;
                     };
                     trail.attempts += 1;
+                    let a_at = a.at;
                     timer.as_mut().reset(tokio::time::Instant::now() + after);
                     tracing::debug!(target: "tollgate::exec", model = %rt.plan.model(target.model).name, "hedging");
                     running.push(Racer {
                         ti: hti,
                         adm: Some(a),
                         hedge: true,
-                        fut: Box::pin(mk(op, hti, 1, true, t)),
+                        fut: Box::pin(mk(
+                            op,
+                            hti,
+                            1,
+                            true,
+                            AttemptTime {
+                                timeout,
+                                queued: Duration::from_nanos(a_at.saturating_sub(launched)),
+                            },
+                        )),
                     });
                 }
                 Ev::Done(i, result) => {

@@ -191,6 +191,7 @@ fn operation(
             number: t.attempt(),
             hedge: t.is_hedge(),
             timeout: crate::exec::clock::nanos(t.timeout()),
+            queued: crate::exec::clock::nanos(t.queued()),
             plan_version: w.version_of(t.plan()),
         });
         let guard = AttemptGuard {

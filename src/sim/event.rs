@@ -43,6 +43,9 @@ pub enum Event {
         hedge: bool,
         /// [`Target::timeout`](crate::exec::Target::timeout), ns.
         timeout: u64,
+        /// [`Target::queued`](crate::exec::Target::queued), ns: its admission (budget
+        /// reservations included) was decided this long before `at`.
+        queued: u64,
         /// Version of [`Target::plan`](crate::exec::Target::plan) (1 = the first plan).
         plan_version: u64,
     },

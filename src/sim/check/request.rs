@@ -41,6 +41,7 @@ impl Checker {
             number,
             hedge,
             timeout,
+            queued,
             plan_version,
         } = ev
         else {
@@ -96,7 +97,15 @@ impl Checker {
             }
             att.budgets = self
                 .limits
-                .reserve(&plan, &att, caller.as_deref(), tokens, at);
+                // The budget decided at admission, `queued` before the call started: the
+                // window is the one of that moment.
+                .reserve(
+                    &plan,
+                    &att,
+                    caller.as_deref(),
+                    tokens,
+                    at.saturating_sub(*queued),
+                );
             att.tokens = self
                 .limits
                 .reserve_tokens(&plan, &att.upstream, tokens.0 + tokens.1, at);

@@ -76,6 +76,7 @@ impl Run {
             number: 1,
             hedge: false,
             timeout: 1000 * MS,
+            queued: 0,
             plan_version: version,
         })
     }
