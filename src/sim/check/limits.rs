@@ -146,8 +146,8 @@ impl Limits {
         att: &Att,
         caller: Option<&str>,
         (input, output): (u64, u64),
-        at: u64,
-    ) -> Vec<(String, u64, u64)> {
+        (admitted, started): (u64, u64),
+    ) -> Vec<(String, (u64, u64), u64)> {
         let (Some(rid), Some(mid)) = (
             plan.route_by_name(&att.route),
             plan.model_by_name(&att.model),
@@ -175,7 +175,13 @@ impl Limits {
             })
             .map(|b| {
                 let w = crate::exec::clock::nanos(b.window).max(1);
-                (b.name.clone(), at / w, worst)
+                // A local ledger decides when admission starts; a shared one when the
+                // backend runs its script, somewhere before the call starts.
+                let window = match b.state {
+                    crate::plan::StateScope::Shared => (admitted / w, started / w),
+                    _ => (admitted / w, admitted / w),
+                };
+                (b.name.clone(), window, worst)
             })
             .collect()
     }
@@ -185,7 +191,7 @@ impl Limits {
         &mut self,
         plan: &Plan,
         name: &str,
-        window: u64,
+        (first, last): (u64, u64),
         reserved: u64,
         actual: u64,
     ) -> Option<String> {
@@ -193,6 +199,17 @@ impl Limits {
         let limit = crate::exec::price::Usd::from_dollars(b.limit_usd)
             .ok()?
             .nanos();
+        if first != last {
+            // Which window took it is not observed: its spend is counted in neither, and
+            // what it under-reserved widens both bounds (sound for each window's true set).
+            for k in [first, last] {
+                let w = self.windows.entry((name.into(), k)).or_default();
+                w.excess += actual.saturating_sub(reserved);
+                w.calls += 1;
+            }
+            return None;
+        }
+        let window = first;
         let w = self.windows.entry((name.into(), window)).or_default();
         w.spend += actual;
         w.excess += actual.saturating_sub(reserved);

@@ -64,7 +64,9 @@ struct Att {
     number: u32,
     hedge: bool,
     /// Budgets covering it: (name, window, reserved nano-dollars).
-    budgets: Vec<(String, u64, u64)>,
+    /// The window is a range (first, last): a shared budget decides at the backend, some
+    /// time during the admission, which may span two windows.
+    budgets: Vec<(String, (u64, u64), u64)>,
     /// Half-open breakers it probes.
     probes: Vec<String>,
     /// Its slot in its upstream's token account, if the upstream has a token limit.

@@ -97,14 +97,13 @@ impl Checker {
             }
             att.budgets = self
                 .limits
-                // The budget decided at admission, `queued` before the call started: the
-                // window is the one of that moment.
+                // The budget decided at admission, `queued` before the call started.
                 .reserve(
                     &plan,
                     &att,
                     caller.as_deref(),
                     tokens,
-                    at.saturating_sub(*queued),
+                    (at.saturating_sub(*queued), at),
                 );
             att.tokens = self
                 .limits
