@@ -46,6 +46,8 @@ struct Req {
     /// The last attempt to end: its model, attempt number and failure (`None`: dropped,
     /// which the executor reports as a timeout).
     last_end: Option<(String, u32, Option<Failure>)>,
+    /// The route that last attempt ran on (a budget reroute may follow it).
+    last_route: Option<String>,
     routes: Vec<String>,
     cost_nanos: u64,
     max_usage: Usage,
@@ -198,6 +200,7 @@ impl Checker {
                 hedged: false,
                 last_start: at,
                 last_end: None,
+                last_route: None,
                 routes: route.iter().cloned().collect(),
                 cost_nanos: 0,
                 max_usage: Usage::default(),
@@ -236,6 +239,7 @@ impl Checker {
         if let Some(r) = self.reqs.get_mut(&req) {
             r.in_flight = r.in_flight.saturating_sub(1);
             r.last_end = Some((att.model.clone(), att.number, failure));
+            r.last_route = Some(att.route.clone());
             if let Some(u) = usage {
                 r.max_usage.input_tokens = r.max_usage.input_tokens.max(u.input_tokens);
                 r.max_usage.output_tokens = r.max_usage.output_tokens.max(u.output_tokens);

@@ -218,7 +218,14 @@ impl Checker {
                 }
             }
         } else if let Some((m, n, f)) = &last {
-            if *m != att.model && !r.hedged && !may_leave(&plan, route, *n, f) {
+            // Whether the failure may leave its target is the rule of the route it failed
+            // on (a budget reroute may then carry the request to another route).
+            let from = r
+                .last_route
+                .as_deref()
+                .and_then(|name| plan.route_by_name(name))
+                .map_or(route, |id| plan.route(id));
+            if *m != att.model && !r.hedged && !may_leave(&plan, from, *n, f) {
                 found.push((
                     Promise::FailoverClass,
                     format!("moved from {m}#{n} to {} after `{f}`, which neither failover_on nor retry_on allows", att.model),
