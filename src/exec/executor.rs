@@ -1058,8 +1058,7 @@ impl Executor {
                 || rt.shared_rates[up_id.index()].is_some()
                 || (model.price.is_some()
                     && route
-                        .budgets
-                        .iter()
+                        .budgets_for(req.caller.as_deref())
                         .any(|b| rt.shared_budgets[b.index()].is_some())));
         if shared {
             return Admit::Shared;
@@ -1076,7 +1075,7 @@ impl Executor {
                 input_tokens: input,
                 output_tokens: output,
             });
-            for &bid in &route.budgets {
+            for bid in route.budgets_for(req.caller.as_deref()) {
                 let b = &rt.plan.budgets[bid.index()];
                 if !b.covers(route_id, target.model, up_id, req.caller.as_deref()) {
                     continue;
@@ -1284,7 +1283,7 @@ impl Executor {
                 input_tokens: input,
                 output_tokens: output,
             });
-            for &bid in &route.budgets {
+            for bid in route.budgets_for(req.caller.as_deref()) {
                 let b = &rt.plan.budgets[bid.index()];
                 if !b.covers(route_id, target.model, up_id, req.caller.as_deref()) {
                     continue;
@@ -1604,7 +1603,7 @@ impl Executor {
         };
         let plan = &rt.plan;
         let upstream = plan.model(model).upstream;
-        for &b in &plan.route(route).budgets {
+        for b in plan.route(route).budgets_for(caller) {
             if plan.budgets[b.index()].covers(route, model, upstream, caller) {
                 match &rt.shared_budgets[b.index()] {
                     Some(sb) => sb.record_spend(cost),

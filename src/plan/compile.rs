@@ -67,6 +67,9 @@ pub fn compile(mut loaded: Loaded) -> Result<Compiled, Diagnostics> {
         l: &loaded,
         diags: items,
         names: Names::default(),
+        index: HashMap::new(),
+        caller_names: Vec::new(),
+        unpriced: Vec::new(),
     };
     let plan = c.run();
     let items = c.diags;
@@ -122,6 +125,14 @@ struct Compiler<'a> {
     l: &'a Loaded,
     diags: Vec<Diagnostic>,
     names: Names,
+    /// Each section's names → index of the first entry of that name, so resolving a
+    /// reference costs one lookup (a scan of the names made a policy of N callers, each
+    /// with its own budget, compile in O(N²)).
+    index: HashMap<&'static str, HashMap<String, u32>>,
+    /// `[callers]` names, in order (what an unknown `scope.keys` entry is offered).
+    caller_names: Vec<String>,
+    /// Models without a price, by index.
+    unpriced: Vec<u32>,
 }
 
 fn positive(x: f64) -> bool {
@@ -176,8 +187,8 @@ impl<'a> Compiler<'a> {
         name: &str,
         at: &KeyPath,
     ) -> Option<u32> {
-        if let Some(i) = candidates.iter().position(|c| c == name) {
-            return Some(i as u32);
+        if let Some(&i) = self.index.get(section).and_then(|m| m.get(name)) {
+            return Some(i);
         }
         if self.l.is_partial() {
             // A file that failed to parse may define it.
@@ -222,6 +233,22 @@ impl<'a> Compiler<'a> {
         let breaker_names: Vec<String> = p.breakers.keys().cloned().collect();
         let budget_names: Vec<String> = p.budgets.keys().cloned().collect();
         let route_names = self.route_names();
+        self.caller_names = p.callers.keys().cloned().collect();
+        for (section, names) in [
+            ("upstreams", &upstream_names),
+            ("models", &model_names),
+            ("routes", &route_names),
+            ("retry", &retry_names),
+            ("breakers", &breaker_names),
+            ("budgets", &budget_names),
+            ("callers", &self.caller_names),
+        ] {
+            let mut m = HashMap::with_capacity(names.len());
+            for (i, n) in names.iter().enumerate() {
+                m.entry(n.clone()).or_insert(i as u32);
+            }
+            self.index.insert(section, m);
+        }
         for (map, names) in [
             (&mut self.names.upstreams, &upstream_names),
             (&mut self.names.models, &model_names),
@@ -312,21 +339,33 @@ impl<'a> Compiler<'a> {
         }
         self.reachability();
         let callers = self.callers();
+        self.unpriced = (models.iter().enumerate())
+            .filter(|(_, m)| m.price.is_none())
+            .map(|(i, _)| i as u32)
+            .collect();
         let budgets: Vec<Budget> = p
             .budgets
             .iter()
             .map(|(n, b)| self.budget(n, b, &route_names, &model_names, &upstream_names, &models))
             .collect();
         self.reroute_cycles(&budgets, routes.len());
-        for (i, r) in routes.iter_mut().enumerate() {
-            r.budgets = budgets
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| {
-                    b.scope.routes.is_empty() || b.scope.routes.contains(&RouteId(i as u32))
-                })
-                .map(|(j, _)| BudgetId(j as u32))
-                .collect();
+        // Each route's budgets in id order: those scoped to no route go to every route,
+        // the others only to the routes they name (no scan of every route per budget).
+        for (j, b) in budgets.iter().enumerate() {
+            let id = BudgetId(j as u32);
+            if b.scope.routes.is_empty() {
+                routes.iter_mut().for_each(|r| r.budgets.push(id));
+            }
+            for r in &b.scope.routes {
+                let list = &mut routes[r.index()].budgets;
+                // A route named twice in one scope lists the budget once.
+                if list.last() != Some(&id) {
+                    list.push(id);
+                }
+            }
+        }
+        for r in &mut routes {
+            r.budget_index = BudgetIndex::new(&r.budgets, &budgets);
         }
 
         let redis = self.redis();
@@ -1534,6 +1573,7 @@ impl<'a> Compiler<'a> {
             total_timeout,
             streaming,
             budgets: Vec::new(),
+            budget_index: BudgetIndex::default(),
         }
     }
 
@@ -1939,20 +1979,16 @@ impl<'a> Compiler<'a> {
             }
             scope.keys = s.keys.clone();
             if !self.p().callers.is_empty() {
-                let callers: Vec<String> = self.p().callers.keys().cloned().collect();
+                let callers = std::mem::take(&mut self.caller_names);
                 for (i, k) in s.keys.iter().enumerate() {
                     self.resolve("callers", &callers, k, &sp.key("keys").index(i));
                 }
+                self.caller_names = callers;
             }
         }
-        let unpriced: Vec<&str> = model_plans
-            .iter()
-            .enumerate()
-            .filter(|(i, m)| {
-                m.price.is_none()
-                    && (scope.models.is_empty() || scope.models.contains(&ModelId(*i as u32)))
-            })
-            .map(|(_, m)| m.name.as_str())
+        let unpriced: Vec<&str> = (self.unpriced.iter())
+            .filter(|&&i| scope.models.is_empty() || scope.models.contains(&ModelId(i)))
+            .map(|&i| model_plans[i as usize].name.as_str())
             .collect();
         if !unpriced.is_empty() && (scope.upstreams.is_empty() && scope.routes.is_empty()) {
             self.warning("unpriced-model", format!("budget `{name}` covers model(s) without a price, whose calls count as free: {}", one_of(unpriced.iter().copied())), &path)

@@ -423,6 +423,78 @@ pub struct Route {
     pub streaming: Option<StreamingTimeouts>,
     /// Budgets that cover calls through this route (some only for some models).
     pub budgets: Vec<BudgetId>,
+    /// The same budgets indexed by the callers they name, so a call visits only those that
+    /// may cover it ([`Route::budgets_for`]).
+    pub budget_index: BudgetIndex,
+}
+
+impl Route {
+    /// The budgets of [`budgets`](Self::budgets) that may cover a call by `caller`, in the
+    /// same (id) order: those without a `keys` scope and those naming this caller. A
+    /// per-caller budget of another caller is not visited, so the cost of a call does not
+    /// grow with the number of callers. [`Budget::covers`] still decides for each.
+    pub fn budgets_for<'a>(&'a self, caller: Option<&str>) -> MergedBudgets<'a> {
+        let keyed = caller
+            .and_then(|c| self.budget_index.by_key.get(c))
+            .map_or(&[][..], Vec::as_slice);
+        MergedBudgets {
+            a: &self.budget_index.unkeyed,
+            b: keyed,
+        }
+    }
+}
+
+/// A route's budgets split by whether they name callers (`scope.keys`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BudgetIndex {
+    /// Budgets without a `keys` scope, in id order.
+    unkeyed: Vec<BudgetId>,
+    /// For each caller name, the budgets naming it in `scope.keys`, in id order.
+    by_key: HashMap<String, Vec<BudgetId>>,
+}
+
+impl BudgetIndex {
+    /// Indexes `ids` (in id order), budgets of `budgets`.
+    pub(crate) fn new(ids: &[BudgetId], budgets: &[Budget]) -> Self {
+        let mut ix = BudgetIndex::default();
+        for &id in ids {
+            let keys = &budgets[id.index()].scope.keys;
+            if keys.is_empty() {
+                ix.unkeyed.push(id);
+            }
+            for k in keys {
+                let list = ix.by_key.entry(k.clone()).or_default();
+                // A key named twice in one budget is visited once.
+                if list.last() != Some(&id) {
+                    list.push(id);
+                }
+            }
+        }
+        ix
+    }
+}
+
+/// Two id-ordered budget lists merged in id order (see [`Route::budgets_for`]).
+#[derive(Debug, Clone)]
+pub struct MergedBudgets<'a> {
+    a: &'a [BudgetId],
+    b: &'a [BudgetId],
+}
+
+impl Iterator for MergedBudgets<'_> {
+    type Item = BudgetId;
+    fn next(&mut self) -> Option<BudgetId> {
+        let take_a = match (self.a.first(), self.b.first()) {
+            (Some(x), Some(y)) => x <= y,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return None,
+        };
+        let list = if take_a { &mut self.a } else { &mut self.b };
+        let (first, rest) = list.split_first()?;
+        *list = rest;
+        Some(*first)
+    }
 }
 
 /// A caller of the relay (`[callers.NAME]`).
@@ -496,5 +568,79 @@ impl Budget {
             && (s.models.is_empty() || s.models.contains(&model))
             && (s.upstreams.is_empty() || s.upstreams.contains(&upstream))
             && (s.keys.is_empty() || caller.is_some_and(|c| s.keys.iter().any(|k| k == c)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `budgets_for` visits, in the same order, exactly the budgets of the route that cover
+    /// a call by that caller (with a full scan as the reference).
+    #[test]
+    fn budgets_for_a_caller_are_the_covering_ones_in_order() {
+        let toml = r#"
+            [upstreams.up]
+            base_url = "http://127.0.0.1:1/v1"
+            [models.m]
+            upstream = "up"
+            price = { input_per_mtok = 1.0, output_per_mtok = 2.0 }
+            [models.n]
+            upstream = "up"
+            price = { input_per_mtok = 1.0, output_per_mtok = 2.0 }
+            [[routes]]
+            name = "a"
+            when = { attr = "task", eq = "x" }
+            targets = ["m", "n"]
+            [[routes]]
+            name = "b"
+            targets = ["m"]
+            [budgets.all]
+            limit_usd = 1.0
+            window = "1d"
+            [budgets.c1_only]
+            limit_usd = 1.0
+            window = "1d"
+            scope = { keys = ["c1"] }
+            [budgets.c1_c2_twice]
+            limit_usd = 1.0
+            window = "1d"
+            scope = { keys = ["c2", "c1", "c2"], routes = ["a", "a"] }
+            [budgets.route_b_model_m]
+            limit_usd = 1.0
+            window = "1d"
+            scope = { routes = ["b"], models = ["m"] }
+            [budgets.z_c2]
+            limit_usd = 1.0
+            window = "1d"
+            scope = { keys = ["c2"], models = ["n"] }
+        "#;
+        let opts =
+            crate::policy::LoadOptions::from_text("p.toml", toml)
+                .with_env(Vec::<(String, String)>::new());
+        let plan = Plan::load(&opts).expect("compiles").plan;
+        let mut visited_fewer = false;
+        for (ri, r) in plan.routes.iter().enumerate() {
+            let route = RouteId(ri as u32);
+            for caller in [None, Some("c1"), Some("c2"), Some("c3")] {
+                for t in &r.targets {
+                    let up = plan.model(t.model).upstream;
+                    let covers =
+                        |b: &BudgetId| plan.budgets[b.index()].covers(route, t.model, up, caller);
+                    let scan: Vec<BudgetId> = r.budgets.iter().copied().filter(covers).collect();
+                    let visited: Vec<BudgetId> = r.budgets_for(caller).collect();
+                    let indexed: Vec<BudgetId> = visited.iter().copied().filter(covers).collect();
+                    assert_eq!(indexed, scan, "route {} caller {caller:?}", r.name);
+                    assert!(visited.windows(2).all(|w| w[0] < w[1]), "{visited:?}");
+                    visited_fewer |= visited.len() < r.budgets.len();
+                }
+            }
+        }
+        assert!(visited_fewer, "some call skips another caller's budget");
+        let b = plan.route_by_name("b").expect("route b");
+        let names: Vec<&str> = (plan.route(b).budgets_for(Some("c2")))
+            .map(|id| plan.budgets[id.index()].name.as_str())
+            .collect();
+        assert_eq!(names, ["all", "route_b_model_m", "z_c2"]);
     }
 }

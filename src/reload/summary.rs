@@ -245,6 +245,8 @@ fn routes(p: &Plan) -> BTreeMap<String, Keyed<Route>> {
             r2.retry = RetryId(0);
             r2.breaker = None;
             r2.budgets.clear();
+            // Derived from the budgets (by id): their changes show as budget changes.
+            r2.budget_index = Default::default();
             (r.name.clone(), (r2, refs))
         })
         .collect()
