@@ -100,21 +100,13 @@ async fn waiting_for_tokens_counts_towards_the_deadline() {
     assert_within(Duration::from_secs(2), &hung_calls(&exec, &reqs).await);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_hedge_that_waited_for_its_permit_still_ends_by_the_deadline() {
-    // The hedge's upstream is busy: the hedge waits for its permit, then must get only what
-    // is left of the deadline.
-    let exec = Executor::new(common::plan(&policy(
-        "concurrency = 1",
-        "hedge = { after = \"200ms\", max_extra = 1 }",
-    )))
-    .unwrap();
-    // Occupy v's only permit with a direct call on route main... through target n: a
-    // request that fails on m at once fails over to n and hangs there.
-    let busy = {
-        let exec = exec.clone();
-        tokio::spawn(async move {
-            exec.execute(&Request::new(), |t, _| {
+/// Takes n's only permit for a second: a request that fails on m at once fails over to n
+/// and holds it there.
+async fn occupy_n(exec: &Executor) -> tokio::task::JoinHandle<()> {
+    let exec = exec.clone();
+    let busy = tokio::spawn(async move {
+        let _ = exec
+            .execute(&Request::new(), |t, _| {
                 let on_m = t.model_name() == "m";
                 async move {
                     if on_m {
@@ -124,10 +116,22 @@ async fn a_hedge_that_waited_for_its_permit_still_ends_by_the_deadline() {
                     Ok::<_, Failure>(Done::new(()))
                 }
             })
-            .await
-        })
-    };
+            .await;
+    });
     tokio::time::sleep(Duration::from_millis(10)).await;
+    busy
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_that_waited_for_its_permit_still_ends_by_the_deadline() {
+    // The hedge's upstream is busy: the hedge waits for its permit, then must get only what
+    // is left of the deadline.
+    let exec = Executor::new(common::plan(&policy(
+        "concurrency = 1",
+        "hedge = { after = \"200ms\", max_extra = 1 }",
+    )))
+    .unwrap();
+    let busy = occupy_n(&exec).await;
     let t0 = Instant::now();
     let _ = exec
         .execute(&Request::new(), |_t, _| async {
@@ -151,24 +155,7 @@ async fn a_hedge_queueing_for_its_permit_does_not_stall_the_first_attempt() {
         "hedge = { after = \"100ms\", max_extra = 1 }",
     )))
     .unwrap();
-    // n's only permit is taken for a second by a request that fails over to it.
-    let busy = {
-        let exec = exec.clone();
-        tokio::spawn(async move {
-            exec.execute(&Request::new(), |t, _| {
-                let on_m = t.model_name() == "m";
-                async move {
-                    if on_m {
-                        return Err(Failure::status(503));
-                    }
-                    tokio::time::sleep(Duration::from_millis(1000)).await;
-                    Ok::<_, Failure>(Done::new(()))
-                }
-            })
-            .await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    let busy = occupy_n(&exec).await;
     let t0 = Instant::now();
     let s = exec
         .execute(&Request::new(), |t, _| {
