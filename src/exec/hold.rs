@@ -26,9 +26,14 @@ use super::state::{BudgetState, Runtime};
 use crate::plan::{ModelId, RouteId};
 
 /// Budget reservations and a token estimate held by a call whose usage is known only
-/// later (a stream).
+/// later (a stream). Boxed, and only when something is held: every served value carries
+/// one, and a plain call's is a null pointer.
 #[derive(Default)]
-pub struct StreamHold {
+pub struct StreamHold(Option<Box<Inner>>);
+
+/// What a hold holds.
+#[derive(Default)]
+struct Inner {
     held: SmallVec<[Held; 1]>,
     tokens: Option<HeldTokens>,
 }
@@ -75,6 +80,53 @@ impl Held {
 }
 
 impl StreamHold {
+    /// Moves what an attempt on `model` of `route` still holds into a hold; no allocation
+    /// when nothing is held.
+    pub(super) fn take(
+        rt: &Runtime,
+        ids: (RouteId, ModelId),
+        local: &mut SmallVec<[BudgetReservation<'_>; 2]>,
+        shared: &mut SmallVec<[SharedReservation<'_>; 1]>,
+        tokens: &mut Option<Tokens<'_>>,
+        estimate: u64,
+    ) -> Self {
+        let inner = Inner::take(rt, ids, local, shared, tokens, estimate);
+        let empty = inner.held.is_empty() && inner.tokens.is_none();
+        StreamHold((!empty).then(|| Box::new(inner)))
+    }
+
+    /// Whether no budget reservation is held.
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|i| i.held.is_empty())
+    }
+
+    /// Tokens the upstream's token limiter still holds as this call's estimate (0 when it
+    /// has no token limit, or once the usage is known).
+    pub fn reserved_tokens(&self) -> u64 {
+        self.0.as_ref().map_or(0, |i| i.reserved_tokens())
+    }
+
+    /// The total held, USD.
+    pub fn reserved(&self) -> Usd {
+        self.0.as_ref().map_or(Usd::ZERO, |i| i.reserved())
+    }
+
+    /// Settles every budget reservation with the call's actual cost.
+    pub(super) fn settle(&mut self, cost: Usd) {
+        if let Some(i) = self.0.as_mut() {
+            i.settle(cost);
+        }
+    }
+
+    /// Reconciles the token estimate with the `actual` tokens used.
+    pub(super) fn settle_tokens(&mut self, actual: u64, now: u64) {
+        if let Some(i) = self.0.as_mut() {
+            i.settle_tokens(actual, now);
+        }
+    }
+}
+
+impl Inner {
     /// Moves what an attempt on `model` of `route` still holds into a hold: its budget
     /// reservations, and its token reservation (`estimate` tokens) when it has one.
     pub(super) fn take(
@@ -85,7 +137,7 @@ impl StreamHold {
         tokens: &mut Option<Tokens<'_>>,
         estimate: u64,
     ) -> Self {
-        let mut hold = StreamHold::default();
+        let mut hold = Inner::default();
         if let Some(t) = tokens.take() {
             hold.tokens = held_tokens(rt, model, t, estimate);
         }
@@ -115,19 +167,13 @@ impl StreamHold {
         hold
     }
 
-    /// Whether no budget reservation is held.
-    pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
-    }
-
     /// Tokens the upstream's token limiter still holds as this call's estimate (0 when it
     /// has no token limit, or once the usage is known).
-    pub fn reserved_tokens(&self) -> u64 {
+    fn reserved_tokens(&self) -> u64 {
         self.tokens.as_ref().map_or(0, HeldTokens::estimate)
     }
 
-    /// The total held, USD.
-    pub fn reserved(&self) -> Usd {
+    fn reserved(&self) -> Usd {
         self.held.iter().fold(Usd::ZERO, |sum, h| {
             sum.saturating_add(match h {
                 Held::Local(_, d) => d.amount(),
@@ -137,14 +183,14 @@ impl StreamHold {
     }
 
     /// Settles every budget reservation with the call's actual cost; nothing is held after.
-    pub(super) fn settle(&mut self, cost: Usd) {
+    fn settle(&mut self, cost: Usd) {
         for h in self.held.drain(..) {
             h.settle(Some(cost));
         }
     }
 
     /// Reconciles the token estimate with the `actual` tokens used.
-    pub(super) fn settle_tokens(&mut self, actual: u64, now: u64) {
+    fn settle_tokens(&mut self, actual: u64, now: u64) {
         if let Some(t) = self.tokens.take() {
             t.settle(actual, now);
         }
@@ -166,7 +212,7 @@ fn held_tokens(rt: &Runtime, model: ModelId, t: Tokens<'_>, estimate: u64) -> Op
     }
 }
 
-impl Drop for StreamHold {
+impl Drop for Inner {
     /// No usage came: each budget reservation is charged in full; the token estimate
     /// stays charged.
     fn drop(&mut self) {
@@ -179,7 +225,7 @@ impl Drop for StreamHold {
 impl fmt::Debug for StreamHold {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StreamHold")
-            .field("budgets", &self.held.len())
+            .field("budgets", &self.0.as_ref().map_or(0, |i| i.held.len()))
             .field("reserved", &self.reserved())
             .field("tokens", &self.reserved_tokens())
             .finish()
