@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use super::executor::Tokens;
+use super::admit::{Admission, Tokens};
 use super::limit::TokenLimiter;
 use super::price::{BudgetReservation, DetachedReservation, Usd};
 use super::shared::{
@@ -85,12 +85,17 @@ impl StreamHold {
     pub(super) fn take(
         rt: &Runtime,
         ids: (RouteId, ModelId),
-        local: &mut SmallVec<[BudgetReservation<'_>; 2]>,
-        shared: &mut SmallVec<[SharedReservation<'_>; 1]>,
-        tokens: &mut Option<Tokens<'_>>,
+        adm: &mut Admission<'_>,
         estimate: u64,
     ) -> Self {
-        let inner = Inner::take(rt, ids, local, shared, tokens, estimate);
+        let inner = Inner::take(
+            rt,
+            ids,
+            &mut adm.budgets,
+            &mut adm.shared_budgets,
+            &mut adm.tokens,
+            estimate,
+        );
         let empty = inner.held.is_empty() && inner.tokens.is_none();
         StreamHold((!empty).then(|| Box::new(inner)))
     }

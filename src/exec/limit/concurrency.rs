@@ -1,15 +1,18 @@
 //! A cap on calls in flight, with RAII permits.
 
+use std::future::Future;
 use std::sync::atomic::{
     AtomicU32,
     Ordering::{Relaxed, SeqCst},
 };
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use super::{LimitConfigError, LimitError, OnLimit};
+use crate::exec::clock::{Clock, Sleep};
 
 /// Configuration of a [`ConcurrencyLimiter`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,12 +86,18 @@ impl Inner {
         }
     }
 
-    /// Waits for a slot for at most `timeout`.
+    /// Waits for a slot for at most `timeout` (on tokio's timer).
     async fn wait_take(&self, timeout: Duration) -> Result<(), LimitError> {
         if self.try_take() {
             return Ok(());
         }
-        let deadline = tokio::time::Instant::now() + timeout;
+        self.wait_take_until(Box::pin(tokio::time::sleep(timeout)), timeout)
+            .await
+    }
+
+    /// Waits for a slot until `expiry` resolves (a sleep on the caller's clock), then fails
+    /// with a queue timeout that reports `waited`.
+    async fn wait_take_until(&self, mut expiry: Sleep, waited: Duration) -> Result<(), LimitError> {
         self.waiters.fetch_add(1, SeqCst);
         let _unregister = Unregister(&self.waiters);
         loop {
@@ -99,8 +108,19 @@ impl Inner {
             if self.try_take() {
                 return Ok(());
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(LimitError::QueueTimeout { waited: timeout });
+            // The notification first, as `tokio::time::timeout` polls its future first.
+            let woken = std::future::poll_fn(|cx| {
+                if notified.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(true)
+                } else if expiry.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(false)
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            if !woken {
+                return Err(LimitError::QueueTimeout { waited });
             }
         }
     }
@@ -195,6 +215,21 @@ impl ConcurrencyLimiter {
         timeout: Duration,
     ) -> Result<ConcurrencyGuard<'_>, LimitError> {
         self.inner.wait_take(timeout).await?;
+        Ok(ConcurrencyGuard { inner: &self.inner })
+    }
+
+    /// Waits up to `timeout` for a permit, measured on `clock` (the executor's way: its
+    /// waits run on the clock it was built with). Borrows the limiter.
+    pub async fn acquire_guard_on(
+        &self,
+        clock: &dyn Clock,
+        timeout: Duration,
+    ) -> Result<ConcurrencyGuard<'_>, LimitError> {
+        if !self.inner.try_take() {
+            self.inner
+                .wait_take_until(clock.sleep(timeout), timeout)
+                .await?;
+        }
         Ok(ConcurrencyGuard { inner: &self.inner })
     }
 

@@ -1,0 +1,245 @@
+//! The stages of admission, in the order [`Admitting::advance`] runs them. Each reads its
+//! slot (local or shared) and decides with the same code: a shared slot's answer comes back
+//! through `self.answer` after [`Admitting::finish`] awaited it.
+
+use std::time::Duration;
+
+use super::{
+    Admission, Admitting, Answer, Breakers, Flow, InFlight, Pause, Refusal, Stage, Tokens,
+};
+use crate::exec::error::SkipReason;
+use crate::exec::limit::{LimitError, OnLimit};
+use crate::exec::outcome::Usage;
+use crate::exec::state::UpstreamState;
+use crate::plan::{self, Budget, Model, OnExceed};
+
+/// The upstream's `on_limit`, its queue timeout cut to the `left` nanoseconds before the
+/// request's deadline.
+pub(super) fn on_limit(limits: &plan::Limits, left: u64) -> OnLimit {
+    match limits.on_limit {
+        crate::policy::OnLimit::Fail => OnLimit::Fail,
+        crate::policy::OnLimit::Wait => OnLimit::Wait {
+            queue_timeout: limits.queue_timeout.min(Duration::from_nanos(left)),
+        },
+    }
+}
+
+/// How a spent budget refuses the call.
+fn exceeded(b: &Budget) -> Refusal {
+    let budget = b.name.clone();
+    match b.on_exceed {
+        OnExceed::Reject => Refusal::Reject { budget },
+        OnExceed::Reroute(to) => Refusal::Reroute { to, budget },
+    }
+}
+
+/// A breaker's refusal as a target skip.
+fn breaker_open(name: &str, retry_in: Duration) -> Refusal {
+    Refusal::Skip(SkipReason::BreakerOpen {
+        breaker: name.to_owned(),
+        retry_in,
+    })
+}
+
+impl<'r> Admitting<'_, 'r> {
+    fn model_id(&self) -> plan::ModelId {
+        self.rt.plan.route(self.route).targets[self.ti].model
+    }
+
+    fn model(&self) -> &'r Model {
+        self.rt.plan.model(self.model_id())
+    }
+
+    fn upstream(&self) -> &'r UpstreamState {
+        &self.rt.upstreams[self.model().upstream.index()]
+    }
+
+    /// What is left of the queue timeout after the waits so far.
+    fn left(&self) -> OnLimit {
+        self.on_limit
+            .after(Duration::from_nanos(self.now.saturating_sub(self.start)))
+    }
+
+    /// The input estimate and the output reservation.
+    fn usage(&self) -> Usage {
+        Usage {
+            input_tokens: self.req.estimated_input_tokens(),
+            output_tokens: self.req.reserved_output_tokens(),
+        }
+    }
+
+    /// A limiter refused: wait for what it asks if what is left of the queue timeout
+    /// allows, then run `stage` again; else refuse the target.
+    fn wait_or_refuse(&self, stage: Stage, e: LimitError) -> Flow<'r> {
+        match e.retry_in().and_then(|d| self.left().wait_for(d)) {
+            Some(d) => Flow::Pause(stage, Pause::Sleep(d)),
+            None => Flow::Refuse(super::limited(e)),
+        }
+    }
+
+    /// The context window, then the breakers: the route's own (per target) replaces the
+    /// upstream's; a model's adds to it.
+    pub(super) fn target(&mut self, adm: &mut Admission<'r>) -> Flow<'r> {
+        let model = self.model();
+        if let Some(window) = model.context_window {
+            let needed = self
+                .req
+                .estimated_input_tokens()
+                .saturating_add(self.req.max_tokens.unwrap_or(0));
+            if needed > window {
+                return Flow::Refuse(Refusal::Skip(SkipReason::ContextWindow { needed, window }));
+            }
+        }
+        let rs = &self.rt.routes[self.route.index()];
+        let first = rs
+            .breakers
+            .get(self.ti)
+            .or(self.upstream().breaker.as_ref());
+        let ms = &self.rt.models[self.model_id().index()];
+        for (slot, b) in [first, ms.breaker.as_ref()].into_iter().enumerate() {
+            let Some(b) = b else { continue };
+            match b.breaker.try_acquire(self.now) {
+                Ok(p) => adm.breakers[slot] = Some((b, p)),
+                Err(e) => return Flow::Refuse(breaker_open(&b.name, e.retry_in)),
+            }
+        }
+        Flow::Next(Stage::Budgets(0))
+    }
+
+    /// Reserves the worst-case cost on every budget covering the call, from position
+    /// `pos` of the route's list for this caller on.
+    pub(super) fn budgets(&mut self, adm: &mut Admission<'r>, pos: u32) -> Flow<'r> {
+        let (rt, caller) = (self.rt, self.req.caller.as_deref());
+        let Some(price) = self.model().price else {
+            return Flow::Next(Stage::Concurrency);
+        };
+        let worst = price.cost(self.usage());
+        let (model, upstream) = (self.model_id(), self.model().upstream);
+        let route = rt.plan.route(self.route);
+        for (k, bid) in route.budgets_for(caller).enumerate().skip(pos as usize) {
+            let b = &rt.plan.budgets[bid.index()];
+            if !b.covers(self.route, model, upstream, caller) {
+                continue;
+            }
+            let reserved = match &rt.shared_budgets[bid.index()] {
+                None => rt.budgets[bid.index()]
+                    .ledger
+                    .reserve(worst, self.now)
+                    .ok()
+                    .map(|r| adm.budgets.push(r)),
+                Some(sb) => match self.answer.take() {
+                    Some(Answer::Budget(r)) => r.map(|r| adm.shared_budgets.push(r)),
+                    _ => return Flow::Pause(Stage::Budgets(k as u32), Pause::Budget(sb, worst)),
+                },
+            };
+            if reserved.is_none() {
+                return Flow::Refuse(exceeded(b));
+            }
+        }
+        Flow::Next(Stage::Concurrency)
+    }
+
+    /// The concurrency cap: a permit now, or a wait for one up to the queue timeout.
+    pub(super) fn concurrency(&mut self, adm: &mut Admission<'r>) -> Flow<'r> {
+        let Some(c) = &self.upstream().concurrency else {
+            return Flow::Next(Stage::Tokens);
+        };
+        let got = match self.answer.take() {
+            Some(Answer::Concurrency(waited)) => waited,
+            _ => match c.try_acquire_guard() {
+                Ok(g) => Ok(g),
+                Err(e) => match self.left() {
+                    OnLimit::Wait { queue_timeout } if !queue_timeout.is_zero() => {
+                        return Flow::Pause(
+                            Stage::Concurrency,
+                            Pause::Concurrency(c, queue_timeout),
+                        )
+                    }
+                    _ => Err(e),
+                },
+            },
+        };
+        match got {
+            Ok(g) => {
+                adm.concurrency = Some(g);
+                Flow::Next(Stage::Tokens)
+            }
+            Err(e) => Flow::Refuse(super::limited(e)),
+        }
+    }
+
+    /// The token limiter (shared when the backend holds it): the estimate reserved, or a
+    /// wait for the refill.
+    pub(super) fn tokens(&mut self, adm: &mut Admission<'r>) -> Flow<'r> {
+        let Some(local) = &self.upstream().tokens else {
+            return Flow::Next(Stage::Rate);
+        };
+        let usage = self.usage();
+        let n = usage.input_tokens.saturating_add(usage.output_tokens);
+        let got = match &self.rt.shared_tokens[self.model().upstream.index()] {
+            None => local.reserve(n, self.now).map(Tokens::Local),
+            Some(st) => match self.answer.take() {
+                Some(Answer::Tokens(r)) => r.map(Tokens::Shared),
+                _ => return Flow::Pause(Stage::Tokens, Pause::Tokens(st, n)),
+            },
+        };
+        match got {
+            Ok(t) => {
+                adm.tokens = Some(t);
+                Flow::Next(Stage::Rate)
+            }
+            Err(e) => self.wait_or_refuse(Stage::Tokens, e),
+        }
+    }
+
+    /// The request rate (shared when the backend holds it), at the time the call would
+    /// start: after any wait or round trip before it.
+    pub(super) fn rate(&mut self) -> Flow<'r> {
+        let checked = match &self.rt.shared_rates[self.model().upstream.index()] {
+            Some(sr) => match self.answer.take() {
+                Some(Answer::Rate(r)) => r,
+                _ => return Flow::Pause(Stage::Rate, Pause::Rate(sr)),
+            },
+            None => match &self.upstream().rate {
+                None => Ok(()),
+                Some(r) => r.check(self.now).map_err(|nu| nu.into_rate_error()),
+            },
+        };
+        match checked {
+            Ok(()) => Flow::Next(Stage::Finish),
+            Err(e) => self.wait_or_refuse(Stage::Rate, e),
+        }
+    }
+
+    /// If time moved since the breakers were asked, asks again those that changed state
+    /// (one may have opened meanwhile); then counts the call in flight.
+    pub(super) fn finish_stage(&mut self, adm: &mut Admission<'r>) -> Flow<'r> {
+        if self.now != self.start {
+            if let Err(r) = recheck_breakers(&mut adm.breakers, self.now) {
+                return Flow::Refuse(r);
+            }
+        }
+        let ms = &self.rt.models[self.model_id().index()];
+        adm.in_flight = Some(InFlight::enter(&ms.in_flight));
+        adm.at = self.now;
+        Flow::Done
+    }
+}
+
+/// Asks again every breaker whose state changed since its permit was taken.
+#[cold]
+fn recheck_breakers(breakers: &mut Breakers<'_>, now: u64) -> Result<(), Refusal> {
+    for held in breakers.iter_mut() {
+        let Some((slot, permit)) = held else { continue };
+        if permit.is_current() {
+            continue;
+        }
+        let slot = *slot;
+        *held = None;
+        match slot.breaker.try_acquire(now) {
+            Ok(p) => *held = Some((slot, p)),
+            Err(e) => return Err(breaker_open(&slot.name, e.retry_in)),
+        }
+    }
+    Ok(())
+}
