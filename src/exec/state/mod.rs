@@ -11,17 +11,17 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::breaker::{Breaker, BreakerState, TransitionReason};
+use super::breaker::Breaker;
 use super::clock::Clock;
-use super::limit::{
-    ConcurrencyConfig, ConcurrencyLimiter, RateConfig, RateLimiter, TokenConfig, TokenLimiter,
-};
+use super::limit::{ConcurrencyLimiter, RateConfig, RateLimiter, TokenConfig, TokenLimiter};
 use super::price::{BudgetConfig, BudgetLedger, SpendTracker, Usd};
-use super::retry_budget::{RetryBudget, RetryBudgetConfig};
+use super::retry_budget::RetryBudget;
 use super::shared::signals::{SignalEntry, SignalTask};
 use super::shared::{Shared, SharedBudget, SharedRate, SharedTokens, StateBackend};
 use crate::plan::StateScope;
 use crate::plan::{self, BreakerPolicy, Plan};
+
+mod carry;
 
 /// A plan's settings the executor could not build state from (a compiler bug if it happens:
 /// the compiler checks the same ranges).
@@ -34,60 +34,13 @@ pub struct BuildError {
     pub reason: String,
 }
 
-fn build<T, E: std::fmt::Display>(
+pub(crate) fn build<T, E: std::fmt::Display>(
     entity: impl FnOnce() -> String,
     r: Result<T, E>,
 ) -> Result<T, BuildError> {
     r.map_err(|e| BuildError {
         entity: entity(),
         reason: e.to_string(),
-    })
-}
-
-/// The breaker for policy `id` of `plan`, continuing `old` where there is one: shared as is
-/// when the policy's settings are unchanged, handed over with [`Breaker::new_from`] (an
-/// open breaker stays open) when they changed, fresh otherwise.
-fn carry_breaker(
-    plan: &Plan,
-    id: plan::BreakerId,
-    old: Option<&BreakerSlot>,
-    scope: String,
-    now: u64,
-    wake: &Arc<Notify>,
-) -> Result<BreakerSlot, BuildError> {
-    let policy = &plan.breakers[id.index()];
-    let cfg = policy.config.clone();
-    if let Some(o) = old.filter(|o| o.breaker.config() == &cfg) {
-        return Ok(BreakerSlot {
-            breaker: o.breaker.clone(),
-            policy: policy.clone(),
-            name: scope,
-        });
-    }
-    let name = scope.clone();
-    let wake = wake.clone();
-    let built = match old {
-        Some(o) => Breaker::new_from(cfg, &o.breaker, now),
-        None => Breaker::new(cfg),
-    };
-    let breaker = built
-        .map(|b| {
-            b.with_observer(move |t| {
-                tracing::info!(target: "tollgate::breaker", breaker = %name, from = t.from.name(), to = t.to.name(), reason = ?t.reason, "breaker transition");
-                // A trip of its own: a shared breaker's signal task publishes it now.
-                if t.to == BreakerState::Open && t.reason != TransitionReason::Signalled {
-                    wake.notify_one();
-                }
-            })
-        })
-        .map_err(|e| BuildError {
-            entity: scope.clone(),
-            reason: e.to_string(),
-        })?;
-    Ok(BreakerSlot {
-        breaker: Arc::new(breaker),
-        policy: policy.clone(),
-        name: scope,
     })
 }
 
@@ -277,266 +230,38 @@ impl Runtime {
         let handle = tokio::runtime::Handle::try_current()
             .ok()
             .or_else(|| old.and_then(|o| o.tokio.clone()));
-        let mut upstreams = Vec::with_capacity(plan.upstreams.len());
-        let mut resized: Vec<(ConcurrencyLimiter, u32)> = Vec::new();
-        for u in &plan.upstreams {
-            let prev = old.and_then(|o| o.plan.upstream_by_name(&u.name).map(|id| (o, id)));
-            let reuse = prev.filter(|(o, id)| {
-                let p = o.plan.upstream(*id);
-                p.limits == u.limits
-                    && breaker_policy(&o.plan, p.breaker) == breaker_policy(&plan, u.breaker)
-            });
-            if let Some((o, id)) = reuse {
-                upstreams.push(o.upstreams[id.index()].clone());
-                continue;
-            }
-            let name = || format!("upstream `{}`", u.name);
-            let prev = prev.map(|(o, id)| (o.plan.upstream(id), &*o.upstreams[id.index()]));
-            let l = &u.limits;
-            let rate = match (l.rate, prev) {
-                (None, _) => None,
-                (Some(r), prev) => {
-                    let cfg = RateConfig {
-                        rate_per_sec: r.per_second,
-                        burst: r.burst,
-                    };
-                    Some(match prev.and_then(|(p, s)| Some((p, s.rate.as_ref()?))) {
-                        Some((p, lim)) if p.limits.rate == l.rate => lim.clone(),
-                        Some((_, lim)) => {
-                            Arc::new(build(name, RateLimiter::new_from(cfg, lim, now))?)
-                        }
-                        None => Arc::new(build(name, RateLimiter::new(cfg))?),
-                    })
-                }
-            };
-            let tokens = match l.tokens_per_minute {
-                None => None,
-                Some(t) => {
-                    let cfg = token_config(t);
-                    Some(
-                        match prev.and_then(|(p, s)| Some((p, s.tokens.as_ref()?))) {
-                            Some((p, lim)) if p.limits.tokens_per_minute == l.tokens_per_minute => {
-                                lim.clone()
-                            }
-                            Some((_, lim)) => {
-                                Arc::new(build(name, TokenLimiter::new_from(cfg, lim, now))?)
-                            }
-                            None => Arc::new(build(name, TokenLimiter::new(cfg))?),
-                        },
-                    )
-                }
-            };
-            let concurrency = match l.concurrency {
-                None => None,
-                Some(c) => match prev.and_then(|(_, s)| s.concurrency.as_ref()) {
-                    Some(lim) => {
-                        // One count across the reload; the cap changes once the whole
-                        // runtime is built (a failed build leaves the running one as is).
-                        if lim.limit() != c {
-                            resized.push((lim.clone(), c));
-                        }
-                        Some(lim.clone())
-                    }
-                    None => Some(build(
-                        name,
-                        ConcurrencyLimiter::new(ConcurrencyConfig { max_in_flight: c }),
-                    )?),
-                },
-            };
-            let breaker = u
-                .breaker
-                .map(|b| {
-                    carry_breaker(
-                        &plan,
-                        b,
-                        prev.and_then(|(_, s)| s.breaker.as_ref()),
-                        format!("upstream {}", u.name),
-                        now,
-                        &wake,
-                    )
-                })
-                .transpose()?;
-            upstreams.push(Arc::new(UpstreamState {
-                rate,
-                tokens,
-                concurrency,
-                breaker,
-            }));
-        }
-        let mut models = Vec::with_capacity(plan.models.len());
-        for m in &plan.models {
-            let prev = old.and_then(|o| o.plan.model_by_name(&m.name).map(|id| (o, id)));
-            let same = prev.filter(|(o, id)| {
-                breaker_policy(&o.plan, o.plan.model(*id).breaker)
-                    == breaker_policy(&plan, m.breaker)
-            });
-            if let Some((o, id)) = same {
-                models.push(o.models[id.index()].clone());
-                continue;
-            }
-            let prev = prev.map(|(o, id)| &*o.models[id.index()]);
-            let breaker = m
-                .breaker
-                .map(|b| {
-                    carry_breaker(
-                        &plan,
-                        b,
-                        prev.and_then(|p| p.breaker.as_ref()),
-                        format!("model {}", m.name),
-                        now,
-                        &wake,
-                    )
-                })
-                .transpose()?;
-            let state = ModelState {
-                breaker,
-                ..ModelState::default()
-            };
-            if let Some(p) = prev {
-                state.ewma_nanos.store(p.ewma_nanos.load(Relaxed), Relaxed);
-                state
-                    .failure_ppm
-                    .store(p.failure_ppm.load(Relaxed), Relaxed);
-                state.successes.store(p.successes.load(Relaxed), Relaxed);
-                state.failures.store(p.failures.load(Relaxed), Relaxed);
-            }
-            models.push(Arc::new(state));
-        }
-        let mut routes = Vec::with_capacity(plan.routes.len());
-        for r in &plan.routes {
-            let retry = plan.retry(r.retry).budget;
-            let prev = old.and_then(|o| o.plan.route_by_name(&r.name).map(|id| (o, id)));
-            let same = prev.filter(|(o, id)| {
-                let p = o.plan.route(*id);
-                o.routes[id.index()].retry == retry
-                    && breaker_policy(&o.plan, p.breaker) == breaker_policy(&plan, r.breaker)
-                    && p.targets
-                        .iter()
-                        .map(|t| &o.plan.model(t.model).name)
-                        .eq(r.targets.iter().map(|t| &plan.model(t.model).name))
-            });
-            if let Some((o, id)) = same {
-                routes.push(o.routes[id.index()].clone());
-                continue;
-            }
-            let name = || format!("route `{}`", r.name);
-            let prev = prev.map(|(o, id)| (o, o.plan.route(id), &*o.routes[id.index()]));
-            let retry_budget = match (retry, prev) {
-                (None, _) => None,
-                (Some(_), Some((_, _, p))) if p.retry == retry => p.retry_budget.clone(),
-                (Some(b), _) => Some(Arc::new(build(
-                    name,
-                    RetryBudget::new(RetryBudgetConfig {
-                        ratio: b.ratio,
-                        min_per_second: b.min_per_second,
-                        ttl: b.ttl,
-                    }),
-                )?)),
-            };
-            let mut breakers = Vec::new();
-            if let Some(b) = r.breaker {
-                for t in &r.targets {
-                    let model = &plan.model(t.model).name;
-                    let label = format!("route {} → {}", r.name, model);
-                    // The old route's breaker for the same model, if it had one.
-                    let old_slot = prev.and_then(|(o, p, s)| {
-                        let i = p
-                            .targets
-                            .iter()
-                            .position(|ot| &o.plan.model(ot.model).name == model)?;
-                        s.breakers.get(i)
-                    });
-                    breakers.push(carry_breaker(&plan, b, old_slot, label, now, &wake)?);
-                }
-            }
-            let requests = prev.map_or(0, |(_, _, s)| s.requests.load(Relaxed));
-            let failovers = prev.map_or(0, |(_, _, s)| s.failovers.load(Relaxed));
-            routes.push(Arc::new(RouteState {
-                retry_budget,
-                breakers,
-                requests: AtomicU64::new(requests),
-                failovers: AtomicU64::new(failovers),
-                retry,
-            }));
-        }
-        let mut budgets = Vec::with_capacity(plan.budgets.len());
-        for b in &plan.budgets {
-            let prev = old.and_then(|o| {
-                o.plan
-                    .budget_by_name(&b.name)
-                    .map(|id| o.budgets[id.index()].clone())
-            });
-            if let Some(p) = prev
-                .as_ref()
-                .filter(|p| p.limit_usd == b.limit_usd && p.window == b.window)
-            {
-                budgets.push(p.clone());
-                continue;
-            }
-            let name = || format!("budget `{}`", b.name);
-            let limit = build(name, Usd::from_dollars(b.limit_usd))?;
-            let ledger = build(
-                name,
-                BudgetLedger::new(BudgetConfig {
-                    limit,
-                    window: b.window,
-                }),
-            )?;
-            if let Some(p) = prev {
-                // Limit or window changed: keep what was spent, so a reload never resets a budget.
-                ledger.record_spend(p.ledger.spent(now), now);
-            }
-            budgets.push(Arc::new(BudgetState {
-                ledger,
-                limit_usd: b.limit_usd,
-                window: b.window,
-            }));
-        }
+        let mut carry = carry::Carry::new(&plan, old, now, &wake);
+        let upstreams = plan
+            .upstreams
+            .iter()
+            .map(|u| carry.upstream(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let models = plan
+            .models
+            .iter()
+            .map(|m| carry.model(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let routes = plan
+            .routes
+            .iter()
+            .map(|r| carry.route(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let budgets = plan
+            .budgets
+            .iter()
+            .map(|b| carry.budget(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let shared = carry.shared();
+        // Every entity is built: only now may a changed concurrency cap apply (a failed
+        // build leaves the running runtime as it was).
+        carry.resize();
         let model_upstream: Vec<usize> = plan.models.iter().map(|m| m.upstream.index()).collect();
         let spend = SpendTracker::new(&model_upstream, plan.routes.len(), plan.upstreams.len());
-        let mut shared_rates = vec![None; plan.upstreams.len()];
-        let mut shared_tokens = vec![None; plan.upstreams.len()];
-        let mut shared_budgets = vec![None; plan.budgets.len()];
-        let mut shared = None;
-        if let Some(o) = old.filter(|o| o.shared.is_some() && o.plan.redis == plan.redis) {
-            shared = o.shared.clone();
-            for (i, u) in plan.upstreams.iter().enumerate() {
-                let Some(id) = o.plan.upstream_by_name(&u.name) else {
-                    continue;
-                };
-                let p = &o.plan.upstream(id).limits;
-                if u.limits.state != StateScope::Shared || p.state != StateScope::Shared {
-                    continue;
-                }
-                if p.rate == u.limits.rate {
-                    shared_rates[i] = o.shared_rates[id.index()].clone();
-                }
-                if p.tokens_per_minute == u.limits.tokens_per_minute {
-                    shared_tokens[i] = o.shared_tokens[id.index()].clone();
-                }
-            }
-            for (i, b) in plan.budgets.iter().enumerate() {
-                let Some(id) = o.plan.budget_by_name(&b.name) else {
-                    continue;
-                };
-                let p = &o.plan.budgets[id.index()];
-                if b.state == StateScope::Shared
-                    && p.state == StateScope::Shared
-                    && p.limit_usd == b.limit_usd
-                    && p.window == b.window
-                {
-                    shared_budgets[i] = o.shared_budgets[id.index()].clone();
-                }
-            }
-        }
-        for (lim, cap) in resized {
-            lim.set_limit(cap);
-        }
         Ok(Runtime {
-            shared_rates,
-            shared_tokens,
-            shared_budgets,
-            shared,
+            shared_rates: shared.rates,
+            shared_tokens: shared.tokens,
+            shared_budgets: shared.budgets,
+            shared: shared.backend,
             signal_wake: wake,
             tokio: handle,
             signals: None,
@@ -677,7 +402,7 @@ impl Runtime {
 
 /// A tokens-per-minute limit as a limiter config: the bucket holds one minute of tokens
 /// (a burst may use the whole minute).
-fn token_config(tpm: f64) -> TokenConfig {
+pub(crate) fn token_config(tpm: f64) -> TokenConfig {
     let tpm = tpm.ceil().max(1.0) as u64;
     TokenConfig {
         tokens_per_minute: tpm,
@@ -685,14 +410,11 @@ fn token_config(tpm: f64) -> TokenConfig {
     }
 }
 
-fn breaker_policy(plan: &Plan, id: Option<plan::BreakerId>) -> Option<&BreakerPolicy> {
-    id.map(|b| &plan.breakers[b.index()])
-}
-
 #[cfg(test)]
 mod tests {
 
     use super::*;
+    use crate::exec::breaker::BreakerState;
     use crate::exec::shared::signals::POLL;
     use crate::exec::shared::MemoryBackend;
     use crate::exec::Executor;
