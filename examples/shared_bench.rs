@@ -77,10 +77,9 @@ async fn run(name: &str, exec: Executor) {
     let el = t0.elapsed();
     let calls = CALLERS * PER_CALLER;
     let rt = exec.runtime();
-    let trips = rt.shared_rates[0]
-        .as_ref()
-        .map_or(0, |s| s.health().round_trips.load(Relaxed));
-    let kinds = rt.shared_rates[0].as_ref().map_or(String::new(), |s| {
+    let shared = rt.shared_rate(tollgate::plan::UpstreamId(0));
+    let trips = shared.map_or(0, |s| s.health().round_trips.load(Relaxed));
+    let kinds = shared.map_or(String::new(), |s| {
         let r = &s.requests;
         format!(
             "  [prefetches {}, batches {}, singles {}, failures {}]",

@@ -30,12 +30,16 @@ fn assert_idle(exec: &Executor, what: &str) {
     let rt = exec.runtime();
     let st = exec.stats();
     assert_eq!(
-        rt.upstreams[0].concurrency.as_ref().unwrap().in_flight(),
+        rt.upstream(tollgate::plan::UpstreamId(0))
+            .concurrency
+            .as_ref()
+            .unwrap()
+            .in_flight(),
         0,
         "{what}: concurrency"
     );
     assert_eq!(
-        rt.models[0]
+        rt.model(tollgate::plan::ModelId(0))
             .in_flight
             .load(std::sync::atomic::Ordering::SeqCst),
         0,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tollgate::exec::{Done, ExecError, Executor, Failure, Request, Served, SkipReason, StopReason};
-use tollgate::plan::{route_bounds, Plan, TokenCounts};
+use tollgate::plan::{route_bounds, Plan, TokenCounts, UpstreamId};
 
 /// Calls per model, counted by the fake operation.
 #[derive(Default, Clone)]
@@ -527,7 +527,8 @@ async fn a_hedge_races_a_slow_first_attempt_and_the_first_success_wins() {
     assert_eq!(t0.elapsed(), Duration::from_millis(1200));
     assert_eq!(s.attempts, 2);
     assert_eq!(
-        exec.runtime().models[plan.model_by_name("slow").unwrap().index()]
+        exec.runtime()
+            .model(plan.model_by_name("slow").unwrap())
             .in_flight
             .load(SeqCst),
         0,
@@ -601,7 +602,14 @@ async fn concurrency_waits_up_to_the_queue_timeout_and_cancellation_returns_perm
     h.abort();
     let _ = h.await;
     let rt = exec.runtime();
-    assert_eq!(rt.upstreams[0].concurrency.as_ref().unwrap().in_flight(), 0);
+    assert_eq!(
+        rt.upstream(UpstreamId(0))
+            .concurrency
+            .as_ref()
+            .unwrap()
+            .in_flight(),
+        0
+    );
 }
 
 fn paced(limits: &str) -> Plan {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tollgate::exec::shared::redis::RedisBackend;
 use tollgate::exec::shared::StateBackend;
 use tollgate::exec::{Done, Executor, Failure, Request};
+use tollgate::plan::UpstreamId;
 
 struct Redis {
     child: Child,
@@ -149,7 +150,7 @@ async fn three_executors_share_one_limit_within_the_lease_bound() {
         let (admitted, elapsed, _) = hammer(&execs, 100).await;
         for e in &execs {
             let rt = e.runtime();
-            let h = rt.shared_rates[0].as_ref().unwrap().health();
+            let h = rt.shared_rate(UpstreamId(0)).unwrap().health();
             assert_eq!(h.failures.load(Relaxed), 0, "no Redis failure expected");
         }
         // rate·w + burst + instances·(lease − 1)
@@ -194,7 +195,7 @@ async fn redis_down_then_back_follows_fail_mode_and_recovers() {
             ),
         }
         let rt = execs[0].runtime();
-        let h = rt.shared_rates[0].as_ref().unwrap().health();
+        let h = rt.shared_rate(UpstreamId(0)).unwrap().health();
         assert!(
             h.failures.load(Relaxed) >= 1,
             "{mode}: the outage was counted"
@@ -366,8 +367,8 @@ targets = ["small"]
     assert!(used < 12_000, "{used} tokens: not shared");
     for e in &execs {
         let rt = e.runtime();
-        let h = rt.shared_tokens[0]
-            .as_ref()
+        let h = rt
+            .shared_tokens(UpstreamId(0))
             .expect("shared tokens")
             .health();
         assert_eq!(h.failures.load(Relaxed), 0, "no Redis failure expected");
@@ -452,7 +453,13 @@ retry = "once"
     };
     let state = |e: &Executor| {
         let rt = e.runtime();
-        let b = rt.upstreams[0].breaker.as_ref().unwrap().breaker.clone();
+        let b = rt
+            .upstream(UpstreamId(0))
+            .breaker
+            .as_ref()
+            .unwrap()
+            .breaker
+            .clone();
         b.state(e.clock().now())
     };
     // A sees the outage first: 200 failures in a row trip its breaker.
@@ -490,7 +497,7 @@ retry = "once"
         "B tripped on its own failures ({n}), not on A's signal"
     );
     let rt = b.runtime();
-    let h = &rt.shared.as_ref().unwrap().health;
+    let h = &rt.backend().unwrap().health;
     assert_eq!(h.failures.load(Relaxed), 0, "no Redis failure expected");
 }
 

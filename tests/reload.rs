@@ -200,7 +200,7 @@ async fn valid_invalid_valid() {
     })
     .await;
     assert!(matches!(ev, ReloadEvent::Unchanged { version: 3 }), "{ev}");
-    assert_eq!(exec.runtime().version, 3);
+    assert_eq!(exec.runtime().version(), 3);
     handle.stop();
 }
 
@@ -399,7 +399,7 @@ async fn deleted_file_keeps_the_plan_and_warns() {
     // reload_now says the same, and still keeps the plan.
     let again = handle.reload_now().await.unwrap();
     assert!(matches!(again, ReloadEvent::Missing { .. }), "{again}");
-    assert_eq!(exec.runtime().version, 1);
+    assert_eq!(exec.runtime().version(), 1);
     handle.stop();
 }
 
@@ -582,8 +582,8 @@ async fn succeed(exec: &Executor) -> Result<(), tollgate::exec::ExecError> {
 
 fn breaker_state(exec: &Executor) -> BreakerState {
     let rt = exec.runtime();
-    let id = rt.plan.upstream_by_name("up").unwrap();
-    let slot = rt.upstreams[id.index()].breaker.as_ref().unwrap();
+    let id = rt.plan().upstream_by_name("up").unwrap();
+    let slot = rt.upstream(id).breaker.as_ref().unwrap();
     slot.breaker.state(exec.clock().now())
 }
 
@@ -639,8 +639,8 @@ async fn spent_budget_stays_spent() {
     let (exec, handle, mut rx) = start(std::slice::from_ref(&p));
     let spent = |exec: &Executor| {
         let rt = exec.runtime();
-        let id = rt.plan.budget_by_name("spend").unwrap();
-        rt.budgets[id.index()].ledger.spent(exec.clock().now())
+        let id = rt.plan().budget_by_name("spend").unwrap();
+        rt.budget(id).ledger.spent(exec.clock().now())
     };
     succeed(&exec).await.unwrap();
     let before = spent(&exec);
@@ -679,8 +679,8 @@ async fn changed_limit_applies_at_once_without_refilling() {
     let (exec, handle, mut rx) = start(std::slice::from_ref(&p));
     let headroom = |exec: &Executor| {
         let rt = exec.runtime();
-        let id = rt.plan.upstream_by_name("up").unwrap();
-        rt.upstreams[id.index()]
+        let id = rt.plan().upstream_by_name("up").unwrap();
+        rt.upstream(id)
             .rate
             .as_ref()
             .unwrap()

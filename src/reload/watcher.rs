@@ -277,7 +277,7 @@ pub(crate) fn reload_once(
     executor: &Executor,
     prepare: Option<&super::Prepare>,
 ) -> ReloadEvent {
-    let version = executor.runtime().version;
+    let version = executor.runtime().version();
     let opts = source.load_options();
     let loaded = load(&opts);
     if loaded.io_failed() {

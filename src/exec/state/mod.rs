@@ -156,32 +156,32 @@ pub struct BudgetState {
 #[derive(Debug)]
 pub struct Runtime {
     /// The plan.
-    pub plan: Plan,
+    pub(crate) plan: Plan,
     /// Increases by one on every swap.
-    pub version: u64,
+    pub(crate) version: u64,
     /// Per upstream, by [`plan::UpstreamId`].
-    pub upstreams: Vec<Arc<UpstreamState>>,
+    pub(crate) upstreams: Vec<Arc<UpstreamState>>,
     /// Per model, by [`plan::ModelId`].
-    pub models: Vec<Arc<ModelState>>,
+    pub(crate) models: Vec<Arc<ModelState>>,
     /// Per route, by [`plan::RouteId`].
-    pub routes: Vec<Arc<RouteState>>,
+    pub(crate) routes: Vec<Arc<RouteState>>,
     /// Per budget, by [`plan::BudgetId`].
-    pub budgets: Vec<Arc<BudgetState>>,
+    pub(crate) budgets: Vec<Arc<BudgetState>>,
     /// Spend and tokens by model, route and upstream of this plan (a reload starts a new
     /// report; budgets, not this report, carry spend across reloads).
-    pub spend: SpendTracker,
+    pub(crate) spend: SpendTracker,
     /// Per upstream: its request-rate limiter when `limits.state = "shared"` and a backend
     /// is attached ([`Runtime::attach_shared`]); replaces the local `rate`.
-    pub shared_rates: Vec<Option<Arc<SharedRate>>>,
+    pub(crate) shared_rates: Vec<Option<Arc<SharedRate>>>,
     /// Per upstream: its tokens-per-minute limiter when `limits.state = "shared"` and a
     /// backend is attached; replaces the local `tokens`.
-    pub shared_tokens: Vec<Option<Arc<SharedTokens>>>,
+    pub(crate) shared_tokens: Vec<Option<Arc<SharedTokens>>>,
     /// Per budget: its shared ledger when `state = "shared"` and a backend is attached;
     /// replaces the local ledger.
-    pub shared_budgets: Vec<Option<Arc<SharedBudget>>>,
+    pub(crate) shared_budgets: Vec<Option<Arc<SharedBudget>>>,
     /// The backend the shared entities above use, with its settings and health (carried
     /// across reloads while `[state.redis]` is unchanged).
-    pub shared: Option<Shared>,
+    pub(crate) shared: Option<Shared>,
     /// Woken by a breaker's own trip (carried across reloads, as breakers are).
     signal_wake: Arc<Notify>,
     /// The tokio runtime the signal task runs on: the one current when the first runtime
@@ -189,10 +189,60 @@ pub struct Runtime {
     /// [`crate::reload`]'s watcher).
     tokio: Option<tokio::runtime::Handle>,
     /// The task sharing `state = "shared"` breakers' trips ([`start_signals`](Self::start_signals)).
-    pub signals: Option<SignalTask>,
+    pub(crate) signals: Option<SignalTask>,
 }
 
 impl Runtime {
+    /// The plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The version: 1 for the first plan, one more on every swap.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The live state of an upstream of this plan.
+    pub fn upstream(&self, id: plan::UpstreamId) -> &UpstreamState {
+        &self.upstreams[id.index()]
+    }
+
+    /// The live state of a model of this plan.
+    pub fn model(&self, id: plan::ModelId) -> &ModelState {
+        &self.models[id.index()]
+    }
+
+    /// The live state of a route of this plan.
+    pub fn route(&self, id: plan::RouteId) -> &RouteState {
+        &self.routes[id.index()]
+    }
+
+    /// The live state of a budget of this plan.
+    pub fn budget(&self, id: plan::BudgetId) -> &BudgetState {
+        &self.budgets[id.index()]
+    }
+
+    /// An upstream's shared rate limiter, when it has one on an attached backend.
+    pub fn shared_rate(&self, id: plan::UpstreamId) -> Option<&Arc<SharedRate>> {
+        self.shared_rates[id.index()].as_ref()
+    }
+
+    /// An upstream's shared token limiter, when it has one on an attached backend.
+    pub fn shared_tokens(&self, id: plan::UpstreamId) -> Option<&Arc<SharedTokens>> {
+        self.shared_tokens[id.index()].as_ref()
+    }
+
+    /// A budget's shared ledger, when it has one on an attached backend.
+    pub fn shared_budget(&self, id: plan::BudgetId) -> Option<&Arc<SharedBudget>> {
+        self.shared_budgets[id.index()].as_ref()
+    }
+
+    /// The attached backend, with its settings and health.
+    pub fn backend(&self) -> Option<&Shared> {
+        self.shared.as_ref()
+    }
+
     /// Fresh state for a plan.
     pub fn new(plan: Plan, version: u64) -> Result<Self, BuildError> {
         Self::carry_over(plan, version, None, 0)
