@@ -233,6 +233,26 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The backend key of an entity: `key_prefix + kind + ":" + name`.
+    fn key(&self, kind: &str, name: &str) -> String {
+        format!("{}{kind}:{name}", self.settings.key_prefix)
+    }
+
+    /// How many instances share the state (`expected_instances`, at least 1): the local
+    /// fallbacks take this share of each limit.
+    fn instances(&self) -> u64 {
+        u64::from(self.settings.expected_instances.max(1))
+    }
+
+    /// A decision the backend could not answer: the local fallback's (`open`) with
+    /// `fail_mode = "open"`, `closed` (a refusal) with `fail_mode = "closed"`.
+    fn unavailable<T>(&self, open: impl FnOnce() -> T, closed: T) -> T {
+        match self.settings.fail_mode {
+            FailMode::Open => open(),
+            FailMode::Closed => closed,
+        }
+    }
+
     /// Pairs a backend with a plan's settings.
     pub fn new(backend: Arc<dyn StateBackend>, settings: RedisSettings) -> Self {
         Shared {
@@ -449,14 +469,14 @@ impl SharedRate {
     /// A shared limiter for `cfg` under key `prefix + "rate:" + name`.
     pub fn new(shared: Shared, name: &str, cfg: RateConfig) -> Result<Self, String> {
         let t_us = micros_up(1e9 / cfg.rate_per_sec);
-        let n = shared.settings.expected_instances.max(1);
+        let n = shared.instances();
         let fallback = RateLimiter::new(RateConfig {
             rate_per_sec: cfg.rate_per_sec / n as f64,
-            burst: (cfg.burst / n).max(1),
+            burst: (cfg.burst / n as u32).max(1),
         })
         .map_err(|e| e.to_string())?;
         Ok(SharedRate {
-            key: format!("{}rate:{name}", shared.settings.key_prefix),
+            key: shared.key("rate", name),
             t_us,
             cap_us: t_us.saturating_mul(cfg.burst as u64),
             lease: Lease::new(shared.settings.lease),
@@ -541,10 +561,10 @@ impl SharedRate {
             // Callers that raced past an empty lease may find it refilled by now.
             Some(Grant::Refused(_)) if self.lease.take() => Ok(()),
             Some(Grant::Refused(retry_in)) => Err(LimitError::RateLimited { retry_in }),
-            None => match self.shared.settings.fail_mode {
-                FailMode::Open => self.fallback.check(now).map_err(Into::into),
-                FailMode::Closed => Err(LimitError::SharedUnavailable),
-            },
+            None => self.shared.unavailable(
+                || self.fallback.check(now).map_err(Into::into),
+                Err(LimitError::SharedUnavailable),
+            ),
         }
     }
 
@@ -642,7 +662,7 @@ pub enum SharedTokenReservation<'a> {
 impl SharedTokens {
     /// A shared limiter for `cfg` under key `prefix + "tokens:" + name`.
     pub fn new(shared: Shared, name: &str, cfg: TokenConfig) -> Result<Self, String> {
-        let n = shared.settings.expected_instances.max(1) as u64;
+        let n = shared.instances();
         let fallback = TokenLimiter::new(TokenConfig {
             tokens_per_minute: (cfg.tokens_per_minute / n).max(1),
             burst: (cfg.burst / n).max(1),
@@ -653,7 +673,7 @@ impl SharedTokens {
         }
         let us_per_token = 60e6 / cfg.tokens_per_minute as f64;
         Ok(SharedTokens {
-            key: format!("{}tokens:{name}", shared.settings.key_prefix),
+            key: shared.key("tokens", name),
             us_per_token,
             cap_us: (cfg.burst as f64 * us_per_token).ceil() as u64,
             burst: cfg.burst,
@@ -692,15 +712,16 @@ impl SharedTokens {
         match self.shared.call("token limiter", now, f).await {
             Some(Grant::Granted(_)) => Ok(SharedTokenReservation::Shared(self, cost)),
             Some(Grant::Refused(retry_in)) => Err(LimitError::TokensExhausted { retry_in }),
-            None => match self.shared.settings.fail_mode {
-                // An estimate above the scaled-down burst reserves the burst; settling with
-                // the actual usage charges the rest.
-                FailMode::Open => self
-                    .fallback
-                    .reserve(tokens.min(self.fallback.burst()), now)
-                    .map(SharedTokenReservation::Local),
-                FailMode::Closed => Err(LimitError::SharedUnavailable),
-            },
+            // An estimate above the scaled-down burst reserves the burst; settling with the
+            // actual usage charges the rest.
+            None => self.shared.unavailable(
+                || {
+                    self.fallback
+                        .reserve(tokens.min(self.fallback.burst()), now)
+                        .map(SharedTokenReservation::Local)
+                },
+                Err(LimitError::SharedUnavailable),
+            ),
         }
     }
 
@@ -809,14 +830,14 @@ enum Held<'a> {
 impl SharedBudget {
     /// A shared budget under key `prefix + "budget:" + name`.
     pub fn new(shared: Shared, name: &str, cfg: BudgetConfig) -> Result<Self, String> {
-        let n = shared.settings.expected_instances.max(1) as u64;
+        let n = shared.instances();
         let fallback = BudgetLedger::new(BudgetConfig {
             limit: Usd::from_nanos(cfg.limit.nanos() / n),
             window: cfg.window,
         })
         .map_err(|e| e.to_string())?;
         Ok(SharedBudget {
-            key: format!("{}budget:{name}", shared.settings.key_prefix),
+            key: shared.key("budget", name),
             window_us: (cfg.window.as_micros().min(u64::MAX as u128) as u64).max(1),
             limit: cfg.limit.nanos(),
             shared,
@@ -835,14 +856,15 @@ impl SharedBudget {
         match self.shared.call("budget", now, f).await {
             Some(Some(window)) => Some(SharedReservation(Some(Held::Shared(self, window, amount)))),
             Some(None) => None,
-            None => match self.shared.settings.fail_mode {
-                FailMode::Open => self
-                    .fallback
-                    .reserve(worst, now)
-                    .ok()
-                    .map(|r| SharedReservation(Some(Held::Local(r)))),
-                FailMode::Closed => None,
-            },
+            None => self.shared.unavailable(
+                || {
+                    self.fallback
+                        .reserve(worst, now)
+                        .ok()
+                        .map(|r| SharedReservation(Some(Held::Local(r))))
+                },
+                None,
+            ),
         }
     }
 
