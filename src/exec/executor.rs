@@ -199,7 +199,8 @@ impl Executor {
 
     /// Runs `op` under the plan: `op(target, attempt)` is called for every attempt (and
     /// hedge) and must return the value with its usage, or a [`Failure`] the plan
-    /// classifies. See the [module docs](self) for the whole sequence.
+    /// classifies. See the [`exec` module docs](crate::exec) for the shape of the whole
+    /// sequence.
     pub async fn execute<T, F, Fut>(&self, req: &Request, mut op: F) -> Result<Served<T>, ExecError>
     where
         F: FnMut(Target, u32) -> Fut,
