@@ -211,6 +211,9 @@ pub(super) struct Admitting<'a, 'r> {
     on_limit: OnLimit,
     stage: Stage,
     answer: Option<Answer<'r>>,
+    /// Whether the sequence awaited anything (other tasks ran meanwhile, even if the
+    /// clock did not move: a breaker may have opened).
+    awaited: bool,
 }
 
 impl<'a, 'r> Admitting<'a, 'r> {
@@ -238,6 +241,7 @@ impl<'a, 'r> Admitting<'a, 'r> {
             on_limit,
             stage: Stage::Target,
             answer: None,
+            awaited: false,
         }
     }
 
@@ -312,6 +316,7 @@ impl<'a, 'r> Admitting<'a, 'r> {
         loop {
             self.answer = self.wait(pause).await;
             self.now = self.clock.now();
+            self.awaited = true;
             match self.advance(adm) {
                 Progress::Ready => return Ok(()),
                 Progress::Refused(r) => return Err(r),

@@ -211,10 +211,11 @@ impl<'r> Admitting<'_, 'r> {
         }
     }
 
-    /// If time moved since the breakers were asked, asks again those that changed state
-    /// (one may have opened meanwhile); then counts the call in flight.
+    /// If admission awaited anything since the breakers were asked, asks again those that
+    /// changed state (one may have opened meanwhile, even within the same clock reading);
+    /// then counts the call in flight.
     pub(super) fn finish_stage(&mut self, adm: &mut Admission<'r>) -> Flow<'r> {
-        if self.now != self.start {
+        if self.awaited {
             if let Err(r) = recheck_breakers(&mut adm.breakers, self.now) {
                 return Flow::Refuse(r);
             }
