@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::call::{select_route, Call};
+use super::call::{self, select_route};
 use super::clock::{Clock, TokioClock};
 use super::error::ExecError;
 use super::outcome::{Done, Failure, Usage};
@@ -209,9 +209,7 @@ impl Executor {
         // A guard, not a clone: no refcount traffic on the shared runtime per request (arc-swap
         // falls back to a full clone by itself when too many guards are alive on a thread).
         let rt = self.shared.current.load();
-        Call::new(&rt, &*self.shared.clock, req, self.rng())
-            .run(&mut op)
-            .await
+        call::run(&rt, &*self.shared.clock, req, self.rng(), &mut op).await
     }
 
     /// The random stream of one request. Seeded: one stream per request, in request order.

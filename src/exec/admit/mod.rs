@@ -36,8 +36,8 @@ use super::request::Request;
 use super::shared::{
     SharedBudget, SharedRate, SharedReservation, SharedTokenReservation, SharedTokens,
 };
-use super::state::{BreakerSlot, Runtime};
-use crate::plan::RouteId;
+use super::state::{BreakerSlot, Runtime, UpstreamState};
+use crate::plan::{Model, ModelId, RouteId, UpstreamId};
 
 /// Breaker permits, the first (route or upstream) and the model's.
 pub(super) type Breakers<'r> = [Option<(&'r BreakerSlot, BreakerPermit<'r>)>; 2];
@@ -202,6 +202,11 @@ pub(super) struct Admitting<'a, 'r> {
     req: &'a Request,
     route: RouteId,
     ti: usize,
+    /// The target's model and its upstream, looked up once.
+    model_id: ModelId,
+    model: &'r Model,
+    up: UpstreamId,
+    ups: &'r UpstreamState,
     deadline: u64,
     /// The reading admission started at: every wait comes out of one queue timeout from it.
     start: u64,
@@ -226,8 +231,10 @@ impl<'a, 'r> Admitting<'a, 'r> {
         now: u64,
         deadline: u64,
     ) -> Self {
-        let model = rt.plan.model(rt.plan.route(route).targets[ti].model);
-        let limits = &rt.plan.upstream(model.upstream).limits;
+        let model_id = rt.plan.route(route).targets[ti].model;
+        let model = rt.plan.model(model_id);
+        let up = model.upstream;
+        let limits = &rt.plan.upstream(up).limits;
         let on_limit = stages::on_limit(limits, deadline.saturating_sub(now));
         Admitting {
             rt,
@@ -235,6 +242,10 @@ impl<'a, 'r> Admitting<'a, 'r> {
             req,
             route,
             ti,
+            model_id,
+            model,
+            up,
+            ups: &rt.upstreams[up.index()],
             deadline,
             start: now,
             now,

@@ -10,8 +10,7 @@ use super::{
 use crate::exec::error::SkipReason;
 use crate::exec::limit::{LimitError, OnLimit};
 use crate::exec::outcome::Usage;
-use crate::exec::state::UpstreamState;
-use crate::plan::{self, Budget, Model, OnExceed};
+use crate::plan::{self, Budget, OnExceed};
 
 /// The upstream's `on_limit`, its queue timeout cut to the `left` nanoseconds before the
 /// request's deadline.
@@ -42,25 +41,15 @@ fn breaker_open(name: &str, retry_in: Duration) -> Refusal {
 }
 
 impl<'r> Admitting<'_, 'r> {
-    fn model_id(&self) -> plan::ModelId {
-        self.rt.plan.route(self.route).targets[self.ti].model
-    }
-
-    fn model(&self) -> &'r Model {
-        self.rt.plan.model(self.model_id())
-    }
-
-    fn upstream(&self) -> &'r UpstreamState {
-        &self.rt.upstreams[self.model().upstream.index()]
-    }
-
     /// What is left of the queue timeout after the waits so far.
+    #[inline]
     fn left(&self) -> OnLimit {
         self.on_limit
             .after(Duration::from_nanos(self.now.saturating_sub(self.start)))
     }
 
     /// The input estimate and the output reservation.
+    #[inline]
     fn usage(&self) -> Usage {
         Usage {
             input_tokens: self.req.estimated_input_tokens(),
@@ -70,6 +59,7 @@ impl<'r> Admitting<'_, 'r> {
 
     /// A limiter refused: wait for what it asks if what is left of the queue timeout
     /// allows, then run `stage` again; else refuse the target.
+    #[inline]
     fn wait_or_refuse(&self, stage: Stage, e: LimitError) -> Flow<'r> {
         match e.retry_in().and_then(|d| self.left().wait_for(d)) {
             Some(d) => Flow::Pause(stage, Pause::Sleep(d)),
@@ -79,8 +69,9 @@ impl<'r> Admitting<'_, 'r> {
 
     /// The context window, then the breakers: the route's own (per target) replaces the
     /// upstream's; a model's adds to it.
+    #[inline]
     pub(super) fn target(&mut self, adm: &mut Admission<'r>) -> Flow<'r> {
-        let model = self.model();
+        let model = self.model;
         if let Some(window) = model.context_window {
             let needed = self
                 .req
@@ -91,11 +82,8 @@ impl<'r> Admitting<'_, 'r> {
             }
         }
         let rs = &self.rt.routes[self.route.index()];
-        let first = rs
-            .breakers
-            .get(self.ti)
-            .or(self.upstream().breaker.as_ref());
-        let ms = &self.rt.models[self.model_id().index()];
+        let first = rs.breakers.get(self.ti).or(self.ups.breaker.as_ref());
+        let ms = &self.rt.models[self.model_id.index()];
         for (slot, b) in [first, ms.breaker.as_ref()].into_iter().enumerate() {
             let Some(b) = b else { continue };
             match b.breaker.try_acquire(self.now) {
@@ -108,13 +96,14 @@ impl<'r> Admitting<'_, 'r> {
 
     /// Reserves the worst-case cost on every budget covering the call, from position
     /// `pos` of the route's list for this caller on.
+    #[inline]
     pub(super) fn budgets(&mut self, adm: &mut Admission<'r>, pos: u32) -> Flow<'r> {
         let (rt, caller) = (self.rt, self.req.caller.as_deref());
-        let Some(price) = self.model().price else {
+        let Some(price) = self.model.price else {
             return Flow::Next(Stage::Concurrency);
         };
         let worst = price.cost(self.usage());
-        let (model, upstream) = (self.model_id(), self.model().upstream);
+        let (model, upstream) = (self.model_id, self.up);
         let route = rt.plan.route(self.route);
         for (k, bid) in route.budgets_for(caller).enumerate().skip(pos as usize) {
             let b = &rt.plan.budgets[bid.index()];
@@ -140,8 +129,9 @@ impl<'r> Admitting<'_, 'r> {
     }
 
     /// The concurrency cap: a permit now, or a wait for one up to the queue timeout.
+    #[inline]
     pub(super) fn concurrency(&mut self, adm: &mut Admission<'r>) -> Flow<'r> {
-        let Some(c) = &self.upstream().concurrency else {
+        let Some(c) = &self.ups.concurrency else {
             return Flow::Next(Stage::Tokens);
         };
         let got = match self.answer.take() {
@@ -170,13 +160,14 @@ impl<'r> Admitting<'_, 'r> {
 
     /// The token limiter (shared when the backend holds it): the estimate reserved, or a
     /// wait for the refill.
+    #[inline]
     pub(super) fn tokens(&mut self, adm: &mut Admission<'r>) -> Flow<'r> {
-        let Some(local) = &self.upstream().tokens else {
+        let Some(local) = &self.ups.tokens else {
             return Flow::Next(Stage::Rate);
         };
         let usage = self.usage();
         let n = usage.input_tokens.saturating_add(usage.output_tokens);
-        let got = match &self.rt.shared_tokens[self.model().upstream.index()] {
+        let got = match &self.rt.shared_tokens[self.up.index()] {
             None => local.reserve(n, self.now).map(Tokens::Local),
             Some(st) => match self.answer.take() {
                 Some(Answer::Tokens(r)) => r.map(Tokens::Shared),
@@ -194,13 +185,14 @@ impl<'r> Admitting<'_, 'r> {
 
     /// The request rate (shared when the backend holds it), at the time the call would
     /// start: after any wait or round trip before it.
+    #[inline]
     pub(super) fn rate(&mut self) -> Flow<'r> {
-        let checked = match &self.rt.shared_rates[self.model().upstream.index()] {
+        let checked = match &self.rt.shared_rates[self.up.index()] {
             Some(sr) => match self.answer.take() {
                 Some(Answer::Rate(r)) => r,
                 _ => return Flow::Pause(Stage::Rate, Pause::Rate(sr)),
             },
-            None => match &self.upstream().rate {
+            None => match &self.ups.rate {
                 None => Ok(()),
                 Some(r) => r.check(self.now).map_err(|nu| nu.into_rate_error()),
             },
@@ -214,13 +206,14 @@ impl<'r> Admitting<'_, 'r> {
     /// If admission awaited anything since the breakers were asked, asks again those that
     /// changed state (one may have opened meanwhile, even within the same clock reading);
     /// then counts the call in flight.
+    #[inline]
     pub(super) fn finish_stage(&mut self, adm: &mut Admission<'r>) -> Flow<'r> {
         if self.awaited {
             if let Err(r) = recheck_breakers(&mut adm.breakers, self.now) {
                 return Flow::Refuse(r);
             }
         }
-        let ms = &self.rt.models[self.model_id().index()];
+        let ms = &self.rt.models[self.model_id.index()];
         adm.in_flight = Some(InFlight::enter(&ms.in_flight));
         adm.at = self.now;
         Flow::Done

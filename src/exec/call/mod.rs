@@ -34,6 +34,34 @@ pub use order::select_route;
 use order::{target_order, Order};
 use trail::Trail;
 
+/// Runs one request under `rt` to its outcome (see the [module docs](self)). The context is
+/// built inside the future, not moved into it.
+pub(super) async fn run<T, F, Fut>(
+    rt: &Runtime,
+    clock: &dyn Clock,
+    req: &Request,
+    rng: fastrand::Rng,
+    op: &mut F,
+) -> Result<Served<T>, ExecError>
+where
+    F: FnMut(Target, u32) -> Fut,
+    Fut: Future<Output = Result<Done<T>, Failure>>,
+{
+    let start = clock.now();
+    let mut call = Call {
+        rt,
+        clock,
+        req,
+        start,
+        rng,
+        trail: Trail::default(),
+        fresh: Some(start),
+        first_route: None,
+        reroutes: 0,
+    };
+    call.run(op).await
+}
+
 /// Most reroutes one request follows (the compiler rejects cycles; this is a guard).
 const MAX_REROUTES: usize = 4;
 
@@ -93,28 +121,8 @@ struct Ran<T> {
 }
 
 impl<'a, 'r> Call<'a, 'r> {
-    pub fn new(
-        rt: &'r Runtime,
-        clock: &'a dyn Clock,
-        req: &'a Request,
-        rng: fastrand::Rng,
-    ) -> Self {
-        let start = clock.now();
-        Call {
-            rt,
-            clock,
-            req,
-            start,
-            rng,
-            trail: Trail::default(),
-            fresh: Some(start),
-            first_route: None,
-            reroutes: 0,
-        }
-    }
-
     /// Runs the request to its outcome: see the [module docs](self).
-    pub async fn run<T, F, Fut>(mut self, op: &mut F) -> Result<Served<T>, ExecError>
+    async fn run<T, F, Fut>(&mut self, op: &mut F) -> Result<Served<T>, ExecError>
     where
         F: FnMut(Target, u32) -> Fut,
         Fut: Future<Output = Result<Done<T>, Failure>>,
@@ -127,7 +135,17 @@ impl<'a, 'r> Call<'a, 'r> {
         if let Some(b) = &self.rt.routes[route.index()].retry_budget {
             b.deposit(self.start);
         }
-        let mut at = self.enter(route);
+        let mut at = Cursor {
+            route,
+            deadline: 0,
+            order: Order::new(),
+            pos: 0,
+            attempt: 1,
+            prev_delay: Duration::ZERO,
+            stop: StopReason::NoTargetAvailable,
+            hedged: false,
+        };
+        self.enter(&mut at, route);
         loop {
             let next = match self.step(op, &mut at).await {
                 Stepped::Served(s) => return Ok(s),
@@ -144,36 +162,36 @@ impl<'a, 'r> Call<'a, 'r> {
                         at.stop = why;
                     }
                     if !self.next_target(&mut at) {
-                        return Err(self.fail(Some(at.route), at.stop));
+                        let stop = std::mem::replace(&mut at.stop, StopReason::NoTargetAvailable);
+                        return Err(self.fail(Some(at.route), stop));
                     }
                 }
                 Next::Reroute(to) => {
                     self.reroutes += 1;
-                    at = self.enter(to);
+                    self.enter(&mut at, to);
                 }
                 Next::Stop(why) => return Err(self.fail(Some(at.route), why)),
             }
         }
     }
 
-    /// Starts on `route`: its first target in its strategy's order.
-    fn enter(&mut self, route: RouteId) -> Cursor {
+    /// Starts on `route` (the cursor set in place): its first target in its strategy's
+    /// order.
+    fn enter(&mut self, at: &mut Cursor, route: RouteId) {
         self.rt.routes[route.index()].requests.fetch_add(1, Relaxed);
         if self.reroutes > 0 {
             // The reroute is a move from one target to another.
             self.count_failover(route);
         }
         let total = self.rt.plan.route(route).total_timeout;
-        Cursor {
-            route,
-            deadline: self.start.saturating_add(nanos(total)),
-            order: target_order(self.rt, route, self.req, &mut self.rng),
-            pos: 0,
-            attempt: 1,
-            prev_delay: Duration::ZERO,
-            stop: StopReason::NoTargetAvailable,
-            hedged: false,
-        }
+        at.route = route;
+        at.deadline = self.start.saturating_add(nanos(total));
+        at.order = target_order(self.rt, route, self.req, &mut self.rng);
+        at.pos = 0;
+        at.attempt = 1;
+        at.prev_delay = Duration::ZERO;
+        at.stop = StopReason::NoTargetAvailable;
+        at.hedged = false;
     }
 
     /// Moves to the route's next target; `false` when none is left.
@@ -277,6 +295,7 @@ impl<'a, 'r> Call<'a, 'r> {
 
     /// Settles what ran and decides: a success is served, a failure goes to
     /// [`on_failure`](Self::on_failure).
+    #[inline]
     fn conclude<T>(&mut self, at: &Cursor, adm: &mut Admission<'r>, ran: Ran<T>) -> Stepped<T> {
         let model = self.rt.plan.route(at.route).targets[ran.ti].model;
         let end = Ended {
@@ -299,6 +318,7 @@ impl<'a, 'r> Call<'a, 'r> {
     }
 
     /// A success ends the request: settled, and its stream's reservations held.
+    #[inline]
     fn serve<T>(&mut self, adm: &mut Admission<'r>, done: Done<T>, end: Ended) -> Served<T> {
         let cost = settle::success(self.rt, adm, &done, end);
         let settled = if done.pending {
