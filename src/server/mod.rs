@@ -56,7 +56,15 @@
 //! # Shutdown
 //! [`serve`] stops accepting on its shutdown signal and drains requests in flight.
 
+// The simulated upstreams: `tollgate demo` runs on them; public (for tests, examples and
+// benchmarks) only with the `testing` feature, which this crate's own tests, examples and
+// benches turn on through a dev-dependency on itself.
+#[cfg(feature = "testing")]
 pub mod fake;
+// Without `testing` only the demo uses it, and not every part.
+#[cfg(not(feature = "testing"))]
+#[allow(dead_code)]
+pub(crate) mod fake;
 mod keys;
 pub mod metrics;
 
