@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::relay::{chat_body, env, exec_and_client, two_upstream_policy, TwoUpstreams};
 use serde_json::{Map, Value};
-use tollgate::exec::{ExecError, Executor, Served, StopReason};
+use tollgate::exec::{ExecError, Executor, FailureKind, Served, StopReason};
 use tollgate::http::{Attempt, ChatLayer, Client};
 use tollgate::plan::Plan;
 use tollgate::server::fake::Behavior;
@@ -93,11 +93,9 @@ async fn a_failed_attempt_is_retried_on_the_same_target() {
     assert_eq!(served.model_name(), "ma");
     assert_eq!((served.attempts, served.failovers), (2, 0));
     assert_eq!(served.failed.len(), 1);
-    assert!(
-        served.failed[0].failure.starts_with("503"),
-        "{:?}",
-        served.failed
-    );
+    let f = &served.failed[0];
+    assert!(f.failure.starts_with("503"), "{f:?}");
+    assert_eq!((f.kind, f.status), (FailureKind::Response, Some(503)));
     assert_eq!(a.calls("up-a"), 2);
     assert_eq!(s.up.b.total_calls(), 0);
 }

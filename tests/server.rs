@@ -232,6 +232,39 @@ async fn everything_down_is_a_clean_5xx_with_the_executors_account() {
     );
 }
 
+/// The answer when every attempt failed is the last failure's kind and status: a timeout
+/// is 504, a 429 is 429.
+#[tokio::test]
+async fn the_last_failures_kind_and_status_decide_the_answer_when_every_target_gives_up() {
+    let s = setup().await;
+    let toml = two_upstream_policy(&s.a.base_url(), &s.b.base_url(), "")
+        .replace(r#"per_try = "2s""#, r#"per_try = "200ms""#);
+    let (url, _stop) = start(relay_for(common::plan(&toml), None)).await;
+    let post = || {
+        s.http
+            .post(format!("{url}/v1/chat/completions"))
+            .json(&chat("hi"))
+            .send()
+    };
+    let slow = Behavior {
+        latency: Duration::from_secs(1),
+        ..Behavior::default()
+    };
+    s.a.set_default(slow.clone());
+    s.b.set_default(slow);
+    let (status, code) = error_code(post().await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (504, "upstream_timeout"));
+    let limited = Behavior {
+        rate_limit_per_sec: Some(0),
+        retry_after_secs: 0,
+        ..Behavior::default()
+    };
+    s.a.set_default(limited.clone());
+    s.b.set_default(limited);
+    let (status, code) = error_code(post().await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (429, "upstream_rate_limited"));
+}
+
 #[tokio::test]
 async fn budget_spent_is_429() {
     let s = setup_with(

@@ -85,7 +85,9 @@ use serde_json::{json, Map, Value};
 pub use keys::{hash_key_hex, CallerKeyError, CallerKeys};
 pub use metrics::Metrics;
 
-use crate::exec::{ExecError, Executor, Failure, Request, Served, SkipReason, Stats, StopReason};
+use crate::exec::{
+    ExecError, Executor, Failure, FailureKind, Request, Served, SkipReason, Stats, StopReason,
+};
 use crate::http::{self, Client, SseStream};
 use crate::plan::{Attr, Matcher, Plan};
 use crate::policy::Scalar;
@@ -390,8 +392,8 @@ fn outcome_label<T>(r: &Result<T, Failure>) -> String {
     match r {
         Ok(_) => "ok".into(),
         Err(f) => match (f.kind, f.status) {
-            (crate::exec::FailureKind::Connect, _) => "connect".into(),
-            (crate::exec::FailureKind::Timeout, _) => "timeout".into(),
+            (FailureKind::Connect, _) => "connect".into(),
+            (FailureKind::Timeout, _) => "timeout".into(),
             (_, Some(s)) => s.to_string(),
             _ => "error".into(),
         },
@@ -567,30 +569,23 @@ fn exec_error(metrics: &Metrics, e: &ExecError) -> Response {
             }
         }
         StopReason::AttemptsExhausted | StopReason::NotRetryable => {
-            match e.last_failure().map(|a| a.failure.as_str()) {
-                Some(f) if f.starts_with("timeout") => (
+            match e.last_failure().map(|a| (a.kind, a.status)) {
+                Some((FailureKind::Timeout, _)) => (
                     StatusCode::GATEWAY_TIMEOUT,
                     "upstream_error",
                     "upstream_timeout",
                 ),
-                Some(f) => match f
-                    .split([' ', ':'])
-                    .next()
-                    .and_then(|s| s.parse::<u16>().ok())
-                {
-                    Some(429) => (
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "rate_limit_error",
-                        "upstream_rate_limited",
-                    ),
-                    Some(s @ 400..=499) => (
-                        StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_REQUEST),
-                        "invalid_request_error",
-                        "upstream_rejected",
-                    ),
-                    _ => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_failed"),
-                },
-                None => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_failed"),
+                Some((FailureKind::Response, Some(429))) => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "upstream_rate_limited",
+                ),
+                Some((FailureKind::Response, Some(s @ 400..=499))) => (
+                    StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_REQUEST),
+                    "invalid_request_error",
+                    "upstream_rejected",
+                ),
+                _ => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_failed"),
             }
         }
     };
