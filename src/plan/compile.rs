@@ -372,6 +372,7 @@ impl<'a> Compiler<'a> {
         self.shared_needs_redis(redis.is_some());
 
         let data = PlanData {
+            model_names: super::model_names::ModelNames::new(&routes, &models),
             redis,
             callers,
             upstreams,

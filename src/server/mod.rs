@@ -89,8 +89,7 @@ use crate::exec::{
     ExecError, Executor, Failure, FailureKind, Request, Served, SkipReason, Stats, StopReason,
 };
 use crate::http::{self, Client, SseStream};
-use crate::plan::{Attr, Matcher, Plan};
-use crate::policy::Scalar;
+use crate::plan::Plan;
 
 /// Default request body limit (4 MiB).
 pub const DEFAULT_MAX_BODY: usize = 4 << 20;
@@ -256,7 +255,9 @@ async fn chat_completions(
 ) -> Response {
     let inner = &relay.inner;
     let _in_flight = inner.metrics.start();
-    let caller = match authenticate(inner, &headers) {
+    // The plan the checks below use, loaded once (the executor takes its own snapshot).
+    let plan = inner.exec.plan();
+    let caller = match authenticate(inner, &plan, &headers) {
         Ok(c) => c,
         Err(resp) => return resp,
     };
@@ -295,7 +296,6 @@ async fn chat_completions(
             .collect();
     }
     req.caller = caller;
-    let plan = inner.exec.plan();
     if let Some(m) = &req.model {
         if !model_known(&plan, m) {
             return error_response(
@@ -316,8 +316,11 @@ async fn chat_completions(
 /// The caller presenting `headers`' key: `None` when no key is configured (neither in the
 /// plan's `[callers]` nor in the relay's list), else its name, or a 401.
 #[allow(clippy::result_large_err)] // the error is the response itself, built once
-fn authenticate(inner: &Inner, headers: &HeaderMap) -> Result<Option<String>, Response> {
-    let plan = inner.exec.plan();
+fn authenticate(
+    inner: &Inner,
+    plan: &Plan,
+    headers: &HeaderMap,
+) -> Result<Option<String>, Response> {
     if inner.keys.is_empty() && plan.callers.is_empty() {
         return Ok(None);
     }
@@ -611,33 +614,10 @@ fn exec_error(metrics: &Metrics, e: &ExecError) -> Response {
     resp
 }
 
-/// Whether `m` may be asked for (see the module docs).
+/// Whether `m` may be asked for (see the module docs): `auto`, or a name the plan knows
+/// ([`Plan::knows_model_name`], indexed when it was compiled).
 pub fn model_known(plan: &Plan, m: &str) -> bool {
-    m == "auto"
-        || plan.route_by_name(m).is_some()
-        || plan.model_by_name(m).is_some()
-        || plan
-            .routes
-            .iter()
-            .filter_map(|r| r.when.as_ref())
-            .any(|w| tests_model(w, m))
-}
-
-fn tests_model(w: &Matcher, m: &str) -> bool {
-    match w {
-        Matcher::OneOf(Attr::Model, vs) => vs.iter().any(|v| matches!(v, Scalar::Str(s) if s == m)),
-        Matcher::ContainsAny {
-            attr: Attr::Model,
-            words,
-            ..
-        } => {
-            let lower = m.to_lowercase();
-            words.iter().any(|w| lower.contains(w.as_str()))
-        }
-        Matcher::Any(ms) | Matcher::All(ms) => ms.iter().any(|x| tests_model(x, m)),
-        Matcher::Not(x) => tests_model(x, m),
-        _ => false,
-    }
+    m == "auto" || plan.knows_model_name(m)
 }
 
 async fn models(State(relay): State<Relay>) -> Response {
