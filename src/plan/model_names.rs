@@ -66,28 +66,30 @@ mod tests {
 
     #[test]
     fn names_and_the_model_values_conditions_test_are_known_and_nothing_else() {
-        let toml = r#"
-            [upstreams.up]
-            base_url = "http://127.0.0.1:1/v1"
-            [models.m]
-            upstream = "up"
-            [[routes]]
-            name = "pinned"
-            when = { attr = "model", one_of = ["gpt-4o", "gpt-4.1"] }
-            targets = ["m"]
-            [[routes]]
-            name = "nested"
-            when = { any = [{ attr = "task", eq = "x" }, { not = { attr = "model", contains_any = ["Claude"] } }] }
-            targets = ["m"]
-            [[routes]]
-            name = "other-attrs"
-            when = { attr = "task", eq = "summary" }
-            targets = ["m"]
-            [[routes]]
-            name = "main"
-            targets = ["m"]
-        "#;
-        let opts = LoadOptions::from_text("p.toml", toml).with_env(Vec::<(String, String)>::new());
+        let mut toml = String::from(
+            "[upstreams.up]\nbase_url = \"http://127.0.0.1:1/v1\"\n[models.m]\nupstream = \"up\"\n",
+        );
+        for (name, when) in [
+            (
+                "pinned",
+                r#"{ attr = "model", one_of = ["gpt-4o", "gpt-4.1"] }"#,
+            ),
+            (
+                "nested",
+                r#"{ any = [{ attr = "task", eq = "x" }, { not = { attr = "model", contains_any = ["Claude"] } }] }"#,
+            ),
+            ("other-attrs", r#"{ attr = "task", eq = "summary" }"#),
+            ("main", ""),
+        ] {
+            let when = if when.is_empty() {
+                String::new()
+            } else {
+                format!("when = {when}\n")
+            };
+            toml += &format!("[[routes]]\nname = \"{name}\"\n{when}targets = [\"m\"]\n");
+        }
+        let opts = LoadOptions::from_text("p.toml", toml.as_str())
+            .with_env(Vec::<(String, String)>::new());
         let plan = Plan::load(&opts).expect("compiles").plan;
         for known in [
             "main",
