@@ -4,24 +4,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Map, Value};
-use tollgate::exec::{Executor, StopReason};
-use tollgate::http::Client;
+use common::relay::{chat_body, exec_and_client, no_keys};
+use tollgate::exec::StopReason;
 use tollgate::server::fake::{Behavior, FakeUpstream};
-
-fn no_keys() -> tollgate::http::EnvLookup {
-    Arc::new(|_: &str| None)
-}
-
-fn chat(prompt: &str) -> Map<String, Value> {
-    json!({"model": "auto", "messages": [{"role": "user", "content": prompt}]})
-        .as_object()
-        .cloned()
-        .unwrap()
-}
 
 /// Anthropic's way of saying the prompt is over the window: no `context_length_exceeded`
 /// code, only a message.
@@ -93,9 +80,10 @@ async fn a_context_length_400_fails_over_to_the_bigger_window_where_the_route_al
             &big.base_url(),
             failover_on,
         ));
-        let client = Client::with_env(&plan, no_keys()).unwrap();
-        let exec = Executor::builder(plan).seed(1).build().unwrap();
-        let got = client.chat_completion(&exec, &chat("a long prompt")).await;
+        let (exec, client) = exec_and_client(plan, no_keys());
+        let got = client
+            .chat_completion(&exec, &chat_body("a long prompt"))
+            .await;
         let calls = (small.calls("small") - before.0, big.calls("big") - before.1);
         let case = format!("{failover_on:?} with {body}");
         assert_eq!(
@@ -171,8 +159,7 @@ targets = ["mq"]
 "#
     );
     let plan = common::plan(&toml);
-    let client = Client::with_env(&plan, no_keys()).unwrap();
-    let exec = Executor::builder(plan).seed(1).build().unwrap();
+    let (exec, client) = exec_and_client(plan, no_keys());
     for (task, route, connect) in [
         ("route", "route-connect", Duration::from_millis(200)),
         ("", "upstream-connect", Duration::from_millis(300)),
@@ -184,7 +171,7 @@ targets = ["mq"]
         let t0 = std::time::Instant::now();
         let got = tokio::time::timeout(
             Duration::from_secs(5),
-            client.chat_completion_for(&exec, &req, &chat("hi")),
+            client.chat_completion_for(&exec, &req, &chat_body("hi")),
         )
         .await
         .unwrap_or_else(|_| panic!("{route}: the {connect:?} connect timeout was not applied"));
@@ -204,13 +191,14 @@ async fn max_connections_caps_the_requests_in_flight_to_an_upstream() {
     for cap in [1, 2] {
         let g = common::gauge(Duration::from_millis(150)).await;
         let plan = common::plan(&common::pool_policy(&g.url, cap, "5s"));
-        let client = Client::with_env(&plan, no_keys()).unwrap();
-        let exec = Executor::builder(plan).seed(1).build().unwrap();
+        let (exec, client) = exec_and_client(plan, no_keys());
         let calls = (0..6).map(|i| {
             let (client, exec) = (client.clone(), exec.clone());
-            tokio::spawn(
-                async move { client.chat_completion(&exec, &chat(&format!("n{i}"))).await },
-            )
+            tokio::spawn(async move {
+                client
+                    .chat_completion(&exec, &chat_body(&format!("n{i}")))
+                    .await
+            })
         });
         for c in futures_util::future::join_all(calls).await {
             let served = c.unwrap().expect("every call is served, waiting its turn");
@@ -232,11 +220,10 @@ async fn a_call_waits_for_a_connection_within_its_attempt_and_a_stream_holds_one
         },
     );
     let plan = common::plan(&common::pool_policy(&fake.base_url(), 1, "300ms"));
-    let client = Client::with_env(&plan, no_keys()).unwrap();
-    let exec = Executor::builder(plan).seed(1).build().unwrap();
+    let (exec, client) = exec_and_client(plan, no_keys());
     let req = tollgate::exec::Request::new();
     let stream = client
-        .chat_completion_stream(&exec, &req, &chat("stream"))
+        .chat_completion_stream(&exec, &req, &chat_body("stream"))
         .await
         .expect("the stream's first event");
     assert_eq!(fake.calls("m"), 1);
@@ -244,7 +231,7 @@ async fn a_call_waits_for_a_connection_within_its_attempt_and_a_stream_holds_one
     // fails as a timeout without reaching the upstream.
     let t0 = std::time::Instant::now();
     let e = client
-        .chat_completion(&exec, &chat("second"))
+        .chat_completion(&exec, &chat_body("second"))
         .await
         .map(|_| ())
         .unwrap_err();
@@ -257,7 +244,7 @@ async fn a_call_waits_for_a_connection_within_its_attempt_and_a_stream_holds_one
     drop(stream);
     fake.set("m", Behavior::default());
     client
-        .chat_completion(&exec, &chat("third"))
+        .chat_completion(&exec, &chat_body("third"))
         .await
         .expect("served once the stream is gone");
     assert_eq!(fake.calls("m"), 2);
@@ -275,10 +262,9 @@ async fn the_connection_count_survives_an_update_that_keeps_max_connections() {
     );
     let toml = common::pool_policy(&fake.base_url(), 1, "300ms");
     let plan = common::plan(&toml);
-    let client = Client::with_env(&plan, no_keys()).unwrap();
-    let exec = Executor::builder(plan).seed(1).build().unwrap();
+    let (exec, client) = exec_and_client(plan, no_keys());
     let stream = client
-        .chat_completion_stream(&exec, &tollgate::exec::Request::new(), &chat("s"))
+        .chat_completion_stream(&exec, &tollgate::exec::Request::new(), &chat_body("s"))
         .await
         .expect("the stream's first event");
     // A reload that rebuilds the upstream's clients (a route now sets its own connect
@@ -290,7 +276,7 @@ async fn the_connection_count_survives_an_update_that_keeps_max_connections() {
     client.update(&plan2).unwrap();
     exec.swap_plan(plan2).unwrap();
     let e = client
-        .chat_completion(&exec, &chat("second"))
+        .chat_completion(&exec, &chat_body("second"))
         .await
         .map(|_| ())
         .unwrap_err();
@@ -302,7 +288,10 @@ async fn the_connection_count_survives_an_update_that_keeps_max_connections() {
     client.update(&plan3).unwrap();
     exec.swap_plan(plan3).unwrap();
     fake.set("m", Behavior::default());
-    client.chat_completion(&exec, &chat("third")).await.unwrap();
+    client
+        .chat_completion(&exec, &chat_body("third"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -319,11 +308,10 @@ async fn max_idle_and_idle_timeout_decide_whether_a_connection_is_reused() {
             &format!("pool = {{ {pool} }}"),
         );
         let plan = common::plan(&toml);
-        let client = Client::with_env(&plan, no_keys()).unwrap();
-        let exec = Executor::builder(plan).seed(1).build().unwrap();
+        let (exec, client) = exec_and_client(plan, no_keys());
         for i in 0..3 {
             client
-                .chat_completion(&exec, &chat(&format!("n{i}")))
+                .chat_completion(&exec, &chat_body(&format!("n{i}")))
                 .await
                 .unwrap();
             tokio::time::sleep(Duration::from_millis(300)).await;

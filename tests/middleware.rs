@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::sync::Arc;
-
+use common::relay::{chat, env, exec_and_client, header, no_keys, TwoUpstreams};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tollgate::exec::Executor;
-use tollgate::http::{Client, TollgateMiddleware};
+use tollgate::http::TollgateMiddleware;
 use tollgate::server::fake::{Behavior, FakeUpstream};
 
 struct Setup {
@@ -20,57 +19,16 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let a = FakeUpstream::start("a").await.unwrap();
-    let b = FakeUpstream::start("b").await.unwrap();
-    let plan = common::plan(&format!(
-        r#"
-[defaults]
-timeouts = {{ connect = "1s", per_try = "2s", total = "10s" }}
-retry = "quick"
-[upstreams.a]
-base_url = "{}"
-api_key = {{ env = "A_KEY" }}
-[upstreams.b]
-base_url = "{}"
-[models.ma]
-upstream = "a"
-upstream_model = "up-a"
-price = {{ input_per_mtok = 1.0, output_per_mtok = 2.0 }}
-[models.mb]
-upstream = "b"
-price = {{ input_per_mtok = 1.0, output_per_mtok = 2.0 }}
-[retry.quick]
-max_attempts = 2
-backoff = {{ kind = "constant", base = "1ms", max = "1ms", jitter = "none" }}
-[[routes]]
-name = "main"
-targets = ["ma", "mb"]
-"#,
-        a.base_url(),
-        b.base_url()
-    ));
-    let env: tollgate::http::EnvLookup =
-        Arc::new(|k: &str| (k == "A_KEY").then(|| "sk-test-123".to_string()));
-    let client = Client::with_env(&plan, env).unwrap();
-    let exec = Executor::builder(plan).seed(1).build().unwrap();
+    let up = TwoUpstreams::start().await;
+    let (exec, client) = exec_and_client(up.plan(""), env());
     let http = ClientBuilder::new(reqwest::Client::new())
         .with(TollgateMiddleware::new(exec.clone(), client))
         .build();
+    let TwoUpstreams { a, b } = up;
     Setup { a, b, exec, http }
 }
 
-fn chat(prompt: &str) -> Value {
-    json!({"model": "main", "messages": [{"role": "user", "content": prompt}]})
-}
-
 const URL: &str = "http://tollgate.invalid/v1/chat/completions";
-
-fn header<'r>(r: &'r reqwest::Response, k: &str) -> &'r str {
-    r.headers()
-        .get(k)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-}
 
 #[tokio::test]
 async fn requests_are_routed_keyed_retried_and_failed_over() {
@@ -159,8 +117,7 @@ async fn max_connections_caps_the_attempts_in_flight_through_the_middleware() {
     use std::sync::atomic::Ordering::SeqCst;
     let g = common::gauge(std::time::Duration::from_millis(150)).await;
     let plan = common::plan(&common::pool_policy(&g.url, 2, "5s"));
-    let client = Client::with_env(&plan, Arc::new(|_: &str| None)).unwrap();
-    let exec = Executor::builder(plan).seed(1).build().unwrap();
+    let (exec, client) = exec_and_client(plan, no_keys());
     let http = ClientBuilder::new(reqwest::Client::new())
         .with(TollgateMiddleware::new(exec, client))
         .build();

@@ -4,18 +4,20 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::process::{free_port, KillOnDrop};
 use tollgate::exec::shared::redis::RedisBackend;
 use tollgate::exec::shared::StateBackend;
 use tollgate::exec::{Done, Executor, Failure, Request};
 use tollgate::plan::UpstreamId;
 
+/// A `redis-server` of its own on 127.0.0.1, killed on drop.
 struct Redis {
-    child: Child,
+    child: KillOnDrop,
     port: u16,
 }
 
@@ -34,28 +36,19 @@ impl Redis {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Redis { child, port }
+        Redis {
+            child: KillOnDrop(child),
+            port,
+        }
     }
     fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port)
+        Self::start_on(free_port())
     }
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
+        self.child.kill();
     }
 }
 

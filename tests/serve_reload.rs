@@ -2,14 +2,17 @@
 //! front of in-process fake upstreams, with its policy file edited under it (and SIGHUP).
 //! Bounded in time; the child is killed when the test ends, pass or fail.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use tollgate::server::fake::FakeUpstream;
+use common::process::{free_port, KillOnDrop};
+use common::relay::{chat, header, TwoUpstreams};
+use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 /// Longest wait for any one expected change (reloads take ~100 ms; CI machines are slow).
@@ -17,25 +20,15 @@ const WAIT: Duration = Duration::from_secs(15);
 
 /// The child, killed on drop; its stderr collected line by line.
 struct Serve {
-    child: Child,
+    child: KillOnDrop,
     log: Arc<Mutex<Vec<String>>>,
     url: String,
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Serve {
     fn start(policy: &Path) -> Serve {
-        // A free port: bound, read, released (the child binds it right after).
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        // The child binds it right after.
+        let port = free_port();
         let mut child = Command::new(BIN)
             .args(["serve", "--policy"])
             .arg(policy)
@@ -56,7 +49,7 @@ impl Serve {
             }
         });
         Serve {
-            child,
+            child: KillOnDrop(child),
             log,
             url: format!("http://127.0.0.1:{port}"),
         }
@@ -100,25 +93,18 @@ targets = ["{target}"]
     )
 }
 
-fn chat() -> Value {
-    json!({"model": "main", "messages": [{"role": "user", "content": "hi"}]})
-}
-
 async fn served_by(http: &reqwest::Client, url: &str, key: Option<&str>) -> (u16, String) {
     let mut rb = http
         .post(format!("{url}/v1/chat/completions"))
-        .json(&chat());
+        .json(&chat("hi"));
     if let Some(k) = key {
         rb = rb.bearer_auth(k);
     }
     let r = rb.send().await.expect("the relay answers");
-    let model = r
-        .headers()
-        .get("x-tollgate-model")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    (r.status().as_u16(), model)
+    (
+        r.status().as_u16(),
+        header(&r, "x-tollgate-model").to_string(),
+    )
 }
 
 async fn plan_version(http: &reqwest::Client, url: &str) -> Option<u64> {
@@ -141,35 +127,63 @@ async fn wait_version(http: &reqwest::Client, s: &Serve, want: u64) {
     );
 }
 
+/// `tollgate serve` on a policy file routing `main` to `ma`, in front of fakes `a` and `b`.
+struct Running {
+    up: TwoUpstreams,
+    dir: tempfile::TempDir,
+    path: PathBuf,
+    serve: Serve,
+    http: reqwest::Client,
+}
+
+impl Running {
+    /// The server, the HTTP client, the policy file, and the two fakes' base URLs.
+    fn parts(&self) -> (&Serve, &reqwest::Client, &Path, String, String) {
+        let (a, b) = (self.up.a.base_url(), self.up.b.base_url());
+        (&self.serve, &self.http, &self.path, a, b)
+    }
+
+    async fn start() -> Running {
+        let up = TwoUpstreams::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        let toml = policy(&up.a.base_url(), &up.b.base_url(), "ma", "");
+        std::fs::write(&path, toml).unwrap();
+        let serve = Serve::start(&path);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        Running {
+            up,
+            dir,
+            path,
+            serve,
+            http,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_to_the_policy_file_are_applied_or_rejected_while_serving() {
-    let a = FakeUpstream::start("a").await.unwrap();
-    let b = FakeUpstream::start("b").await.unwrap();
-    let (ua, ub) = (a.base_url(), b.base_url());
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.toml");
-    std::fs::write(&path, policy(&ua, &ub, "ma", "")).unwrap();
-    let s = Serve::start(&path);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let r = Running::start().await;
+    let (s, http, path, ua, ub) = r.parts();
 
     // Up: version 1 routes to a.
-    wait_version(&http, &s, 1).await;
+    wait_version(http, s, 1).await;
     s.wait_log("saying it listens", |l| l.contains("relay listening on"))
         .await;
-    assert_eq!(served_by(&http, &s.url, None).await, (200, "ma".into()));
+    assert_eq!(served_by(http, &s.url, None).await, (200, "ma".into()));
 
     // A valid edit (written in place): version 2, routed to b.
-    std::fs::write(&path, policy(&ua, &ub, "mb", "")).unwrap();
-    wait_version(&http, &s, 2).await;
+    std::fs::write(path, policy(&ua, &ub, "mb", "")).unwrap();
+    wait_version(http, s, 2).await;
     s.wait_log("`applied v2`", |l| l.contains("reload: applied v2"))
         .await;
-    assert_eq!(served_by(&http, &s.url, None).await, (200, "mb".into()));
+    assert_eq!(served_by(http, &s.url, None).await, (200, "mb".into()));
 
     // A bad edit: rejected with the diagnostic logged; version 2 keeps serving.
-    std::fs::write(&path, policy(&ua, &ub, "mx", "")).unwrap();
+    std::fs::write(path, policy(&ua, &ub, "mx", "")).unwrap();
     s.wait_log("rejecting the bad edit", |l| {
         l.contains("reload: rejected")
             && l.contains("unknown model `mx`")
@@ -180,8 +194,8 @@ async fn edits_to_the_policy_file_are_applied_or_rejected_while_serving() {
         l.contains("expected one of `ma` or `mb`")
     })
     .await;
-    assert_eq!(plan_version(&http, &s.url).await, Some(2));
-    assert_eq!(served_by(&http, &s.url, None).await, (200, "mb".into()));
+    assert_eq!(plan_version(http, &s.url).await, Some(2));
+    assert_eq!(served_by(http, &s.url, None).await, (200, "mb".into()));
 
     // Fixed, by writing a temp file and renaming it over (as editors do), with a caller
     // key added: version 3, routed to a, and the key is required at once.
@@ -192,13 +206,13 @@ async fn edits_to_the_policy_file_are_applied_or_rejected_while_serving() {
         "ma",
         &format!("[callers.team]\nkey_sha256 = \"{key_hash}\""),
     );
-    let tmp = dir.path().join(".relay.toml.swp");
+    let tmp = r.dir.path().join(".relay.toml.swp");
     std::fs::write(&tmp, fixed).unwrap();
-    std::fs::rename(&tmp, &path).unwrap();
-    wait_version(&http, &s, 3).await;
-    assert_eq!(served_by(&http, &s.url, None).await, (401, String::new()));
+    std::fs::rename(&tmp, path).unwrap();
+    wait_version(http, s, 3).await;
+    assert_eq!(served_by(http, &s.url, None).await, (401, String::new()));
     assert_eq!(
-        served_by(&http, &s.url, Some("team-key")).await,
+        served_by(http, &s.url, Some("team-key")).await,
         (200, "ma".into())
     );
 
@@ -212,7 +226,7 @@ async fn edits_to_the_policy_file_are_applied_or_rejected_while_serving() {
             l.contains("reload: unchanged v3")
         })
         .await;
-        assert_eq!(plan_version(&http, &s.url).await, Some(3));
+        assert_eq!(plan_version(http, &s.url).await, Some(3));
     }
 }
 
@@ -221,31 +235,22 @@ async fn edits_to_the_policy_file_are_applied_or_rejected_while_serving() {
 /// the running plan keeps serving. Without the `redis` feature the section only warns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_adding_state_redis_asks_for_a_restart() {
-    let a = FakeUpstream::start("a").await.unwrap();
-    let b = FakeUpstream::start("b").await.unwrap();
-    let (ua, ub) = (a.base_url(), b.base_url());
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.toml");
-    std::fs::write(&path, policy(&ua, &ub, "ma", "")).unwrap();
-    let s = Serve::start(&path);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    wait_version(&http, &s, 1).await;
+    let r = Running::start().await;
+    let (s, http, path, ua, ub) = r.parts();
+    wait_version(http, s, 1).await;
 
     let redis = "[state.redis]\nurl = { env = \"TOLLGATE_NO_SUCH_REDIS_URL\" }";
-    std::fs::write(&path, policy(&ua, &ub, "mb", redis)).unwrap();
+    std::fs::write(path, policy(&ua, &ub, "mb", redis)).unwrap();
     if cfg!(feature = "redis") {
         s.wait_log("refusing the reload", |l| {
             l.contains("reload: error: the new plan was refused: [state.redis] was added")
                 && l.contains("restart it")
         })
         .await;
-        assert_eq!(plan_version(&http, &s.url).await, Some(1));
-        assert_eq!(served_by(&http, &s.url, None).await, (200, "ma".into()));
+        assert_eq!(plan_version(http, &s.url).await, Some(1));
+        assert_eq!(served_by(http, &s.url, None).await, (200, "ma".into()));
     } else {
-        wait_version(&http, &s, 2).await;
+        wait_version(http, s, 2).await;
         s.wait_log("warning that state is per instance", |l| {
             l.contains("built without the `redis` feature")
         })

@@ -7,54 +7,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::relay::{chat, env, exec_and_client, header, two_upstream_policy, TwoUpstreams};
 use serde_json::{json, Value};
-use tollgate::exec::Executor;
 use tollgate::http::{Client, ClientError, KeyError};
 use tollgate::plan::Plan;
 use tollgate::server::fake::{Behavior, FakeUpstream};
 use tollgate::server::{CallerKeys, Relay};
-
-/// A policy with upstreams `a` (keyed) and `b`, models `ma` → `up-a` and `mb`, and one
-/// failover route over them.
-fn policy(a: &str, b: &str, extra: &str) -> String {
-    format!(
-        r#"
-[defaults]
-timeouts = {{ connect = "1s", per_try = "2s", total = "10s" }}
-retry = "quick"
-[upstreams.a]
-base_url = "{a}"
-api_key = {{ env = "A_KEY", prefixes = ["sk-"] }}
-breaker = "quick"
-[upstreams.b]
-base_url = "{b}"
-[models.ma]
-upstream = "a"
-upstream_model = "up-a"
-price = {{ input_per_mtok = 1.0, output_per_mtok = 2.0 }}
-[models.mb]
-upstream = "b"
-price = {{ input_per_mtok = 1.0, output_per_mtok = 2.0 }}
-[retry.quick]
-max_attempts = 2
-backoff = {{ kind = "constant", base = "1ms", max = "1ms", jitter = "none" }}
-retry_after = {{ honor = true, max = "100ms" }}
-[breakers.quick]
-consecutive_failures = 3
-open_for = "100ms"
-half_open = {{ probes = 1, successes_to_close = 1 }}
-{extra}
-[[routes]]
-name = "main"
-targets = ["ma", "mb"]
-streaming = {{ first_byte = "500ms", idle_chunk = "300ms" }}
-"#
-    )
-}
-
-fn env() -> tollgate::http::EnvLookup {
-    Arc::new(|k: &str| (k == "A_KEY").then(|| "sk-test-123".to_string()))
-}
 
 struct Setup {
     a: FakeUpstream,
@@ -66,10 +24,9 @@ struct Setup {
 }
 
 async fn setup_with(extra: &str, keys: Option<CallerKeys>) -> Setup {
-    let a = FakeUpstream::start("a").await.unwrap();
-    let b = FakeUpstream::start("b").await.unwrap();
-    let plan = common::plan(&policy(&a.base_url(), &b.base_url(), extra));
-    let relay = relay_for(plan, keys);
+    let up = TwoUpstreams::start().await;
+    let relay = relay_for(up.plan(extra), keys);
+    let TwoUpstreams { a, b } = up;
     let (url, stop) = start(relay.clone()).await;
     Setup {
         a,
@@ -86,8 +43,7 @@ async fn setup() -> Setup {
 }
 
 fn relay_for(plan: Plan, keys: Option<CallerKeys>) -> Relay {
-    let client = Client::with_env(&plan, env()).unwrap();
-    let exec = Executor::builder(plan).seed(1).build().unwrap();
+    let (exec, client) = exec_and_client(plan, env());
     let r = Relay::new(exec, client).max_body(64 * 1024);
     match keys {
         Some(k) => r.caller_keys(k),
@@ -105,10 +61,6 @@ async fn start(relay: Relay) -> (String, tokio::sync::oneshot::Sender<()>) {
     (format!("http://{addr}"), tx)
 }
 
-fn chat(prompt: &str) -> Value {
-    json!({"model": "main", "messages": [{"role": "user", "content": prompt}]})
-}
-
 impl Setup {
     async fn post(&self, body: &Value) -> reqwest::Response {
         self.http
@@ -118,13 +70,6 @@ impl Setup {
             .await
             .unwrap()
     }
-}
-
-fn header<'r>(r: &'r reqwest::Response, k: &str) -> &'r str {
-    r.headers()
-        .get(k)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
 }
 
 async fn error_code(r: reqwest::Response) -> (u16, String) {
@@ -168,13 +113,7 @@ async fn plain_call_rewrites_the_model_sends_the_key_and_reports_what_served_it(
 /// Every failure class on `a`: where the request ends up, with how many calls to `a`.
 #[tokio::test]
 async fn each_failure_class_retries_fails_over_or_stops_as_the_plan_says() {
-    let dead = {
-        // A port nothing listens on: connection refused.
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        drop(l);
-        format!("http://127.0.0.1:{p}/v1")
-    };
+    let dead = common::process::dead_url();
     struct Case {
         name: &'static str,
         behavior: Behavior,
@@ -264,7 +203,7 @@ async fn each_failure_class_retries_fails_over_or_stops_as_the_plan_says() {
     }
     // Connection refused: a connect failure, failover to b.
     let b_up = FakeUpstream::start("b").await.unwrap();
-    let plan = common::plan(&policy(&dead, &b_up.base_url(), ""));
+    let plan = common::plan(&two_upstream_policy(&dead, &b_up.base_url(), ""));
     let (url, _stop) = start(relay_for(plan, None)).await;
     let r = reqwest::Client::new()
         .post(format!("{url}/v1/chat/completions"))
@@ -291,6 +230,39 @@ async fn everything_down_is_a_clean_5xx_with_the_executors_account() {
         msg.contains("ma#1 503") && msg.contains("mb#2 503"),
         "{msg}"
     );
+}
+
+/// The answer when every attempt failed is the last failure's kind and status: a timeout
+/// is 504, a 429 is 429.
+#[tokio::test]
+async fn the_last_failures_kind_and_status_decide_the_answer_when_every_target_gives_up() {
+    let s = setup().await;
+    let toml = two_upstream_policy(&s.a.base_url(), &s.b.base_url(), "")
+        .replace(r#"per_try = "2s""#, r#"per_try = "200ms""#);
+    let (url, _stop) = start(relay_for(common::plan(&toml), None)).await;
+    let post = || {
+        s.http
+            .post(format!("{url}/v1/chat/completions"))
+            .json(&chat("hi"))
+            .send()
+    };
+    let slow = Behavior {
+        latency: Duration::from_secs(1),
+        ..Behavior::default()
+    };
+    s.a.set_default(slow.clone());
+    s.b.set_default(slow);
+    let (status, code) = error_code(post().await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (504, "upstream_timeout"));
+    let limited = Behavior {
+        rate_limit_per_sec: Some(0),
+        retry_after_secs: 0,
+        ..Behavior::default()
+    };
+    s.a.set_default(limited.clone());
+    s.b.set_default(limited);
+    let (status, code) = error_code(post().await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (429, "upstream_rate_limited"));
 }
 
 #[tokio::test]
@@ -533,21 +505,22 @@ async fn models_health_status_and_metrics() {
 #[tokio::test]
 async fn apply_plan_swaps_plans_and_keeps_the_old_one_on_key_errors() {
     let s = setup().await;
-    let plan2 = common::plan(&policy(&s.b.base_url(), &s.b.base_url(), ""));
+    let plan2 = common::plan(&two_upstream_policy(&s.b.base_url(), &s.b.base_url(), ""));
     assert_eq!(s.relay.apply_plan(plan2).unwrap(), 2);
     let r = s.post(&chat("x")).await;
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], "b/up-a: x");
     // A plan naming a key that is unset is refused; version 2 keeps serving.
-    let bad =
-        common::plan(&policy(&s.a.base_url(), &s.b.base_url(), "").replace("A_KEY", "NOT_SET_KEY"));
+    let bad = common::plan(
+        &two_upstream_policy(&s.a.base_url(), &s.b.base_url(), "").replace("A_KEY", "NOT_SET_KEY"),
+    );
     assert!(s.relay.apply_plan(bad).is_err());
     assert_eq!(s.relay.executor().stats().plan_version, 2);
 }
 
 #[test]
 fn keys_are_checked_at_start_up_and_never_shown() {
-    let plan = common::plan(&policy(
+    let plan = common::plan(&two_upstream_policy(
         "http://127.0.0.1:1/v1",
         "http://127.0.0.1:1/v1",
         "",
@@ -627,7 +600,7 @@ min_per_second = 10"#,
     assert!(secs < 60.0, "{secs}");
 }
 
-/// `[callers]` for [`policy`]'s `extra`: team-a and team-b (keys `team-a-key`,
+/// `[callers]` for [`two_upstream_policy`]'s `extra`: team-a and team-b (keys `team-a-key`,
 /// `team-b-key`, stored hashed), each with a budget of its own; team-b's is spent at once.
 fn callers_policy(extra_callers: &str) -> String {
     let h = tollgate::server::hash_key_hex;
@@ -696,7 +669,7 @@ async fn policy_callers_are_authenticated_charged_to_their_own_budget_and_reload
         "[callers.team-c]\nkey_sha256 = \"{}\"",
         tollgate::server::hash_key_hex("team-c-key")
     );
-    let p2 = policy(&url(&s.a), &url(&s.b), &callers_policy(&with_c));
+    let p2 = two_upstream_policy(&url(&s.a), &url(&s.b), &callers_policy(&with_c));
     assert_eq!(
         error_code(post(Some("team-c-key")).await.unwrap()).await.0,
         401
@@ -730,7 +703,7 @@ async fn policy_callers_are_authenticated_charged_to_their_own_budget_and_reload
         "[callers.ops]\nkey_sha256 = \"{}\"",
         tollgate::server::hash_key_hex("other-ops-key")
     );
-    let p4 = policy(&url(&s.a), &url(&s.b), &callers_policy(&clash));
+    let p4 = two_upstream_policy(&url(&s.a), &url(&s.b), &callers_policy(&clash));
     let e = s.relay.apply_plan(common::plan(&p4)).unwrap_err();
     assert!(e.to_string().contains("caller `ops`"), "{e}");
     assert_eq!(s.relay.executor().stats().plan_version, 4);
@@ -739,7 +712,7 @@ async fn policy_callers_are_authenticated_charged_to_their_own_budget_and_reload
         "[callers.ops2]\nkey_sha256 = \"{}\"",
         tollgate::server::hash_key_hex("ops-key")
     );
-    let p5 = policy(&url(&s.a), &url(&s.b), &callers_policy(&same));
+    let p5 = two_upstream_policy(&url(&s.a), &url(&s.b), &callers_policy(&same));
     assert!(s.relay.apply_plan(common::plan(&p5)).is_err());
     assert_eq!(post(Some("ops-key")).await.unwrap().status(), 200);
 }

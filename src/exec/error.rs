@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::outcome::FailureKind;
+
 /// Why the executor stopped trying.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StopReason {
@@ -97,6 +99,10 @@ pub struct AttemptRecord {
     pub attempt: u32,
     /// The failure (its class, as the plan matches it).
     pub failure: String,
+    /// Its kind, as the failure gave it.
+    pub kind: FailureKind,
+    /// Its HTTP status, if a response came.
+    pub status: Option<u16>,
     /// How long the attempt took.
     pub elapsed: Duration,
     /// The backoff slept after it, if any.

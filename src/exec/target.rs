@@ -44,6 +44,10 @@ impl Target {
     pub fn route_name(&self) -> &str {
         &self.plan.route(self.route).name
     }
+    /// The route's id.
+    pub fn route(&self) -> RouteId {
+        self.route
+    }
     /// The model's id.
     pub fn model(&self) -> ModelId {
         self.model

@@ -1,7 +1,7 @@
 //! Upstream API keys: read from the environment variable the policy names, at start-up.
 
 use crate::plan::ApiKeyRef;
-use crate::policy::Secret;
+use crate::policy::{check_key, KeyProblem, Secret};
 
 /// Why an API key could not be used. Never contains the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,41 +36,31 @@ pub enum KeyError {
     },
 }
 
-/// Reads and checks the key an upstream names: trimmed, non-empty, with an allowed prefix,
-/// and sendable as a header value. `env` looks a variable up (the process environment in
-/// production; a map in tests and in `tollgate demo`).
+/// Reads and checks the key an upstream names ([`check_key`]: trimmed, non-empty, with an
+/// allowed prefix, and sendable as a header value). `env` looks a variable up (the process
+/// environment in production; a map in tests and in `tollgate demo`).
 pub fn resolve(
     upstream: &str,
     key: &ApiKeyRef,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Secret, KeyError> {
-    let raw = env(&key.env).unwrap_or_default();
-    let value = raw.trim();
-    if value.is_empty() {
-        return Err(KeyError::Unset {
-            upstream: upstream.into(),
-            env: key.env.clone(),
-        });
-    }
-    if !key.prefixes.is_empty() && !key.prefixes.iter().any(|p| value.starts_with(p.as_str())) {
-        return Err(KeyError::BadPrefix {
-            upstream: upstream.into(),
-            env: key.env.clone(),
+    let raw = env(&key.env);
+    let (upstream, env) = (upstream.to_string(), key.env.clone());
+    match check_key(raw.as_deref(), &key.prefixes) {
+        Ok(value) => Ok(Secret::new(value)),
+        Err(KeyProblem::Unset) => Err(KeyError::Unset { upstream, env }),
+        Err(KeyProblem::BadPrefix) => Err(KeyError::BadPrefix {
+            upstream,
+            env,
             prefixes: key
                 .prefixes
                 .iter()
                 .map(|p| format!("`{p}`"))
                 .collect::<Vec<_>>()
                 .join(", "),
-        });
+        }),
+        Err(KeyProblem::NotHeaderSafe) => Err(KeyError::NotHeaderSafe { upstream, env }),
     }
-    if !value.bytes().all(|b| (0x21..0x7f).contains(&b)) {
-        return Err(KeyError::NotHeaderSafe {
-            upstream: upstream.into(),
-            env: key.env.clone(),
-        });
-    }
-    Ok(Secret::new(value))
 }
 
 #[cfg(test)]

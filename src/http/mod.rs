@@ -406,20 +406,19 @@ impl Client {
 /// The route's streaming timeouts (first byte, idle chunk) for a target.
 pub fn streaming_timeouts(t: &Target) -> (Option<Duration>, Option<Duration>) {
     route_of(t)
-        .and_then(|r| r.streaming)
+        .streaming
         .map_or((None, None), |s| (s.first_byte, s.idle_chunk))
 }
 
-/// The route a target is called for.
-fn route_of(t: &Target) -> Option<&crate::plan::Route> {
-    let plan = t.plan();
-    plan.route_by_name(t.route_name()).map(|r| plan.route(r))
+/// The route a target is called for, by its id in the plan the target runs under.
+fn route_of(t: &Target) -> &crate::plan::Route {
+    t.plan().route(t.route())
 }
 
 /// The connect timeout of a call to `t`: its route target's (route, then upstream, then
 /// defaults, resolved by the plan).
 fn connect_timeout(t: &Target) -> Option<Duration> {
-    route_of(t)?
+    route_of(t)
         .targets
         .iter()
         .find(|x| x.model == t.model())

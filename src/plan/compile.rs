@@ -372,6 +372,7 @@ impl<'a> Compiler<'a> {
         self.shared_needs_redis(redis.is_some());
 
         let data = PlanData {
+            model_names: super::model_names::ModelNames::new(&routes, &models),
             redis,
             callers,
             upstreams,
@@ -1254,14 +1255,15 @@ impl<'a> Compiler<'a> {
     }
 
     fn check_env_key(&mut self, upstream: &str, k: &policy::EnvKey, path: &KeyPath) {
-        match std::env::var(&k.env).map(|v| v.trim().to_string()) {
-            Ok(v) if !v.is_empty() => {
-                if !k.prefixes.is_empty() && !k.prefixes.iter().any(|p| v.starts_with(p.as_str())) {
-                    self.error("api-key-prefix", format!("upstream `{upstream}`: the key in {} does not start with an allowed prefix (value not shown)", k.env), path)
-                        .label(format!("expected a key starting with {}", one_of(k.prefixes.iter().map(String::as_str))));
-                }
+        let raw = std::env::var(&k.env).ok();
+        match policy::check_key(raw.as_deref(), &k.prefixes) {
+            // A key a header cannot carry is the HTTP client's to refuse, at start-up.
+            Ok(_) | Err(policy::KeyProblem::NotHeaderSafe) => {}
+            Err(policy::KeyProblem::BadPrefix) => {
+                self.error("api-key-prefix", format!("upstream `{upstream}`: the key in {} does not start with an allowed prefix (value not shown)", k.env), path)
+                    .label(format!("expected a key starting with {}", one_of(k.prefixes.iter().map(String::as_str))));
             }
-            _ => {
+            Err(policy::KeyProblem::Unset) => {
                 self.warning(
                     "env-unset",
                     format!(

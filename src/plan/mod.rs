@@ -19,6 +19,7 @@ mod bounds;
 mod class;
 mod compile;
 mod matcher;
+mod model_names;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -87,6 +88,8 @@ pub struct PlanData {
     /// Callers of the relay (`[callers.NAME]`), in name order.
     pub callers: Vec<Caller>,
     names: Names,
+    /// The `model` values requests may name ([`Plan::knows_model_name`]).
+    model_names: model_names::ModelNames,
 }
 
 /// Name → index maps, one per kind, so a lookup by `&str` does not allocate.
@@ -128,6 +131,12 @@ impl Plan {
     /// A budget by name.
     pub fn budget_by_name(&self, name: &str) -> Option<BudgetId> {
         self.names.budgets.get(name).copied().map(BudgetId)
+    }
+    /// Whether `m` is a route name, a model name, or a value some route's `when` tests
+    /// `model` against (`eq`/`in`, or containing one of its words), from an index built
+    /// at compile time.
+    pub fn knows_model_name(&self, m: &str) -> bool {
+        self.model_names.contains(m)
     }
     /// The name of the caller whose key hashes (SHA-256) to `hash`.
     pub fn caller_by_key_hash(&self, hash: &[u8; 32]) -> Option<&str> {

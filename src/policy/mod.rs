@@ -34,7 +34,9 @@ pub use retry::{
 };
 pub use route::{Condition, Hedge, Route, Scalar, Strategy, Streaming, Target};
 pub use state::{EnvVar, FailMode, Redis, State, StateScope};
-pub use upstream::{ApiKey, EnvKey, Limits, OnLimit, Pool, Secret, Upstream};
+pub use upstream::{
+    check_key, ApiKey, EnvKey, KeyProblem, Limits, OnLimit, Pool, Secret, Upstream,
+};
 
 /// A whole policy: what one file holds, or several merged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]

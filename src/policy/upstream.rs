@@ -104,6 +104,35 @@ impl fmt::Display for Secret {
     }
 }
 
+/// What is wrong with an upstream's API key as read from its variable (never the key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyProblem {
+    /// The variable is unset or empty (blank).
+    Unset,
+    /// The key does not start with one of the allowed prefixes.
+    BadPrefix,
+    /// The key has characters an HTTP header value cannot carry.
+    NotHeaderSafe,
+}
+
+/// The rule for an upstream's API key, one copy for `tollgate check` (the compiler) and the
+/// HTTP client at start-up: the variable's value (`raw`) trimmed; not empty; starting
+/// with one of `prefixes` when any are given; visible ASCII only (it is sent as a header).
+/// Checked in that order; returns the trimmed key.
+pub fn check_key<'a>(raw: Option<&'a str>, prefixes: &[String]) -> Result<&'a str, KeyProblem> {
+    let value = raw.unwrap_or_default().trim();
+    if value.is_empty() {
+        return Err(KeyProblem::Unset);
+    }
+    if !prefixes.is_empty() && !prefixes.iter().any(|p| value.starts_with(p.as_str())) {
+        return Err(KeyProblem::BadPrefix);
+    }
+    if !value.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+        return Err(KeyProblem::NotHeaderSafe);
+    }
+    Ok(value)
+}
+
 fn serialize_redacted<S: serde::Serializer>(_: &Secret, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str("<redacted>")
 }

@@ -1,5 +1,6 @@
 //! Simulated OpenAI-compatible upstreams, in-process on 127.0.0.1: for `tollgate demo`,
-//! the tests and the benchmarks. Each model served can be given its own [`Behavior`]
+//! the tests and the benchmarks. Public only with the cargo feature `testing` (test
+//! support, not part of the relay's API). Each model served can be given its own [`Behavior`]
 //! (latency, random 5xx, an outage, a rate limit with `Retry-After`, broken bodies,
 //! stalled streams), changed at any time while it runs.
 //!

@@ -56,7 +56,15 @@
 //! # Shutdown
 //! [`serve`] stops accepting on its shutdown signal and drains requests in flight.
 
+// The simulated upstreams: `tollgate demo` runs on them; public (for tests, examples and
+// benchmarks) only with the `testing` feature, which this crate's own tests, examples and
+// benches turn on through a dev-dependency on itself.
+#[cfg(feature = "testing")]
 pub mod fake;
+// Without `testing` only the demo uses it, and not every part.
+#[cfg(not(feature = "testing"))]
+#[allow(dead_code)]
+pub(crate) mod fake;
 mod keys;
 pub mod metrics;
 
@@ -77,10 +85,11 @@ use serde_json::{json, Map, Value};
 pub use keys::{hash_key_hex, CallerKeyError, CallerKeys};
 pub use metrics::Metrics;
 
-use crate::exec::{ExecError, Executor, Failure, Request, Served, SkipReason, Stats, StopReason};
+use crate::exec::{
+    ExecError, Executor, Failure, FailureKind, Request, Served, SkipReason, Stats, StopReason,
+};
 use crate::http::{self, Client, SseStream};
-use crate::plan::{Attr, Matcher, Plan};
-use crate::policy::Scalar;
+use crate::plan::Plan;
 
 /// Default request body limit (4 MiB).
 pub const DEFAULT_MAX_BODY: usize = 4 << 20;
@@ -246,7 +255,9 @@ async fn chat_completions(
 ) -> Response {
     let inner = &relay.inner;
     let _in_flight = inner.metrics.start();
-    let caller = match authenticate(inner, &headers) {
+    // The plan the checks below use, loaded once (the executor takes its own snapshot).
+    let plan = inner.exec.plan();
+    let caller = match authenticate(inner, &plan, &headers) {
         Ok(c) => c,
         Err(resp) => return resp,
     };
@@ -285,7 +296,6 @@ async fn chat_completions(
             .collect();
     }
     req.caller = caller;
-    let plan = inner.exec.plan();
     if let Some(m) = &req.model {
         if !model_known(&plan, m) {
             return error_response(
@@ -306,8 +316,11 @@ async fn chat_completions(
 /// The caller presenting `headers`' key: `None` when no key is configured (neither in the
 /// plan's `[callers]` nor in the relay's list), else its name, or a 401.
 #[allow(clippy::result_large_err)] // the error is the response itself, built once
-fn authenticate(inner: &Inner, headers: &HeaderMap) -> Result<Option<String>, Response> {
-    let plan = inner.exec.plan();
+fn authenticate(
+    inner: &Inner,
+    plan: &Plan,
+    headers: &HeaderMap,
+) -> Result<Option<String>, Response> {
     if inner.keys.is_empty() && plan.callers.is_empty() {
         return Ok(None);
     }
@@ -382,8 +395,8 @@ fn outcome_label<T>(r: &Result<T, Failure>) -> String {
     match r {
         Ok(_) => "ok".into(),
         Err(f) => match (f.kind, f.status) {
-            (crate::exec::FailureKind::Connect, _) => "connect".into(),
-            (crate::exec::FailureKind::Timeout, _) => "timeout".into(),
+            (FailureKind::Connect, _) => "connect".into(),
+            (FailureKind::Timeout, _) => "timeout".into(),
             (_, Some(s)) => s.to_string(),
             _ => "error".into(),
         },
@@ -559,30 +572,23 @@ fn exec_error(metrics: &Metrics, e: &ExecError) -> Response {
             }
         }
         StopReason::AttemptsExhausted | StopReason::NotRetryable => {
-            match e.last_failure().map(|a| a.failure.as_str()) {
-                Some(f) if f.starts_with("timeout") => (
+            match e.last_failure().map(|a| (a.kind, a.status)) {
+                Some((FailureKind::Timeout, _)) => (
                     StatusCode::GATEWAY_TIMEOUT,
                     "upstream_error",
                     "upstream_timeout",
                 ),
-                Some(f) => match f
-                    .split([' ', ':'])
-                    .next()
-                    .and_then(|s| s.parse::<u16>().ok())
-                {
-                    Some(429) => (
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "rate_limit_error",
-                        "upstream_rate_limited",
-                    ),
-                    Some(s @ 400..=499) => (
-                        StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_REQUEST),
-                        "invalid_request_error",
-                        "upstream_rejected",
-                    ),
-                    _ => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_failed"),
-                },
-                None => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_failed"),
+                Some((FailureKind::Response, Some(429))) => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "upstream_rate_limited",
+                ),
+                Some((FailureKind::Response, Some(s @ 400..=499))) => (
+                    StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_REQUEST),
+                    "invalid_request_error",
+                    "upstream_rejected",
+                ),
+                _ => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_failed"),
             }
         }
     };
@@ -608,33 +614,10 @@ fn exec_error(metrics: &Metrics, e: &ExecError) -> Response {
     resp
 }
 
-/// Whether `m` may be asked for (see the module docs).
+/// Whether `m` may be asked for (see the module docs): `auto`, or a name the plan knows
+/// ([`Plan::knows_model_name`], indexed when it was compiled).
 pub fn model_known(plan: &Plan, m: &str) -> bool {
-    m == "auto"
-        || plan.route_by_name(m).is_some()
-        || plan.model_by_name(m).is_some()
-        || plan
-            .routes
-            .iter()
-            .filter_map(|r| r.when.as_ref())
-            .any(|w| tests_model(w, m))
-}
-
-fn tests_model(w: &Matcher, m: &str) -> bool {
-    match w {
-        Matcher::OneOf(Attr::Model, vs) => vs.iter().any(|v| matches!(v, Scalar::Str(s) if s == m)),
-        Matcher::ContainsAny {
-            attr: Attr::Model,
-            words,
-            ..
-        } => {
-            let lower = m.to_lowercase();
-            words.iter().any(|w| lower.contains(w.as_str()))
-        }
-        Matcher::Any(ms) | Matcher::All(ms) => ms.iter().any(|x| tests_model(x, m)),
-        Matcher::Not(x) => tests_model(x, m),
-        _ => false,
-    }
+    m == "auto" || plan.knows_model_name(m)
 }
 
 async fn models(State(relay): State<Relay>) -> Response {

@@ -34,6 +34,8 @@ impl Trail {
             model: model.name.clone(),
             upstream: rt.plan.upstream(model.upstream).name.clone(),
             attempt,
+            kind: f.kind,
+            status: f.status,
             failure: f.to_string(),
             elapsed: end.elapsed,
             delay: None,
