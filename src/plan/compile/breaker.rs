@@ -18,7 +18,11 @@ impl Compiler<'_> {
         let errors_before = self.diags.len();
         if b.consecutive_failures == Some(0) {
             let message = "consecutive_failures is 0: the breaker would open on nothing";
-            let d = self.error("invalid-value", message, &path.key("consecutive_failures"));
+            let d = self.error(
+                Code::InvalidValue,
+                message,
+                &path.key("consecutive_failures"),
+            );
             self.push(d.with_label("expected at least 1"));
         }
         let failure_rate = b
@@ -30,14 +34,14 @@ impl Compiler<'_> {
         let open_for = b.open_for.map_or(DEFAULT_OPEN_FOR, |d| d.get());
         if open_for.is_zero() {
             let message = "open_for is zero: the breaker could never stay open";
-            let d = self.error("invalid-value", message, &path.key("open_for"));
+            let d = self.error(Code::InvalidValue, message, &path.key("open_for"));
             self.push(d.with_label("expected a positive duration"));
         }
         let (probes, successes) = self.half_open(b.half_open, &path.key("half_open"));
         if b.consecutive_failures.is_none() && failure_rate.is_none() && slow_call.is_none() {
             let message = format!("breaker `{name}` has no rule that opens it");
             let d = self
-                .warning("breaker-never-opens", message, &path)
+                .warning(Code::BreakerNeverOpens, message, &path)
                 .with_help("set consecutive_failures, failure_rate or slow_call");
             self.push(d);
         }
@@ -56,7 +60,7 @@ impl Compiler<'_> {
             .iter()
             .any(|d| d.severity == Severity::Error);
         if let (false, Err(e)) = (own_errors, config.validate()) {
-            self.push(self.error("invalid-value", format!("breaker `{name}`: {e}"), &path));
+            self.push(self.error(Code::InvalidValue, format!("breaker `{name}`: {e}"), &path));
         }
         BreakerPolicy {
             name: name.to_string(),
@@ -77,7 +81,7 @@ impl Compiler<'_> {
         let window = f.window.map_or(DEFAULT_WINDOW, |d| d.get());
         if window.is_zero() {
             let message = "the failure-rate window is zero";
-            let d = self.error("invalid-value", message, &path.key("window"));
+            let d = self.error(Code::InvalidValue, message, &path.key("window"));
             self.push(d.with_label("expected a positive duration"));
         }
         RateRule {
@@ -98,7 +102,7 @@ impl Compiler<'_> {
         self.fraction(s.rate_threshold, what, &path.key("rate_threshold"));
         if s.over.get().is_zero() {
             let message = "slow_call `over` is zero: every call would be slow";
-            let d = self.error("invalid-value", message, &path.key("over"));
+            let d = self.error(Code::InvalidValue, message, &path.key("over"));
             self.push(d.with_label("expected a positive duration"));
         }
         let min_calls = s
@@ -121,7 +125,7 @@ impl Compiler<'_> {
 
     fn min_calls(&mut self, n: u32, at: &KeyPath) {
         if n == 0 {
-            let d = self.error("invalid-value", "min_calls is 0", at);
+            let d = self.error(Code::InvalidValue, "min_calls is 0", at);
             self.push(d.with_label("expected at least 1"));
         }
     }
@@ -134,16 +138,16 @@ impl Compiler<'_> {
         };
         if probes == 0 {
             let message = "half_open probes is 0: an open breaker could never close";
-            let d = self.error("zero-probes", message, &path.key("probes"));
+            let d = self.error(Code::ZeroProbes, message, &path.key("probes"));
             self.push(d.with_label("expected at least 1"));
         }
         let at = path.key("successes_to_close");
         if successes == 0 {
-            let d = self.error("invalid-value", "successes_to_close is 0", &at);
+            let d = self.error(Code::InvalidValue, "successes_to_close is 0", &at);
             self.push(d.with_label("expected at least 1"));
         } else if successes > probes && probes > 0 {
             let message = format!("successes_to_close ({successes}) is more than probes ({probes}): the breaker could never close");
-            let d = self.error("invalid-value", message, &at);
+            let d = self.error(Code::InvalidValue, message, &at);
             self.push(d.with_label(format!("expected at most {probes}")));
         }
         (probes, successes)
@@ -152,7 +156,7 @@ impl Compiler<'_> {
     fn fraction(&mut self, x: f64, what: &str, path: &KeyPath) {
         if !(x.is_finite() && x > 0.0 && x <= 1.0) {
             let message = format!("{what} {} is outside (0, 1]", num(x));
-            let d = self.error("threshold-out-of-range", message, path);
+            let d = self.error(Code::ThresholdOutOfRange, message, path);
             self.push(d.with_label("expected a number in (0, 1]"));
         }
     }

@@ -47,7 +47,7 @@ impl Compiler<'_> {
         self.limit_usd(b.limit_usd, &path.key("limit_usd"));
         if b.window.get().is_zero() {
             let d = self.error(
-                "invalid-value",
+                Code::InvalidValue,
                 "the budget window is zero",
                 &path.key("window"),
             );
@@ -67,7 +67,7 @@ impl Compiler<'_> {
                 one_of(unpriced.iter().copied())
             );
             let d = self
-                .warning("unpriced-model", message, &path)
+                .warning(Code::UnpricedModel, message, &path)
                 .with_help("add a price to every model a budget covers");
             self.push(d);
         }
@@ -93,14 +93,18 @@ impl Compiler<'_> {
 
     fn limit_usd(&mut self, limit: f64, at: &KeyPath) {
         if !positive(limit) {
-            let d = self.error("invalid-value", format!("limit_usd is {}", num(limit)), at);
+            let d = self.error(
+                Code::InvalidValue,
+                format!("limit_usd is {}", num(limit)),
+                at,
+            );
             self.push(d.with_label("expected a positive amount"));
         } else if crate::exec::price::Usd::from_dollars(limit).is_err() {
             let message = format!(
                 "limit_usd {} is above the most a budget can count (about 1.8e10 USD)",
                 num(limit)
             );
-            let d = self.error("invalid-value", message, at);
+            let d = self.error(Code::InvalidValue, message, at);
             self.push(d.with_label("expected a positive amount up to 1.8e10"));
         }
     }
@@ -182,7 +186,7 @@ impl Compiler<'_> {
         let b = &budgets[trail[0].1];
         let message = format!("budgets reroute in a cycle: {}", names.join(" → "));
         let at = KeyPath::from(["budgets", b.name.as_str()]).key("on_exceed");
-        let d = self.error("reroute-cycle", message, &at)
+        let d = self.error(Code::RerouteCycle, message, &at)
             .with_help("once these budgets are spent, requests would be rerouted forever; end the chain with `on_exceed = \"reject\"`");
         self.push(d);
     }

@@ -9,7 +9,7 @@ impl Compiler<'_> {
         for (name, c) in &self.p().callers {
             let path = KeyPath::from(["callers", name.as_str()]);
             if name.trim().is_empty() {
-                self.push(self.error("invalid-value", "a caller name must not be empty", &path));
+                self.push(self.error(Code::InvalidValue, "a caller name must not be empty", &path));
             }
             let at = path.key("key_sha256");
             let Some(hash) = crate::policy::spans::parse_sha256_hex(&c.key_sha256) else {
@@ -21,7 +21,7 @@ impl Compiler<'_> {
                     n => format!("expected 64 hex digits, found {n} characters"),
                 };
                 let d = self
-                    .error("invalid-key-hash", message, &at)
+                    .error(Code::InvalidKeyHash, message, &at)
                     .with_label(found)
                     .with_help(
                         "store the hash, never the key: `printf %s \"$KEY\" | tollgate hash-key`",
@@ -34,7 +34,7 @@ impl Compiler<'_> {
                 let first = KeyPath::from(["callers", other.as_str()]).key("key_sha256");
                 let message = format!("callers `{other}` and `{name}` have the same key");
                 let d = self
-                    .error("duplicate-key-hash", message, &at)
+                    .error(Code::DuplicateKeyHash, message, &at)
                     .with_label("the same hash again here")
                     .with_help("give each caller its own key: a key must say who is calling")
                     .with_related(self.l.locate(&first), "first used here");

@@ -32,7 +32,7 @@ impl Compiler<'_> {
                     set.0.push(m);
                 }
                 Err(err) => {
-                    let d = self.error("invalid-class", format!("{err}"), &path.index(i))
+                    let d = self.error(Code::InvalidClass, format!("{err}"), &path.index(i))
                         .with_label("expected `connect`, `timeout`, `breaker_open`, `limited`, `context_length`, a status (`429`), a range (`5xx`) or an error code")
                         .with_help_opt(did_you_mean(e, CLASS_KEYWORDS));
                     self.push(d);
@@ -52,7 +52,7 @@ impl Compiler<'_> {
         if let Some(help) = did_you_mean(code, CLASS_KEYWORDS) {
             let message =
                 format!("`{code}` is taken as an error code from response bodies, not a keyword");
-            let d = self.warning("possible-typo", message, at)
+            let d = self.warning(Code::PossibleTypo, message, at)
                 .with_label("expected `connect`, `timeout`, `breaker_open`, `limited` or `context_length` for a keyword")
                 .with_help(help);
             self.push(d);

@@ -29,7 +29,7 @@ impl Compiler<'_> {
                 let message =
                     "a condition is either a test of one attribute or one of `any`, `all`, `not`";
                 let d = self
-                    .error("invalid-condition", message, path)
+                    .error(Code::InvalidCondition, message, path)
                     .with_help("nest them: `{ all = [{ attr = … }, { any = [...] }] }`");
                 self.push(d);
                 return None;
@@ -43,7 +43,7 @@ impl Compiler<'_> {
                 format!("`{}` needs an `attr` to test", tests[0])
             };
             let d = self
-                .error("invalid-condition", message, path)
+                .error(Code::InvalidCondition, message, path)
                 .with_label("expected `attr` and a test, or `any`/`all`/`not`");
             self.push(d);
             return None;
@@ -66,7 +66,7 @@ impl Compiler<'_> {
         };
         if v.is_empty() {
             let d = self.error(
-                "invalid-condition",
+                Code::InvalidCondition,
                 format!("`{key}` is empty"),
                 &path.key(key),
             );
@@ -92,7 +92,7 @@ impl Compiler<'_> {
             let names = || Attr::ALL.iter().map(|(n, _)| *n);
             let message = format!("unknown request attribute `{name}`");
             let d = self
-                .error("unknown-attribute", message, at)
+                .error(Code::UnknownAttribute, message, at)
                 .with_label(format!("expected one of {}", one_of(names())))
                 .with_help_opt(did_you_mean(name, names()));
             self.push(d);
@@ -121,7 +121,7 @@ impl Compiler<'_> {
         let others = tests.len() - numeric.len();
         if tests.is_empty() {
             let message = format!("condition on `{attr_name}` has no test");
-            let d = self.error("invalid-condition", message, path)
+            let d = self.error(Code::InvalidCondition, message, path)
                 .with_label("expected one of `eq`, `one_of`, `gt`, `gte`, `lt`, `lte`, `contains_any`, `exists`");
             self.push(d);
             return None;
@@ -132,14 +132,14 @@ impl Compiler<'_> {
                 tests.join(", ")
             );
             let d = self
-                .error("invalid-condition", message, path)
+                .error(Code::InvalidCondition, message, path)
                 .with_help("combine several tests with `all = [...]`");
             self.push(d);
             return None;
         }
         if c.min_hits.is_some() && c.contains_any.is_none() {
             let message = "min_hits only applies to contains_any";
-            self.push(self.error("invalid-condition", message, &path.key("min_hits")));
+            self.push(self.error(Code::InvalidCondition, message, &path.key("min_hits")));
         }
         if !numeric.is_empty() {
             return self.compare(attr, attr_name, &numeric, path);
@@ -170,7 +170,7 @@ impl Compiler<'_> {
             let key = numeric[0].2;
             let message = format!("`{key}` compares numbers but `{attr_name}` is not numeric");
             let d = self
-                .error("attribute-type", message, &path.key(key))
+                .error(Code::AttributeType, message, &path.key(key))
                 .with_label("numeric attributes: `max_tokens`, `input_tokens`");
             self.push(d);
             return None;
@@ -197,11 +197,11 @@ impl Compiler<'_> {
         let at = path.key("contains_any");
         if attr.kind() == AttrKind::Number {
             let message = format!("contains_any tests text but `{attr_name}` is numeric");
-            self.push(self.error("attribute-type", message, &at));
+            self.push(self.error(Code::AttributeType, message, &at));
             return None;
         }
         if words.is_empty() {
-            let d = self.error("invalid-condition", "contains_any is empty", &at);
+            let d = self.error(Code::InvalidCondition, "contains_any is empty", &at);
             self.push(d.with_label("expected at least one word"));
             return None;
         }
@@ -211,7 +211,7 @@ impl Compiler<'_> {
                 "min_hits {min_hits} can never be met by {} word(s)",
                 words.len()
             );
-            let d = self.error("invalid-condition", message, &path.key("min_hits"));
+            let d = self.error(Code::InvalidCondition, message, &path.key("min_hits"));
             self.push(d.with_label(format!("expected 1 to {}", words.len())));
             return None;
         }
@@ -232,7 +232,7 @@ impl Compiler<'_> {
         path: &KeyPath,
     ) -> Option<Matcher> {
         if values.is_empty() {
-            let d = self.error("invalid-condition", "one_of is empty", &path.key(key));
+            let d = self.error(Code::InvalidCondition, "one_of is empty", &path.key(key));
             self.push(d.with_label("expected at least one value"));
             return None;
         }
@@ -256,7 +256,7 @@ impl Compiler<'_> {
                     "string"
                 };
                 let message = format!("`{attr_name}` is compared with {v}, which is not a {want}");
-                self.push(self.error("attribute-type", message, &value_path(i)));
+                self.push(self.error(Code::AttributeType, message, &value_path(i)));
                 return None;
             }
         }

@@ -42,7 +42,7 @@ impl Compiler<'_> {
                 message += &format!(" ({} with {})", d(b.unbounded_latency), waits.join(" and "));
             }
             let path = self.l.route_path(i);
-            let d = self.warning("schedule-exceeds-deadline", message, &path.key("name"))
+            let d = self.warning(Code::ScheduleExceedsDeadline, message, &path.key("name"))
                 .with_help("the deadline will cut later attempts short; lower max_attempts or per_try, or raise the total timeout");
             self.push(d);
         }

@@ -23,7 +23,7 @@ impl Compiler<'_> {
         ] {
             if let Some(v) = v.filter(|v| !positive(*v)) {
                 let d = self.error(
-                    "non-positive-rate",
+                    Code::NonPositiveRate,
                     format!("{key} is {}", num(v)),
                     &path.key(key),
                 );
@@ -32,7 +32,7 @@ impl Compiler<'_> {
         }
         if l.requests_per_second.is_some() && l.requests_per_minute.is_some() {
             let d = self.error(
-                "conflicting-keys",
+                Code::ConflictingKeys,
                 "both requests_per_second and requests_per_minute are set",
                 &path.key("requests_per_minute"),
             );
@@ -41,12 +41,12 @@ impl Compiler<'_> {
         let rate = self.rate(l, path);
         if l.concurrency == Some(0) {
             let message = "concurrency is 0: no call could ever run";
-            let d = self.error("invalid-value", message, &path.key("concurrency"));
+            let d = self.error(Code::InvalidValue, message, &path.key("concurrency"));
             self.push(d.with_label("expected at least 1"));
         }
         if l.queue_timeout.is_some() && l.on_limit == policy::OnLimit::Fail {
             let message = "queue_timeout has no effect with on_limit = \"fail\"";
-            self.push(self.warning("ignored-key", message, &path.key("queue_timeout")));
+            self.push(self.warning(Code::IgnoredKey, message, &path.key("queue_timeout")));
         }
         if let (Some(r), false) = (rate, l.burst == Some(0)) {
             let key = if l.requests_per_second.is_some() {
@@ -76,12 +76,12 @@ impl Compiler<'_> {
             .or(l.requests_per_minute.map(|m| m / 60.0));
         if l.burst == Some(0) {
             let message = "burst is 0: no request could ever be admitted";
-            let d = self.error("invalid-value", message, &path.key("burst"));
+            let d = self.error(Code::InvalidValue, message, &path.key("burst"));
             self.push(d.with_label("expected at least 1"));
         }
         if l.burst.is_some() && per_second.is_none() {
             let message = "burst has no effect without a request rate";
-            self.push(self.warning("ignored-key", message, &path.key("burst")));
+            self.push(self.warning(Code::IgnoredKey, message, &path.key("burst")));
         }
         per_second.filter(|r| positive(*r)).map(|r| Rate {
             per_second: r,
@@ -103,7 +103,7 @@ impl Compiler<'_> {
                 num(r.per_second),
                 r.burst
             );
-            let d = self.error("invalid-value", message, at);
+            let d = self.error(Code::InvalidValue, message, at);
             self.push(d.with_label("expected a higher rate or a smaller burst"));
         }
     }
@@ -123,7 +123,7 @@ impl Compiler<'_> {
                 "tokens_per_minute {} is above what the token limiter can count",
                 num(tpm)
             );
-            let d = self.error("invalid-value", message, at);
+            let d = self.error(Code::InvalidValue, message, at);
             self.push(d.with_label("expected at most ~4.6e18"));
         }
     }

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::diagnostic::{Code, Diagnostic, Diagnostics};
 use crate::policy::spans::KeyPath;
 use crate::policy::{self, Loaded};
 use names::{Section, Sections};
@@ -159,12 +159,12 @@ impl<'a> Compiler<'a> {
     }
 
     /// An error located at a key path (not yet kept: annotate it, then [`push`](Self::push)).
-    fn error(&self, code: &'static str, message: impl Into<String>, at: &KeyPath) -> Diagnostic {
+    fn error(&self, code: Code, message: impl Into<String>, at: &KeyPath) -> Diagnostic {
         Diagnostic::error(code, message, self.l.locate(at))
     }
 
     /// A warning located at a key path.
-    fn warning(&self, code: &'static str, message: impl Into<String>, at: &KeyPath) -> Diagnostic {
+    fn warning(&self, code: Code, message: impl Into<String>, at: &KeyPath) -> Diagnostic {
         Diagnostic::warning(code, message, self.l.locate(at))
     }
 
@@ -222,7 +222,7 @@ impl<'a> Compiler<'a> {
     fn version(&mut self) {
         if let Some(v) = self.p().version.filter(|v| *v != 1) {
             let d = self.error(
-                "unsupported-version",
+                Code::UnsupportedVersion,
                 format!("policy version {v} is not supported"),
                 &KeyPath::from(["version"]),
             );

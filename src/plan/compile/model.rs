@@ -11,7 +11,7 @@ impl Compiler<'_> {
         let price = m.price.map(|p| self.price(p, &path.key("price")));
         if m.context_window == Some(0) {
             let d = self.error(
-                "invalid-value",
+                Code::InvalidValue,
                 "context_window is 0",
                 &path.key("context_window"),
             );
@@ -36,7 +36,11 @@ impl Compiler<'_> {
             ("output_per_mtok", p.output_per_mtok),
         ] {
             if !(v.is_finite() && v >= 0.0) {
-                let d = self.error("negative-price", format!("{k} is {}", num(v)), &path.key(k));
+                let d = self.error(
+                    Code::NegativePrice,
+                    format!("{k} is {}", num(v)),
+                    &path.key(k),
+                );
                 self.push(d.with_label("expected a number >= 0"));
             } else {
                 self.price_cap(k, v, &path.key(k));
@@ -53,7 +57,7 @@ impl Compiler<'_> {
         use crate::exec::price::MAX_PRICE_PER_MTOK;
         if v > MAX_PRICE_PER_MTOK {
             let message = format!("{key} = {} is above the most this executor supports ({MAX_PRICE_PER_MTOK} USD per million tokens)", num(v));
-            let d = self.error("price-above-limit", message, at);
+            let d = self.error(Code::PriceAboveLimit, message, at);
             self.push(d.with_label(format!("expected 0 to {MAX_PRICE_PER_MTOK}")));
         }
     }
@@ -65,7 +69,7 @@ impl Compiler<'_> {
         if model.price.is_none() {
             let message = format!("baseline model `{}` has no price", model.name);
             let at = KeyPath::from(["defaults", "baseline_model"]);
-            let d = self.error("missing-price", message, &at).with_help(
+            let d = self.error(Code::MissingPrice, message, &at).with_help(
                 "savings are computed from the baseline's price: add `price` to the model",
             );
             self.push(d);

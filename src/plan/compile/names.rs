@@ -99,12 +99,12 @@ impl Compiler<'_> {
         for (i, r) in self.p().routes.iter().enumerate() {
             let path = self.l.route_path(i).key("name");
             if r.name.trim().is_empty() {
-                self.push(self.error("invalid-value", "a route name must not be empty", &path));
+                self.push(self.error(Code::InvalidValue, "a route name must not be empty", &path));
             }
             if let Some(first) = seen.get(&r.name) {
                 let first_origin = self.l.locate(&self.l.route_path(*first).key("name"));
                 let message = format!("route `{}` is defined twice", r.name);
-                let d = self.error("duplicate-name", message, &path);
+                let d = self.error(Code::DuplicateName, message, &path);
                 self.push(
                     d.with_label("defined again here")
                         .with_related(first_origin, "first defined here"),
@@ -141,7 +141,11 @@ impl Compiler<'_> {
         let what = section.key().trim_end_matches('s');
         let candidates = || list.names.iter().map(String::as_str);
         let d = self
-            .error("unknown-reference", format!("unknown {what} `{name}`"), at)
+            .error(
+                Code::UnknownReference,
+                format!("unknown {what} `{name}`"),
+                at,
+            )
             .with_label(format!("expected one of {}", one_of(candidates())))
             .with_help_opt(did_you_mean(name, candidates()));
         self.push(d);

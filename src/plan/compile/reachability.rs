@@ -26,7 +26,7 @@ impl Compiler<'_> {
                     r.name, routes[c].name
                 );
                 let d = self
-                    .error("unreachable-route", message, &path.key("name"))
+                    .error(Code::UnreachableRoute, message, &path.key("name"))
                     .with_help("move the catch-all (the route without `when`) last")
                     .with_related(origin, "the catch-all is here");
                 self.push(d);
@@ -46,7 +46,7 @@ impl Compiler<'_> {
                     r.name, routes[j].name
                 );
                 let d = self
-                    .error("unreachable-route", message, &path.key("when"))
+                    .error(Code::UnreachableRoute, message, &path.key("when"))
                     .with_related(origin, "shadowed by this condition");
                 self.push(d);
             }
@@ -65,7 +65,7 @@ impl Compiler<'_> {
             && !(0..64).any(|i| self.l.is_broken(&routes_path.index(i)))
         {
             let message = "the policy defines no routes: no request could be served";
-            let d = self.error("no-routes", message, &KeyPath::root())
+            let d = self.error(Code::NoRoutes, message, &KeyPath::root())
                 .with_help("add a `[[routes]]` table with a `name` and `targets`; an empty file is not a policy");
             self.push(d);
         }
@@ -74,7 +74,7 @@ impl Compiler<'_> {
             let message =
                 "no route matches every request: a request that matches none fails with `no route`";
             let d = self
-                .warning("no-catch-all", message, &last)
+                .warning(Code::NoCatchAll, message, &last)
                 .with_help("add a last route without `when`");
             self.push(d);
         }

@@ -48,7 +48,7 @@ impl Compiler<'_> {
     fn attempts(&mut self, n: Option<u32>, zero: &str, expected: &str, at: &KeyPath) {
         let Some(n) = n else { return };
         if n == 0 {
-            let d = self.error("zero-attempts", zero, at);
+            let d = self.error(Code::ZeroAttempts, zero, at);
             self.push(d.with_label(expected));
         }
         self.attempts_cap(n, at);
@@ -61,7 +61,7 @@ impl Compiler<'_> {
             let message = format!(
                 "`max_attempts` = {n} is above the most this executor supports ({MAX_ATTEMPTS})"
             );
-            let d = self.error("attempts-above-limit", message, at)
+            let d = self.error(Code::AttemptsAboveLimit, message, at)
                 .with_label(format!("expected 1 to {MAX_ATTEMPTS}"))
                 .with_help("a retry schedule this long outlasts any deadline; bound retries with `timeouts.total` and a retry budget instead");
             self.push(d);
@@ -81,8 +81,11 @@ impl Compiler<'_> {
             let class = match key.parse::<ClassMatcher>() {
                 Ok(c) => c,
                 Err(e) => {
-                    let d =
-                        Diagnostic::error("invalid-class", format!("{e}"), self.l.locate_key(&op));
+                    let d = Diagnostic::error(
+                        Code::InvalidClass,
+                        format!("{e}"),
+                        self.l.locate_key(&op),
+                    );
                     self.push(d.with_label("expected a failure class as the key"));
                     continue;
                 }
@@ -94,8 +97,11 @@ impl Compiler<'_> {
             if !covered {
                 let message = format!("class `{class}` has an override but is not in retry_on");
                 let help = format!("add \"{class}\" to retry_on, or the override is never used");
-                let d =
-                    Diagnostic::warning("override-never-applies", message, self.l.locate_key(&op));
+                let d = Diagnostic::warning(
+                    Code::OverrideNeverApplies,
+                    message,
+                    self.l.locate_key(&op),
+                );
                 self.push(d.with_help(help));
             }
             self.attempts(
@@ -144,26 +150,30 @@ impl Compiler<'_> {
                 policy::Duration::new(out.base),
                 policy::Duration::new(out.max)
             );
-            let d = self.error("backoff-base-above-max", message, &at);
+            let d = self.error(Code::BackoffBaseAboveMax, message, &at);
             self.push(d.with_label("expected base <= max"));
         }
         if !(out.factor.is_finite() && out.factor >= 1.0) {
             let message = format!("backoff factor {} is below 1", num(out.factor));
-            let d = self.error("invalid-value", message, &path.key("factor"));
+            let d = self.error(Code::InvalidValue, message, &path.key("factor"));
             self.push(d.with_label("expected a number >= 1 (1 = constant)"));
         }
         if !(jitter_ratio.is_finite() && jitter_ratio > 0.0 && jitter_ratio <= 1.0) {
             let message = format!("jitter_ratio {} is outside (0, 1]", num(jitter_ratio));
-            let d = self.error("threshold-out-of-range", message, &path.key("jitter_ratio"));
+            let d = self.error(
+                Code::ThresholdOutOfRange,
+                message,
+                &path.key("jitter_ratio"),
+            );
             self.push(d.with_label("expected a number in (0, 1]"));
         }
         if b.jitter_ratio.is_some() && jitter != policy::Jitter::Proportional {
             let message = "jitter_ratio only applies to `jitter = \"proportional\"`";
-            self.push(self.warning("ignored-key", message, &path.key("jitter_ratio")));
+            self.push(self.warning(Code::IgnoredKey, message, &path.key("jitter_ratio")));
         }
         if b.factor.is_some() && b.kind != policy::BackoffKind::Exponential {
             let message = "factor only applies to `kind = \"exponential\"`";
-            self.push(self.warning("ignored-key", message, &path.key("factor")));
+            self.push(self.warning(Code::IgnoredKey, message, &path.key("factor")));
         }
         out
     }
@@ -172,19 +182,19 @@ impl Compiler<'_> {
     fn retry_budget(&mut self, b: policy::RetryBudget, path: &KeyPath) -> RetryBudget {
         if !(b.ratio.is_finite() && b.ratio >= 0.0) {
             let message = format!("retry budget ratio {} is negative", num(b.ratio));
-            let d = self.error("invalid-value", message, &path.key("ratio"));
+            let d = self.error(Code::InvalidValue, message, &path.key("ratio"));
             self.push(d.with_label("expected a number >= 0"));
         }
         let min = b.min_per_second.unwrap_or(10.0);
         if !(min.is_finite() && min >= 0.0) {
             let message = format!("min_per_second {} is negative", num(min));
-            let d = self.error("invalid-value", message, &path.key("min_per_second"));
+            let d = self.error(Code::InvalidValue, message, &path.key("min_per_second"));
             self.push(d.with_label("expected a number >= 0"));
         }
         let ttl = b.ttl.map_or(Duration::from_secs(10), |d| d.get());
         if ttl.is_zero() || ttl > Duration::from_secs(60) {
             let message = "retry budget ttl must be between 1ms and 60s";
-            let d = self.error("invalid-value", message, &path.key("ttl"));
+            let d = self.error(Code::InvalidValue, message, &path.key("ttl"));
             self.push(d.with_label("expected a duration in (0, 60s]"));
         }
         let budget = RetryBudget {
@@ -220,11 +230,11 @@ impl Compiler<'_> {
             Ok(_) => {}
             Err(RetryBudgetError::Ratio(r)) => {
                 let message = format!("retry budget ratio {} is above 1000", num(r));
-                let d = self.error("invalid-value", message, &at.key("ratio"));
+                let d = self.error(Code::InvalidValue, message, &at.key("ratio"));
                 self.push(d.with_label("expected retries per request, 0 to 1000"));
             }
             Err(e) => {
-                self.push(self.error("invalid-value", format!("retry budget: {e}"), at));
+                self.push(self.error(Code::InvalidValue, format!("retry budget: {e}"), at));
             }
         }
     }

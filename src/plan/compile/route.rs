@@ -31,7 +31,7 @@ impl Compiler<'_> {
         let when = (r.when.as_ref()).and_then(|w| self.condition(w, &path.key("when")));
         if r.targets.is_empty() {
             let message = format!("route `{}` has no targets", r.name);
-            let d = self.error("no-targets", message, &path.key("targets"));
+            let d = self.error(Code::NoTargets, message, &path.key("targets"));
             self.push(d.with_label("expected at least one model"));
         }
         let targets = self.targets(r, &path, models, upstreams);
@@ -87,7 +87,7 @@ impl Compiler<'_> {
             };
             if !seen.insert(mid) {
                 let message = format!("model `{}` is listed twice in route `{}`", t.model, r.name);
-                self.push(self.warning("duplicate-target", message, &tp));
+                self.push(self.warning(Code::DuplicateTarget, message, &tp));
             }
             if let Some(w) = t.weight {
                 self.weight(r, w, &tp.key("weight"));
@@ -98,7 +98,7 @@ impl Compiler<'_> {
                     "route `{}` is `cheapest` but model `{}` has no price",
                     r.name, t.model
                 );
-                let d = self.error("missing-price", message, &tp)
+                let d = self.error(Code::MissingPrice, message, &tp)
                     .with_help(format!("add `price = {{ input_per_mtok = …, output_per_mtok = … }}` to [models.\"{}\"]", t.model));
                 self.push(d);
             }
@@ -118,7 +118,7 @@ impl Compiler<'_> {
     fn weight(&mut self, r: &policy::Route, w: f64, at: &KeyPath) {
         if !positive(w) {
             let message = format!("weight {} is not positive", num(w));
-            let d = self.error("non-positive-weight", message, at);
+            let d = self.error(Code::NonPositiveWeight, message, at);
             self.push(d.with_label("expected a number > 0"));
         }
         if r.strategy != policy::Strategy::Weighted {
@@ -126,20 +126,20 @@ impl Compiler<'_> {
                 "weights only apply to `weighted` routes; route `{}` is `{}`",
                 r.name, r.strategy
             );
-            self.push(self.warning("ignored-key", message, at));
+            self.push(self.warning(Code::IgnoredKey, message, at));
         }
     }
 
     fn hedge(&mut self, h: policy::Hedge, path: &KeyPath) -> Hedge {
         if h.after.get().is_zero() {
             let message = "hedge `after` is zero: every request would be sent twice at once";
-            let d = self.error("invalid-value", message, &path.key("after"));
+            let d = self.error(Code::InvalidValue, message, &path.key("after"));
             self.push(d.with_label("expected a positive duration"));
         }
         let max_extra = h.max_extra.unwrap_or(1);
         if max_extra == 0 {
             let d = self.error(
-                "invalid-value",
+                Code::InvalidValue,
                 "hedge max_extra is 0",
                 &path.key("max_extra"),
             );
@@ -158,7 +158,7 @@ impl Compiler<'_> {
         if targets == 1 {
             let message = format!("route `{route}` hedges, but has one target: a hedge is only sent to another target, so none is ever sent");
             let d = self
-                .warning("hedge-never-runs", message, at)
+                .warning(Code::HedgeNeverRuns, message, at)
                 .with_help("add a second target, or remove `hedge`");
             self.push(d);
         } else if targets > 1 && h.max_extra > others {
@@ -168,7 +168,7 @@ impl Compiler<'_> {
                 h.max_extra,
             );
             let d = self
-                .warning("hedge-capped", message, &at.key("max_extra"))
+                .warning(Code::HedgeCapped, message, &at.key("max_extra"))
                 .with_help(format!("lower max_extra to {others}, or add targets"));
             self.push(d);
         }
@@ -178,7 +178,7 @@ impl Compiler<'_> {
         for (k, v) in [("first_byte", s.first_byte), ("idle_chunk", s.idle_chunk)] {
             if v.is_some_and(|d| d.get().is_zero()) {
                 let message = format!("streaming {k} is zero");
-                let d = self.error("invalid-value", message, &path.key(k));
+                let d = self.error(Code::InvalidValue, message, &path.key(k));
                 self.push(d.with_label("expected a positive duration"));
             }
         }

@@ -11,21 +11,21 @@ impl Compiler<'_> {
         let url = path.key("url").key("env");
         if !is_env_name(&r.url.env) {
             let message = "`url.env` must name an environment variable, and this is not one (value not shown)";
-            let d = self.error("invalid-value", message, &url)
+            let d = self.error(Code::InvalidValue, message, &url)
                 .with_label("expected a name like `REDIS_URL`")
                 .with_help("the URL may hold a password: keep it in the environment and name the variable here");
             self.push(d);
         } else if std::env::var(&r.url.env).map_or(true, |v| v.trim().is_empty()) {
             let message = format!("state.redis: environment variable {} is not set", r.url.env);
             let d = self
-                .warning("env-unset", message, &url)
+                .warning(Code::EnvUnset, message, &url)
                 .with_help("fine for `check`; shared state needs it at start-up");
             self.push(d);
         }
         let timeout = r.timeout.map_or(DEFAULT_REDIS_TIMEOUT, |d| d.get());
         if timeout.is_zero() {
             let d = self.error(
-                "invalid-value",
+                Code::InvalidValue,
                 "the Redis timeout is zero",
                 &path.key("timeout"),
             );
@@ -34,7 +34,7 @@ impl Compiler<'_> {
         let breaker_poll = r.breaker_poll.map_or(DEFAULT_BREAKER_POLL, |d| d.get());
         if breaker_poll.is_zero() {
             let message = "the breaker poll interval is zero";
-            let d = self.error("invalid-value", message, &path.key("breaker_poll"));
+            let d = self.error(Code::InvalidValue, message, &path.key("breaker_poll"));
             self.push(d.with_label("expected a positive duration, e.g. `250ms`"));
         }
         for (key, v) in [
@@ -43,7 +43,7 @@ impl Compiler<'_> {
             ("lease", r.lease),
         ] {
             if v == Some(0) {
-                let d = self.error("invalid-value", format!("{key} is 0"), &path.key(key));
+                let d = self.error(Code::InvalidValue, format!("{key} is 0"), &path.key(key));
                 self.push(d.with_label("expected at least 1"));
             }
         }
@@ -99,7 +99,7 @@ impl Compiler<'_> {
         for (what, path) in at {
             let message =
                 format!("{what} keeps its state shared, but the policy has no `[state.redis]`");
-            let d = self.error("shared-without-redis", message, &path)
+            let d = self.error(Code::SharedWithoutRedis, message, &path)
                 .with_label("`shared` needs a Redis server")
                 .with_help("add `[state.redis]` with `url = { env = \"REDIS_URL\" }`, or write `state = \"local\"`");
             self.push(d);

@@ -20,7 +20,7 @@ impl Compiler<'_> {
             if let Some(v) = v {
                 if v.get().is_zero() {
                     let message = format!("timeout `{name}` must be above zero");
-                    let d = self.error("invalid-value", message, &path.key(name));
+                    let d = self.error(Code::InvalidValue, message, &path.key(name));
                     self.push(d.with_label("expected a positive duration"));
                 }
                 *slot = v.get();
@@ -37,7 +37,7 @@ impl Compiler<'_> {
             } else {
                 "total"
             };
-            let d = self.warning("per-try-exceeds-total", message, &path.key(key));
+            let d = self.warning(Code::PerTryExceedsTotal, message, &path.key(key));
             self.push(d.with_help("an attempt can never use more than the total timeout"));
         }
         out

@@ -14,7 +14,7 @@ impl Compiler<'_> {
             .any(|s| u.base_url.starts_with(s) && u.base_url.len() > s.len());
         if !url_ok {
             let message = format!("base_url `{}` is not an http(s) URL", u.base_url);
-            let d = self.error("invalid-url", message, &path.key("base_url"));
+            let d = self.error(Code::InvalidUrl, message, &path.key("base_url"));
             self.push(d.with_label("expected `https://host[:port]/path`"));
         }
         let api_key = self.api_key(name, u.api_key.as_ref(), &path.key("api_key"));
@@ -26,7 +26,7 @@ impl Compiler<'_> {
         let max_connections = pool.max_connections.unwrap_or(100);
         if max_connections == 0 {
             let at = path.key("pool").key("max_connections");
-            let d = self.error("invalid-value", "max_connections is 0", &at);
+            let d = self.error(Code::InvalidValue, "max_connections is 0", &at);
             self.push(d.with_label("expected at least 1"));
         }
         let max_idle = pool.max_idle.unwrap_or(32.min(max_connections));
@@ -62,7 +62,7 @@ impl Compiler<'_> {
         match key? {
             ApiKey::Literal(_) => {
                 let message = format!("upstream `{name}` has an API key written in the policy");
-                let d = self.error("literal-secret", message, path)
+                let d = self.error(Code::LiteralSecret, message, path)
                     .with_label("a literal key (not shown)")
                     .with_help("put the key in an environment variable and write `api_key = { env = \"VAR_NAME\" }`; treat this key as leaked and rotate it");
                 self.push(d);
@@ -79,7 +79,7 @@ impl Compiler<'_> {
                     let message = format!(
                         "upstream `{name}`: `env` must name an environment variable, and {why}"
                     );
-                    let d = self.error("literal-secret", message, &kp)
+                    let d = self.error(Code::LiteralSecret, message, &kp)
                         .with_label("not a variable name but a key (value not shown)")
                         .with_help("write the variable's name (e.g. `OPENAI_API_KEY`), not the key; if this was a key, rotate it");
                     self.push(d);
@@ -109,14 +109,14 @@ impl Compiler<'_> {
             let message = format!(
                 "upstream `{name}`: rate_limit_headers has no effect without a request rate"
             );
-            let d = self.warning("ignored-key", message, &at)
+            let d = self.warning(Code::IgnoredKey, message, &at)
                 .with_help("the headers only tighten a request-rate limiter: add `limits.requests_per_second` or `limits.requests_per_minute` (the provider's published limit), or remove `rate_limit_headers`");
             self.push(d);
         } else if u.rate_limit_headers && limits.state == StateScope::Shared {
             let message = format!(
                 "upstream `{name}`: rate_limit_headers has no effect on a shared request rate"
             );
-            let d = self.warning("ignored-key", message, &at)
+            let d = self.warning(Code::IgnoredKey, message, &at)
                 .with_help("a `state = \"shared\"` rate is admitted through [state.redis], which the headers do not tighten; the shared limit itself is the guard");
             self.push(d);
         }
@@ -129,7 +129,7 @@ impl Compiler<'_> {
                     let message = format!("upstream `{upstream}`: the key in {} does not start with an allowed prefix (value not shown)", k.env);
                     let expected = one_of(k.prefixes.iter().map(String::as_str));
                     let d = self
-                        .error("api-key-prefix", message, path)
+                        .error(Code::ApiKeyPrefix, message, path)
                         .with_label(format!("expected a key starting with {expected}"));
                     self.push(d);
                 }
@@ -139,7 +139,7 @@ impl Compiler<'_> {
                     "upstream `{upstream}`: environment variable {} is not set",
                     k.env
                 );
-                let d = self.warning("env-unset", message, path).with_help(
+                let d = self.warning(Code::EnvUnset, message, path).with_help(
                     "fine for `check`; `tollgate serve` refuses to start until it is set",
                 );
                 self.push(d);
