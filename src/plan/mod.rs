@@ -263,7 +263,7 @@ pub struct Rate {
 }
 
 /// Token prices, USD per million: the executor's own type.
-pub use crate::exec::price::Price;
+pub use crate::spec::price::Price;
 
 /// A resolved model.
 #[derive(Debug, Clone, PartialEq)]
@@ -283,18 +283,18 @@ pub struct Model {
 }
 
 /// Resolved backoff: the executor's own configuration.
-pub use crate::exec::backoff::BackoffConfig as Backoff;
+pub use crate::spec::backoff::BackoffConfig as Backoff;
 
 /// Spread of `proportional` jitter when `jitter_ratio` is not set.
 pub const DEFAULT_JITTER_RATIO: f64 = 0.2;
 
 /// Built-in backoff: exponential from 100ms, factor 2, cap 10s, full jitter.
 pub const DEFAULT_BACKOFF: Backoff = Backoff {
-    kind: crate::exec::backoff::BackoffKind::Exponential,
+    kind: crate::spec::backoff::BackoffKind::Exponential,
     base: Duration::from_millis(100),
     factor: 2.0,
     max: Duration::from_secs(10),
-    jitter: crate::exec::backoff::Jitter::Full,
+    jitter: crate::spec::backoff::Jitter::Full,
 };
 
 /// A resolved retry policy.
@@ -345,16 +345,8 @@ pub struct RetryOverride {
     pub backoff: Option<Backoff>,
 }
 
-/// A resolved retry budget.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryBudget {
-    /// Retries per request.
-    pub ratio: f64,
-    /// Retries per second always allowed.
-    pub min_per_second: f64,
-    /// How long a request counts.
-    pub ttl: Duration,
-}
+/// A resolved retry budget: the executor's settings for it.
+pub use crate::spec::retry_budget::RetryBudgetConfig as RetryBudget;
 
 /// A resolved breaker policy.
 #[derive(Debug, Clone, PartialEq)]
@@ -362,7 +354,7 @@ pub struct BreakerPolicy {
     /// Its name.
     pub name: String,
     /// When it opens and closes: the executor's own configuration.
-    pub config: crate::exec::breaker::BreakerConfig,
+    pub config: crate::spec::breaker::BreakerConfig,
     /// Classes counted as failures.
     pub trip_on: ClassSet,
     /// `shared`: trips are published to and learned from the state backend.

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::diagnostic::Severity;
-use crate::exec::breaker::{BreakerConfig, RateRule, SlowRule};
+use crate::spec::breaker::{BreakerConfig, RateRule, SlowRule};
 
 /// A rule's `window` when not set.
 const DEFAULT_WINDOW: Duration = Duration::from_secs(30);

@@ -92,7 +92,8 @@ impl Compiler<'_> {
     /// The executor's own range checks of a request rate (its emission interval and burst
     /// must span less than ~146 years), so that what `check` accepts the executor builds.
     fn rate_range(&mut self, r: Rate, at: &KeyPath) {
-        use crate::exec::limit::{RateConfig, RateLimiter};
+        use crate::exec::limit::RateLimiter;
+        use crate::spec::limit::RateConfig;
         let cfg = RateConfig {
             rate_per_sec: r.per_second,
             burst: r.burst,
@@ -111,7 +112,8 @@ impl Compiler<'_> {
     /// The executor's own range checks of a token limit (a minute's tokens, its burst, must
     /// span less than ~146 years at one token per nanosecond or slower).
     fn tokens_range(&mut self, tpm: f64, at: &KeyPath) {
-        use crate::exec::limit::{TokenConfig, TokenLimiter};
+        use crate::exec::limit::TokenLimiter;
+        use crate::spec::limit::TokenConfig;
         // As the runtime builds it (`exec::state`): whole tokens, a minute's worth of burst.
         let whole = tpm.ceil().max(1.0) as u64;
         let cfg = TokenConfig {

@@ -52,9 +52,9 @@ impl Compiler<'_> {
         }
     }
 
-    /// A price above the executor's [`MAX_PRICE_PER_MTOK`](crate::exec::price::MAX_PRICE_PER_MTOK).
+    /// A price above the executor's [`MAX_PRICE_PER_MTOK`].
     fn price_cap(&mut self, key: &str, v: f64, at: &KeyPath) {
-        use crate::exec::price::MAX_PRICE_PER_MTOK;
+        use crate::spec::price::MAX_PRICE_PER_MTOK;
         if v > MAX_PRICE_PER_MTOK {
             let message = format!("{key} = {} is above the most this executor supports ({MAX_PRICE_PER_MTOK} USD per million tokens)", num(v));
             let d = self.error(Code::PriceAboveLimit, message, at);

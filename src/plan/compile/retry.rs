@@ -2,7 +2,7 @@
 //! and the per-class overrides.
 
 use super::*;
-use crate::exec::backoff::{BackoffKind, Jitter};
+use crate::spec::backoff::{BackoffKind, Jitter};
 
 impl Compiler<'_> {
     pub(super) fn retry(&mut self, name: &str, r: &policy::RetryPolicy) -> RetryPolicy {
@@ -209,9 +209,7 @@ impl Compiler<'_> {
     /// The executor's own range checks of a retry budget, for the values the checks in
     /// [`retry_budget`](Self::retry_budget) do not name (e.g. a ratio above 1000).
     fn retry_budget_range(&mut self, b: RetryBudget, at: &KeyPath) {
-        use crate::exec::retry_budget::{
-            RetryBudget as Runtime, RetryBudgetConfig, RetryBudgetError,
-        };
+        use crate::exec::retry_budget::{RetryBudget as Runtime, RetryBudgetError};
         let valid = b.ratio.is_finite()
             && b.ratio >= 0.0
             && b.min_per_second.is_finite()
@@ -221,12 +219,7 @@ impl Compiler<'_> {
         if !valid {
             return; // already reported, key by key
         }
-        let cfg = RetryBudgetConfig {
-            ratio: b.ratio,
-            min_per_second: b.min_per_second,
-            ttl: b.ttl,
-        };
-        match Runtime::new(cfg) {
+        match Runtime::new(b) {
             Ok(_) => {}
             Err(RetryBudgetError::Ratio(r)) => {
                 let message = format!("retry budget ratio {} is above 1000", num(r));
