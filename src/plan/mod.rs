@@ -5,6 +5,14 @@
 //! plan; a plan is cheap to clone (`Arc`) and never changes, so a reload swaps plans
 //! whole and a request sees exactly one.
 //!
+//! # Shape
+//! - this file: the plan's types ([`Plan`], [`Route`], [`Upstream`], …) and their ids;
+//!   the settings it shares with the executor come from [`crate::spec`];
+//! - `compile/`: the compiler, one file per policy section, each check reporting a
+//!   [`Diagnostic`](crate::diagnostic::Diagnostic) with a [`Code`](crate::diagnostic::Code);
+//! - `bounds`: the static worst-case bounds (`tollgate explain`, deadline warnings);
+//! - `class`: failure classes; `matcher`: a route's compiled `when`.
+//!
 //! ```
 //! use tollgate::plan::Plan;
 //! use tollgate::policy::LoadOptions;

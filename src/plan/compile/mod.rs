@@ -2,14 +2,15 @@
 //! loaded policy, collecting all diagnostics in one pass.
 //!
 //! # Shape
-//! [`Compiler::run`] is a short sequence of steps, one per policy section, each in its own
-//! file: [`names`] (the name lists every reference is resolved against, held by the
-//! compiler), `upstream`, `limits`, `model`, `retry`, `breaker`, `route`, `condition`,
-//! `reachability`, `callers`, `budget`, `state` (`[state.redis]`) and `deadline` (the
-//! static-bounds warnings); `timeouts` and `classes` are what several sections share. A
+//! `Compiler::run` is a short sequence of steps, one per policy section, each in its own
+//! file: `upstream` (with `limits`), `model`, `retry`, `breaker`, `route` (with its
+//! `condition`), `reachability`, `callers`, `budget` (with reroute cycles), `state`
+//! (`[state.redis]`) and `deadline` (the static-bounds warnings); `timeouts` and
+//! `classes` are what several sections share. `names` holds each section's names: the
+//! compiler keeps them, and every reference resolves against them by [`Section`]. A
 //! diagnostic is built one way everywhere: `self.error(code, message, at)` (or `warning`)
-//! gives a located [`Diagnostic`], the `with_*` builders annotate it, `self.push` keeps it.
-//!
+//! gives a located [`Diagnostic`], its `with_*` builders annotate it, `self.push` keeps it.
+
 //! # Environment variables named by `api_key`
 //! At `tollgate check` and compile time, a variable that is **unset** is a warning (CI and
 //! laptops rarely hold production keys); one that is set but does not start with an allowed
