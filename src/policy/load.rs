@@ -181,12 +181,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                 }
             },
             Err(e) => {
-                l.io_failed = true;
-                l.diagnostics.push(Diagnostic::error(
-                    Code::Io,
-                    format!("cannot read: {e}"),
-                    Origin::Path(path.clone()),
-                ));
+                l.io_error(format!("cannot read: {e}"), Origin::Path(path.clone()));
                 continue;
             }
         };
@@ -325,48 +320,42 @@ impl Loaded {
         }
     }
 
+    /// A path that cannot be read: what is left is not the policy meant, so it is not
+    /// checked further.
+    fn io_error(&mut self, message: impl Into<String>, origin: Origin) {
+        self.io_failed = true;
+        self.diagnostics
+            .push(Diagnostic::error(Code::Io, message, origin));
+    }
+
     fn expand(&mut self, paths: &[PathBuf]) -> Vec<PathBuf> {
         let mut out = Vec::new();
         if paths.is_empty() {
-            self.io_failed = true;
-            self.diagnostics.push(Diagnostic::error(
-                Code::Io,
-                "no policy path given",
-                Origin::None,
-            ));
+            self.io_error("no policy path given", Origin::None);
         }
         for p in paths {
             if p.is_dir() {
                 let files = match toml_files_in(p) {
                     Ok(f) => f,
                     Err(e) => {
-                        self.io_failed = true;
-                        self.diagnostics.push(Diagnostic::error(
-                            Code::Io,
+                        self.io_error(
                             format!("cannot read directory: {e}"),
                             Origin::Path(p.clone()),
-                        ));
+                        );
                         continue;
                     }
                 };
                 if files.is_empty() {
-                    self.io_failed = true;
-                    self.diagnostics.push(Diagnostic::error(
-                        Code::Io,
+                    self.io_error(
                         "the directory holds no *.toml file",
                         Origin::Path(p.clone()),
-                    ));
+                    );
                 }
                 out.extend(files);
             } else if p.exists() {
                 out.push(p.clone());
             } else {
-                self.io_failed = true;
-                self.diagnostics.push(Diagnostic::error(
-                    Code::Io,
-                    "no such file or directory",
-                    Origin::Path(p.clone()),
-                ));
+                self.io_error("no such file or directory", Origin::Path(p.clone()));
             }
         }
         out
@@ -627,6 +616,14 @@ impl Loaded {
             .0
             .iter()
             .any(|s| matches!(s, Seg::Key(k) if k == "api_key"));
+        // What was found, as a kind only under `api_key` (it may be the key).
+        let shown = |actual: &figment::error::Actual| {
+            if secret {
+                actual_kind(actual)
+            } else {
+                actual.to_string()
+            }
+        };
         let d = match &err.kind {
             Kind::UnknownField(field, expected) => {
                 let table = path.parent();
@@ -657,32 +654,18 @@ impl Loaded {
                 one_of(expected.iter().copied())
             ))
             .with_help_opt(did_you_mean(found, expected.iter().copied())),
-            Kind::InvalidType(actual, expected) => {
-                let found = if secret {
-                    actual_kind(actual)
-                } else {
-                    actual.to_string()
-                };
-                Diagnostic::error(
-                    Code::InvalidType,
-                    format!("`{path}` has the wrong type: found {found}"),
-                    self.locate(path),
-                )
-                .with_label(format!("expected {}", humanize_expected(expected)))
-            }
-            Kind::InvalidValue(actual, expected) => {
-                let found = if secret {
-                    actual_kind(actual)
-                } else {
-                    actual.to_string()
-                };
-                Diagnostic::error(
-                    Code::InvalidValue,
-                    format!("invalid value for `{path}`: found {found}"),
-                    self.locate(path),
-                )
-                .with_label(format!("expected {}", humanize_expected(expected)))
-            }
+            Kind::InvalidType(actual, expected) => Diagnostic::error(
+                Code::InvalidType,
+                format!("`{path}` has the wrong type: found {}", shown(actual)),
+                self.locate(path),
+            )
+            .with_label(format!("expected {}", humanize_expected(expected))),
+            Kind::InvalidValue(actual, expected) => Diagnostic::error(
+                Code::InvalidValue,
+                format!("invalid value for `{path}`: found {}", shown(actual)),
+                self.locate(path),
+            )
+            .with_label(format!("expected {}", humanize_expected(expected))),
             Kind::Message(m) => Diagnostic::error(
                 Code::InvalidValue,
                 format!("invalid value for `{path}`: {m}"),

@@ -15,20 +15,14 @@ impl Compiler<'_> {
         // otherwise compare every pair).
         let mut by_text: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, r) in routes.iter().enumerate() {
-            let path = self.l.route_path(i);
             if let Some(c) = catch_all {
                 if routes[..i].iter().any(|e| e.name == r.name) {
                     continue; // a second definition: reported as `duplicate-name` already
                 }
-                let origin = self.l.locate(&self.l.route_path(c).key("name"));
-                let message = format!(
-                    "route `{}` can never match: it comes after the catch-all route `{}`",
-                    r.name, routes[c].name
-                );
+                let why = format!("it comes after the catch-all route `{}`", routes[c].name);
                 let d = self
-                    .error(Code::UnreachableRoute, message, &path.key("name"))
-                    .with_help("move the catch-all (the route without `when`) last")
-                    .with_related(origin, "the catch-all is here");
+                    .unreachable(i, c, "name", why, "the catch-all is here")
+                    .with_help("move the catch-all (the route without `when`) last");
                 self.push(d);
                 continue;
             }
@@ -40,18 +34,32 @@ impl Compiler<'_> {
             let shadow = earlier.iter().copied().find(|&j| routes[j].when == r.when);
             earlier.push(i);
             if let Some(j) = shadow {
-                let origin = self.l.locate(&self.l.route_path(j).key("when"));
-                let message = format!(
-                    "route `{}` can never match: route `{}` has the same condition and comes first",
-                    r.name, routes[j].name
+                let why = format!(
+                    "route `{}` has the same condition and comes first",
+                    routes[j].name
                 );
-                let d = self
-                    .error(Code::UnreachableRoute, message, &path.key("when"))
-                    .with_related(origin, "shadowed by this condition");
+                let d = self.unreachable(i, j, "when", why, "shadowed by this condition");
                 self.push(d);
             }
         }
         self.no_routes(catch_all.is_some());
+    }
+
+    /// Route `i` can never match because of the `earlier` one (`why`); both are pointed
+    /// at by their `key`.
+    fn unreachable(
+        &self,
+        i: usize,
+        earlier: usize,
+        key: &str,
+        why: String,
+        note: &str,
+    ) -> Diagnostic {
+        let origin = self.l.locate(&self.l.route_path(earlier).key(key));
+        let message = format!("route `{}` can never match: {why}", self.p().routes[i].name);
+        let at = self.l.route_path(i).key(key);
+        self.error(Code::UnreachableRoute, message, &at)
+            .with_related(origin, note)
     }
 
     /// A policy without routes serves nothing; one without a catch-all fails what matches
