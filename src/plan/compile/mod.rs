@@ -10,7 +10,7 @@
 //! compiler keeps them, and every reference resolves against them by [`Section`]. A
 //! diagnostic is built one way everywhere: `self.error(code, message, at)` (or `warning`)
 //! gives a located [`Diagnostic`], its `with_*` builders annotate it, `self.push` keeps it.
-
+//!
 //! # Environment variables named by `api_key`
 //! At `tollgate check` and compile time, a variable that is **unset** is a warning (CI and
 //! laptops rarely hold production keys); one that is set but does not start with an allowed
