@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tollgate::diagnostic::{Diagnostic, Diagnostics, Origin, SourceFile, Sources};
+use tollgate::diagnostic::{Code, Diagnostic, Diagnostics, Origin, SourceFile, Sources};
 
 const N: usize = 20_000;
 
@@ -28,7 +28,7 @@ fn many_diagnostics() -> Diagnostics {
         .map(|(i, &s)| {
             let key = s + format!("[models.m{i}]\n").len();
             Diagnostic::error(
-                "unknown-key",
+                Code::UnknownKey,
                 format!("unknown key `upstreem` in `models.m{i}`"),
                 Origin::File {
                     file,

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tollgate::diagnostic::{Diagnostics, Origin, Severity};
+use tollgate::diagnostic::{Code, Diagnostics, Origin, Severity};
 use tollgate::plan::compile;
 use tollgate::policy::{load, LoadOptions};
 
@@ -237,8 +237,41 @@ fn invalid_corpus_reports_something_and_points_somewhere() {
             assert!(!item.message.is_empty());
         }
         for item in d.items.iter().filter(|i| i.severity == Severity::Error) {
-            assert!(!item.code.is_empty());
+            assert!(!item.code.as_str().is_empty());
         }
+    }
+}
+
+/// Codes no fixture can produce, each with the reason (also stated in `docs/policy.md`).
+const NOT_FROM_A_FIXTURE: &[(Code, &str)] = &[(
+    Code::Io,
+    "a policy path that cannot be read (missing, a directory without *.toml, not UTF-8) \
+     points at the path, not into a file, and a fixture is a file that exists; \
+     tests/load.rs covers it",
+)];
+
+/// Every diagnostic code is produced by at least one fixture of the invalid corpus (the
+/// loader's and the compiler's alike), except the few no file can trigger.
+#[test]
+fn every_code_is_produced_by_a_fixture() {
+    let mut seen = std::collections::HashSet::new();
+    for f in invalid_fixtures() {
+        seen.extend(run(&f).items.iter().map(|d| d.code));
+    }
+    let exempt: Vec<Code> = NOT_FROM_A_FIXTURE.iter().map(|(c, _)| *c).collect();
+    let missing: Vec<&str> = (Code::ALL.iter())
+        .filter(|c| !seen.contains(c) && !exempt.contains(c))
+        .map(|c| c.as_str())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "no fixture in {INVALID} produces {missing:?}: add one (and bless its .expected)"
+    );
+    for (c, why) in NOT_FROM_A_FIXTURE {
+        assert!(
+            !seen.contains(c),
+            "`{c}` is listed as impossible from a fixture ({why}), but one produces it"
+        );
     }
 }
 

@@ -1,6 +1,7 @@
 //! docs/policy.md cannot drift from the policy types: every key of every table in the JSON
 //! Schema has a row in the section of docs/policy.md marked `<!-- schema: TYPE -->`, and no
-//! section lists a key the schema does not have.
+//! section lists a key the schema does not have. The list of diagnostic codes is the
+//! compiler's `Code` enum, in its order.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -123,4 +124,37 @@ fn documented_defaults_match_the_compiler() {
     ] {
         assert!(text.contains(&needle), "docs/policy.md lacks `{needle}`");
     }
+}
+
+/// The diagnostic codes listed under `<!-- diagnostic-codes -->`, in order, are exactly
+/// `Code::ALL`, each with a meaning.
+#[test]
+fn diagnostic_codes_are_documented() {
+    let text = std::fs::read_to_string(root().join("docs/policy.md")).unwrap();
+    let (_, list) = text
+        .split_once("<!-- diagnostic-codes -->")
+        .expect("docs/policy.md has a `<!-- diagnostic-codes -->` table");
+    let mut documented = Vec::new();
+    for line in list.lines().skip_while(|l| l.trim().is_empty()) {
+        if !line.starts_with('|') {
+            break;
+        }
+        let Some(row) = line.strip_prefix("| `") else {
+            continue; // the header and its rule
+        };
+        let (code, rest) = row.split_once('`').unwrap_or_default();
+        let meaning = rest.rsplit('|').nth(1).unwrap_or_default().trim();
+        assert!(
+            !meaning.is_empty(),
+            "code `{code}` has no meaning in docs/policy.md"
+        );
+        documented.push(code.to_string());
+    }
+    let codes: Vec<String> = (tollgate::diagnostic::Code::ALL.iter())
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(
+        documented, codes,
+        "docs/policy.md's list of diagnostic codes differs from `Code::ALL`"
+    );
 }

@@ -220,7 +220,7 @@ fn figment_level_errors_report_file_line_and_column() {
     let got: Vec<(String, &str)> = d
         .items
         .iter()
-        .map(|i| (d.sources.describe(&i.origin), i.code))
+        .map(|i| (d.sources.describe(&i.origin), i.code.as_str()))
         .collect();
     let at = |l: u32, c: u32| format!("{}:{l}:{c}", p.display());
     assert_eq!(
@@ -299,7 +299,7 @@ scope = { routes = ["first"], upstreams = ["broken"] }
     let codes: Vec<(&str, &str)> = d
         .items
         .iter()
-        .map(|i| (i.code, i.message.as_str()))
+        .map(|i| (i.code.as_str(), i.message.as_str()))
         .collect();
     // The broken entries: reported once each, where they are broken.
     assert!(codes.contains(&(

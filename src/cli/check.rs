@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::{color, out, Format, EXIT_INVALID, EXIT_USAGE};
-use crate::diagnostic::Diagnostics;
+use crate::diagnostic::{Code, Diagnostics};
 use crate::plan::compile;
 use crate::policy::{load, LoadOptions};
 
@@ -105,9 +105,12 @@ pub fn run(paths: &[PathBuf], format: Format, merge: bool) -> ExitCode {
             }
             if !merge
                 && checked.len() > 1
-                && checked
-                    .iter()
-                    .any(|c| c.diags.items.iter().any(|d| d.code == "unknown-reference"))
+                && checked.iter().any(|c| {
+                    c.diags
+                        .items
+                        .iter()
+                        .any(|d| d.code == Code::UnknownReference)
+                })
             {
                 out!("note: each file was checked on its own; if these files are one policy split across files, check them together with --merge\n");
             }

@@ -6,6 +6,7 @@
 //! caret) or the environment variable an override came from. They are collected, never
 //! thrown one at a time, so a user sees every error of a policy in one run.
 
+mod code;
 mod render;
 
 use std::fmt;
@@ -14,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
+
+pub use code::Code;
 
 /// How bad a diagnostic is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -64,8 +67,8 @@ pub enum Origin {
 pub struct Diagnostic {
     /// Error or warning.
     pub severity: Severity,
-    /// Stable, kebab-case identifier of the check (e.g. `unknown-reference`).
-    pub code: &'static str,
+    /// Stable identifier of the check (e.g. `unknown-reference`).
+    pub code: Code,
     /// What was found.
     pub message: String,
     /// Where.
@@ -80,7 +83,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// An error.
-    pub fn error(code: &'static str, message: impl Into<String>, origin: Origin) -> Self {
+    pub fn error(code: Code, message: impl Into<String>, origin: Origin) -> Self {
         Diagnostic {
             severity: Severity::Error,
             code,
@@ -92,7 +95,7 @@ impl Diagnostic {
         }
     }
     /// A warning.
-    pub fn warning(code: &'static str, message: impl Into<String>, origin: Origin) -> Self {
+    pub fn warning(code: Code, message: impl Into<String>, origin: Origin) -> Self {
         Diagnostic {
             severity: Severity::Warning,
             ..Diagnostic::error(code, message, origin)

@@ -242,7 +242,7 @@ impl Diagnostics {
             .map(|d| {
                 let mut j = JsonDiagnostic {
                     severity: d.severity,
-                    code: d.code,
+                    code: d.code.as_str(),
                     message: &d.message,
                     file: None,
                     line: None,
@@ -289,6 +289,7 @@ mod tests {
     use miette::NamedSource;
 
     use super::*;
+    use crate::diagnostic::Code;
 
     /// Whatever miette's own `NamedSource<String>` reads for a span, ours reads the same.
     #[test]
@@ -388,7 +389,7 @@ mod tests {
             .enumerate()
             .map(|(i, &s)| {
                 Diagnostic::error(
-                    "unknown-key",
+                    Code::UnknownKey,
                     format!("unknown key `key_{i}`"),
                     Origin::File {
                         file,

@@ -56,20 +56,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::exec::clock::nanos;
+pub use crate::spec::retry_budget::RetryBudgetConfig;
 
 /// Number of time buckets the `ttl` is split into.
 pub const BUCKETS: usize = 10;
-
-/// Configuration of a [`RetryBudget`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryBudgetConfig {
-    /// Extra attempts allowed per original request, in `[0, 1000]`.
-    pub ratio: f64,
-    /// Extra attempts allowed per second regardless of traffic, finite and `>= 0`.
-    pub min_per_second: f64,
-    /// How long a deposit or withdrawal counts, at least 1 ms.
-    pub ttl: Duration,
-}
 
 /// Why a [`RetryBudgetConfig`] was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]

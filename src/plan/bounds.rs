@@ -33,9 +33,9 @@
 use std::time::Duration;
 
 use super::{Plan, RetryPolicy, Route, RouteId, RouteTarget, StateScope};
-use crate::exec::backoff::BackoffConfig;
-use crate::exec::price::Usage;
 use crate::policy::OnLimit;
+use crate::spec::backoff::BackoffConfig;
+use crate::spec::price::Usage;
 
 /// Most attempts on one target a retry policy or one of its per-class overrides may ask
 /// for (`max_attempts`); more is a compile error.

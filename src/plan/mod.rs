@@ -5,6 +5,14 @@
 //! plan; a plan is cheap to clone (`Arc`) and never changes, so a reload swaps plans
 //! whole and a request sees exactly one.
 //!
+//! # Shape
+//! - this file: the plan's types ([`Plan`], [`Route`], [`Upstream`], …) and their ids;
+//!   the settings it shares with the executor come from [`crate::spec`];
+//! - `compile/`: the compiler, one file per policy section, each check reporting a
+//!   [`Diagnostic`](crate::diagnostic::Diagnostic) with a [`Code`](crate::diagnostic::Code);
+//! - `bounds`: the static worst-case bounds (`tollgate explain`, deadline warnings);
+//! - `class`: failure classes; `matcher`: a route's compiled `when`.
+//!
 //! ```
 //! use tollgate::plan::Plan;
 //! use tollgate::policy::LoadOptions;
@@ -272,7 +280,7 @@ pub struct Rate {
 }
 
 /// Token prices, USD per million: the executor's own type.
-pub use crate::exec::price::Price;
+pub use crate::spec::price::Price;
 
 /// A resolved model.
 #[derive(Debug, Clone, PartialEq)]
@@ -292,18 +300,18 @@ pub struct Model {
 }
 
 /// Resolved backoff: the executor's own configuration.
-pub use crate::exec::backoff::BackoffConfig as Backoff;
+pub use crate::spec::backoff::BackoffConfig as Backoff;
 
 /// Spread of `proportional` jitter when `jitter_ratio` is not set.
 pub const DEFAULT_JITTER_RATIO: f64 = 0.2;
 
 /// Built-in backoff: exponential from 100ms, factor 2, cap 10s, full jitter.
 pub const DEFAULT_BACKOFF: Backoff = Backoff {
-    kind: crate::exec::backoff::BackoffKind::Exponential,
+    kind: crate::spec::backoff::BackoffKind::Exponential,
     base: Duration::from_millis(100),
     factor: 2.0,
     max: Duration::from_secs(10),
-    jitter: crate::exec::backoff::Jitter::Full,
+    jitter: crate::spec::backoff::Jitter::Full,
 };
 
 /// A resolved retry policy.
@@ -354,16 +362,8 @@ pub struct RetryOverride {
     pub backoff: Option<Backoff>,
 }
 
-/// A resolved retry budget.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryBudget {
-    /// Retries per request.
-    pub ratio: f64,
-    /// Retries per second always allowed.
-    pub min_per_second: f64,
-    /// How long a request counts.
-    pub ttl: Duration,
-}
+/// A resolved retry budget: the executor's settings for it.
+pub use crate::spec::retry_budget::RetryBudgetConfig as RetryBudget;
 
 /// A resolved breaker policy.
 #[derive(Debug, Clone, PartialEq)]
@@ -371,7 +371,7 @@ pub struct BreakerPolicy {
     /// Its name.
     pub name: String,
     /// When it opens and closes: the executor's own configuration.
-    pub config: crate::exec::breaker::BreakerConfig,
+    pub config: crate::spec::breaker::BreakerConfig,
     /// Classes counted as failures.
     pub trip_on: ClassSet,
     /// `shared`: trips are published to and learned from the state backend.

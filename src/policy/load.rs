@@ -31,7 +31,9 @@ use serde::de::DeserializeOwned;
 
 use super::spans::{KeyPath, Seg, SpanIndex, NAMED_SECTIONS};
 use super::Policy;
-use crate::diagnostic::{did_you_mean, one_of, Diagnostic, FileId, Origin, SourceFile, Sources};
+use crate::diagnostic::{
+    did_you_mean, one_of, Code, Diagnostic, FileId, Origin, SourceFile, Sources,
+};
 
 /// Prefix of environment variables that override policy keys.
 pub const ENV_PREFIX: &str = "TOLLGATE__";
@@ -168,7 +170,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                 Err(e) => {
                     l.unparsed = true;
                     l.diagnostics.push(Diagnostic::error(
-                        "io",
+                        Code::Io,
                         format!(
                             "the file is not UTF-8 text (invalid byte at offset {})",
                             e.utf8_error().valid_up_to()
@@ -179,12 +181,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                 }
             },
             Err(e) => {
-                l.io_failed = true;
-                l.diagnostics.push(Diagnostic::error(
-                    "io",
-                    format!("cannot read: {e}"),
-                    Origin::Path(path.clone()),
-                ));
+                l.io_error(format!("cannot read: {e}"), Origin::Path(path.clone()));
                 continue;
             }
         };
@@ -212,7 +209,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                 let message = e.message().trim_end().replace('\n', "; ");
                 l.diagnostics.push(
                     Diagnostic::error(
-                        "syntax",
+                        Code::Syntax,
                         format!("invalid TOML: {message}"),
                         Origin::File { file: id, span },
                     )
@@ -323,48 +320,42 @@ impl Loaded {
         }
     }
 
+    /// A path that cannot be read: what is left is not the policy meant, so it is not
+    /// checked further.
+    fn io_error(&mut self, message: impl Into<String>, origin: Origin) {
+        self.io_failed = true;
+        self.diagnostics
+            .push(Diagnostic::error(Code::Io, message, origin));
+    }
+
     fn expand(&mut self, paths: &[PathBuf]) -> Vec<PathBuf> {
         let mut out = Vec::new();
         if paths.is_empty() {
-            self.io_failed = true;
-            self.diagnostics.push(Diagnostic::error(
-                "io",
-                "no policy path given",
-                Origin::None,
-            ));
+            self.io_error("no policy path given", Origin::None);
         }
         for p in paths {
             if p.is_dir() {
                 let files = match toml_files_in(p) {
                     Ok(f) => f,
                     Err(e) => {
-                        self.io_failed = true;
-                        self.diagnostics.push(Diagnostic::error(
-                            "io",
+                        self.io_error(
                             format!("cannot read directory: {e}"),
                             Origin::Path(p.clone()),
-                        ));
+                        );
                         continue;
                     }
                 };
                 if files.is_empty() {
-                    self.io_failed = true;
-                    self.diagnostics.push(Diagnostic::error(
-                        "io",
+                    self.io_error(
                         "the directory holds no *.toml file",
                         Origin::Path(p.clone()),
-                    ));
+                    );
                 }
                 out.extend(files);
             } else if p.exists() {
                 out.push(p.clone());
             } else {
-                self.io_failed = true;
-                self.diagnostics.push(Diagnostic::error(
-                    "io",
-                    "no such file or directory",
-                    Origin::Path(p.clone()),
-                ));
+                self.io_error("no such file or directory", Origin::Path(p.clone()));
             }
         }
         out
@@ -389,7 +380,7 @@ impl Loaded {
                             .unwrap_or(0..0)
                     };
                     found.push(
-                        Diagnostic::error("duplicate-name", format!("`{def}` is defined in two files"), Origin::File { file: *id, span: span_of(*id) })
+                        Diagnostic::error(Code::DuplicateName, format!("`{def}` is defined in two files"), Origin::File { file: *id, span: span_of(*id) })
                             .with_label("defined again here")
                             .with_related(Origin::File { file: *first, span: span_of(*first) }, "first defined here")
                             .with_help("each name may be defined in one file only; rename or remove one of them"),
@@ -415,7 +406,7 @@ impl Loaded {
             if segs.iter().any(|s| s.is_empty() || s.contains('.')) {
                 self.diagnostics.push(
                     Diagnostic::error(
-                        "invalid-override",
+                        Code::InvalidOverride,
                         "malformed override variable name",
                         Origin::Env { var: var.clone() },
                     )
@@ -428,7 +419,7 @@ impl Loaded {
             if !TOP_LEVEL.contains(&segs[0].as_str()) {
                 self.diagnostics.push(
                     Diagnostic::error(
-                        "unknown-key",
+                        Code::UnknownKey,
                         format!("override of unknown top-level key `{}`", segs[0]),
                         Origin::Env { var: var.clone() },
                     )
@@ -488,7 +479,7 @@ impl Loaded {
                 }
                 other => {
                     let d = Diagnostic::error(
-                        "unknown-key",
+                        Code::UnknownKey,
                         format!("unknown key `{other}` at the top level"),
                         self.locate_key(&path),
                     )
@@ -625,11 +616,19 @@ impl Loaded {
             .0
             .iter()
             .any(|s| matches!(s, Seg::Key(k) if k == "api_key"));
+        // What was found, as a kind only under `api_key` (it may be the key).
+        let shown = |actual: &figment::error::Actual| {
+            if secret {
+                actual_kind(actual)
+            } else {
+                actual.to_string()
+            }
+        };
         let d = match &err.kind {
             Kind::UnknownField(field, expected) => {
                 let table = path.parent();
                 Diagnostic::error(
-                    "unknown-key",
+                    Code::UnknownKey,
                     format!("unknown key `{field}` in `{table}`"),
                     self.locate_key(path),
                 )
@@ -640,13 +639,13 @@ impl Loaded {
                 .with_help_opt(did_you_mean(field, expected.iter().copied()))
             }
             Kind::MissingField(field) => Diagnostic::error(
-                "missing-key",
+                Code::MissingKey,
                 format!("missing key `{field}` in `{path}`"),
                 self.locate(path),
             )
             .with_label(format!("`{field}` is required here")),
             Kind::UnknownVariant(found, expected) => Diagnostic::error(
-                "invalid-value",
+                Code::InvalidValue,
                 format!("unknown value `{found}` for `{path}`"),
                 self.locate(path),
             )
@@ -655,39 +654,25 @@ impl Loaded {
                 one_of(expected.iter().copied())
             ))
             .with_help_opt(did_you_mean(found, expected.iter().copied())),
-            Kind::InvalidType(actual, expected) => {
-                let found = if secret {
-                    actual_kind(actual)
-                } else {
-                    actual.to_string()
-                };
-                Diagnostic::error(
-                    "invalid-type",
-                    format!("`{path}` has the wrong type: found {found}"),
-                    self.locate(path),
-                )
-                .with_label(format!("expected {}", humanize_expected(expected)))
-            }
-            Kind::InvalidValue(actual, expected) => {
-                let found = if secret {
-                    actual_kind(actual)
-                } else {
-                    actual.to_string()
-                };
-                Diagnostic::error(
-                    "invalid-value",
-                    format!("invalid value for `{path}`: found {found}"),
-                    self.locate(path),
-                )
-                .with_label(format!("expected {}", humanize_expected(expected)))
-            }
+            Kind::InvalidType(actual, expected) => Diagnostic::error(
+                Code::InvalidType,
+                format!("`{path}` has the wrong type: found {}", shown(actual)),
+                self.locate(path),
+            )
+            .with_label(format!("expected {}", humanize_expected(expected))),
+            Kind::InvalidValue(actual, expected) => Diagnostic::error(
+                Code::InvalidValue,
+                format!("invalid value for `{path}`: found {}", shown(actual)),
+                self.locate(path),
+            )
+            .with_label(format!("expected {}", humanize_expected(expected))),
             Kind::Message(m) => Diagnostic::error(
-                "invalid-value",
+                Code::InvalidValue,
                 format!("invalid value for `{path}`: {m}"),
                 self.locate(path),
             ),
             other => Diagnostic::error(
-                "invalid-value",
+                Code::InvalidValue,
                 format!("invalid value for `{path}`: {other}"),
                 self.locate(path),
             ),
@@ -697,7 +682,7 @@ impl Loaded {
 
     fn type_error(&mut self, path: &KeyPath, expected: &str, found: &Value) {
         let d = Diagnostic::error(
-            "invalid-type",
+            Code::InvalidType,
             format!("`{path}` has the wrong type: found {}", value_kind(found)),
             self.locate(path),
         )

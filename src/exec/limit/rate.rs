@@ -6,17 +6,7 @@ use std::time::Duration;
 use super::gcra::{Gcra, MAX_SPAN};
 use super::{LimitConfigError, LimitError};
 use crate::exec::clock::nanos;
-
-/// Configuration of a [`RateLimiter`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RateConfig {
-    /// Sustained rate in calls per second; finite and `> 0`. Rounded *down* to a whole
-    /// number of nanoseconds per call (rates above 1e9/s act as 1e9/s), so the limiter is
-    /// never looser than configured.
-    pub rate_per_sec: f64,
-    /// Calls that may be admitted at once after an idle period; `>= 1`.
-    pub burst: u32,
-}
+pub use crate::spec::limit::RateConfig;
 
 /// The limiter is not admitting yet: retry at [`earliest`](NotUntil::earliest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,20 +5,9 @@ use std::time::Duration;
 
 use super::gcra::{Gcra, MAX_SPAN};
 use super::{LimitConfigError, LimitError};
+pub use crate::spec::limit::TokenConfig;
 
 const NANOS_PER_MINUTE: u64 = 60_000_000_000;
-
-/// Configuration of a [`TokenLimiter`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TokenConfig {
-    /// Sustained tokens per minute; `>= 1`. Each token costs `ceil(60 s / tokens_per_minute)`
-    /// nanoseconds of bucket time (at least 1 ns), so rounding only ever makes the limiter
-    /// stricter (by under 0.01 % below 6e8 tokens/minute).
-    pub tokens_per_minute: u64,
-    /// Most tokens admissible at once (bucket size); `>= 1`. A single reservation above it
-    /// is [`LimitError::NeverAdmissible`].
-    pub burst: u64,
-}
 
 /// A weighted GCRA limiter over tokens (one `AtomicU64`, lock-free).
 ///

@@ -10,14 +10,12 @@ pub mod spend;
 
 use std::fmt;
 
+pub use crate::spec::price::{Price, Usage, MAX_PRICE_PER_MTOK};
 pub use budget::{
     BudgetConfig, BudgetConfigError, BudgetExceeded, BudgetLedger, BudgetReservation,
     DetachedReservation,
 };
 pub use spend::{Savings, SpendKey, SpendLine, SpendReport, SpendTracker};
-
-/// Largest accepted price, in USD per million tokens.
-pub const MAX_PRICE_PER_MTOK: f64 = 1_000_000.0;
 
 /// An amount of US dollars, as integer nano-dollars. Displays as `$x.xxxx` (use `{:.N}` for
 /// N decimals, up to 9).
@@ -102,24 +100,6 @@ impl fmt::Display for Usd {
             )
         }
     }
-}
-
-/// Tokens used by one call.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct Usage {
-    /// Prompt tokens.
-    pub input_tokens: u64,
-    /// Completion tokens.
-    pub output_tokens: u64,
-}
-
-/// A model's price in USD per million tokens.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Price {
-    /// USD per million input tokens.
-    pub input_per_mtok: f64,
-    /// USD per million output tokens.
-    pub output_per_mtok: f64,
 }
 
 /// A price that is negative, not finite, or above [`MAX_PRICE_PER_MTOK`].

@@ -3,9 +3,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
-use crate::exec::backoff::{BackoffKind, Jitter};
 use crate::plan::{ClassSet, RetryOverride, DEFAULT_BACKOFF};
 use crate::policy::LoadOptions;
+use crate::spec::backoff::{BackoffKind, Jitter};
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 
