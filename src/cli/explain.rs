@@ -12,6 +12,7 @@ use crate::plan::{
     TokenCounts, Upstream,
 };
 use crate::policy::{load, Duration, LoadOptions};
+use crate::spec::limit::OnLimit;
 
 /// Loads, compiles and explains `paths`.
 pub fn run(paths: &[PathBuf], tokens: TokenCounts, format: ExplainFormat) -> ExitCode {
@@ -224,8 +225,8 @@ fn limits_text(u: &Upstream) -> String {
         return "-".into();
     }
     let on_limit = match l.on_limit {
-        crate::policy::OnLimit::Wait => format!("wait ≤ {}", d(l.queue_timeout)),
-        crate::policy::OnLimit::Fail => "fail".into(),
+        OnLimit::Wait { queue_timeout } => format!("wait ≤ {}", d(queue_timeout)),
+        OnLimit::Fail => "fail".into(),
     };
     format!("{} ({on_limit}, {})", limits.join(", "), word(&l.state))
 }
@@ -275,8 +276,14 @@ fn upstream_json(plan: &Plan, u: &Upstream) -> serde_json::Value {
             "burst": l.rate.map(|r| r.burst),
             "tokens_per_minute": l.tokens_per_minute,
             "concurrency": l.concurrency,
-            "on_limit": word(&l.on_limit),
-            "queue_timeout_ms": ms(l.queue_timeout),
+            "on_limit": match l.on_limit {
+                OnLimit::Fail => "fail",
+                OnLimit::Wait { .. } => "wait",
+            },
+            "queue_timeout_ms": ms(match l.on_limit {
+                OnLimit::Fail => std::time::Duration::ZERO,
+                OnLimit::Wait { queue_timeout } => queue_timeout,
+            }),
             "state": word(&l.state),
         },
         "rate_limit_headers": u.rate_limit_headers,

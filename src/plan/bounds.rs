@@ -33,8 +33,8 @@
 use std::time::Duration;
 
 use super::{Plan, RetryPolicy, Route, RouteId, RouteTarget, StateScope};
-use crate::policy::OnLimit;
 use crate::spec::backoff::BackoffConfig;
+use crate::spec::limit::OnLimit;
 use crate::spec::price::Usage;
 
 /// Most attempts on one target a retry policy or one of its per-class overrides may ask
@@ -188,9 +188,8 @@ pub fn admission_wait(plan: &Plan, route: &Route, target: &RouteTarget) -> Durat
         + u32::from(limits.tokens_per_minute.is_some())
         + u32::from(limits.rate.is_some());
     let queue = match limits.on_limit {
-        OnLimit::Wait if limiters > 0 => limits.queue_timeout,
-        OnLimit::Wait => Duration::ZERO,
-        OnLimit::Fail => Duration::ZERO,
+        OnLimit::Wait { queue_timeout } if limiters > 0 => queue_timeout,
+        OnLimit::Wait { .. } | OnLimit::Fail => Duration::ZERO,
     };
     let Some(redis) = &plan.redis else {
         return queue;

@@ -41,7 +41,7 @@ pub use class::{ClassError, ClassMatcher, ClassSet, FailureView, CONTEXT_LENGTH_
 pub use compile::{compile, Compiled, DEFAULT_FAILOVER_ON, DEFAULT_RETRY_ON, DEFAULT_TRIP_ON};
 pub use matcher::{Attr, AttrKind, Cmp, Matcher};
 
-use crate::policy::{OnLimit, Strategy};
+use crate::policy::Strategy;
 
 macro_rules! id_type {
     ($($(#[$m:meta])* $name:ident),*) => {$(
@@ -232,10 +232,8 @@ pub struct Limits {
     pub tokens_per_minute: Option<f64>,
     /// Concurrency cap.
     pub concurrency: Option<u32>,
-    /// Fail fast, or wait up to the queue timeout.
-    pub on_limit: OnLimit,
-    /// Longest wait for a permit with `on_limit = "wait"`.
-    pub queue_timeout: Duration,
+    /// Fail fast, or wait up to the queue timeout (`on_limit` with its `queue_timeout`).
+    pub on_limit: crate::spec::limit::OnLimit,
     /// Whether the rate and token limits are this process's or shared through Redis.
     pub state: StateScope,
 }

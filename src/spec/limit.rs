@@ -1,5 +1,7 @@
 //! A limiter's settings: a request rate and a token rate; [`exec::limit`](crate::exec::limit)
-//! builds the limiters.
+//! builds the limiters; and what admission does when one cannot admit a call at once.
+
+use std::time::Duration;
 
 /// Configuration of a [`RateLimiter`](crate::exec::limit::RateLimiter).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -22,4 +24,18 @@ pub struct TokenConfig {
     /// Most tokens admissible at once (bucket size); `>= 1`. A single reservation above it
     /// is [`LimitError::NeverAdmissible`](crate::exec::limit::LimitError::NeverAdmissible).
     pub burst: u64,
+}
+
+/// What to do when a limit is hit: the policy's `on_limit` with its `queue_timeout`,
+/// compiled once into the plan and read as is by admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnLimit {
+    /// Refuse at once.
+    Fail,
+    /// Wait, but no longer than `queue_timeout` in all.
+    Wait {
+        /// Longest wait for the permits of one admission (see
+        /// [`OnLimit::after`](crate::exec::limit::OnLimit::after)).
+        queue_timeout: Duration,
+    },
 }

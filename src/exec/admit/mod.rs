@@ -234,8 +234,8 @@ impl<'a, 'r> Admitting<'a, 'r> {
         let model_id = rt.plan.route(route).targets[ti].model;
         let model = rt.plan.model(model_id);
         let up = model.upstream;
-        let limits = &rt.plan.upstream(up).limits;
-        let on_limit = stages::on_limit(limits, deadline.saturating_sub(now));
+        let left = Duration::from_nanos(deadline.saturating_sub(now));
+        let on_limit = rt.plan.upstream(up).limits.on_limit.capped(left);
         Admitting {
             rt,
             clock,

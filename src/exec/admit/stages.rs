@@ -10,18 +10,7 @@ use super::{
 use crate::exec::error::SkipReason;
 use crate::exec::limit::{LimitError, OnLimit};
 use crate::exec::outcome::Usage;
-use crate::plan::{self, Budget, OnExceed};
-
-/// The upstream's `on_limit`, its queue timeout cut to the `left` nanoseconds before the
-/// request's deadline.
-pub(super) fn on_limit(limits: &plan::Limits, left: u64) -> OnLimit {
-    match limits.on_limit {
-        crate::policy::OnLimit::Fail => OnLimit::Fail,
-        crate::policy::OnLimit::Wait => OnLimit::Wait {
-            queue_timeout: limits.queue_timeout.min(Duration::from_nanos(left)),
-        },
-    }
-}
+use crate::plan::{Budget, OnExceed};
 
 /// How a spent budget refuses the call.
 fn exceeded(b: &Budget) -> Refusal {

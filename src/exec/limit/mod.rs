@@ -111,19 +111,21 @@ pub enum LimitConfigError {
     ConcurrencyTooLarge,
 }
 
-/// What to do when a limit is hit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnLimit {
-    /// Refuse at once.
-    Fail,
-    /// Wait, but no longer than `queue_timeout` in all.
-    Wait {
-        /// Longest wait for the permits of one admission (see [`OnLimit::after`]).
-        queue_timeout: Duration,
-    },
-}
+pub use crate::spec::limit::OnLimit;
 
 impl OnLimit {
+    /// The same policy with its queue timeout cut to `max` (what is left before the
+    /// request's deadline).
+    #[inline]
+    pub fn capped(self, max: Duration) -> OnLimit {
+        match self {
+            OnLimit::Fail => OnLimit::Fail,
+            OnLimit::Wait { queue_timeout } => OnLimit::Wait {
+                queue_timeout: queue_timeout.min(max),
+            },
+        }
+    }
+
     /// For a refusal that says "retry in `retry_in`": `Some(retry_in)` to sleep and
     /// re-check, or `None` to fail now (fail-fast, or the wait exceeds the queue timeout).
     pub fn wait_for(&self, retry_in: Duration) -> Option<Duration> {

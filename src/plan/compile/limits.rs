@@ -2,14 +2,17 @@
 //! at a limit.
 
 use super::*;
+use crate::spec::limit::OnLimit;
+
+/// `queue_timeout` when the policy leaves it out (docs/policy.md).
+const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// No `limits` table: nothing limited.
 const UNLIMITED: Limits = Limits {
     rate: None,
     tokens_per_minute: None,
     concurrency: None,
-    on_limit: policy::OnLimit::Fail,
-    queue_timeout: Duration::from_secs(1),
+    on_limit: OnLimit::Fail,
     state: StateScope::Local,
 };
 
@@ -63,8 +66,12 @@ impl Compiler<'_> {
             rate,
             tokens_per_minute: l.tokens_per_minute.filter(|t| positive(*t)),
             concurrency: l.concurrency.filter(|c| *c > 0),
-            on_limit: l.on_limit,
-            queue_timeout: l.queue_timeout.map_or(Duration::from_secs(1), |d| d.get()),
+            on_limit: match l.on_limit {
+                policy::OnLimit::Fail => OnLimit::Fail,
+                policy::OnLimit::Wait => OnLimit::Wait {
+                    queue_timeout: l.queue_timeout.map_or(DEFAULT_QUEUE_TIMEOUT, |d| d.get()),
+                },
+            },
             state: l.state,
         }
     }
