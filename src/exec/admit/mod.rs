@@ -56,6 +56,7 @@ pub(super) struct Admission<'r> {
 
 impl<'r> Admission<'r> {
     /// No permit yet.
+    #[inline]
     pub fn empty(at: u64) -> Self {
         Admission {
             at,
@@ -223,6 +224,7 @@ pub(super) struct Admitting<'a, 'r> {
 
 impl<'a, 'r> Admitting<'a, 'r> {
     /// An admission to target `ti` of `route`, starting at `now`.
+    #[inline]
     pub fn new(
         rt: &'r Runtime,
         clock: &'a dyn Clock,
@@ -259,8 +261,10 @@ impl<'a, 'r> Admitting<'a, 'r> {
     /// Walks the sequence from where it stands without awaiting; fills `adm` in place.
     #[inline]
     pub fn advance(&mut self, adm: &mut Admission<'r>) -> Progress<'r> {
+        // The stage in a local: on the common path the sequence runs straight through.
+        let mut stage = self.stage;
         loop {
-            let flow = match self.stage {
+            let flow = match stage {
                 Stage::Target => self.target(adm),
                 Stage::Budgets(pos) => self.budgets(adm, pos),
                 Stage::Concurrency => self.concurrency(adm),
@@ -269,7 +273,7 @@ impl<'a, 'r> Admitting<'a, 'r> {
                 Stage::Finish => self.finish_stage(adm),
             };
             match flow {
-                Flow::Next(stage) => self.stage = stage,
+                Flow::Next(next) => stage = next,
                 Flow::Done => return Progress::Ready,
                 Flow::Pause(stage, pause) => {
                     self.stage = stage;

@@ -98,6 +98,7 @@ struct Cursor {
 }
 
 impl Cursor {
+    #[inline]
     fn target(&self) -> usize {
         self.order[self.pos]
     }
@@ -177,6 +178,7 @@ impl<'a, 'r> Call<'a, 'r> {
 
     /// Starts on `route` (the cursor set in place): its first target in its strategy's
     /// order.
+    #[inline]
     fn enter(&mut self, at: &mut Cursor, route: RouteId) {
         self.rt.routes[route.index()].requests.fetch_add(1, Relaxed);
         if self.reroutes > 0 {
@@ -195,6 +197,7 @@ impl<'a, 'r> Call<'a, 'r> {
     }
 
     /// Moves to the route's next target; `false` when none is left.
+    #[inline]
     fn next_target(&mut self, at: &mut Cursor) -> bool {
         at.pos += 1;
         at.attempt = 1;
@@ -206,6 +209,7 @@ impl<'a, 'r> Call<'a, 'r> {
         true
     }
 
+    #[inline]
     fn count_failover(&mut self, route: RouteId) {
         self.trail.failovers += 1;
         self.rt.routes[route.index()]
@@ -366,6 +370,7 @@ impl<'a, 'r> Call<'a, 'r> {
     }
 
     /// Starts one attempt of `op` at target `ti`, under its time.
+    #[inline]
     fn launch<T, F, Fut>(
         &self,
         op: &mut F,

@@ -130,6 +130,7 @@ impl<'a, 'r> Call<'a, 'r> {
 
     /// The hedges of the request's first attempt, if the route asks for them: its next
     /// targets, up to `max_extra`.
+    #[inline]
     pub(super) fn hedge_targets(&self, at: &mut Cursor) -> Order {
         match self.rt.plan.route(at.route).hedge {
             Some(h) if !at.hedged && self.trail.attempts == 1 => {
