@@ -114,7 +114,7 @@ impl ExecutorBuilder {
         let mut rt = Runtime::new(self.plan, 1)?;
         let clock = self.clock.unwrap_or_else(|| Arc::new(TokioClock::new()));
         if let Some(b) = &self.backend {
-            rt.attach_shared(b)?;
+            rt.attach_shared(b, &clock)?;
             rt.start_signals(&clock);
         }
         Ok(Executor {
@@ -184,7 +184,7 @@ impl Executor {
         let mut rt =
             Runtime::carry_over(plan, old.version + 1, Some(&old), self.shared.clock.now())?;
         if let Some(b) = &self.shared.backend {
-            rt.attach_shared(b)?;
+            rt.attach_shared(b, &self.shared.clock)?;
             rt.start_signals(&self.shared.clock);
         }
         let v = rt.version;

@@ -73,11 +73,12 @@ pub mod signals;
 pub use lease::Lease;
 pub use memory::MemoryBackend;
 
-use super::clock::nanos;
+use super::clock::{nanos, Clock, TokioClock};
 use super::limit::{
     LimitError, RateConfig, RateLimiter, TokenConfig, TokenLimiter, TokenReservation,
 };
 use super::price::{BudgetConfig, BudgetLedger, BudgetReservation, DetachedReservation, Usd};
+use super::timeout::AttemptTimeout;
 use crate::plan::{FailMode, RedisSettings};
 
 /// A boxed future, as the backend trait returns.
@@ -222,7 +223,7 @@ impl SharedHealth {
 }
 
 /// A backend with the settings every shared entity of a plan uses.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Shared {
     /// The backend.
     pub backend: Arc<dyn StateBackend>,
@@ -230,6 +231,17 @@ pub struct Shared {
     pub settings: RedisSettings,
     /// The backend's health.
     pub health: Arc<SharedHealth>,
+    /// The executor's clock: round-trip timeouts and settlement retries wait on it.
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("settings", &self.settings)
+            .field("health", &self.health)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shared {
@@ -253,12 +265,22 @@ impl Shared {
         }
     }
 
-    /// Pairs a backend with a plan's settings.
+    /// Pairs a backend with a plan's settings, waiting on tokio's clock.
     pub fn new(backend: Arc<dyn StateBackend>, settings: RedisSettings) -> Self {
+        Self::with_clock(backend, settings, Arc::new(TokioClock::new()))
+    }
+
+    /// Pairs a backend with a plan's settings, waiting on `clock` (the executor's).
+    pub fn with_clock(
+        backend: Arc<dyn StateBackend>,
+        settings: RedisSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Shared {
             backend,
             settings,
             health: Arc::new(SharedHealth::default()),
+            clock,
         }
     }
 
@@ -290,7 +312,7 @@ impl Shared {
         f: BoxFut<'_, Result<T, Unavailable>>,
     ) -> Option<T> {
         self.health.round_trips.fetch_add(1, Relaxed);
-        let r = match tokio::time::timeout(self.settings.timeout, f).await {
+        let r = match AttemptTimeout::new(f, self.settings.timeout, &*self.clock).await {
             Ok(r) => r,
             Err(_) => Err(Unavailable(format!(
                 "no answer within {:?}",
@@ -363,13 +385,14 @@ impl Shared {
             return;
         };
         let (backend, health) = (self.backend.clone(), self.health.clone());
+        let clock = self.clock.clone();
         let timeout = self.settings.timeout;
         handle.spawn(async move {
             let mut error = String::new();
             let pauses = std::iter::once(Duration::ZERO).chain(SETTLE_RETRIES);
             for pause in pauses {
                 if !pause.is_zero() {
-                    tokio::time::sleep(pause).await;
+                    clock.sleep(pause).await;
                 }
                 health.round_trips.fetch_add(1, Relaxed);
                 let f = match &s {
@@ -387,7 +410,7 @@ impl Shared {
                     }
                     Settlement::Rate { key, delta_us } => backend.adjust_rate(key, *delta_us),
                 };
-                match tokio::time::timeout(timeout, f).await {
+                match AttemptTimeout::new(f, timeout, &*clock).await {
                     Ok(Ok(())) => return,
                     Ok(Err(e)) => error = e.0,
                     Err(_) => error = format!("no answer within {timeout:?}"),
@@ -518,7 +541,10 @@ impl SharedRate {
         // to wait for and the caller asks for a permit of its own.
         let mut batch = false;
         if self.lease.size() > 1 {
-            let deadline = tokio::time::Instant::now() + self.shared.settings.timeout;
+            let clock = &*self.shared.clock;
+            let deadline = clock
+                .now()
+                .saturating_add(nanos(self.shared.settings.timeout));
             loop {
                 if !self.refilling.swap(true, Relaxed) {
                     batch = true;
@@ -527,15 +553,16 @@ impl SharedRate {
                 let n = self.refilled.notified();
                 tokio::pin!(n);
                 n.as_mut().enable();
+                let left = Duration::from_nanos(deadline.saturating_sub(clock.now()));
                 if self.refilling.load(Relaxed)
-                    && tokio::time::timeout_at(deadline, n).await.is_err()
+                    && AttemptTimeout::new(n, left, clock).await.is_err()
                 {
                     break;
                 }
                 if self.lease.take() {
                     return Ok(());
                 }
-                if tokio::time::Instant::now() >= deadline {
+                if clock.now() >= deadline {
                     break;
                 }
             }

@@ -145,12 +145,23 @@ async fn run(
     // A signal this instance published or forced is read back with up to a round trip
     // each way (and a millisecond of rounding) more to live: not a new trip.
     let slack = nanos(shared.settings.timeout) * 2 + nanos(Duration::from_millis(1));
-    let mut tick = tokio::time::interval(poll);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A tick every `poll` on the executor's clock (the first at once; a late tick moves the
+    // next ones, as tokio's `MissedTickBehavior::Delay`), or at once when woken.
+    let p = nanos(poll).max(1);
+    let mut next = clock.now();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = wake.notified() => {}
+        let ticked = tokio::select! {
+            _ = clock.sleep_until(next) => true,
+            _ = wake.notified() => false,
+        };
+        if ticked {
+            let now = clock.now();
+            next = if now > next.saturating_add(p) {
+                now
+            } else {
+                next
+            }
+            .saturating_add(p);
         }
         // Publish this instance's own trips.
         for (e, m) in entries.iter().zip(marks.iter_mut()) {

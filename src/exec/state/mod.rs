@@ -330,7 +330,11 @@ impl Runtime {
     /// `[state.redis]`, shared entities act as local ones. Entities carried over from the
     /// previous runtime on the same backend ([`carry_over`](Self::carry_over)) are kept;
     /// the others are built.
-    pub fn attach_shared(&mut self, backend: &Arc<dyn StateBackend>) -> Result<(), BuildError> {
+    pub fn attach_shared(
+        &mut self,
+        backend: &Arc<dyn StateBackend>,
+        clock: &Arc<dyn Clock>,
+    ) -> Result<(), BuildError> {
         let Some(settings) = self.plan.redis.clone() else {
             self.shared = None;
             self.detach_shared();
@@ -341,7 +345,7 @@ impl Runtime {
             _ => {
                 // Another backend: nothing carried over applies.
                 self.detach_shared();
-                Shared::new(backend.clone(), settings)
+                Shared::with_clock(backend.clone(), settings, clock.clone())
             }
         };
         for (i, u) in self.plan.upstreams.iter().enumerate() {
