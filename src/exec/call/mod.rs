@@ -136,17 +136,7 @@ impl<'a, 'r> Call<'a, 'r> {
         if let Some(b) = &self.rt.routes[route.index()].retry_budget {
             b.deposit(self.start);
         }
-        let mut at = Cursor {
-            route,
-            deadline: 0,
-            order: Order::new(),
-            pos: 0,
-            attempt: 1,
-            prev_delay: Duration::ZERO,
-            stop: StopReason::NoTargetAvailable,
-            hedged: false,
-        };
-        self.enter(&mut at, route);
+        let mut at = self.enter(route);
         loop {
             let next = match self.step(op, &mut at).await {
                 Stepped::Served(s) => return Ok(s),
@@ -169,31 +159,32 @@ impl<'a, 'r> Call<'a, 'r> {
                 }
                 Next::Reroute(to) => {
                     self.reroutes += 1;
-                    self.enter(&mut at, to);
+                    at = self.enter(to);
                 }
                 Next::Stop(why) => return Err(self.fail(Some(at.route), why)),
             }
         }
     }
 
-    /// Starts on `route` (the cursor set in place): its first target in its strategy's
-    /// order.
+    /// Starts on `route`: its first target in its strategy's order.
     #[inline]
-    fn enter(&mut self, at: &mut Cursor, route: RouteId) {
+    fn enter(&mut self, route: RouteId) -> Cursor {
         self.rt.routes[route.index()].requests.fetch_add(1, Relaxed);
         if self.reroutes > 0 {
             // The reroute is a move from one target to another.
             self.count_failover(route);
         }
         let total = self.rt.plan.route(route).total_timeout;
-        at.route = route;
-        at.deadline = self.start.saturating_add(nanos(total));
-        at.order = target_order(self.rt, route, self.req, &mut self.rng);
-        at.pos = 0;
-        at.attempt = 1;
-        at.prev_delay = Duration::ZERO;
-        at.stop = StopReason::NoTargetAvailable;
-        at.hedged = false;
+        Cursor {
+            route,
+            deadline: self.start.saturating_add(nanos(total)),
+            order: target_order(self.rt, route, self.req, &mut self.rng),
+            pos: 0,
+            attempt: 1,
+            prev_delay: Duration::ZERO,
+            stop: StopReason::NoTargetAvailable,
+            hedged: false,
+        }
     }
 
     /// Moves to the route's next target; `false` when none is left.
