@@ -1,20 +1,17 @@
 //! A simulated shared-state backend (what Redis is to `state = "shared"`), on virtual
 //! time: slow, failing, down over intervals, losing settlements, as scripted.
 //!
-//! Its algorithms are those of [`MemoryBackend`](crate::exec::shared::MemoryBackend) (and
-//! the Redis scripts), on tokio's clock instead of the wall clock, which does not move in
-//! a simulation. `gcra` and `shift` are copies of `exec::shared::memory`'s, which are not
-//! public: they go once the executor offers a backend on an injectable clock.
+//! The state and its algorithms are [`MemoryBackend`]'s (the same as the Redis scripts'),
+//! on the simulation's clock; this adds the scripted round trip in front of every call.
 
-use crate::exec::shared::memory::{gcra, shift};
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::scenario::SharedScript;
-use crate::exec::shared::{BoxFut, Grant, StateBackend, Unavailable};
+use crate::exec::clock::TokioClock;
+use crate::exec::shared::{BoxFut, Grant, MemoryBackend, StateBackend, Unavailable};
 
 /// The simulated backend.
 #[derive(Debug)]
@@ -22,8 +19,7 @@ pub(crate) struct SimBackend {
     epoch: Instant,
     script: SharedScript,
     rng: Mutex<fastrand::Rng>,
-    map: Mutex<HashMap<String, i128>>,
-    signals: Mutex<HashMap<String, Instant>>,
+    inner: MemoryBackend,
 }
 
 /// Locks a mutex; a poisoned one (a panicking `op` cannot hold these) is used as is.
@@ -37,14 +33,8 @@ impl SimBackend {
             epoch: Instant::now(),
             script,
             rng: Mutex::new(fastrand::Rng::with_seed(seed)),
-            map: Mutex::new(HashMap::new()),
-            signals: Mutex::new(HashMap::new()),
+            inner: MemoryBackend::on_clock(Arc::new(TokioClock::new())),
         }
-    }
-
-    /// The backend's clock, µs (from 1, so that 0 stays "never").
-    fn now_us(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX) + 1
     }
 
     /// One round trip: its latency, then an answer or a failure as scripted. A settlement
@@ -78,16 +68,7 @@ impl StateBackend for SimBackend {
     ) -> BoxFut<'a, Result<Grant, Unavailable>> {
         Box::pin(async move {
             self.trip(false).await?;
-            let now = self.now_us();
-            let mut m = lock(&self.map);
-            let tat = m.entry(key.to_string()).or_insert(0);
-            Ok(match gcra(*tat as u64, now, t_us, cap_us, min, max) {
-                Ok((n, next)) => {
-                    *tat = i128::from(next);
-                    Grant::Granted(n)
-                }
-                Err(wait) => Grant::Refused(Duration::from_micros(wait)),
-            })
+            self.inner.admit(key, t_us, cap_us, min, max).await
         })
     }
 
@@ -100,14 +81,7 @@ impl StateBackend for SimBackend {
     ) -> BoxFut<'a, Result<Option<u64>, Unavailable>> {
         Box::pin(async move {
             self.trip(false).await?;
-            let k = self.now_us() / window_us.max(1);
-            let mut m = lock(&self.map);
-            let cur = m.entry(format!("{key}:{k}")).or_insert(0);
-            if *cur + i128::from(amount) > i128::from(limit) {
-                return Ok(None);
-            }
-            *cur += i128::from(amount);
-            Ok(Some(k))
+            self.inner.reserve(key, window_us, limit, amount).await
         })
     }
 
@@ -118,11 +92,7 @@ impl StateBackend for SimBackend {
     ) -> BoxFut<'a, Result<(), Unavailable>> {
         Box::pin(async move {
             self.trip(true).await?;
-            let now = i128::from(self.now_us());
-            let mut m = lock(&self.map);
-            let tat = m.entry(key.to_string()).or_insert(0);
-            *tat = shift(*tat, now, delta_us);
-            Ok(())
+            self.inner.adjust_rate(key, delta_us).await
         })
     }
 
@@ -134,10 +104,7 @@ impl StateBackend for SimBackend {
     ) -> BoxFut<'a, Result<(), Unavailable>> {
         Box::pin(async move {
             self.trip(true).await?;
-            if let Some(cur) = lock(&self.map).get_mut(&format!("{key}:{window}")) {
-                *cur += i128::from(delta);
-            }
-            Ok(())
+            self.inner.adjust(key, window, delta).await
         })
     }
 
@@ -148,11 +115,7 @@ impl StateBackend for SimBackend {
     ) -> BoxFut<'a, Result<(), Unavailable>> {
         Box::pin(async move {
             self.trip(false).await?;
-            let until = Instant::now() + open_for;
-            let mut m = lock(&self.signals);
-            let e = m.entry(key.to_string()).or_insert(until);
-            *e = (*e).max(until);
-            Ok(())
+            self.inner.signal_open(key, open_for).await
         })
     }
 
@@ -162,10 +125,7 @@ impl StateBackend for SimBackend {
     ) -> BoxFut<'a, Result<Vec<Option<Duration>>, Unavailable>> {
         Box::pin(async move {
             self.trip(false).await?;
-            let now = Instant::now();
-            let mut m = lock(&self.signals);
-            m.retain(|_, until| *until > now);
-            Ok(keys.iter().map(|k| m.get(k).map(|u| *u - now)).collect())
+            self.inner.open_signals(keys).await
         })
     }
 }

@@ -3,21 +3,34 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{BoxFut, Grant, StateBackend, Unavailable};
+use crate::exec::clock::Clock;
 
 /// In-process backend. [`set_down`](Self::set_down) simulates an outage,
-/// [`fail_next`](Self::fail_next) a few failed calls.
-#[derive(Debug, Default)]
+/// [`fail_next`](Self::fail_next) a few failed calls. Its clock is the wall clock, or
+/// one given with [`on_clock`](Self::on_clock) (the simulation's virtual time).
+#[derive(Default)]
 pub struct MemoryBackend {
+    clock: Option<Arc<dyn Clock>>,
     map: Mutex<HashMap<String, i128>>,
     /// Breaker signals: key → expiry, on tokio's clock (so paused-time tests move it).
     signals: Mutex<HashMap<String, tokio::time::Instant>>,
     down: AtomicBool,
     fail_next: AtomicU64,
     calls: AtomicU64,
+}
+
+impl std::fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBackend")
+            .field("virtual_clock", &self.clock.is_some())
+            .field("down", &self.down)
+            .field("calls", &self.calls)
+            .finish_non_exhaustive()
+    }
 }
 
 fn now_us() -> u64 {
@@ -65,7 +78,24 @@ pub(crate) fn shift(tat: i128, now: i128, delta_us: i64) -> i128 {
 }
 
 impl MemoryBackend {
-    /// A fresh backend.
+    /// A backend whose clock is `clock` (µs from 1, so that 0 stays "never"), e.g. tokio's
+    /// paused time in a simulation, instead of the wall clock.
+    pub fn on_clock(clock: Arc<dyn Clock>) -> Self {
+        MemoryBackend {
+            clock: Some(clock),
+            ..Self::default()
+        }
+    }
+
+    /// The backend's clock, µs.
+    fn now_us(&self) -> u64 {
+        match &self.clock {
+            Some(c) => c.now() / 1_000 + 1,
+            None => now_us(),
+        }
+    }
+
+    /// A fresh backend on the wall clock.
     pub fn new() -> Self {
         Self::default()
     }
@@ -125,7 +155,7 @@ impl StateBackend for MemoryBackend {
     ) -> BoxFut<'a, Result<Grant, Unavailable>> {
         Box::pin(async move {
             self.up()?;
-            let now = now_us();
+            let now = self.now_us();
             let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
             let tat = m.entry(key.to_string()).or_insert(0);
             Ok(match gcra(*tat as u64, now, t_us, cap_us, min, max) {
@@ -145,7 +175,7 @@ impl StateBackend for MemoryBackend {
     ) -> BoxFut<'a, Result<(), Unavailable>> {
         Box::pin(async move {
             self.up()?;
-            let now = now_us() as i128;
+            let now = self.now_us() as i128;
             let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
             let tat = m.entry(key.to_string()).or_insert(0);
             *tat = shift(*tat, now, delta_us);
@@ -162,7 +192,7 @@ impl StateBackend for MemoryBackend {
     ) -> BoxFut<'a, Result<Option<u64>, Unavailable>> {
         Box::pin(async move {
             self.up()?;
-            let k = now_us() / window_us.max(1);
+            let k = self.now_us() / window_us.max(1);
             let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
             let cur = m.entry(format!("{key}:{k}")).or_insert(0);
             if *cur + amount as i128 > limit as i128 {
