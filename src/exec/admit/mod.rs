@@ -139,8 +139,9 @@ pub(super) fn limited(e: LimitError) -> Refusal {
     Refusal::Skip(SkipReason::Limited(e.to_string()))
 }
 
-/// Where the sequence of checks stands (in the order they run).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where the sequence of checks stands (in the order they run: the order of the variants;
+/// the last step, breakers again and in flight, never pauses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Stage {
     /// Context window and breakers.
     Target,
@@ -149,8 +150,6 @@ enum Stage {
     Concurrency,
     Tokens,
     Rate,
-    /// Breakers again if time moved, then in flight.
-    Finish,
 }
 
 /// What the sequence stopped to await; [`Admitting::finish`] does it and resumes.
@@ -185,12 +184,8 @@ pub(super) enum Progress<'r> {
     Await(Pause<'r>),
 }
 
-/// What one stage decided.
-enum Flow<'r> {
-    /// Go on with this stage.
-    Next(Stage),
-    /// Every permit taken.
-    Done,
+/// Why the sequence stopped before the end.
+enum Halt<'r> {
     /// Await this, then resume at this stage.
     Pause(Stage, Pause<'r>),
     Refuse(Refusal),
@@ -261,30 +256,44 @@ impl<'a, 'r> Admitting<'a, 'r> {
     /// Walks the sequence from where it stands without awaiting; fills `adm` in place.
     #[inline]
     pub fn advance(&mut self, adm: &mut Admission<'r>) -> Progress<'r> {
-        // The stage in a local: on the common path the sequence runs straight through.
-        let mut stage = self.stage;
-        loop {
-            let flow = match stage {
-                Stage::Target => self.target(adm),
-                Stage::Budgets(pos) => self.budgets(adm, pos),
-                Stage::Concurrency => self.concurrency(adm),
-                Stage::Tokens => self.tokens(adm),
-                Stage::Rate => self.rate(),
-                Stage::Finish => self.finish_stage(adm),
-            };
-            match flow {
-                Flow::Next(next) => stage = next,
-                Flow::Done => return Progress::Ready,
-                Flow::Pause(stage, pause) => {
-                    self.stage = stage;
-                    return Progress::Await(pause);
-                }
-                Flow::Refuse(r) => {
-                    adm.refuse(self.now);
-                    return Progress::Refused(r);
-                }
+        match self.sequence(adm) {
+            Ok(()) => Progress::Ready,
+            Err(Halt::Pause(stage, pause)) => {
+                self.stage = stage;
+                Progress::Await(pause)
+            }
+            Err(Halt::Refuse(r)) => {
+                adm.refuse(self.now);
+                Progress::Refused(r)
             }
         }
+    }
+
+    /// The checks in their order, from the stage the sequence stands at (a stage that
+    /// paused runs again with its answer).
+    #[inline]
+    fn sequence(&mut self, adm: &mut Admission<'r>) -> Result<(), Halt<'r>> {
+        let from = self.stage;
+        if from == Stage::Target {
+            self.target(adm)?;
+        }
+        if from <= Stage::Budgets(u32::MAX) {
+            let pos = match from {
+                Stage::Budgets(pos) => pos,
+                _ => 0,
+            };
+            self.budgets(adm, pos)?;
+        }
+        if from <= Stage::Concurrency {
+            self.concurrency(adm)?;
+        }
+        if from <= Stage::Tokens {
+            self.tokens(adm)?;
+        }
+        if from <= Stage::Rate {
+            self.rate()?;
+        }
+        self.finish_stage(adm)
     }
 
     /// Runs the rest of the sequence, awaiting `pause` and whatever else it asks for; cut

@@ -5,12 +5,22 @@
 use std::time::Duration;
 
 use super::{
-    Admission, Admitting, Answer, Breakers, Flow, InFlight, Pause, Refusal, Stage, Tokens,
+    Admission, Admitting, Answer, Breakers, Halt, InFlight, Pause, Refusal, Stage, Tokens,
 };
 use crate::exec::error::SkipReason;
 use crate::exec::limit::{LimitError, OnLimit};
 use crate::exec::outcome::Usage;
 use crate::plan::{Budget, OnExceed};
+
+/// Stops the sequence to await `p`, resuming at `stage`.
+fn pause(stage: Stage, p: Pause<'_>) -> Result<(), Halt<'_>> {
+    Err(Halt::Pause(stage, p))
+}
+
+/// Stops the sequence: the target is refused.
+fn refuse<'r>(r: Refusal) -> Result<(), Halt<'r>> {
+    Err(Halt::Refuse(r))
+}
 
 /// How a spent budget refuses the call.
 fn exceeded(b: &Budget) -> Refusal {
@@ -49,17 +59,17 @@ impl<'r> Admitting<'_, 'r> {
     /// A limiter refused: wait for what it asks if what is left of the queue timeout
     /// allows, then run `stage` again; else refuse the target.
     #[inline]
-    fn wait_or_refuse(&self, stage: Stage, e: LimitError) -> Flow<'r> {
+    fn wait_or_refuse(&self, stage: Stage, e: LimitError) -> Result<(), Halt<'r>> {
         match e.retry_in().and_then(|d| self.left().wait_for(d)) {
-            Some(d) => Flow::Pause(stage, Pause::Sleep(d)),
-            None => Flow::Refuse(super::limited(e)),
+            Some(d) => pause(stage, Pause::Sleep(d)),
+            None => refuse(super::limited(e)),
         }
     }
 
     /// The context window, then the breakers: the route's own (per target) replaces the
     /// upstream's; a model's adds to it.
     #[inline]
-    pub(super) fn target(&mut self, adm: &mut Admission<'r>) -> Flow<'r> {
+    pub(super) fn target(&mut self, adm: &mut Admission<'r>) -> Result<(), Halt<'r>> {
         let model = self.model;
         if let Some(window) = model.context_window {
             let needed = self
@@ -67,7 +77,7 @@ impl<'r> Admitting<'_, 'r> {
                 .estimated_input_tokens()
                 .saturating_add(self.req.max_tokens.unwrap_or(0));
             if needed > window {
-                return Flow::Refuse(Refusal::Skip(SkipReason::ContextWindow { needed, window }));
+                return refuse(Refusal::Skip(SkipReason::ContextWindow { needed, window }));
             }
         }
         let rs = &self.rt.routes[self.route.index()];
@@ -77,19 +87,19 @@ impl<'r> Admitting<'_, 'r> {
             let Some(b) = b else { continue };
             match b.breaker.try_acquire(self.now) {
                 Ok(p) => adm.breakers[slot] = Some((b, p)),
-                Err(e) => return Flow::Refuse(breaker_open(&b.name, e.retry_in)),
+                Err(e) => return refuse(breaker_open(&b.name, e.retry_in)),
             }
         }
-        Flow::Next(Stage::Budgets(0))
+        Ok(())
     }
 
     /// Reserves the worst-case cost on every budget covering the call, from position
     /// `pos` of the route's list for this caller on.
     #[inline]
-    pub(super) fn budgets(&mut self, adm: &mut Admission<'r>, pos: u32) -> Flow<'r> {
+    pub(super) fn budgets(&mut self, adm: &mut Admission<'r>, pos: u32) -> Result<(), Halt<'r>> {
         let (rt, caller) = (self.rt, self.req.caller.as_deref());
         let Some(price) = self.model.price else {
-            return Flow::Next(Stage::Concurrency);
+            return Ok(());
         };
         let worst = price.cost(self.usage());
         let (model, upstream) = (self.model_id, self.up);
@@ -107,21 +117,21 @@ impl<'r> Admitting<'_, 'r> {
                     .map(|r| adm.budgets.push(r)),
                 Some(sb) => match self.answer.take() {
                     Some(Answer::Budget(r)) => r.map(|r| adm.shared_budgets.push(r)),
-                    _ => return Flow::Pause(Stage::Budgets(k as u32), Pause::Budget(sb, worst)),
+                    _ => return pause(Stage::Budgets(k as u32), Pause::Budget(sb, worst)),
                 },
             };
             if reserved.is_none() {
-                return Flow::Refuse(exceeded(b));
+                return refuse(exceeded(b));
             }
         }
-        Flow::Next(Stage::Concurrency)
+        Ok(())
     }
 
     /// The concurrency cap: a permit now, or a wait for one up to the queue timeout.
     #[inline]
-    pub(super) fn concurrency(&mut self, adm: &mut Admission<'r>) -> Flow<'r> {
+    pub(super) fn concurrency(&mut self, adm: &mut Admission<'r>) -> Result<(), Halt<'r>> {
         let Some(c) = &self.ups.concurrency else {
-            return Flow::Next(Stage::Tokens);
+            return Ok(());
         };
         let got = match self.answer.take() {
             Some(Answer::Concurrency(waited)) => waited,
@@ -129,10 +139,7 @@ impl<'r> Admitting<'_, 'r> {
                 Ok(g) => Ok(g),
                 Err(e) => match self.left() {
                     OnLimit::Wait { queue_timeout } if !queue_timeout.is_zero() => {
-                        return Flow::Pause(
-                            Stage::Concurrency,
-                            Pause::Concurrency(c, queue_timeout),
-                        )
+                        return pause(Stage::Concurrency, Pause::Concurrency(c, queue_timeout))
                     }
                     _ => Err(e),
                 },
@@ -141,18 +148,18 @@ impl<'r> Admitting<'_, 'r> {
         match got {
             Ok(g) => {
                 adm.concurrency = Some(g);
-                Flow::Next(Stage::Tokens)
+                Ok(())
             }
-            Err(e) => Flow::Refuse(super::limited(e)),
+            Err(e) => refuse(super::limited(e)),
         }
     }
 
     /// The token limiter (shared when the backend holds it): the estimate reserved, or a
     /// wait for the refill.
     #[inline]
-    pub(super) fn tokens(&mut self, adm: &mut Admission<'r>) -> Flow<'r> {
+    pub(super) fn tokens(&mut self, adm: &mut Admission<'r>) -> Result<(), Halt<'r>> {
         let Some(local) = &self.ups.tokens else {
-            return Flow::Next(Stage::Rate);
+            return Ok(());
         };
         let usage = self.usage();
         let n = usage.input_tokens.saturating_add(usage.output_tokens);
@@ -160,13 +167,13 @@ impl<'r> Admitting<'_, 'r> {
             None => local.reserve(n, self.now).map(Tokens::Local),
             Some(st) => match self.answer.take() {
                 Some(Answer::Tokens(r)) => r.map(Tokens::Shared),
-                _ => return Flow::Pause(Stage::Tokens, Pause::Tokens(st, n)),
+                _ => return pause(Stage::Tokens, Pause::Tokens(st, n)),
             },
         };
         match got {
             Ok(t) => {
                 adm.tokens = Some(t);
-                Flow::Next(Stage::Rate)
+                Ok(())
             }
             Err(e) => self.wait_or_refuse(Stage::Tokens, e),
         }
@@ -175,11 +182,11 @@ impl<'r> Admitting<'_, 'r> {
     /// The request rate (shared when the backend holds it), at the time the call would
     /// start: after any wait or round trip before it.
     #[inline]
-    pub(super) fn rate(&mut self) -> Flow<'r> {
+    pub(super) fn rate(&mut self) -> Result<(), Halt<'r>> {
         let checked = match &self.rt.shared_rates[self.up.index()] {
             Some(sr) => match self.answer.take() {
                 Some(Answer::Rate(r)) => r,
-                _ => return Flow::Pause(Stage::Rate, Pause::Rate(sr)),
+                _ => return pause(Stage::Rate, Pause::Rate(sr)),
             },
             None => match &self.ups.rate {
                 None => Ok(()),
@@ -187,7 +194,7 @@ impl<'r> Admitting<'_, 'r> {
             },
         };
         match checked {
-            Ok(()) => Flow::Next(Stage::Finish),
+            Ok(()) => Ok(()),
             Err(e) => self.wait_or_refuse(Stage::Rate, e),
         }
     }
@@ -196,16 +203,16 @@ impl<'r> Admitting<'_, 'r> {
     /// changed state (one may have opened meanwhile, even within the same clock reading);
     /// then counts the call in flight.
     #[inline]
-    pub(super) fn finish_stage(&mut self, adm: &mut Admission<'r>) -> Flow<'r> {
+    pub(super) fn finish_stage(&mut self, adm: &mut Admission<'r>) -> Result<(), Halt<'r>> {
         if self.awaited {
             if let Err(r) = recheck_breakers(&mut adm.breakers, self.now) {
-                return Flow::Refuse(r);
+                return refuse(r);
             }
         }
         let ms = &self.rt.models[self.model_id.index()];
         adm.in_flight = Some(InFlight::enter(&ms.in_flight));
         adm.at = self.now;
-        Flow::Done
+        Ok(())
     }
 }
 
