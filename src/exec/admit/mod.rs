@@ -3,7 +3,7 @@
 //! The sequence ([`Stage`]) is the same for every target, whatever is local or shared:
 //! the target itself (context window, breakers) → each budget covering the call (worst-case
 //! cost reserved) → the concurrency cap → the token limiter → the request rate → the
-//! breakers again if time moved meanwhile → counted in flight. Every limiter and budget is a
+//! breakers again if admission awaited anything → counted in flight. Every limiter and budget is a
 //! *slot* that is local (this process) or shared (the state backend); a stage reads its
 //! slot and decides with the same code either way.
 //!
