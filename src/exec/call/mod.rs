@@ -5,7 +5,7 @@
 //! [`Next`] that step decided: retry the same target after a delay, fail over to the next
 //! target, reroute to another route, or stop. Each decision is one short function in
 //! [`next`]: [`Call::on_refusal`] (admission said no), [`Call::on_failure`] (the attempt
-//! failed); a success ends the request ([`Call::serve`]). Hedging is [`race`].
+//! failed); a success ends the request ([`Call::on_success`]). Hedging is [`race`].
 
 mod attempt;
 mod next;
@@ -300,7 +300,7 @@ impl<'a, 'r> Call<'a, 'r> {
             now: ran.now,
         };
         match ran.result {
-            Ok(done) => Stepped::Served(self.serve(adm, done, end)),
+            Ok(done) => Stepped::Served(self.on_success(adm, done, end)),
             Err(f) => {
                 self.trail.cost += settle::failure(self.rt, adm, &f, end);
                 // Releases the concurrency permit and the in-flight count before any backoff.
@@ -314,7 +314,7 @@ impl<'a, 'r> Call<'a, 'r> {
 
     /// A success ends the request: settled, and its stream's reservations held.
     #[inline]
-    fn serve<T>(&mut self, adm: &mut Admission<'r>, done: Done<T>, end: Ended) -> Served<T> {
+    fn on_success<T>(&mut self, adm: &mut Admission<'r>, done: Done<T>, end: Ended) -> Served<T> {
         let cost = settle::success(self.rt, adm, &done, end);
         let settled = if done.pending {
             Settled::Pending
