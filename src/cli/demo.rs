@@ -187,7 +187,7 @@ async fn demo(
     let keys: HashMap<String, String> = plan
         .upstreams
         .iter()
-        .filter_map(|u| u.api_key.as_ref())
+        .flat_map(|u| u.api_keys.iter())
         .map(|k| {
             let v = k.prefixes.first().map_or("demo", String::as_str);
             (k.env.clone(), format!("{v}demo-key"))

@@ -264,8 +264,9 @@ fn upstream_json(plan: &Plan, u: &Upstream) -> serde_json::Value {
     serde_json::json!({
         "name": u.name,
         "base_url": u.base_url,
-        "key_env": u.api_key.as_ref().map(|k| k.env.clone()),
-        "key_prefixes": u.api_key.as_ref().map(|k| k.prefixes.clone()),
+        "key_env": u.api_keys.first().map(|k| k.env.clone()),
+        "key_prefixes": u.api_keys.first().map(|k| k.prefixes.clone()),
+        "keys": u.api_keys.iter().map(|k| serde_json::json!({ "env": k.env, "prefixes": k.prefixes })).collect::<Vec<_>>(),
         "pool": {
             "max_connections": u.max_connections,
             "max_idle": u.max_idle,
@@ -468,9 +469,13 @@ fn upstreams_text(plan: &Plan, out: &mut String) {
             vec![
                 u.name.clone(),
                 u.base_url.clone(),
-                u.api_key
-                    .as_ref()
-                    .map_or("-".into(), |k| format!("${}", k.env)),
+                if u.api_keys.is_empty() {
+                    "-".into()
+                } else {
+                    let envs: Vec<String> =
+                        u.api_keys.iter().map(|k| format!("${}", k.env)).collect();
+                    envs.join(", ")
+                },
                 limits_text(u),
                 if u.rate_limit_headers { "yes" } else { "no" }.into(),
                 format!(

@@ -56,7 +56,8 @@ use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde_json::{Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub use key::{resolve as resolve_key, KeyError};
+use key::KeyPool;
+pub use key::{resolve as resolve_key, KeyError, KeyView};
 pub use layer::{Attempt, ChatLayer, ChatService};
 #[cfg(feature = "reqwest-middleware")]
 pub use middleware::{MiddlewareError, TollgateMiddleware};
@@ -98,8 +99,8 @@ struct UpstreamClient {
     /// is sent until its response body is read (a stream: until it ends or is dropped).
     /// Kept across updates while `max_connections` is unchanged.
     connections: Arc<Semaphore>,
-    key: Option<Secret>,
-    auth: Option<HeaderValue>,
+    /// Its keys in rotation (empty: calls go without `Authorization`).
+    keys: KeyPool,
 }
 
 /// HTTP clients for every upstream of a plan. Cheap to clone; clones share pools.
@@ -143,35 +144,30 @@ impl Client {
         let mut next = HashMap::with_capacity(plan.upstreams.len());
         let mut key_errors = Vec::new();
         for u in &plan.upstreams {
+            let mut keys = Vec::with_capacity(u.api_keys.len());
+            for k in &u.api_keys {
+                match key::resolve(&u.name, k, &*self.env) {
+                    Ok(secret) => keys.push((k.env.clone(), secret)),
+                    Err(e) => key_errors.push(e),
+                }
+            }
+            if keys.len() != u.api_keys.len() {
+                continue;
+            }
             if let Some(prev) = old.get(&u.name) {
-                let same_key = match (&u.api_key, &prev.settings.api_key) {
-                    (Some(k), Some(_)) => key::resolve(&u.name, k, &*self.env).ok() == prev.key,
-                    (None, None) => true,
-                    _ => false,
-                };
+                // The same keys: the pool (its rests and revocations) is kept too.
+                let same_keys = prev
+                    .keys
+                    .secrets()
+                    .map(Secret::expose)
+                    .eq(keys.iter().map(|(_, k)| k.expose()));
                 let connects = connect_timeouts(plan, u);
                 let same_connects = prev.http.iter().map(|(d, _)| *d).eq(connects);
-                if prev.settings == *u && same_key && same_connects {
+                if prev.settings == *u && same_keys && same_connects {
                     next.insert(u.name.clone(), prev.clone());
                     continue;
                 }
             }
-            let key = match &u.api_key {
-                None => None,
-                Some(k) => match key::resolve(&u.name, k, &*self.env) {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        key_errors.push(e);
-                        continue;
-                    }
-                },
-            };
-            let auth = key.as_ref().map(|k| {
-                let mut v = HeaderValue::from_str(&format!("Bearer {}", k.expose()))
-                    .expect("keys are checked to be visible ASCII");
-                v.set_sensitive(true);
-                v
-            });
             let http = connect_timeouts(plan, u)
                 .into_iter()
                 .map(|d| Ok((d, build_http(u, d)?)))
@@ -188,8 +184,7 @@ impl Client {
                             |p| p.connections.clone(),
                         ),
                     http,
-                    key,
-                    auth,
+                    keys: KeyPool::new(keys),
                 }),
             );
         }
@@ -200,10 +195,21 @@ impl Client {
         Ok(())
     }
 
-    /// The `Authorization` header for `target`'s upstream, if it has a key.
+    /// The `Authorization` header for `target`'s upstream, if it has a key: the next key
+    /// in rotation (the middleware spreads its attempts over the keys; it does not move an
+    /// attempt to another key on a 429).
     #[cfg(feature = "reqwest-middleware")]
     pub(crate) fn auth_for(&self, target: &Target) -> Result<Option<HeaderValue>, Failure> {
-        Ok(self.upstream(target)?.auth.clone())
+        Ok(self.upstream(target)?.keys.pick().map(|k| k.auth().clone()))
+    }
+
+    /// How each key of upstream `name` stands (by its variable's name, never its value);
+    /// empty for an unknown upstream or one without keys.
+    pub fn key_states(&self, name: &str) -> Vec<KeyView> {
+        self.upstreams
+            .load()
+            .get(name)
+            .map_or_else(Vec::new, |u| u.keys.views())
     }
 
     /// One of `target`'s upstream's `pool.max_connections` permits, waited for within the
@@ -240,7 +246,7 @@ impl Client {
         let up = self.upstream(target)?;
         let payload = upstream_body(body, target.upstream_model(), false);
         let (_connection, left) = up.connection(target).await?;
-        let resp = up.post(target, left, payload).await?;
+        let resp = up.post_keyed(target, left, payload).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let bytes = read_capped(resp).await.map_err(|f| up.scrub(f))?;
@@ -248,10 +254,13 @@ impl Client {
             Ok(d) => Ok(Done {
                 value: bytes,
                 usage: d.usage,
-                rate_limit: d.rate_limit,
+                rate_limit: up.upstream_window(d.rate_limit),
                 pending: false,
             }),
-            Err(f) => Err(up.scrub(f)),
+            Err(mut f) => {
+                f.rate_limit = up.upstream_window(f.rate_limit);
+                Err(up.scrub(f))
+            }
         }
     }
 
@@ -279,10 +288,11 @@ impl Client {
         let (connection, left) = up.connection(target).await?;
         let first_byte = first_byte.unwrap_or(left).min(left);
         let started = tokio::time::Instant::now();
-        let resp = match tokio::time::timeout(first_byte, up.post(target, left, payload)).await {
-            Ok(r) => r?,
-            Err(_) => return Err(first_byte_timeout(first_byte)),
-        };
+        let resp =
+            match tokio::time::timeout(first_byte, up.post_keyed(target, left, payload)).await {
+                Ok(r) => r?,
+                Err(_) => return Err(first_byte_timeout(first_byte)),
+            };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let is_sse = headers
@@ -300,7 +310,7 @@ impl Client {
                 },
             ));
         }
-        let rate_limit = classify::rate_limit(&headers, SystemTime::now());
+        let rate_limit = up.upstream_window(classify::rate_limit(&headers, SystemTime::now()));
         let mut reader = stream::EventReader::new(Box::pin(resp.bytes_stream()));
         // Wait for the first event with data; keep-alive comments before it are dropped.
         let (first, kind) = loop {
@@ -489,11 +499,60 @@ impl UpstreamClient {
         }
     }
 
+    /// Sends the call with the next key in rotation. An answer that blames the key rather
+    /// than the upstream — 429, 401, 403 — moves the call to another usable key at once,
+    /// within the attempt's time, before it counts as the upstream's failure (each key is
+    /// tried at most once: a 429 rests it, a 401/403 revokes it).
+    async fn post_keyed(
+        &self,
+        target: &Target,
+        left: Duration,
+        payload: Vec<u8>,
+    ) -> Result<reqwest::Response, Failure> {
+        let payload = Bytes::from(payload);
+        let started = tokio::time::Instant::now();
+        loop {
+            let key = self.keys.pick();
+            if key.is_none() && self.keys.len() > 0 {
+                return Err(Failure::status(401).message(format!(
+                    "every API key of upstream `{}` was refused (401/403): none left in rotation",
+                    self.settings.name
+                )));
+            }
+            let time = left.saturating_sub(started.elapsed());
+            let auth = key.map(key::PooledKey::auth);
+            let resp = self.post(target, time, payload.clone(), auth).await?;
+            let Some(key) = key else { return Ok(resp) };
+            let status = resp.status().as_u16();
+            let now = SystemTime::now();
+            let window = classify::rate_limit(resp.headers(), now);
+            let reset = classify::retry_after(resp.headers(), now).or(window.map(|w| w.reset));
+            let exhausted = window.is_some_and(|w| w.remaining == 0);
+            self.keys
+                .observe(&self.settings.name, key, status, reset, exhausted);
+            if matches!(status, 401 | 403 | 429) && self.keys.has_other(key) {
+                tracing::debug!(target: "tollgate::http", upstream = %self.settings.name, key_env = %key.env, status, "moving the call to another key");
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
+    /// Rate-limit headers as the executor's limiter may use them: with several keys they
+    /// describe one key's window, not the upstream's, and stay with the key pool.
+    fn upstream_window(
+        &self,
+        w: Option<crate::exec::RateLimitInfo>,
+    ) -> Option<crate::exec::RateLimitInfo> {
+        w.filter(|_| self.keys.len() <= 1)
+    }
+
     async fn post(
         &self,
         target: &Target,
         timeout: Duration,
-        payload: Vec<u8>,
+        payload: Bytes,
+        auth: Option<&HeaderValue>,
     ) -> Result<reqwest::Response, Failure> {
         let url = format!(
             "{}/chat/completions",
@@ -505,7 +564,7 @@ impl UpstreamClient {
             .timeout(timeout)
             .header(CONTENT_TYPE, "application/json")
             .body(payload);
-        if let Some(a) = &self.auth {
+        if let Some(a) = auth {
             rb = rb.header(AUTHORIZATION, a.clone());
         }
         rb.send()
@@ -524,7 +583,7 @@ impl UpstreamClient {
 
     /// Removes the key from a failure's message, should an upstream echo it.
     fn scrub(&self, mut f: Failure) -> Failure {
-        if let Some(k) = &self.key {
+        for k in self.keys.secrets() {
             if f.message.contains(k.expose()) {
                 f.message = f.message.replace(k.expose(), "<redacted>");
             }

@@ -205,8 +205,9 @@ pub struct Upstream {
     pub name: String,
     /// Base URL.
     pub base_url: String,
-    /// Where its key comes from.
-    pub api_key: Option<ApiKeyRef>,
+    /// Where its keys come from (`api_key`: one; `api_keys`: several, in rotation; none:
+    /// calls go without `Authorization`).
+    pub api_keys: Vec<ApiKeyRef>,
     /// Pool: most connections.
     pub max_connections: u32,
     /// Pool: most idle connections.

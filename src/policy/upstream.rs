@@ -16,6 +16,13 @@ pub struct Upstream {
     /// Where the API key comes from: always an environment variable, never a literal key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<ApiKey>,
+    /// Several API keys, each from an environment variable (instead of `api_key`): calls
+    /// spread over them round-robin; a key answered with 429 rests until the reset the
+    /// answer gives while the others carry the calls (the attempt moves to another key
+    /// before it counts as the upstream's failure); a key answered with 401/403 is taken out
+    /// of rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_keys: Option<Vec<ApiKey>>,
     /// Connection pool settings for the HTTP client of this upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<Pool>,

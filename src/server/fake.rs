@@ -99,6 +99,10 @@ struct Inner {
     total: AtomicU64,
     last_auth: Mutex<Option<String>>,
     last_body: Mutex<Option<Value>>,
+    /// Per `Authorization` header: the status to answer with instead (a key-level 429, 401).
+    key_status: Mutex<HashMap<String, u16>>,
+    /// Calls received per `Authorization` header.
+    calls_by_auth: Mutex<HashMap<String, u64>>,
     started: Instant,
     rng: Mutex<fastrand::Rng>,
 }
@@ -141,6 +145,8 @@ impl FakeUpstream {
             total: AtomicU64::new(0),
             last_auth: Mutex::new(None),
             last_body: Mutex::new(None),
+            key_status: Mutex::new(HashMap::new()),
+            calls_by_auth: Mutex::new(HashMap::new()),
             started: Instant::now(),
             rng: Mutex::new(fastrand::Rng::with_seed(0x5eed ^ addr.port() as u64)),
         });
@@ -210,6 +216,25 @@ impl FakeUpstream {
         lock(&self.inner.last_auth).clone()
     }
 
+    /// Answers every call made with `Bearer {key}` with `status` (429 with `retry-after:
+    /// 30`, or any other, e.g. 401): a key-level refusal; `None` serves it again.
+    pub fn answer_key(&self, key: &str, status: Option<u16>) {
+        let auth = format!("Bearer {key}");
+        match status {
+            Some(st) => lock(&self.inner.key_status).insert(auth, st),
+            None => lock(&self.inner.key_status).remove(&auth),
+        };
+    }
+
+    /// Calls received with `Bearer {key}`.
+    pub fn calls_with_key(&self, key: &str) -> u64 {
+        let auth = format!("Bearer {key}");
+        lock(&self.inner.calls_by_auth)
+            .get(&auth)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// The JSON body of the last call.
     pub fn last_body(&self) -> Option<Value> {
         lock(&self.inner.last_body).clone()
@@ -239,10 +264,25 @@ fn error(status: u16, code: &str, message: &str) -> Response {
 
 async fn handle(State(s): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
     s.total.fetch_add(1, Relaxed);
-    *lock(&s.last_auth) = headers
+    let auth = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(String::from);
+    *lock(&s.last_auth) = auth.clone();
+    if let Some(a) = &auth {
+        *lock(&s.calls_by_auth).entry(a.clone()).or_default() += 1;
+        let refused = lock(&s.key_status).get(a).copied();
+        match refused {
+            Some(429) => {
+                let mut r = error(429, "rate_limit_exceeded", "rate limit for this key");
+                r.headers_mut()
+                    .insert("retry-after", axum::http::HeaderValue::from_static("30"));
+                return r;
+            }
+            Some(st) => return error(st, "invalid_api_key", "key refused"),
+            None => {}
+        }
+    }
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
         return error(400, "invalid_json", "body is not JSON");
     };

@@ -250,6 +250,31 @@ impl Metrics {
     }
 }
 
+/// The state of every upstream key (`api_keys`), appended to the exposition: 1 for the
+/// state each key is in (`active`, `resting` or `revoked`), by its variable's name.
+pub fn render_keys(o: &mut String, keys: &[(String, Vec<crate::http::KeyView>)]) {
+    if keys.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "# HELP tollgate_upstream_key_state An upstream API key's state (1 for the state it is in)."
+    );
+    let _ = writeln!(o, "# TYPE tollgate_upstream_key_state gauge");
+    for (upstream, views) in keys {
+        for k in views {
+            for state in ["active", "resting", "revoked"] {
+                let _ = writeln!(
+                    o,
+                    "tollgate_upstream_key_state{{upstream=\"{upstream}\",key_env=\"{}\",state=\"{state}\"}} {}",
+                    k.env,
+                    u8::from(k.state == state)
+                );
+            }
+        }
+    }
+}
+
 /// Counts a request in flight while alive.
 pub struct InFlight(Arc<Metrics>);
 

@@ -638,6 +638,21 @@ async fn models(State(relay): State<Relay>) -> Response {
 struct StatusDoc {
     plan_version: u64,
     stats: Stats,
+    /// Per upstream with keys: each key's state by its variable's name (`api_keys`).
+    keys: std::collections::BTreeMap<String, Vec<crate::http::KeyView>>,
+}
+
+/// Each upstream's key states, for upstreams with keys.
+fn key_states(relay: &Relay) -> Vec<(String, Vec<crate::http::KeyView>)> {
+    relay
+        .inner
+        .exec
+        .plan()
+        .upstreams
+        .iter()
+        .map(|u| (u.name.clone(), relay.inner.client.key_states(&u.name)))
+        .filter(|(_, k)| !k.is_empty())
+        .collect()
 }
 
 async fn status(State(relay): State<Relay>) -> Response {
@@ -645,12 +660,14 @@ async fn status(State(relay): State<Relay>) -> Response {
     axum::Json(StatusDoc {
         plan_version: stats.plan_version,
         stats,
+        keys: key_states(&relay).into_iter().collect(),
     })
     .into_response()
 }
 
 async fn metrics_text(State(relay): State<Relay>) -> Response {
-    let text = relay.inner.metrics.render(&relay.inner.exec.stats());
+    let mut text = relay.inner.metrics.render(&relay.inner.exec.stats());
+    metrics::render_keys(&mut text, &key_states(&relay));
     (
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
         text,

@@ -17,7 +17,7 @@ impl Compiler<'_> {
             let d = self.error(Code::InvalidUrl, message, &path.key("base_url"));
             self.push(d.with_label("expected `https://host[:port]/path`"));
         }
-        let api_key = self.api_key(name, u.api_key.as_ref(), &path.key("api_key"));
+        let api_keys = self.api_keys(name, u, &path);
         let pool = u.pool.clone().unwrap_or(policy::Pool {
             max_connections: None,
             max_idle: None,
@@ -44,7 +44,7 @@ impl Compiler<'_> {
         Upstream {
             name: name.to_string(),
             base_url: u.base_url.clone(),
-            api_key,
+            api_keys,
             max_connections: max_connections.max(1),
             max_idle,
             idle_timeout: pool
@@ -55,6 +55,41 @@ impl Compiler<'_> {
             breaker,
             timeouts,
         }
+    }
+
+    /// `api_key`, or `api_keys` (not both, not empty, each variable once).
+    fn api_keys(&mut self, name: &str, u: &policy::Upstream, path: &KeyPath) -> Vec<ApiKeyRef> {
+        let Some(list) = &u.api_keys else {
+            return self
+                .api_key(name, u.api_key.as_ref(), &path.key("api_key"))
+                .into_iter()
+                .collect();
+        };
+        let at = path.key("api_keys");
+        if u.api_key.is_some() {
+            let message = format!("upstream `{name}` sets both `api_key` and `api_keys`");
+            let d = self.error(Code::ConflictingKeys, message, &at);
+            self.push(d.with_help("list every key in `api_keys`"));
+        }
+        if list.is_empty() {
+            let message = format!("upstream `{name}`: `api_keys` is empty");
+            let d = self.error(Code::InvalidValue, message, &at);
+            self.push(d.with_label("expected at least one `{ env = \"VAR\" }`"));
+        }
+        let mut keys: Vec<ApiKeyRef> = Vec::with_capacity(list.len());
+        let mut seen: Vec<&str> = Vec::with_capacity(list.len());
+        for k in list {
+            if let ApiKey::Env(e) = k {
+                if seen.contains(&e.env.as_str()) {
+                    let message = format!("upstream `{name}`: `api_keys` names `{}` twice", e.env);
+                    self.push(self.error(Code::InvalidValue, message, &at));
+                    continue;
+                }
+                seen.push(&e.env);
+            }
+            keys.extend(self.api_key(name, Some(k), &at));
+        }
+        keys
     }
 
     /// `api_key`: the name of an environment variable, never a key.
