@@ -103,6 +103,28 @@ struct UpstreamClient {
     keys: KeyPool,
 }
 
+/// The OpenAI-format endpoints a call can go to, under `{base_url}/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `chat/completions`.
+    ChatCompletions,
+    /// `completions` (the legacy text completions).
+    Completions,
+    /// `embeddings` (priced by input tokens; nothing is generated).
+    Embeddings,
+}
+
+impl Endpoint {
+    /// The path under the upstream's `base_url`.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat/completions",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+        }
+    }
+}
+
 /// HTTP clients for every upstream of a plan. Cheap to clone; clones share pools.
 #[derive(Clone)]
 pub struct Client {
@@ -243,10 +265,20 @@ impl Client {
         target: &Target,
         body: &Map<String, Value>,
     ) -> Result<Done<Bytes>, Failure> {
+        self.send_to(target, Endpoint::ChatCompletions, body).await
+    }
+
+    /// Like [`Client::send`], to another endpoint (`POST {base_url}/{endpoint}`).
+    pub async fn send_to(
+        &self,
+        target: &Target,
+        endpoint: Endpoint,
+        body: &Map<String, Value>,
+    ) -> Result<Done<Bytes>, Failure> {
         let up = self.upstream(target)?;
         let payload = upstream_body(body, target.upstream_model(), false);
         let (_connection, left) = up.connection(target).await?;
-        let resp = up.post_keyed(target, left, payload).await?;
+        let resp = up.post_keyed(target, endpoint, left, payload).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let bytes = read_capped(resp).await.map_err(|f| up.scrub(f))?;
@@ -276,6 +308,20 @@ impl Client {
         first_byte: Option<Duration>,
         idle: Option<Duration>,
     ) -> Result<Done<SseStream>, Failure> {
+        let timeouts = (first_byte, idle);
+        self.send_stream_to(target, Endpoint::ChatCompletions, body, timeouts)
+            .await
+    }
+
+    /// Like [`Client::send_stream`], to another endpoint (`completions`); `timeouts` are
+    /// the first-byte and idle-chunk timeouts.
+    pub async fn send_stream_to(
+        &self,
+        target: &Target,
+        endpoint: Endpoint,
+        body: &Map<String, Value>,
+        (first_byte, idle): (Option<Duration>, Option<Duration>),
+    ) -> Result<Done<SseStream>, Failure> {
         let up = self.upstream(target)?;
         let forward_usage = body
             .get("stream_options")
@@ -289,7 +335,9 @@ impl Client {
         let first_byte = first_byte.unwrap_or(left).min(left);
         let started = tokio::time::Instant::now();
         let resp =
-            match tokio::time::timeout(first_byte, up.post_keyed(target, left, payload)).await {
+            match tokio::time::timeout(first_byte, up.post_keyed(target, endpoint, left, payload))
+                .await
+            {
                 Ok(r) => r?,
                 Err(_) => return Err(first_byte_timeout(first_byte)),
             };
@@ -506,6 +554,7 @@ impl UpstreamClient {
     async fn post_keyed(
         &self,
         target: &Target,
+        endpoint: Endpoint,
         left: Duration,
         payload: Vec<u8>,
     ) -> Result<reqwest::Response, Failure> {
@@ -521,7 +570,9 @@ impl UpstreamClient {
             }
             let time = left.saturating_sub(started.elapsed());
             let auth = key.map(key::PooledKey::auth);
-            let resp = self.post(target, time, payload.clone(), auth).await?;
+            let resp = self
+                .post(target, endpoint, time, payload.clone(), auth)
+                .await?;
             let Some(key) = key else { return Ok(resp) };
             let status = resp.status().as_u16();
             let now = SystemTime::now();
@@ -550,14 +601,13 @@ impl UpstreamClient {
     async fn post(
         &self,
         target: &Target,
+        endpoint: Endpoint,
         timeout: Duration,
         payload: Bytes,
         auth: Option<&HeaderValue>,
     ) -> Result<reqwest::Response, Failure> {
-        let url = format!(
-            "{}/chat/completions",
-            target.base_url().trim_end_matches('/')
-        );
+        let base = target.base_url().trim_end_matches('/');
+        let url = format!("{base}/{}", endpoint.path());
         let mut rb = self
             .http_for(target)
             .post(url)
@@ -677,6 +727,33 @@ fn upstream_body(body: &Map<String, Value>, model: &str, stream: bool) -> Vec<u8
         m.remove("stream_options");
     }
     serde_json::to_vec(&m).expect("a JSON map serializes")
+}
+
+/// [`request_attributes`] for a call to `endpoint`: the prompt is the chat's messages, a
+/// completion's `prompt` or an embedding's `input` (strings, or arrays of strings); an
+/// embedding reserves no output tokens.
+pub fn request_attributes_for(endpoint: Endpoint, body: &Map<String, Value>) -> Request {
+    let field = match endpoint {
+        Endpoint::ChatCompletions => return request_attributes(body),
+        Endpoint::Completions => "prompt",
+        Endpoint::Embeddings => "input",
+    };
+    let mut req = request_attributes(body);
+    let text = match body.get(field) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) => {
+            let parts: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
+            parts.join("\n")
+        }
+        _ => String::new(),
+    };
+    if !text.is_empty() {
+        req.prompt = Some(text);
+    }
+    if endpoint == Endpoint::Embeddings {
+        req.max_tokens = Some(0);
+    }
+    req
 }
 
 /// The request attributes routes match on, from an OpenAI chat-completions body: `model`,

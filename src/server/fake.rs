@@ -152,6 +152,8 @@ impl FakeUpstream {
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(handle))
+            .route("/v1/completions", post(handle))
+            .route("/v1/embeddings", post(handle))
             .with_state(inner.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -253,6 +255,47 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The answer of `/v1/embeddings` (a small vector per input, priced by input tokens) and of
+/// a plain `/v1/completions` (the text completion format); `None` for chat completions (and
+/// a streamed legacy completion, answered in the chat stream's format).
+fn other_endpoint(path: &str, name: &str, model: &str, req: &Value) -> Option<Response> {
+    let texts = |field: &str| -> Vec<String> {
+        match req.get(field) {
+            Some(Value::String(t)) => vec![t.clone()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let tokens = |t: &[String]| t.iter().map(|s| (s.len() as u64).div_ceil(4)).sum::<u64>();
+    let body = if path.ends_with("/embeddings") {
+        let input = texts("input");
+        let data: Vec<Value> = input
+            .iter()
+            .enumerate()
+            .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": [t.len() as f64, 0.5, -0.5]}))
+            .collect();
+        let n = tokens(&input);
+        json!({"object": "list", "data": data, "model": model,
+               "usage": {"prompt_tokens": n, "total_tokens": n}})
+    } else if path.ends_with("/v1/completions")
+        && !req.get("stream").and_then(Value::as_bool).unwrap_or(false)
+    {
+        let prompt = texts("prompt");
+        let text = format!("{name}/{model}: {}", prompt.join(" "));
+        let (p, c) = (tokens(&prompt), text.split_whitespace().count() as u64);
+        json!({"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": model,
+               "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+               "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}})
+    } else {
+        return None;
+    };
+    Some((StatusCode::OK, axum::Json(body)).into_response())
+}
+
 fn error(status: u16, code: &str, message: &str) -> Response {
     let body = json!({"error": {"message": message, "type": "server_error", "code": code}});
     (
@@ -262,7 +305,12 @@ fn error(status: u16, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-async fn handle(State(s): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(s): State<Arc<Inner>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     s.total.fetch_add(1, Relaxed);
     let auth = headers
         .get("authorization")
@@ -361,6 +409,9 @@ async fn handle(State(s): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) ->
             .header("content-type", "application/json")
             .body(Body::from_stream(stream))
             .unwrap_or_else(|_| error(500, "x", "x"));
+    }
+    if let Some(r) = other_endpoint(uri.path(), &s.name, &model, &req) {
+        return r;
     }
     let prompt_text = last_user_message(&req);
     let reply = format!("{}/{}: {}", s.name, model, prompt_text);

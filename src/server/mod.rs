@@ -8,10 +8,16 @@
 //!   `model` replaced by the chosen target's `upstream_model`. Responses carry
 //!   `x-tollgate-route`, `-model`, `-upstream`, `-attempts`, `-failovers` (moves to another
 //!   target: [`Served::failovers`](crate::exec::Served::failovers)) and `-cost-usd`.
+//! - `POST /v1/completions` — the legacy text completions (`prompt` a string or an array;
+//!   plain and streaming), passed through to the target's upstream under the policy.
+//! - `POST /v1/embeddings` — `input` a string or an array; priced by input tokens (no
+//!   output is reserved), under the same limits, breakers, budgets and failover; never
+//!   streamed (a `"stream": true` is a 400).
 //! - `GET /v1/models` — every route and every model, as OpenAI model objects
 //!   (`owned_by` is `tollgate-route` or the model's upstream).
 //! - `GET /healthz` — `ok`.
-//! - `GET /status` — JSON: the plan version and the executor's [`Stats`].
+//! - `GET /status` — JSON: the plan version, the executor's [`Stats`], and each upstream
+//!   key's state (`keys`).
 //! - `GET /metrics` — Prometheus text (see [`metrics`]).
 //!
 //! # Which `model` names are accepted
@@ -88,7 +94,7 @@ pub use metrics::Metrics;
 use crate::exec::{
     ExecError, Executor, Failure, FailureKind, Request, Served, SkipReason, Stats, StopReason,
 };
-use crate::http::{self, Client, SseStream};
+use crate::http::{self, Client, Endpoint, SseStream};
 use crate::plan::Plan;
 
 /// Default request body limit (4 MiB).
@@ -186,6 +192,8 @@ impl Relay {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/v1/chat/completions", post(chat_completions))
+            .route("/v1/completions", post(completions))
+            .route("/v1/embeddings", post(embeddings))
             .route("/v1/models", get(models))
             .route("/healthz", get(|| async { "ok" }))
             .route("/status", get(status))
@@ -253,6 +261,53 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    openai_call(relay, headers, body, Endpoint::ChatCompletions).await
+}
+
+/// `POST /v1/completions`: the legacy text completions, passed through under the policy.
+async fn completions(
+    State(relay): State<Relay>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    openai_call(relay, headers, body, Endpoint::Completions).await
+}
+
+/// `POST /v1/embeddings`, priced by input tokens, under the same limits, breakers, budgets
+/// and failover.
+async fn embeddings(
+    State(relay): State<Relay>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    openai_call(relay, headers, body, Endpoint::Embeddings).await
+}
+
+/// What a call to `endpoint` must carry: its error when it does not.
+fn check_shape(endpoint: Endpoint, body: &Map<String, Value>) -> Result<(), &'static str> {
+    let text_or_list = |v: Option<&Value>| v.is_some_and(|v| v.is_string() || v.is_array());
+    match endpoint {
+        Endpoint::ChatCompletions if !body.get("messages").is_some_and(Value::is_array) => {
+            Err("`messages` must be an array")
+        }
+        Endpoint::Completions if !text_or_list(body.get("prompt")) => {
+            Err("`prompt` must be a string or an array")
+        }
+        Endpoint::Embeddings if !text_or_list(body.get("input")) => {
+            Err("`input` must be a string or an array")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// One OpenAI-format call to `endpoint`: authenticated, checked, routed and run under the
+/// plan, plain or streamed.
+async fn openai_call(
+    relay: Relay,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    endpoint: Endpoint,
+) -> Response {
     let inner = &relay.inner;
     let _in_flight = inner.metrics.start();
     // The plan the checks below use, loaded once (the executor takes its own snapshot).
@@ -278,10 +333,10 @@ async fn chat_completions(
         Ok(_) => return bad_request("invalid_request", "the body must be a JSON object"),
         Err(e) => return bad_request("invalid_json", &format!("the body is not valid JSON: {e}")),
     };
-    if !body.get("messages").is_some_and(Value::is_array) {
-        return bad_request("invalid_request", "`messages` must be an array");
+    if let Err(why) = check_shape(endpoint, &body) {
+        return bad_request("invalid_request", why);
     }
-    let mut req = http::request_attributes(&body);
+    let mut req = http::request_attributes_for(endpoint, &body);
     req.task = headers
         .get("x-tollgate-task")
         .and_then(|v| v.to_str().ok())
@@ -306,10 +361,14 @@ async fn chat_completions(
             );
         }
     }
-    if body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
-        stream_completion(relay.clone(), req, body).await
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    if stream && endpoint == Endpoint::Embeddings {
+        return bad_request("invalid_request", "embeddings do not stream");
+    }
+    if stream {
+        stream_completion(relay.clone(), req, body, endpoint).await
     } else {
-        plain_completion(&relay, &req, &body).await
+        plain_completion(&relay, &req, &body, endpoint).await
     }
 }
 
@@ -403,14 +462,19 @@ fn outcome_label<T>(r: &Result<T, Failure>) -> String {
     }
 }
 
-async fn plain_completion(relay: &Relay, req: &Request, body: &Map<String, Value>) -> Response {
+async fn plain_completion(
+    relay: &Relay,
+    req: &Request,
+    body: &Map<String, Value>,
+    endpoint: Endpoint,
+) -> Response {
     let inner = &relay.inner;
     let result = inner
         .exec
         .execute(req, |t, _| {
             let mut g = attempt_guard(&inner.metrics, &t);
             async move {
-                let r = inner.client.send(&t, body).await;
+                let r = inner.client.send_to(&t, endpoint, body).await;
                 g.finish(outcome_label(&r));
                 r
             }
@@ -430,7 +494,12 @@ async fn plain_completion(relay: &Relay, req: &Request, body: &Map<String, Value
     }
 }
 
-async fn stream_completion(relay: Relay, req: Request, body: Map<String, Value>) -> Response {
+async fn stream_completion(
+    relay: Relay,
+    req: Request,
+    body: Map<String, Value>,
+    endpoint: Endpoint,
+) -> Response {
     let inner = &relay.inner;
     let result = inner
         .exec
@@ -438,8 +507,11 @@ async fn stream_completion(relay: Relay, req: Request, body: Map<String, Value>)
             let mut g = attempt_guard(&inner.metrics, &t);
             let body = &body;
             async move {
-                let (fb, idle) = http::streaming_timeouts(&t);
-                let r = inner.client.send_stream(&t, body, fb, idle).await;
+                let timeouts = http::streaming_timeouts(&t);
+                let r = inner
+                    .client
+                    .send_stream_to(&t, endpoint, body, timeouts)
+                    .await;
                 g.finish(outcome_label(&r));
                 r
             }
