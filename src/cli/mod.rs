@@ -1,4 +1,5 @@
-//! The `tollgate` command line: `check`, `schema`, `explain`, `watch`, `serve`, `demo`.
+//! The `tollgate` command line: `check`, `schema`, `explain`, `watch`, `serve`, `demo`,
+//! `simulate`.
 //!
 //! Exit codes: 0 success (warnings allowed), 1 an invalid policy, 2 a usage or I/O error.
 
@@ -6,6 +7,7 @@ mod check;
 mod demo;
 mod explain;
 mod serve;
+mod simulate;
 mod watch;
 
 use std::io::IsTerminal;
@@ -98,6 +100,32 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Run a scenario (traffic, upstream behaviour, events over simulated time) under the
+    /// policy, in virtual time, and report what it did. Exit 1 when an `[expect]` gate
+    /// fails, 2 for a bad scenario or arguments.
+    Simulate {
+        /// The scenario file (`docs/scenario.md`).
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Seed (overrides the scenario's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// `human` (a summary) or `json` (`docs/simulate.md`).
+        #[arg(long, value_enum, default_value_t = simulate::SimFormat::Human)]
+        format: simulate::SimFormat,
+        /// Write the report to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// A second policy (files or directories, repeatable) to run the same scenario and
+        /// seed under, shown side by side with the differences.
+        #[arg(long)]
+        baseline: Vec<PathBuf>,
+        /// Policy files, or directories of *.toml files (merged as one policy, like `serve`).
+        #[arg(required = true)]
+        policy: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of scenario files.
+    ScenarioSchema,
 }
 
 /// Diagnostic output format.
@@ -223,5 +251,24 @@ pub fn main() -> ExitCode {
             rate,
             seed,
         } => demo::run(&policy, requests, concurrency, rate, seed),
+        Command::Simulate {
+            scenario,
+            seed,
+            format,
+            out,
+            baseline,
+            policy,
+        } => simulate::run(&simulate::Args {
+            scenario,
+            seed,
+            format,
+            out,
+            baseline,
+            policy,
+        }),
+        Command::ScenarioSchema => {
+            out!("{}\n", crate::sim::file::schema_json());
+            ExitCode::SUCCESS
+        }
     }
 }

@@ -382,7 +382,7 @@ async fn drive(
         events: RefCell::new(opts.keep_events.then(Vec::new)),
         digest: Cell::new(0xcbf2_9ce4_8422_2325),
         next_attempt: Cell::new(0),
-        recorder: RefCell::new(opts.record.map(Recorder::new)),
+        recorder: RefCell::new(opts.record.clone().map(Recorder::new)),
     });
     let mut rng = fastrand::Rng::with_seed(s.seed);
     let arrivals = super::traffic::Arrivals::new(&s.traffic, &mut rng);

@@ -44,6 +44,7 @@ mod backend;
 mod check;
 mod engine;
 mod event;
+pub mod file;
 mod promise;
 pub mod random;
 mod record;
@@ -57,7 +58,7 @@ pub use check::{Checker, TICK_NS};
 pub use engine::SimPanic;
 pub use event::{AttemptResult, Event, Outcome};
 pub use promise::{Promise, Violation};
-pub use record::{BudgetTrack, Histogram, Interval, Record, RecordOptions};
+pub use record::{record_empty, BudgetTrack, Histogram, Interval, Record, RecordOptions, Spend};
 pub use scenario::{
     Burst, Faults, Mix, Phase, Reload, Scenario, Segment, SharedScript, Template, Traffic,
     UpstreamScript,

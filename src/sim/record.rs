@@ -11,12 +11,14 @@ use super::event::{Event, Outcome};
 use crate::exec::{Executor, SkipReason};
 
 /// How finely to record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordOptions {
     /// Width of one interval of the time series, ms (at least 1).
     pub bucket_ms: u64,
     /// How often budgets are sampled, ms (at least 1).
     pub sample_ms: u64,
+    /// The model savings are computed against (default: the plan's `baseline_model`).
+    pub baseline_model: Option<String>,
 }
 
 /// A latency histogram on a geometric grid: bucket `i > 0` holds values in
@@ -151,6 +153,24 @@ pub struct Record {
     pub budgets: BTreeMap<String, BudgetTrack>,
     /// Plan reloads: `(ms, version)`.
     pub reloads: Vec<(u64, u64)>,
+    /// What the executor recorded as spent (late usage of streams and billed failures
+    /// included), under the plan in force at the end, USD.
+    pub spend: Spend,
+}
+
+/// Spend by model, route and upstream, and against a baseline.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Spend {
+    /// Everything, USD.
+    pub total_usd: f64,
+    /// By model name.
+    pub by_model: BTreeMap<String, f64>,
+    /// By route name.
+    pub by_route: BTreeMap<String, f64>,
+    /// By upstream name.
+    pub by_upstream: BTreeMap<String, f64>,
+    /// `(baseline model, what the same tokens would have cost on it, USD)`.
+    pub baseline: Option<(String, f64)>,
 }
 
 /// Builds a [`Record`] from the events and the executor's state.
@@ -171,14 +191,15 @@ fn ms(ns: u64) -> u64 {
 
 impl Recorder {
     pub(crate) fn new(opts: RecordOptions) -> Self {
-        let opts = RecordOptions {
-            bucket_ms: opts.bucket_ms.max(1),
-            sample_ms: opts.sample_ms.max(1),
-        };
+        let bucket_ms = opts.bucket_ms.max(1);
         Recorder {
-            opts,
+            opts: RecordOptions {
+                bucket_ms,
+                sample_ms: opts.sample_ms.max(1),
+                ..opts
+            },
             rec: Record {
-                bucket_ms: opts.bucket_ms,
+                bucket_ms,
                 intervals: Vec::new(),
                 latency: Histogram::new(1.02),
                 failovers: 0,
@@ -189,6 +210,7 @@ impl Recorder {
                 breakers: BTreeMap::new(),
                 budgets: BTreeMap::new(),
                 reloads: Vec::new(),
+                spend: Spend::default(),
             },
             starts: BTreeMap::new(),
             seen: BTreeMap::new(),
@@ -327,6 +349,40 @@ impl Recorder {
     pub(crate) fn finish(mut self, at: u64, exec: &Executor) -> Record {
         self.breakers(at, exec);
         self.sample(at, exec);
+        let plan = exec.plan();
+        let baseline = match &self.opts.baseline_model {
+            Some(name) => plan.model_by_name(name),
+            None => plan.baseline_model,
+        };
+        let (report, savings) = exec.spend_report(baseline);
+        let usd = |u: crate::exec::price::Usd| u.nanos() as f64 / 1e9;
+        let named = |lines: &[crate::exec::price::SpendLine], name: &dyn Fn(usize) -> String| {
+            lines
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.calls > 0)
+                .map(|(i, l)| (name(i), usd(l.spend)))
+                .collect::<BTreeMap<_, _>>()
+        };
+        self.rec.spend = Spend {
+            total_usd: usd(report.total.spend),
+            by_model: named(&report.by_model, &|i| plan.models[i].name.clone()),
+            by_route: named(&report.by_route, &|i| plan.routes[i].name.clone()),
+            by_upstream: named(&report.by_upstream, &|i| plan.upstreams[i].name.clone()),
+            baseline: baseline
+                .zip(savings)
+                .map(|(m, s)| (plan.model(m).name.clone(), usd(s.baseline))),
+        };
         self.rec
     }
+}
+
+/// An empty record with intervals of `bucket_ms`.
+pub fn record_empty(bucket_ms: u64) -> Record {
+    Recorder::new(RecordOptions {
+        bucket_ms,
+        sample_ms: bucket_ms,
+        baseline_model: None,
+    })
+    .rec
 }
