@@ -454,6 +454,9 @@ async fn swaps(world: Rc<World>, t0: Instant, reloads: Vec<(u64, Plan)>) -> Resu
         tokio::time::sleep_until(t0 + Duration::from_millis(at_ms)).await;
         world.plans.borrow_mut().push(plan.clone());
         world.checker.borrow_mut().add_plan(plan.clone());
+        if let Some(r) = world.recorder.borrow_mut().as_mut() {
+            r.retire(world.exec.runtime());
+        }
         let version = world
             .exec
             .swap_plan(plan)

@@ -158,6 +158,43 @@ pub struct Record {
     pub spend: Spend,
 }
 
+impl Spend {
+    /// Adds what `rt` recorded; the baseline is `baseline` (default: the plan's own).
+    fn add(&mut self, rt: &crate::exec::state::Runtime, baseline: Option<&str>) {
+        let plan = &rt.plan;
+        let report = rt.spend.report();
+        let usd = |u: crate::exec::price::Usd| u.nanos() as f64 / 1e9;
+        let add = |map: &mut BTreeMap<String, f64>,
+                   lines: &[crate::exec::price::SpendLine],
+                   name: &dyn Fn(usize) -> String| {
+            for (i, l) in lines.iter().enumerate().filter(|(_, l)| l.calls > 0) {
+                *map.entry(name(i)).or_default() += usd(l.spend);
+            }
+        };
+        self.total_usd += usd(report.total.spend);
+        add(&mut self.by_model, &report.by_model, &|i| {
+            plan.models[i].name.clone()
+        });
+        add(&mut self.by_route, &report.by_route, &|i| {
+            plan.routes[i].name.clone()
+        });
+        add(&mut self.by_upstream, &report.by_upstream, &|i| {
+            plan.upstreams[i].name.clone()
+        });
+        let model = match baseline {
+            Some(name) => plan.model_by_name(name),
+            None => plan.baseline_model,
+        };
+        if let Some((m, price)) = model.and_then(|m| Some((m, plan.model(m).price?))) {
+            let saved = report.savings(price);
+            let entry = self
+                .baseline
+                .get_or_insert_with(|| (plan.model(m).name.clone(), 0.0));
+            entry.1 += usd(saved.baseline);
+        }
+    }
+}
+
 /// Spend by model, route and upstream, and against a baseline.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Spend {
@@ -183,6 +220,9 @@ pub(crate) struct Recorder {
     seen: BTreeMap<String, (&'static str, u64)>,
     version: u64,
     next_sample_ms: u64,
+    /// The runtimes of plans swapped out: their spend counts too (calls that started
+    /// under them settle there).
+    retired: Vec<std::sync::Arc<crate::exec::state::Runtime>>,
 }
 
 fn ms(ns: u64) -> u64 {
@@ -216,6 +256,7 @@ impl Recorder {
             seen: BTreeMap::new(),
             version: 0,
             next_sample_ms: 0,
+            retired: Vec::new(),
         }
     }
 
@@ -274,6 +315,11 @@ impl Recorder {
             *self.rec.served_by_route.entry(route.clone()).or_default() += 1;
             *self.rec.served_by_model.entry(model.clone()).or_default() += 1;
         }
+    }
+
+    /// Keeps the runtime of a plan about to be swapped out, for its spend.
+    pub(crate) fn retire(&mut self, rt: std::sync::Arc<crate::exec::state::Runtime>) {
+        self.retired.push(rt);
     }
 
     /// Counts the targets a failed request skipped, by why.
@@ -349,30 +395,11 @@ impl Recorder {
     pub(crate) fn finish(mut self, at: u64, exec: &Executor) -> Record {
         self.breakers(at, exec);
         self.sample(at, exec);
-        let plan = exec.plan();
-        let baseline = match &self.opts.baseline_model {
-            Some(name) => plan.model_by_name(name),
-            None => plan.baseline_model,
-        };
-        let (report, savings) = exec.spend_report(baseline);
-        let usd = |u: crate::exec::price::Usd| u.nanos() as f64 / 1e9;
-        let named = |lines: &[crate::exec::price::SpendLine], name: &dyn Fn(usize) -> String| {
-            lines
-                .iter()
-                .enumerate()
-                .filter(|(_, l)| l.calls > 0)
-                .map(|(i, l)| (name(i), usd(l.spend)))
-                .collect::<BTreeMap<_, _>>()
-        };
-        self.rec.spend = Spend {
-            total_usd: usd(report.total.spend),
-            by_model: named(&report.by_model, &|i| plan.models[i].name.clone()),
-            by_route: named(&report.by_route, &|i| plan.routes[i].name.clone()),
-            by_upstream: named(&report.by_upstream, &|i| plan.upstreams[i].name.clone()),
-            baseline: baseline
-                .zip(savings)
-                .map(|(m, s)| (plan.model(m).name.clone(), usd(s.baseline))),
-        };
+        let mut spend = Spend::default();
+        for rt in self.retired.iter().chain(std::iter::once(&exec.runtime())) {
+            spend.add(rt, self.opts.baseline_model.as_deref());
+        }
+        self.rec.spend = spend;
         self.rec
     }
 }

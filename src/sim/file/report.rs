@@ -400,6 +400,7 @@ fn human_one(r: &PolicyReport, out: &mut String) {
     let _ = writeln!(out, "  outcomes: {}", list(&r.outcomes));
     if !r.served_by_route.is_empty() {
         let _ = writeln!(out, "  served by route: {}", list(&r.served_by_route));
+        let _ = writeln!(out, "  served by model: {}", list(&r.served_by_model));
     }
     for (name, b) in &r.breakers {
         let _ = writeln!(
