@@ -210,19 +210,19 @@ pub fn run(label: &str, plan: Plan, p: &Prepared) -> Result<PolicyReport, RunErr
         policy: label.to_string(),
         requests: s.requests,
         succeeded,
-        success_rate: ratio(succeeded, s.requests),
+        success_rate: r6(ratio(succeeded, s.requests)),
         attempts: s.attempts,
-        amplification: if s.requests == 0 {
+        amplification: r6(if s.requests == 0 {
             0.0
         } else {
             ratio(s.attempts, s.requests)
-        },
-        cost_usd: rec.spend.total_usd,
+        }),
+        cost_usd: r6(rec.spend.total_usd),
         latency_ms: Percentiles {
-            p50: rec.latency.quantile(0.5),
-            p90: rec.latency.quantile(0.9),
-            p99: rec.latency.quantile(0.99),
-            max: rec.latency.max(),
+            p50: r1(rec.latency.quantile(0.5)),
+            p90: r1(rec.latency.quantile(0.9)),
+            p99: r1(rec.latency.quantile(0.99)),
+            max: r1(rec.latency.max()),
         },
         simulated_seconds: s.virtual_ms / 1000.0,
         outcomes: s.outcomes.clone(),
@@ -231,14 +231,14 @@ pub fn run(label: &str, plan: Plan, p: &Prepared) -> Result<PolicyReport, RunErr
         served_by_route: rec.served_by_route.clone(),
         served_by_model: rec.served_by_model.clone(),
         cost_by: CostBy {
-            model: rec.spend.by_model.clone(),
-            route: rec.spend.by_route.clone(),
-            upstream: rec.spend.by_upstream.clone(),
+            model: rounded(&rec.spend.by_model),
+            route: rounded(&rec.spend.by_route),
+            upstream: rounded(&rec.spend.by_upstream),
         },
         savings: rec.spend.baseline.as_ref().map(|(m, usd)| Savings {
             baseline_model: m.clone(),
-            baseline_usd: *usd,
-            saved_usd: usd - rec.spend.total_usd,
+            baseline_usd: r6(*usd),
+            saved_usd: r6(usd - rec.spend.total_usd),
         }),
         budgets: budgets(&rec),
         breakers: breakers(&rec),
@@ -255,6 +255,20 @@ pub fn run(label: &str, plan: Plan, p: &Prepared) -> Result<PolicyReport, RunErr
     Ok(report)
 }
 
+/// Rounded to a millionth (dollars, ratios): the document does not show float noise.
+fn r6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+/// Rounded to a tenth (milliseconds).
+fn r1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn rounded(m: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    m.iter().map(|(k, v)| (k.clone(), r6(*v))).collect()
+}
+
 fn secs(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
@@ -266,7 +280,7 @@ fn budgets(rec: &Record) -> BTreeMap<String, BudgetReport> {
             let r = BudgetReport {
                 limit_usd: b.limit_usd,
                 exhausted_at_s: b.exhausted_at_ms.map(secs),
-                spent: b.spent.iter().map(|(t, v)| (secs(*t), *v)).collect(),
+                spent: b.spent.iter().map(|(t, v)| (secs(*t), r6(*v))).collect(),
             };
             (name.clone(), r)
         })
@@ -299,9 +313,9 @@ fn series(rec: &Record) -> Series {
             .map(|i| i.outcomes.values().sum::<u64>() - served(i))
             .collect(),
         attempts: iv.iter().map(|i| i.attempts).collect(),
-        p50_ms: iv.iter().map(|i| i.latency.quantile(0.5)).collect(),
-        p99_ms: iv.iter().map(|i| i.latency.quantile(0.99)).collect(),
-        cost_usd: iv.iter().map(|i| i.cost_usd).collect(),
+        p50_ms: iv.iter().map(|i| r1(i.latency.quantile(0.5))).collect(),
+        p99_ms: iv.iter().map(|i| r1(i.latency.quantile(0.99))).collect(),
+        cost_usd: iv.iter().map(|i| r6(i.cost_usd)).collect(),
     }
 }
 
@@ -339,10 +353,10 @@ fn gates(r: &PolicyReport, p: &Prepared) -> Vec<Gate> {
 /// policy − baseline.
 pub fn differences(a: &PolicyReport, b: &PolicyReport) -> Differences {
     Differences {
-        success_rate: a.success_rate - b.success_rate,
-        cost_usd: a.cost_usd - b.cost_usd,
-        p99_ms: a.latency_ms.p99 - b.latency_ms.p99,
-        amplification: a.amplification - b.amplification,
+        success_rate: r6(a.success_rate - b.success_rate),
+        cost_usd: r6(a.cost_usd - b.cost_usd),
+        p99_ms: r1(a.latency_ms.p99 - b.latency_ms.p99),
+        amplification: r6(a.amplification - b.amplification),
         failovers: a.failovers as i64 - b.failovers as i64,
     }
 }
