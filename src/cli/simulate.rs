@@ -58,6 +58,9 @@ fn refused(e: PrepareError) -> ExitCode {
 /// One policy's report under the scenario.
 fn one(a: &Args, paths: &[PathBuf]) -> Result<(report::PolicyReport, u64, u64), ExitCode> {
     let (plan, prepared) = prepare(&a.scenario, paths, a.seed).map_err(refused)?;
+    if !prepared.warnings.items.is_empty() {
+        eprint!("{}", prepared.warnings.render(false));
+    }
     let r = report::run(&label(paths), plan, &prepared).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(EXIT_INVALID)

@@ -37,6 +37,8 @@ pub struct Prepared {
     pub expect: Expect,
     /// The model savings are computed against.
     pub baseline_model: Option<String>,
+    /// Warnings about the scenario (no errors).
+    pub warnings: Diagnostics,
 }
 
 /// Why a scenario cannot run.
@@ -82,12 +84,18 @@ pub fn prepare(
     let Some(file) = l.file.take() else {
         return Err(PrepareError::Scenario(l.to_diagnostics()));
     };
-    let plan = policy(policy_paths, &[])?;
+    let plan = match policy(policy_paths, &[]) {
+        Ok(p) => p,
+        // A broken scenario is reported first: it is the input being written.
+        Err(_) if l.has_errors() => return Err(PrepareError::Scenario(l.to_diagnostics())),
+        Err(e) => return Err(e),
+    };
     let prepared = compile(&mut l, &file, &plan, seed);
     if l.has_errors() {
         return Err(PrepareError::Scenario(l.to_diagnostics()));
     }
     let mut prepared = prepared;
+    prepared.warnings = l.to_diagnostics();
     let dir = scenario.parent().unwrap_or(Path::new("."));
     let mut current: Vec<PathBuf> = policy_paths.to_vec();
     let mut prices: Vec<(String, crate::policy::Price)> = Vec::new();
@@ -179,6 +187,7 @@ pub fn compile(
         bucket_ms,
         expect: f.expect.unwrap_or_default(),
         baseline_model: f.baseline_model.clone(),
+        warnings: Diagnostics::default(),
     }
 }
 
@@ -195,7 +204,11 @@ fn unknown<'a>(
         p,
         format!("the policy has no {what} `{name}`"),
     );
-    d.label = Some(format!("expected one of {}", one_of(known.clone())));
+    d.label = Some(if known.clone().next().is_none() {
+        format!("the policy defines no {what}")
+    } else {
+        format!("expected one of {}", one_of(known.clone()))
+    });
     d.help = did_you_mean(name, known);
 }
 
@@ -501,7 +514,7 @@ fn check_behaviour(l: &mut LoadedScenario, p: &KeyPath, b: &Behaviour) {
             l.error(
                 Code::ShareOutOfRange,
                 &q,
-                format!("failure shares add up to {sum}"),
+                format!("failure shares add up to {}", (sum * 1e6).round() / 1e6),
             )
             .label = Some("expected a sum of at most 1".into());
         }

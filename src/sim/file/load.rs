@@ -18,7 +18,9 @@ use crate::policy::spans::{KeyPath, Seg, SpanIndex};
 /// A scenario file as far as it could be read, with what went wrong.
 #[derive(Debug)]
 pub struct LoadedScenario {
-    /// The scenario, when it parsed with no error.
+    /// The scenario as far as it could be read: with errors in `diagnostics`, the keys in
+    /// error are left out (required ones filled with placeholders), so later checks still
+    /// see the rest.
     pub file: Option<ScenarioFile>,
     /// Its path.
     pub path: PathBuf,
@@ -187,20 +189,20 @@ fn placeholder(i: usize) -> Option<Value> {
 }
 
 /// Deserializes the whole file; each error is reported and its key pruned (a missing one
-/// filled), then extraction is tried again.
+/// filled), then extraction is tried again: what is left is returned.
 fn extract(l: &mut LoadedScenario, value: &Value) -> Option<ScenarioFile> {
     use figment::error::Kind;
     let mut v = value.clone();
-    let mut failed = false;
     let mut pruned: Vec<Vec<String>> = Vec::new();
     let mut filled: Vec<(Vec<String>, usize)> = Vec::new();
+    // Keys an unknown key was probably meant to be: (table, key); not reported missing.
+    let mut suggested: Vec<(Vec<String>, String)> = Vec::new();
     // Each round prunes or fills a key, so this ends; the bound is a guard.
     for _ in 0..256 {
         let err = match ScenarioFile::deserialize(&v) {
-            Ok(f) => return (!failed).then_some(f),
+            Ok(f) => return Some(f),
             Err(e) => e,
         };
-        failed = true;
         let rel = err.path.clone();
         if let Some((p, i)) = filled.iter_mut().find(|(p, _)| rel.starts_with(p)) {
             *i += 1;
@@ -211,13 +213,23 @@ fn extract(l: &mut LoadedScenario, value: &Value) -> Option<ScenarioFile> {
         if let Kind::MissingField(f) = &err.kind {
             let mut full = rel.clone();
             full.push(f.to_string());
-            if !pruned.iter().any(|p| full.starts_with(p)) {
+            let meant = suggested.iter().any(|(t, k)| *t == rel && k == f);
+            if !meant && !pruned.iter().any(|p| full.starts_with(p)) {
                 let kp = key_path(&v, &rel);
                 report(l, &err, &kp);
             }
             set(&mut v, &full, placeholder(0)?)?;
             filled.push((full, 0));
             continue;
+        }
+        if let Kind::UnknownField(field, exp) = &err.kind {
+            let help = did_you_mean(field, exp.iter().copied());
+            if let Some(k) = exp
+                .iter()
+                .find(|e| help == Some(format!("did you mean `{e}`?")))
+            {
+                suggested.push((rel[..rel.len().saturating_sub(1)].to_vec(), k.to_string()));
+            }
         }
         let kp = key_path(&v, &rel);
         report(l, &err, &kp);
@@ -339,7 +351,7 @@ fn report(l: &mut LoadedScenario, err: &figment::Error, path: &KeyPath) {
         .with_label(format!("expected {}", expected(exp))),
         Kind::InvalidLength(n, exp) => Diagnostic::error(
             Code::InvalidValue,
-            format!("`{path}` has {n} items"),
+            format!("`{path}` has {n} item{}", if *n == 1 { "" } else { "s" }),
             l.locate(path),
         )
         .with_label(format!("expected {}", expected(exp))),
