@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::load::{path, LoadedScenario};
-use super::types::{Behaviour, Expect, Failures, RequestTemplate, ScenarioFile, Script};
+use super::types::{Behaviour, Expect, RequestTemplate, ScenarioFile, Script};
 use crate::diagnostic::{did_you_mean, one_of, Code, Diagnostics};
 use crate::plan::Plan;
 use crate::policy::spans::KeyPath;
@@ -164,9 +164,7 @@ pub fn compile(
         }
     }
     if let Some(e) = &f.expect {
-        for (k, v) in [("min_success", e.min_success)] {
-            share(l, &path(["expect", k]), v);
-        }
+        share(l, &path(["expect", "min_success"]), e.min_success);
     }
     let bucket_ms = f
         .resolution
@@ -593,7 +591,7 @@ fn phases(l: &mut LoadedScenario, base: &KeyPath, s: &Script, duration_ms: u64) 
 }
 
 fn phase(from_ms: u64, b: &Behaviour) -> Phase {
-    let f = b.failures.unwrap_or(Failures::default());
+    let f = b.failures.unwrap_or_default();
     Phase {
         from_ms,
         latency_p50_p99: b.latency.map(|x| (ms(x.p50), ms(x.p99))),
