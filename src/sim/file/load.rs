@@ -7,12 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use figment::value::{Dict, Value};
-use serde::Deserialize;
 
 use super::types::ScenarioFile;
-use crate::diagnostic::{
-    did_you_mean, one_of, Code, Diagnostic, Diagnostics, FileId, Origin, SourceFile, Sources,
-};
+use crate::diagnostic::{Code, Diagnostic, Diagnostics, FileId, Origin, SourceFile, Sources};
+use crate::policy::load::{at_mut, diagnostic_of, extract_with};
 use crate::policy::spans::{KeyPath, Seg, SpanIndex};
 
 /// A scenario file as far as it could be read, with what went wrong.
@@ -178,104 +176,15 @@ pub fn load_scenario_text(path: impl Into<PathBuf>, text: String) -> LoadedScena
     l
 }
 
-/// Placeholders for a missing required key, in the order tried.
-fn placeholder(i: usize) -> Option<Value> {
-    Some(match i {
-        0 => Value::from("1s"),
-        1 => Value::from(1u32),
-        2 => Value::from(Dict::new()),
-        _ => return None,
-    })
-}
-
-/// Deserializes the whole file; each error is reported and its key pruned (a missing one
-/// filled), then extraction is tried again: what is left is returned.
+/// Deserializes the whole file, every error reported: what is left is returned.
 fn extract(l: &mut LoadedScenario, value: &Value) -> Option<ScenarioFile> {
-    use figment::error::Kind;
-    let mut v = value.clone();
-    let mut pruned: Vec<Vec<String>> = Vec::new();
-    let mut filled: Vec<(Vec<String>, usize)> = Vec::new();
-    // Keys an unknown key was probably meant to be: (table, key); not reported missing.
-    let mut suggested: Vec<(Vec<String>, String)> = Vec::new();
-    // Each round prunes or fills a key, so this ends; the bound is a guard.
-    for _ in 0..256 {
-        let err = match ScenarioFile::deserialize(&v) {
-            Ok(f) => return Some(f),
-            Err(e) => e,
-        };
-        let rel = err.path.clone();
-        if let Some((p, i)) = filled.iter_mut().find(|(p, _)| rel.starts_with(p)) {
-            *i += 1;
-            let ph = placeholder(*i)?;
-            set(&mut v, p, ph)?;
-            continue;
-        }
-        if let Kind::MissingField(f) = &err.kind {
-            let mut full = rel.clone();
-            full.push(f.to_string());
-            let meant = suggested.iter().any(|(t, k)| *t == rel && k == f);
-            if !meant && !pruned.iter().any(|p| full.starts_with(p)) {
-                let kp = key_path(&v, &rel);
-                report(l, &err, &kp);
-            }
-            set(&mut v, &full, placeholder(0)?)?;
-            filled.push((full, 0));
-            continue;
-        }
-        if let Kind::UnknownField(field, exp) = &err.kind {
-            let help = did_you_mean(field, exp.iter().copied());
-            if let Some(k) = exp
-                .iter()
-                .find(|e| help == Some(format!("did you mean `{e}`?")))
-            {
-                suggested.push((rel[..rel.len().saturating_sub(1)].to_vec(), k.to_string()));
-            }
-        }
-        let kp = key_path(&v, &rel);
-        report(l, &err, &kp);
-        pruned.push(prune(&mut v, &rel)?);
-    }
-    None
-}
-
-/// figment's string path as a key path, reading indices where the value is an array.
-fn key_path(value: &Value, rel: &[String]) -> KeyPath {
-    let mut kp = KeyPath::root();
-    let mut cur = Some(value);
-    for seg in rel {
-        match cur {
-            Some(Value::Array(_, items)) => match seg.parse::<usize>() {
-                Ok(i) => {
-                    kp = kp.index(i);
-                    cur = items.get(i);
-                }
-                Err(_) => break,
-            },
-            Some(Value::Dict(_, d)) => {
-                kp = kp.key(seg.clone());
-                cur = d.get(seg);
-            }
-            _ => {
-                kp = kp.key(seg.clone());
-                cur = None;
-            }
-        }
-    }
-    kp
+    extract_with(value, &KeyPath::root(), prune, |err, kp| report(l, err, kp)).map(|(f, _)| f)
 }
 
 /// Removes the value at `rel` (keys, and indices into arrays); the path removed.
 fn prune(v: &mut Value, rel: &[String]) -> Option<Vec<String>> {
     let (last, init) = rel.split_last()?;
-    let mut cur = v;
-    for seg in init {
-        cur = match cur {
-            Value::Dict(_, d) => d.get_mut(seg)?,
-            Value::Array(_, items) => items.get_mut(seg.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    match cur {
+    match at_mut(v, init)? {
         Value::Dict(_, d) => d.remove(last).map(|_| rel.to_vec()),
         Value::Array(_, items) => {
             let i = last.parse::<usize>().ok().filter(|i| *i < items.len())?;
@@ -286,81 +195,8 @@ fn prune(v: &mut Value, rel: &[String]) -> Option<Vec<String>> {
     }
 }
 
-/// Sets the value at `rel`, creating its last key.
-fn set(v: &mut Value, rel: &[String], new: Value) -> Option<()> {
-    let (last, init) = rel.split_last()?;
-    let mut cur = v;
-    for seg in init {
-        cur = match cur {
-            Value::Dict(_, d) => d.get_mut(seg)?,
-            Value::Array(_, items) => items.get_mut(seg.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    match cur {
-        Value::Dict(_, d) => {
-            d.insert(last.clone(), new);
-            Some(())
-        }
-        _ => None,
-    }
-}
-
-/// serde's "expected" texts, in a scenario author's words.
-fn expected(e: &str) -> String {
-    match e {
-        "f64" | "f32" => "a number".into(),
-        "u8" | "u16" | "u32" | "u64" | "usize" => "a non-negative whole number".into(),
-        "a sequence" => "an array".into(),
-        "a map" => "a table".into(),
-        s if s.starts_with("struct ") => "a table".into(),
-        s => s.to_string(),
-    }
-}
-
 fn report(l: &mut LoadedScenario, err: &figment::Error, path: &KeyPath) {
-    use figment::error::Kind;
-    let d = match &err.kind {
-        Kind::UnknownField(field, exp) => {
-            let table = path.parent();
-            Diagnostic::error(
-                Code::UnknownKey,
-                format!("unknown key `{field}` in `{table}`"),
-                l.locate_key(path),
-            )
-            .with_label(format!("expected one of {}", one_of(exp.iter().copied())))
-            .with_help_opt(did_you_mean(field, exp.iter().copied()))
-        }
-        Kind::MissingField(field) => Diagnostic::error(
-            Code::MissingKey,
-            format!("missing key `{field}` in `{path}`"),
-            l.locate(path),
-        )
-        .with_label(format!("`{field}` is required here")),
-        Kind::InvalidType(actual, exp) => Diagnostic::error(
-            Code::InvalidType,
-            format!("`{path}` has the wrong type: found {actual}"),
-            l.locate(path),
-        )
-        .with_label(format!("expected {}", expected(exp))),
-        Kind::InvalidValue(actual, exp) => Diagnostic::error(
-            Code::InvalidValue,
-            format!("invalid value for `{path}`: found {actual}"),
-            l.locate(path),
-        )
-        .with_label(format!("expected {}", expected(exp))),
-        Kind::InvalidLength(n, exp) => Diagnostic::error(
-            Code::InvalidValue,
-            format!("`{path}` has {n} item{}", if *n == 1 { "" } else { "s" }),
-            l.locate(path),
-        )
-        .with_label(format!("expected {}", expected(exp))),
-        other => Diagnostic::error(
-            Code::InvalidValue,
-            format!("invalid value for `{path}`: {other}"),
-            l.locate(path),
-        ),
-    };
+    let d = diagnostic_of(err, path, l.locate_key(path), l.locate(path));
     l.diagnostics.push(d);
 }
 
