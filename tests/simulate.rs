@@ -3,34 +3,15 @@
 //! document's keys are those `docs/simulate.md` documents.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use tollgate::sim::file::prepare;
 use tollgate::sim::file::report::{self, PolicyReport};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+mod common;
+
+use common::cli::{code, text, tollgate};
+
 const RELAY: &str = "policies/relay.toml";
-
-fn tollgate(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env_remove("TOLLGATE__DEFAULTS__TIMEOUTS__TOTAL")
-        .output()
-        .expect("runs tollgate")
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited, not killed by a signal")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// Runs a scenario file under `policies/relay.toml`.
 fn simulate(scenario: &Path) -> PolicyReport {

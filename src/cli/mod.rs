@@ -103,27 +103,7 @@ enum Command {
     /// Run a scenario (traffic, upstream behaviour, events over simulated time) under the
     /// policy, in virtual time, and report what it did. Exit 1 when an `[expect]` gate
     /// fails, 2 for a bad scenario or arguments.
-    Simulate {
-        /// The scenario file (`docs/scenario.md`).
-        #[arg(long)]
-        scenario: PathBuf,
-        /// Seed (overrides the scenario's).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// `human` (a summary) or `json` (`docs/simulate.md`).
-        #[arg(long, value_enum, default_value_t = simulate::SimFormat::Human)]
-        format: simulate::SimFormat,
-        /// Write the report to this file instead of stdout.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// A second policy (files or directories, repeatable) to run the same scenario and
-        /// seed under, shown side by side with the differences.
-        #[arg(long)]
-        baseline: Vec<PathBuf>,
-        /// Policy files, or directories of *.toml files (merged as one policy, like `serve`).
-        #[arg(required = true)]
-        policy: Vec<PathBuf>,
-    },
+    Simulate(simulate::Args),
     /// Print the JSON Schema of scenario files.
     ScenarioSchema,
 }
@@ -251,21 +231,7 @@ pub fn main() -> ExitCode {
             rate,
             seed,
         } => demo::run(&policy, requests, concurrency, rate, seed),
-        Command::Simulate {
-            scenario,
-            seed,
-            format,
-            out,
-            baseline,
-            policy,
-        } => simulate::run(&simulate::Args {
-            scenario,
-            seed,
-            format,
-            out,
-            baseline,
-            policy,
-        }),
+        Command::Simulate(args) => simulate::run(&args),
         Command::ScenarioSchema => {
             out!("{}\n", crate::sim::file::schema_json());
             ExitCode::SUCCESS

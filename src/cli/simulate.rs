@@ -17,13 +17,27 @@ pub enum SimFormat {
 }
 
 /// What to run.
+#[derive(clap::Args, Debug)]
 pub struct Args {
-    pub scenario: PathBuf,
-    pub seed: Option<u64>,
-    pub format: SimFormat,
-    pub out: Option<PathBuf>,
-    pub baseline: Vec<PathBuf>,
-    pub policy: Vec<PathBuf>,
+    /// The scenario file (`docs/scenario.md`).
+    #[arg(long)]
+    scenario: PathBuf,
+    /// Seed (overrides the scenario's).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// `human` (a summary) or `json` (`docs/simulate.md`).
+    #[arg(long, value_enum, default_value_t = SimFormat::Human)]
+    format: SimFormat,
+    /// Write the report to this file instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// A second policy (files or directories, repeatable) to run the same scenario and
+    /// seed under, shown side by side with the differences.
+    #[arg(long)]
+    baseline: Vec<PathBuf>,
+    /// Policy files, or directories of *.toml files (merged as one policy, like `serve`).
+    #[arg(required = true)]
+    policy: Vec<PathBuf>,
 }
 
 fn label(paths: &[PathBuf]) -> String {
