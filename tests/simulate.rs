@@ -312,3 +312,44 @@ fn the_json_document_is_the_documented_one() {
         assert!(doc[k].is_number(), "{k}");
     }
 }
+
+/// `--format html`: one self-contained page (no external reference), byte-identical per
+/// seed, with lines in its charts and breaker bands. (`scripts/test.sh` opens it in
+/// headless Chromium: no console errors, charts drawn.)
+#[test]
+fn the_html_report_is_self_contained_and_has_charts() {
+    let s = scratch("html.toml", SHORT);
+    let out = scratch("report.html", "");
+    let run = || {
+        let o = tollgate(&[
+            "simulate",
+            "--scenario",
+            s.to_str().unwrap(),
+            "--baseline",
+            RELAY,
+            "--format",
+            "html",
+            "--out",
+            out.to_str().unwrap(),
+            RELAY,
+        ]);
+        assert_eq!(code(&o), 0, "{}", text(&o));
+        std::fs::read_to_string(&out).unwrap()
+    };
+    let page = run();
+    assert_eq!(page, run(), "two runs differ");
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    for external in ["src=\"http", "href=\"http", "<link", "@import", "url("] {
+        assert!(
+            !page.contains(external),
+            "references something outside: {external}"
+        );
+    }
+    let lines = page.matches("<polyline class=\"series\"").count();
+    assert!(
+        lines >= 8,
+        "{lines} lines: requests and latency, for both policies"
+    );
+    assert!(page.contains("points=\"") && !page.contains("points=\"\""));
+    assert!(page.contains("Budget `monthly`"), "a chart per budget");
+}

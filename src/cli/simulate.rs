@@ -14,6 +14,8 @@ pub enum SimFormat {
     Human,
     /// One JSON document (`docs/simulate.md`).
     Json,
+    /// One self-contained HTML page with charts over simulated time (for `--out`).
+    Html,
 }
 
 /// What to run.
@@ -25,7 +27,7 @@ pub struct Args {
     /// Seed (overrides the scenario's).
     #[arg(long)]
     seed: Option<u64>,
-    /// `human` (a summary) or `json` (`docs/simulate.md`).
+    /// `human` (a summary), `json` (`docs/simulate.md`) or `html` (charts; with `--out`).
     #[arg(long, value_enum, default_value_t = SimFormat::Human)]
     format: SimFormat,
     /// Write the report to this file instead of stdout.
@@ -124,6 +126,7 @@ pub fn run(a: &Args) -> ExitCode {
             serde_json::to_string_pretty(&doc).unwrap_or_default()
         ),
         SimFormat::Human => report::human(&doc),
+        SimFormat::Html => crate::sim::file::html::html(&doc),
     };
     if let Err(code) = write(a.out.as_deref(), &text) {
         return code;

@@ -9,6 +9,7 @@
 //! [`report`] runs a prepared scenario and makes the report `simulate` prints.
 
 mod compile;
+pub mod html;
 mod load;
 pub mod report;
 mod types;
