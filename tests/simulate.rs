@@ -46,6 +46,24 @@ fn regional_outage_fails_over_then_recovers() {
     assert!(failure_share(&r, 11_700.0, 14_400.0) < 0.02, "{r:?}");
     let relay = &r.breakers["upstream relay"];
     assert!(relay.trips > 0 && relay.changes[0].0 >= 3600.0, "{relay:?}");
+    // The README shows this run's report as it is.
+    let doc = report::Document {
+        scenario: "scenarios/regional-outage.toml".into(),
+        seed: 1,
+        duration_s: 14_400.0,
+        report: r,
+        baseline: None,
+        differences: None,
+    };
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let shown = format!(
+        "$ tollgate simulate --scenario scenarios/regional-outage.toml policies/relay.toml\n{}",
+        report::human(&doc)
+    );
+    assert!(
+        readme.contains(&shown),
+        "README.md's example differs from:\n{shown}"
+    );
 }
 
 #[test]
@@ -352,4 +370,36 @@ fn the_html_report_is_self_contained_and_has_charts() {
     );
     assert!(page.contains("points=\"") && !page.contains("points=\"\""));
     assert!(page.contains("Budget `monthly`"), "a chart per budget");
+}
+
+/// A `reload` event switches policies while traffic flows: requests before it take the
+/// first policy's routes, after it the second's; a reload to a policy that does not
+/// compile fails the command with exit 1.
+#[test]
+fn a_reload_event_switches_policies_mid_run() {
+    let other = std::fs::canonicalize("policies/failover.toml").unwrap();
+    let scenario = format!(
+        "duration = \"2m\"\nseed = 3\n[traffic]\nrate = 5\n[[events]]\nat = \"1m\"\nreload = {:?}\n",
+        other.display().to_string()
+    );
+    let s = scratch("reload.toml", &scenario);
+    let r = simulate(&s);
+    assert_eq!(r.reloads.len(), 1, "{:?}", r.reloads);
+    assert!(r.reloads[0].0 >= 60.0);
+    let routes = &r.served_by_route;
+    assert!(
+        routes.contains_key("default") && routes.contains_key("bulk"),
+        "{routes:?}"
+    );
+    let broken = scratch(
+        "broken-reload.toml",
+        "[[routes]]\nname = \"x\"\ntargets = [\"nope\"]\n",
+    );
+    let scenario = scenario.replace(
+        &format!("{:?}", other.display().to_string()),
+        &format!("{:?}", broken.display().to_string()),
+    );
+    let s = scratch("reload-broken.toml", &scenario);
+    let o = tollgate(&["simulate", "--scenario", s.to_str().unwrap(), RELAY]);
+    assert_eq!(code(&o), 1, "{}", text(&o));
 }
