@@ -556,6 +556,14 @@ fn phases(l: &mut LoadedScenario, base: &KeyPath, s: &Script, duration_ms: u64) 
     for (i, o) in s.outages.iter().enumerate() {
         let p = base.key("outages").index(i);
         share(l, &p.key("share"), o.share);
+        if let Some(code) = o.status.filter(|c| !(400..=599).contains(c)) {
+            l.error(
+                Code::InvalidValue,
+                &p.key("status"),
+                format!("an outage answering {code}, which is not an error status"),
+            )
+            .label = Some("expected a status from 400 to 599".into());
+        }
         if window(l, &p, ms(o.from), ms(o.to), duration_ms) {
             cuts.extend([ms(o.from), ms(o.to)]);
             outages.push((ms(o.from), ms(o.to), o.share.unwrap_or(1.0), o.status));
