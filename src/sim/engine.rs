@@ -343,7 +343,9 @@ fn sweep(handles: &mut Vec<(u64, Task)>) {
         if !h.is_finished() {
             return true;
         }
-        match h.now_or_never() {
+        // Unconstrained: tokio's cooperative budget would have a finished handle answer
+        // "pending" after the first hundred or so polls of a sweep.
+        match tokio::task::unconstrained(h).now_or_never() {
             Some(Err(e)) if e.is_panic() => {
                 *t = Task::Panicked;
                 true
