@@ -96,3 +96,61 @@ fn every_scenario_code_is_produced_by_a_fixture() {
         .collect();
     assert!(missing.is_empty(), "no fixture produces {missing:?}");
 }
+
+/// Hostile variants of every shipped scenario (each number replaced by extreme values,
+/// each line dropped) never make loading and compiling panic; what is accepted stays
+/// within the limits (so a run ends).
+#[test]
+fn hostile_variants_never_panic() {
+    let extremes = [
+        "0",
+        "-1",
+        "1e308",
+        "-1e308",
+        "nan",
+        "inf",
+        "18446744073709551615",
+        "\"0s\"",
+        "\"400d\"",
+        "\"18446744073709551615ms\"",
+        "[]",
+        "{}",
+        "\"\"",
+    ];
+    let dir = std::env::temp_dir().join(format!("tollgate-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut variants = 0;
+    for f in std::fs::read_dir("scenarios").unwrap() {
+        let f = f.unwrap().path();
+        let text = std::fs::read_to_string(&f).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut cases: Vec<String> = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let mut dropped = lines.clone();
+            dropped.remove(i);
+            cases.push(dropped.join("\n"));
+            if let Some((key, _)) = line.split_once(" = ") {
+                if !line.trim_start().starts_with('#') && !key.contains('[') {
+                    for x in extremes {
+                        let mut l = lines.clone();
+                        let changed = format!("{key} = {x}");
+                        l[i] = &changed;
+                        cases.push(l.join("\n"));
+                    }
+                }
+            }
+        }
+        for (n, case) in cases.iter().enumerate() {
+            let p = dir.join(format!("v{n}.toml"));
+            std::fs::write(&p, case).unwrap();
+            let r = std::panic::catch_unwind(|| prepare(&p, &[PathBuf::from(POLICY)], None));
+            let r =
+                r.unwrap_or_else(|_| panic!("panicked on a variant of {}:\n{case}", f.display()));
+            if let Ok((_, prepared)) = r {
+                assert!(prepared.duration_ms <= tollgate::sim::file::MAX_DURATION_MS);
+            }
+            variants += 1;
+        }
+    }
+    assert!(variants > 200, "{variants} variants");
+}
