@@ -74,7 +74,8 @@ fn refused(e: PrepareError) -> ExitCode {
 /// One policy's report under the scenario.
 fn one(a: &Args, paths: &[PathBuf]) -> Result<(report::PolicyReport, u64, u64), ExitCode> {
     let (plan, prepared) = prepare(&a.scenario, paths, a.seed).map_err(refused)?;
-    if !prepared.warnings.items.is_empty() {
+    // The same scenario is prepared for the baseline: its warnings are shown once.
+    if !prepared.warnings.items.is_empty() && paths == a.policy.as_slice() {
         eprint!("{}", prepared.warnings.render(false));
     }
     let r = report::run(&label(paths), plan, &prepared).map_err(|e| {
