@@ -3,6 +3,7 @@
 //! document's keys are those `docs/simulate.md` documents.
 
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use tollgate::sim::file::prepare;
 use tollgate::sim::file::report::{self, PolicyReport};
@@ -134,6 +135,26 @@ fn price_change_moves_the_cheapest_route() {
     assert_eq!(r.success_rate, 1.0);
 }
 
+/// `tollgate simulate --scenario S --baseline B [--format F] [--out O] RELAY`, expected to
+/// exit 0.
+fn with_baseline(s: &Path, baseline: &str, format: &str, out: Option<&Path>) -> Output {
+    let mut args = vec![
+        "simulate",
+        "--scenario",
+        s.to_str().unwrap(),
+        "--baseline",
+        baseline,
+    ];
+    args.extend(["--format", format]);
+    if let Some(o) = out {
+        args.extend(["--out", o.to_str().unwrap()]);
+    }
+    args.push(RELAY);
+    let o = tollgate(&args);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    o
+}
+
 fn scratch(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tollgate-simulate-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -232,19 +253,7 @@ fn baseline_runs_both_and_shows_the_differences() {
     let plain = "duration = \"2m\"\nseed = 3\n[traffic]\nrate = 5\n";
     let s = scratch("baseline.toml", plain);
     let out = scratch("baseline.json", "");
-    let o = tollgate(&[
-        "simulate",
-        "--scenario",
-        s.to_str().unwrap(),
-        "--baseline",
-        "policies/failover.toml",
-        "--format",
-        "json",
-        "--out",
-        out.to_str().unwrap(),
-        RELAY,
-    ]);
-    assert_eq!(code(&o), 0, "{}", text(&o));
+    let o = with_baseline(&s, "policies/failover.toml", "json", Some(&out));
     assert!(o.stdout.is_empty(), "--out writes the file, not stdout");
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
@@ -253,14 +262,7 @@ fn baseline_runs_both_and_shows_the_differences() {
     let diff = doc["differences"]["cost_usd"].as_f64().unwrap();
     let want = doc["cost_usd"].as_f64().unwrap() - doc["baseline"]["cost_usd"].as_f64().unwrap();
     assert!((diff - want).abs() < 1e-5, "{diff} vs {want}");
-    let o = tollgate(&[
-        "simulate",
-        "--scenario",
-        s.to_str().unwrap(),
-        "--baseline",
-        "policies/failover.toml",
-        RELAY,
-    ]);
+    let o = with_baseline(&s, "policies/failover.toml", "human", None);
     assert!(
         text(&o).contains("differences (baseline → policy): success"),
         "{}",
@@ -298,17 +300,7 @@ fn the_json_document_is_the_documented_one() {
         "doc.toml",
         &format!("{SHORT}\n[expect]\nmin_success = 0.5\n"),
     );
-    let o = tollgate(&[
-        "simulate",
-        "--scenario",
-        s.to_str().unwrap(),
-        "--baseline",
-        RELAY,
-        "--format",
-        "json",
-        RELAY,
-    ]);
-    assert_eq!(code(&o), 0, "{}", text(&o));
+    let o = with_baseline(&s, RELAY, "json", None);
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let mut top = keys(&doc);
     top.retain(|k| !["baseline", "differences"].contains(&k.as_str()));
@@ -339,19 +331,7 @@ fn the_html_report_is_self_contained_and_has_charts() {
     let s = scratch("html.toml", SHORT);
     let out = scratch("report.html", "");
     let run = || {
-        let o = tollgate(&[
-            "simulate",
-            "--scenario",
-            s.to_str().unwrap(),
-            "--baseline",
-            RELAY,
-            "--format",
-            "html",
-            "--out",
-            out.to_str().unwrap(),
-            RELAY,
-        ]);
-        assert_eq!(code(&o), 0, "{}", text(&o));
+        with_baseline(&s, RELAY, "html", Some(&out));
         std::fs::read_to_string(&out).unwrap()
     };
     let page = run();
