@@ -8,7 +8,10 @@
 # 3. cargo test --features redis --test redis_shared --test serve_reload, against a real
 #    redis-server (installed with apt-get when missing; fails loudly when it cannot be);
 # 4. taplo: every example policy against schemas/policy.schema.json, and a probe that
-#    taplo does reject a bad policy, through --schema and through the `#:schema` directive.
+#    taplo does reject a bad policy, through --schema and through the `#:schema` directive;
+#    the shipped scenarios against schemas/scenario.schema.json;
+# 5. `tollgate simulate --format html` opened in headless Chromium (installed with apt-get
+#    when missing): no console error, charts drawn; and a probe page with an error is caught.
 #
 # Installs what is missing (taplo, from npm, into target/tools/, and npm itself with apt-get
 # as root) and fails loudly when it cannot: nothing is skipped silently.
@@ -97,5 +100,29 @@ $out"
 $out"
     echo "ok: taplo check (schema via $how) reports 'base_ulr' as unexpected"
 done
+
+step "taplo check --schema schemas/scenario.schema.json (scenarios/)"
+taplo check --schema "file://$ROOT/schemas/scenario.schema.json" scenarios/*.toml
+
+# --- the HTML report in a real browser -------------------------------------------------------
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+    step "chromium not found: installing it with apt-get"
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        die "chromium is missing and cannot be installed here (needs root and apt-get); install it (apt-get install -y chromium) and re-run"
+    fi
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+        || die "installing chromium with apt-get failed"
+fi
+step "tollgate simulate --format html, opened in headless chromium"
+report="$ROOT/target/simulate-report.html"
+cargo run -q -- simulate --scenario scenarios/slow-provider.toml --baseline policies/relay.toml \
+    --format html --out "$report" policies/relay.toml
+bash scripts/html_check.sh "$report" 8 3
+printf '<!DOCTYPE html><html><body><script>throw new Error("probe")</script></body></html>' \
+    > "$probe/broken.html"
+if bash scripts/html_check.sh "$probe/broken.html" 0 0 >/dev/null 2>&1; then
+    die "scripts/html_check.sh did not catch a page whose script throws"
+fi
+echo "ok: a page whose script throws is caught"
 
 step "all tests passed"

@@ -1,31 +1,11 @@
 //! The `tollgate` binary: exit codes, output formats, and hostile inputs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+mod common;
 
-fn tollgate(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("NO_COLOR", "1")
-        // Overrides from the caller's environment must not change what is tested.
-        .env_remove("TOLLGATE__DEFAULTS__TIMEOUTS__TOTAL")
-        .output()
-        .expect("runs tollgate")
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited, not killed by a signal")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::cli::{code, text, tollgate, BIN};
 
 fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
     let p = dir.join(name);

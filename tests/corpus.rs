@@ -243,12 +243,23 @@ fn invalid_corpus_reports_something_and_points_somewhere() {
 }
 
 /// Codes no fixture can produce, each with the reason (also stated in `docs/policy.md`).
-const NOT_FROM_A_FIXTURE: &[(Code, &str)] = &[(
-    Code::Io,
-    "a policy path that cannot be read (missing, a directory without *.toml, not UTF-8) \
-     points at the path, not into a file, and a fixture is a file that exists; \
-     tests/load.rs covers it",
-)];
+const NOT_FROM_A_FIXTURE: &[(Code, &str)] = &[
+    (
+        Code::Io,
+        "a policy path that cannot be read (missing, a directory without *.toml, not UTF-8) \
+         points at the path, not into a file, and a fixture is a file that exists; \
+         tests/load.rs covers it",
+    ),
+    (Code::DurationOutOfRange, SCENARIO_ONLY),
+    (Code::NoTraffic, SCENARIO_ONLY),
+    (Code::OutsideDuration, SCENARIO_ONLY),
+    (Code::ShareOutOfRange, SCENARIO_ONLY),
+    (Code::TooMuchTraffic, SCENARIO_ONLY),
+];
+
+/// Why a scenario code is not from a policy fixture.
+const SCENARIO_ONLY: &str =
+    "a scenario code (Code::SCENARIO): tests/scenarios_invalid/ produces it (tests/scenario_corpus.rs)";
 
 /// Every diagnostic code is produced by at least one fixture of the invalid corpus (the
 /// loader's and the compiler's alike), except the few no file can trigger.

@@ -19,7 +19,12 @@ fn root() -> PathBuf {
 /// Type name → its keys, for every object type of the schema (the root is `Policy`; the
 /// table form of an enum such as `OnExceed` counts as the enum's).
 fn schema_tables() -> BTreeMap<String, BTreeSet<String>> {
-    let s: Value = serde_json::from_str(&tollgate::schema::policy_schema_json()).unwrap();
+    tables_of(&tollgate::schema::policy_schema_json(), "Policy")
+}
+
+/// [`schema_tables`] of any schema, its root named `root_name`.
+fn tables_of(schema: &str, root_name: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let s: Value = serde_json::from_str(schema).unwrap();
     fn keys(v: &Value, out: &mut BTreeSet<String>) {
         if let Some(p) = v.get("properties").and_then(Value::as_object) {
             out.extend(p.keys().cloned());
@@ -33,7 +38,7 @@ fn schema_tables() -> BTreeMap<String, BTreeSet<String>> {
     let mut out = BTreeMap::new();
     let mut root = BTreeSet::new();
     keys(&s, &mut root);
-    out.insert("Policy".to_string(), root);
+    out.insert(root_name.to_string(), root);
     for (name, def) in s["$defs"].as_object().unwrap() {
         let mut k = BTreeSet::new();
         keys(def, &mut k);
@@ -46,7 +51,12 @@ fn schema_tables() -> BTreeMap<String, BTreeSet<String>> {
 
 /// Type name → keys in the first column of the tables of its docs section.
 fn doc_sections() -> BTreeMap<String, BTreeSet<String>> {
-    let text = std::fs::read_to_string(root().join("docs/policy.md")).expect("docs/policy.md");
+    sections_of("docs/policy.md")
+}
+
+/// [`doc_sections`] of any page.
+fn sections_of(page: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let text = std::fs::read_to_string(root().join(page)).expect(page);
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut current: Option<String> = None;
     for line in text.lines() {
@@ -68,10 +78,31 @@ fn doc_sections() -> BTreeMap<String, BTreeSet<String>> {
 #[test]
 fn every_schema_key_is_documented_in_its_section() {
     let schema = schema_tables();
-    let docs = doc_sections();
     assert!(schema.len() > 20, "found {} tables", schema.len());
+    in_step(&schema, &doc_sections(), "docs/policy.md", "policy");
+}
+
+/// docs/scenario.md cannot drift from the scenario types, the same way.
+#[test]
+fn every_scenario_key_is_documented_in_its_section() {
+    let schema = tables_of(&tollgate::sim::file::schema_json(), "ScenarioFile");
+    assert!(schema.len() > 10, "found {} tables", schema.len());
+    in_step(
+        &schema,
+        &sections_of("docs/scenario.md"),
+        "docs/scenario.md",
+        "scenario",
+    );
+}
+
+fn in_step(
+    schema: &BTreeMap<String, BTreeSet<String>>,
+    docs: &BTreeMap<String, BTreeSet<String>>,
+    page: &str,
+    what: &str,
+) {
     let mut problems = Vec::new();
-    for (ty, keys) in &schema {
+    for (ty, keys) in schema {
         match docs.get(ty) {
             None => problems.push(format!(
                 "{ty}: no section marked `<!-- schema: {ty} -->` (keys {keys:?})"
@@ -93,7 +124,7 @@ fn every_schema_key_is_documented_in_its_section() {
     }
     assert!(
         problems.is_empty(),
-        "docs/policy.md is out of step with the policy types:\n{}",
+        "{page} is out of step with the {what} types:\n{}",
         problems.join("\n")
     );
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 const SCHEMA_FILE: &str = "schemas/policy.schema.json";
+const SCENARIO_SCHEMA_FILE: &str = "schemas/scenario.schema.json";
 const BLESS_COMMAND: &str = "TOLLGATE_BLESS=1 cargo test --test schema";
 
 /// The package root: read at run time (cargo sets it for tests), so a test binary reused
@@ -35,6 +36,11 @@ fn schema() -> Value {
 /// Compares `old` and `new` line by line and renders the differing region as one hunk
 /// with three lines of context, `-` for the file's lines and `+` for the generator's.
 fn diff(old: &str, new: &str) -> String {
+    diff_named(SCHEMA_FILE, old, new)
+}
+
+/// [`diff`] of the file `file`.
+fn diff_named(file: &str, old: &str, new: &str) -> String {
     let a: Vec<&str> = old.lines().collect();
     let b: Vec<&str> = new.lines().collect();
     let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
@@ -48,7 +54,7 @@ fn diff(old: &str, new: &str) -> String {
     let ctx = 3;
     let start = prefix.saturating_sub(ctx);
     let mut out = format!(
-        "--- {SCHEMA_FILE} (committed)\n+++ {SCHEMA_FILE} (generated)\n@@ -{},{} +{},{} @@\n",
+        "--- {file} (committed)\n+++ {file} (generated)\n@@ -{},{} +{},{} @@\n",
         start + 1,
         prefix - start + a_mid.len() + suffix.min(ctx),
         start + 1,
@@ -80,19 +86,30 @@ fn diff(old: &str, new: &str) -> String {
 /// Check mode by default; write mode with `TOLLGATE_BLESS=1`.
 #[test]
 fn schema_file_is_up_to_date() {
-    let path = root().join(SCHEMA_FILE);
-    let want = generated();
+    up_to_date(SCHEMA_FILE, &generated());
+}
+
+/// The scenario schema (`tollgate scenario-schema`) too.
+#[test]
+fn scenario_schema_file_is_up_to_date() {
+    let want = format!("{}\n", tollgate::sim::file::schema_json());
+    up_to_date(SCENARIO_SCHEMA_FILE, &want);
+}
+
+/// Check mode by default; write mode with `TOLLGATE_BLESS=1`.
+fn up_to_date(file: &str, want: &str) {
+    let path = root().join(file);
     if std::env::var_os("TOLLGATE_BLESS").is_some_and(|v| v == "1") {
         std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir schemas/");
-        std::fs::write(&path, &want).expect("write the schema");
+        std::fs::write(&path, want).expect("write the schema");
         eprintln!("wrote {}", path.display());
         return;
     }
     let have = std::fs::read_to_string(&path).unwrap_or_default();
     if have != want {
         panic!(
-            "{SCHEMA_FILE} is out of date with the policy types.\n\n{}\n\nRegenerate it with:\n\n    {BLESS_COMMAND}\n",
-            diff(&have, &want)
+            "{file} is out of date with its types.\n\n{}\n\nRegenerate it with:\n\n    {BLESS_COMMAND}\n",
+            diff_named(file, &have, want)
         );
     }
 }
@@ -368,5 +385,26 @@ fn broken_documents_are_rejected_by_the_schema_and_the_loader() {
             tollgate::plan::compile(loaded).is_err(),
             "{what}: tollgate accepted it:\n{text}"
         );
+    }
+}
+
+/// Every shipped scenario names the scenario schema on its first line and satisfies it.
+#[test]
+fn shipped_scenarios_satisfy_the_scenario_schema() {
+    let schema: Value =
+        serde_json::from_str(&tollgate::sim::file::schema_json()).expect("schema is JSON");
+    let v = jsonschema::validator_for(&schema).expect("the scenario schema compiles");
+    let files = toml_files(&root().join("scenarios"));
+    assert!(files.len() >= 5, "found {files:?}");
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            text.starts_with("#:schema ../schemas/scenario.schema.json"),
+            "{} does not start with the #:schema directive",
+            f.display()
+        );
+        let doc = toml_to_json(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let errors = schema_errors(&v, &doc);
+        assert!(errors.is_empty(), "{}: {errors:?}", f.display());
     }
 }

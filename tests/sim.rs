@@ -177,7 +177,10 @@ fn replay() {
     } else {
         return;
     };
-    let opts = RunOptions { keep_events: true };
+    let opts = RunOptions {
+        keep_events: true,
+        ..Default::default()
+    };
     let r = sim::run_with(&s, &opts).expect("the scenario runs");
     println!("{}\n{:#?}", s.to_json(), r.summary);
     // TOLLGATE_SIM_REQ=N: the events of request N.
@@ -263,7 +266,10 @@ fn committed_regressions_replay() {
 #[test]
 fn same_seed_same_run_event_for_event() {
     sim::quiet_panics();
-    let opts = RunOptions { keep_events: true };
+    let opts = RunOptions {
+        keep_events: true,
+        ..Default::default()
+    };
     let mut compared = 0;
     for seed in 0..40 {
         let s = scenario(seed, &Knobs::default());
@@ -290,7 +296,10 @@ fn a_scenario_file_round_trips() {
 #[test]
 fn every_event_kind_occurs_across_seeds() {
     sim::quiet_panics();
-    let opts = RunOptions { keep_events: true };
+    let opts = RunOptions {
+        keep_events: true,
+        ..Default::default()
+    };
     let mut kinds = std::collections::BTreeSet::new();
     for seed in 0..200 {
         let r = sim::run_with(&scenario(seed, &Knobs::default()), &opts).unwrap();
@@ -707,6 +716,7 @@ fn hand_written_scenarios_keep_every_promise() {
                         at_ms: 1000,
                         count: 10,
                     }],
+                    templates: vec![],
                     mix: sim::Mix {
                         cancel: Some((0.1, (50, 1500))),
                         panic_share: 0.02,

@@ -1,4 +1,5 @@
-//! The `tollgate` command line: `check`, `schema`, `explain`, `watch`, `serve`, `demo`.
+//! The `tollgate` command line: `check`, `schema`, `explain`, `watch`, `serve`, `demo`,
+//! `simulate`.
 //!
 //! Exit codes: 0 success (warnings allowed), 1 an invalid policy, 2 a usage or I/O error.
 
@@ -6,6 +7,7 @@ mod check;
 mod demo;
 mod explain;
 mod serve;
+mod simulate;
 mod watch;
 
 use std::io::IsTerminal;
@@ -98,6 +100,12 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Run a scenario (traffic, upstream behaviour, events over simulated time) under the
+    /// policy, in virtual time, and report what it did. Exit 1 when an `[expect]` gate
+    /// fails, 2 for a bad scenario or arguments.
+    Simulate(simulate::Args),
+    /// Print the JSON Schema of scenario files.
+    ScenarioSchema,
 }
 
 /// Diagnostic output format.
@@ -223,5 +231,10 @@ pub fn main() -> ExitCode {
             rate,
             seed,
         } => demo::run(&policy, requests, concurrency, rate, seed),
+        Command::Simulate(args) => simulate::run(&args),
+        Command::ScenarioSchema => {
+            out!("{}\n", crate::sim::file::schema_json());
+            ExitCode::SUCCESS
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The diagnostic codes: a closed set. Each code is listed, with what it means, in
 //! `docs/policy.md` (`tests/docs.rs` keeps the list and this enum in step), and every code
 //! a policy file can trigger is produced by a fixture of `tests/invalid/`
-//! (`tests/corpus.rs`).
+//! (`tests/corpus.rs`); the scenario codes ([`Code::SCENARIO`]) by one of
+//! `tests/scenarios_invalid/` (`tests/scenario_corpus.rs`).
 
 use std::fmt;
 
@@ -48,6 +49,8 @@ codes! {
     DuplicateName = "duplicate-name",
     /// A route lists a model twice.
     DuplicateTarget = "duplicate-target",
+    /// A scenario's duration is zero or longer than a simulation allows.
+    DurationOutOfRange = "duration-out-of-range",
     /// A named environment variable is not set.
     EnvUnset = "env-unset",
     /// A hedge's `max_extra` beyond the route's other targets.
@@ -86,10 +89,14 @@ codes! {
     NoRoutes = "no-routes",
     /// A route without targets.
     NoTargets = "no-targets",
+    /// A scenario in which no request arrives.
+    NoTraffic = "no-traffic",
     /// A rate that is not positive.
     NonPositiveRate = "non-positive-rate",
     /// A weight that is not positive.
     NonPositiveWeight = "non-positive-weight",
+    /// A scenario time past its duration (it never happens).
+    OutsideDuration = "outside-duration",
     /// A retry override for a class not retried.
     OverrideNeverApplies = "override-never-applies",
     /// `per_try` longer than `total`.
@@ -102,12 +109,16 @@ codes! {
     RerouteCycle = "reroute-cycle",
     /// A route's worst-case retry schedule outlasts its deadline.
     ScheduleExceedsDeadline = "schedule-exceeds-deadline",
+    /// A scenario share outside 0–1, or failure shares summing above 1.
+    ShareOutOfRange = "share-out-of-range",
     /// Shared state without `[state.redis]`.
     SharedWithoutRedis = "shared-without-redis",
     /// A file that is not valid TOML.
     Syntax = "syntax",
     /// A fraction outside (0, 1].
     ThresholdOutOfRange = "threshold-out-of-range",
+    /// A scenario with more requests (or a higher rate) than a simulation allows.
+    TooMuchTraffic = "too-much-traffic",
     /// An unknown request attribute in a condition.
     UnknownAttribute = "unknown-attribute",
     /// A key the policy language does not have.
@@ -124,6 +135,17 @@ codes! {
     ZeroAttempts = "zero-attempts",
     /// A breaker's half-open `probes` of 0.
     ZeroProbes = "zero-probes",
+}
+
+impl Code {
+    /// The codes only a scenario file (`tollgate simulate --scenario`) can trigger.
+    pub const SCENARIO: &'static [Code] = &[
+        Code::DurationOutOfRange,
+        Code::NoTraffic,
+        Code::OutsideDuration,
+        Code::ShareOutOfRange,
+        Code::TooMuchTraffic,
+    ];
 }
 
 impl fmt::Display for Code {

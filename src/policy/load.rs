@@ -516,167 +516,15 @@ impl Loaded {
         out
     }
 
-    /// Deserializes one value; on each error, reports it, prunes the offending key and
-    /// tries again, so every bad key of an entry is reported in one pass. A missing
-    /// required key is filled with a placeholder (of whichever type fits) for the same
-    /// reason: the keys after it are still checked, and every missing key is reported.
+    /// Deserializes one value with [`extract_with`], every error reported; `None` when
+    /// there was any.
     fn extract<T: DeserializeOwned>(&mut self, value: &Value, path: &KeyPath) -> Option<T> {
-        use figment::error::Kind;
-        // Most entries are valid: only an invalid one is copied, to be pruned.
-        let mut first = match T::deserialize(value) {
-            Ok(t) => return Some(t),
-            Err(e) => Some(e),
-        };
-        let mut v = value.clone();
-        let mut pruned: Vec<Vec<String>> = Vec::new();
-        // Required keys filled in, with the index of the placeholder being tried.
-        let mut filled: Vec<(Vec<String>, usize)> = Vec::new();
-        // Keys that an unknown key was probably meant to be: (table, key).
-        let mut suggested: Vec<(Vec<String>, String)> = Vec::new();
-        let mut failed = false;
-        // Each round prunes a key or fills one, so this ends; the bound is a guard, not a
-        // limit users meet.
-        for _ in 0..256 {
-            let err = match first.take() {
-                Some(e) => e,
-                None => match T::deserialize(&v) {
-                    Ok(t) => return (!failed).then_some(t),
-                    Err(e) => e,
-                },
-            };
-            failed = true;
-            let rel: Vec<String> = err.path.clone();
-            if let Some((p, i)) = filled.iter_mut().find(|(p, _)| rel.starts_with(p)) {
-                // Our placeholder has the wrong type: try the next one.
-                *i += 1;
-                let ph = placeholder(*i)?;
-                set(&mut v, p, ph)?;
-                continue;
-            }
-            if let Kind::MissingField(f) = &err.kind {
-                let mut full = rel.clone();
-                full.push(f.to_string());
-                // Not reported when we pruned it ourselves (already reported as having
-                // the wrong type) or an unknown key nearby was suggested to be it.
-                let known = pruned.iter().any(|p| full.starts_with(p))
-                    || suggested.iter().any(|(t, k)| *t == rel && k == f);
-                if !known {
-                    let kp = self.key_path(path, &v, &rel);
-                    self.report(&err, &kp);
-                }
-                set(&mut v, &full, placeholder(0)?)?;
-                filled.push((full, 0));
-                continue;
-            }
-            if let Kind::UnknownField(field, expected) = &err.kind {
-                if let Some(s) = closest(field, expected) {
-                    suggested.push((rel[..rel.len().saturating_sub(1)].to_vec(), s.to_string()));
-                }
-            }
-            let kp = self.key_path(path, &v, &rel);
-            self.report(&err, &kp);
-            match prune(&mut v, &rel) {
-                Some(p) => pruned.push(p),
-                None => return None,
-            }
-        }
-        None
-    }
-
-    /// Turns figment's string path (relative to `value`) into a key path, reading indices
-    /// where the value is an array.
-    fn key_path(&self, base: &KeyPath, value: &Value, rel: &[String]) -> KeyPath {
-        let mut kp = base.clone();
-        let mut cur = Some(value);
-        for seg in rel {
-            match cur {
-                Some(Value::Array(_, items)) => match seg.parse::<usize>() {
-                    Ok(i) => {
-                        kp = kp.index(i);
-                        cur = items.get(i);
-                    }
-                    Err(_) => break,
-                },
-                Some(Value::Dict(_, d)) => {
-                    kp = kp.key(seg.clone());
-                    cur = d.get(seg);
-                }
-                _ => {
-                    kp = kp.key(seg.clone());
-                    cur = None;
-                }
-            }
-        }
-        kp
+        let (t, failed) = extract_with(value, path, prune, |err, kp| self.report(err, kp))?;
+        (!failed).then_some(t)
     }
 
     fn report(&mut self, err: &figment::Error, path: &KeyPath) {
-        use figment::error::Kind;
-        let secret = path
-            .0
-            .iter()
-            .any(|s| matches!(s, Seg::Key(k) if k == "api_key"));
-        // What was found, as a kind only under `api_key` (it may be the key).
-        let shown = |actual: &figment::error::Actual| {
-            if secret {
-                actual_kind(actual)
-            } else {
-                actual.to_string()
-            }
-        };
-        let d = match &err.kind {
-            Kind::UnknownField(field, expected) => {
-                let table = path.parent();
-                Diagnostic::error(
-                    Code::UnknownKey,
-                    format!("unknown key `{field}` in `{table}`"),
-                    self.locate_key(path),
-                )
-                .with_label(format!(
-                    "expected one of {}",
-                    one_of(expected.iter().copied())
-                ))
-                .with_help_opt(did_you_mean(field, expected.iter().copied()))
-            }
-            Kind::MissingField(field) => Diagnostic::error(
-                Code::MissingKey,
-                format!("missing key `{field}` in `{path}`"),
-                self.locate(path),
-            )
-            .with_label(format!("`{field}` is required here")),
-            Kind::UnknownVariant(found, expected) => Diagnostic::error(
-                Code::InvalidValue,
-                format!("unknown value `{found}` for `{path}`"),
-                self.locate(path),
-            )
-            .with_label(format!(
-                "expected one of {}",
-                one_of(expected.iter().copied())
-            ))
-            .with_help_opt(did_you_mean(found, expected.iter().copied())),
-            Kind::InvalidType(actual, expected) => Diagnostic::error(
-                Code::InvalidType,
-                format!("`{path}` has the wrong type: found {}", shown(actual)),
-                self.locate(path),
-            )
-            .with_label(format!("expected {}", humanize_expected(expected))),
-            Kind::InvalidValue(actual, expected) => Diagnostic::error(
-                Code::InvalidValue,
-                format!("invalid value for `{path}`: found {}", shown(actual)),
-                self.locate(path),
-            )
-            .with_label(format!("expected {}", humanize_expected(expected))),
-            Kind::Message(m) => Diagnostic::error(
-                Code::InvalidValue,
-                format!("invalid value for `{path}`: {m}"),
-                self.locate(path),
-            ),
-            other => Diagnostic::error(
-                Code::InvalidValue,
-                format!("invalid value for `{path}`: {other}"),
-                self.locate(path),
-            ),
-        };
+        let d = diagnostic_of(err, path, self.locate_key(path), self.locate(path));
         self.diagnostics.push(d);
     }
 
@@ -689,6 +537,155 @@ impl Loaded {
         .with_label(format!("expected {expected}"));
         self.diagnostics.push(d);
     }
+}
+
+/// The diagnostic for a figment extraction error at `path`: an unknown key points at
+/// `key` (where the key is written), anything else at `value`.
+pub(crate) fn diagnostic_of(
+    err: &figment::Error,
+    path: &KeyPath,
+    key: Origin,
+    value: Origin,
+) -> Diagnostic {
+    use figment::error::Kind;
+    let secret = path
+        .0
+        .iter()
+        .any(|s| matches!(s, Seg::Key(k) if k == "api_key"));
+    // What was found, as a kind only under `api_key` (it may be the key).
+    let shown = |actual: &figment::error::Actual| {
+        if secret {
+            actual_kind(actual)
+        } else {
+            actual.to_string()
+        }
+    };
+    match &err.kind {
+        Kind::UnknownField(field, expected) => {
+            let table = path.parent();
+            Diagnostic::error(
+                Code::UnknownKey,
+                format!("unknown key `{field}` in `{table}`"),
+                key,
+            )
+            .with_label(format!(
+                "expected one of {}",
+                one_of(expected.iter().copied())
+            ))
+            .with_help_opt(did_you_mean(field, expected.iter().copied()))
+        }
+        Kind::MissingField(field) => Diagnostic::error(
+            Code::MissingKey,
+            format!("missing key `{field}` in `{path}`"),
+            value.clone(),
+        )
+        .with_label(format!("`{field}` is required here")),
+        Kind::UnknownVariant(found, expected) => Diagnostic::error(
+            Code::InvalidValue,
+            format!("unknown value `{found}` for `{path}`"),
+            value.clone(),
+        )
+        .with_label(format!(
+            "expected one of {}",
+            one_of(expected.iter().copied())
+        ))
+        .with_help_opt(did_you_mean(found, expected.iter().copied())),
+        Kind::InvalidType(actual, expected) => Diagnostic::error(
+            Code::InvalidType,
+            format!("`{path}` has the wrong type: found {}", shown(actual)),
+            value.clone(),
+        )
+        .with_label(format!("expected {}", humanize_expected(expected))),
+        Kind::InvalidValue(actual, expected) => Diagnostic::error(
+            Code::InvalidValue,
+            format!("invalid value for `{path}`: found {}", shown(actual)),
+            value.clone(),
+        )
+        .with_label(format!("expected {}", humanize_expected(expected))),
+        Kind::Message(m) => Diagnostic::error(
+            Code::InvalidValue,
+            format!("invalid value for `{path}`: {m}"),
+            value.clone(),
+        ),
+        other => Diagnostic::error(
+            Code::InvalidValue,
+            format!("invalid value for `{path}`: {other}"),
+            value.clone(),
+        ),
+    }
+}
+
+/// Deserializes `value` (at `path`); on each error, `report`s it, prunes the offending
+/// key (with `prune`) and tries again, so every bad key of an entry is reported in one
+/// pass. A missing required key is filled with a placeholder (of whichever type fits)
+/// for the same reason: the keys after it are still checked, and every missing key is
+/// reported. Returns what could be read, and whether anything was reported.
+pub(crate) fn extract_with<T: DeserializeOwned>(
+    value: &Value,
+    path: &KeyPath,
+    prune: fn(&mut Value, &[String]) -> Option<Vec<String>>,
+    mut report: impl FnMut(&figment::Error, &KeyPath),
+) -> Option<(T, bool)> {
+    use figment::error::Kind;
+    // Most entries are valid: only an invalid one is copied, to be pruned.
+    let mut first = match T::deserialize(value) {
+        Ok(t) => return Some((t, false)),
+        Err(e) => Some(e),
+    };
+    let mut v = value.clone();
+    let mut pruned: Vec<Vec<String>> = Vec::new();
+    // Required keys filled in, with the index of the placeholder being tried.
+    let mut filled: Vec<(Vec<String>, usize)> = Vec::new();
+    // Keys that an unknown key was probably meant to be: (table, key).
+    let mut suggested: Vec<(Vec<String>, String)> = Vec::new();
+    let mut failed = false;
+    // Each round prunes a key or fills one, so this ends; the bound is a guard, not a
+    // limit users meet.
+    for _ in 0..256 {
+        let err = match first.take() {
+            Some(e) => e,
+            None => match T::deserialize(&v) {
+                Ok(t) => return Some((t, failed)),
+                Err(e) => e,
+            },
+        };
+        failed = true;
+        let rel: Vec<String> = err.path.clone();
+        if let Some((p, i)) = filled.iter_mut().find(|(p, _)| rel.starts_with(p)) {
+            // Our placeholder has the wrong type: try the next one.
+            *i += 1;
+            let ph = placeholder(*i)?;
+            set(&mut v, p, ph)?;
+            continue;
+        }
+        if let Kind::MissingField(f) = &err.kind {
+            let mut full = rel.clone();
+            full.push(f.to_string());
+            // Not reported when we pruned it ourselves (already reported as having
+            // the wrong type) or an unknown key nearby was suggested to be it.
+            let known = pruned.iter().any(|p| full.starts_with(p))
+                || suggested.iter().any(|(t, k)| *t == rel && k == f);
+            if !known {
+                let kp = key_path(path, &v, &rel);
+                report(&err, &kp);
+            }
+            set(&mut v, &full, placeholder(0)?)?;
+            filled.push((full, 0));
+            continue;
+        }
+        if let Kind::UnknownField(field, expected) = &err.kind {
+            if let Some(s) = closest(field, expected) {
+                suggested.push((rel[..rel.len().saturating_sub(1)].to_vec(), s.to_string()));
+            }
+        }
+        let kp = key_path(path, &v, &rel);
+        report(&err, &kp);
+        match prune(&mut v, &rel) {
+            Some(p) => pruned.push(p),
+            None => return None,
+        }
+    }
+    None
 }
 
 /// The `*.toml` files directly in `dir`, in name order: what loading a directory reads.
@@ -721,6 +718,33 @@ fn prune(v: &mut Value, rel: &[String]) -> Option<Vec<String>> {
     }
 }
 
+/// Turns figment's string path (relative to `value`) into a key path, reading indices
+/// where the value is an array.
+fn key_path(base: &KeyPath, value: &Value, rel: &[String]) -> KeyPath {
+    let mut kp = base.clone();
+    let mut cur = Some(value);
+    for seg in rel {
+        match cur {
+            Some(Value::Array(_, items)) => match seg.parse::<usize>() {
+                Ok(i) => {
+                    kp = kp.index(i);
+                    cur = items.get(i);
+                }
+                Err(_) => break,
+            },
+            Some(Value::Dict(_, d)) => {
+                kp = kp.key(seg.clone());
+                cur = d.get(seg);
+            }
+            _ => {
+                kp = kp.key(seg.clone());
+                cur = None;
+            }
+        }
+    }
+    kp
+}
+
 /// Placeholders for a missing required key, in the order tried.
 fn placeholder(i: usize) -> Option<Value> {
     Some(match i {
@@ -733,19 +757,24 @@ fn placeholder(i: usize) -> Option<Value> {
     })
 }
 
-/// Sets the value at `rel` (a figment path: keys, and indices into arrays), creating the
-/// last key; `None` if the path does not lead to a table.
-fn set(v: &mut Value, rel: &[String], new: Value) -> Option<()> {
-    let (last, init) = rel.split_last()?;
+/// The value at `rel` (a figment path: keys, and indices into arrays).
+pub(crate) fn at_mut<'v>(v: &'v mut Value, rel: &[String]) -> Option<&'v mut Value> {
     let mut cur = v;
-    for seg in init {
+    for seg in rel {
         cur = match cur {
             Value::Dict(_, d) => d.get_mut(seg)?,
             Value::Array(_, items) => items.get_mut(seg.parse::<usize>().ok()?)?,
             _ => return None,
         };
     }
-    match cur {
+    Some(cur)
+}
+
+/// Sets the value at `rel` (a figment path: keys, and indices into arrays), creating the
+/// last key; `None` if the path does not lead to a table.
+fn set(v: &mut Value, rel: &[String], new: Value) -> Option<()> {
+    let (last, init) = rel.split_last()?;
+    match at_mut(v, init)? {
         Value::Dict(_, d) => {
             d.insert(last.clone(), new);
             Some(())

@@ -9,7 +9,7 @@ mod budget;
 mod caller;
 mod convert;
 mod duration;
-mod load;
+pub(crate) mod load;
 mod model;
 mod retry;
 mod route;

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::check::Checker;
 use super::event::{AttemptResult, Event, Outcome};
+use super::record::Recorder;
 use super::summary::Tally;
 use super::traffic::Arrival;
 use super::upstream::{self, Ask, Play, StreamPlan};
@@ -31,6 +32,7 @@ struct World {
     events: RefCell<Option<Vec<Event>>>,
     digest: Cell<u64>,
     next_attempt: Cell<u64>,
+    recorder: RefCell<Option<Recorder>>,
 }
 
 impl World {
@@ -42,6 +44,9 @@ impl World {
         self.checker.borrow_mut().on(&ev, &self.exec);
         self.tally.borrow_mut().on(&ev);
         self.digest.set(fold(self.digest.get(), &ev));
+        if let Some(r) = self.recorder.borrow_mut().as_mut() {
+            r.on(&ev, &self.exec);
+        }
         if let Some(log) = self.events.borrow_mut().as_mut() {
             log.push(ev);
         }
@@ -236,12 +241,17 @@ async fn request(world: Rc<World>, req: u64, a: Arrival, seed: u64) {
             plan_version: world.version_of(&s.plan),
             failovers: s.failovers,
         },
-        Some(Err(e)) => Outcome::Failed {
-            route: e.route.clone(),
-            reason: e.reason.to_string(),
-            attempts: e.attempts.len() as u32,
-            skipped: e.skipped.len() as u32,
-        },
+        Some(Err(e)) => {
+            if let Some(r) = world.recorder.borrow_mut().as_mut() {
+                r.skipped(&e.skipped);
+            }
+            Outcome::Failed {
+                route: e.route.clone(),
+                reason: e.reason.to_string(),
+                attempts: e.attempts.len() as u32,
+                skipped: e.skipped.len() as u32,
+            }
+        }
     };
     world.emit(Event::RequestEnd {
         at: world.now(),
@@ -290,27 +300,67 @@ pub(crate) fn compile(label: &str, text: &str) -> Result<Plan, RunError> {
 /// Runs the scenario on a fresh current-thread runtime with paused time.
 pub(crate) fn run(s: &Scenario, opts: &RunOptions) -> Result<Report, RunError> {
     let plan = compile("scenario.toml", &s.policy)?;
-    let reload = match &s.reload {
-        Some(r) => Some((r.at_ms, compile("reload.toml", &r.policy)?)),
-        None => None,
+    let reloads = match &s.reload {
+        Some(r) => vec![(r.at_ms, compile("reload.toml", &r.policy)?)],
+        None => Vec::new(),
     };
+    run_compiled(s, plan, reloads, opts)
+}
+
+/// Runs the scenario under compiled plans: `plan` first, then each of `reloads` swapped in
+/// at its time (ms); the scenario's own `policy` and `reload` are not read.
+pub(crate) fn run_compiled(
+    s: &Scenario,
+    plan: Plan,
+    reloads: Vec<(u64, Plan)>,
+    opts: &RunOptions,
+) -> Result<Report, RunError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .map_err(|e| RunError::Runtime(e.to_string()))?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(
-        &rt,
-        drive(Rc::new(s.clone()), plan, reload, opts.keep_events),
-    )
+    local.block_on(&rt, drive(Rc::new(s.clone()), plan, reloads, opts))
+}
+
+/// Requests started between two sweeps of finished tasks.
+const SWEEP: usize = 1024;
+
+/// A request task, or what is left of one that already ended.
+enum Task {
+    Running(JoinHandle<()>),
+    /// Ended by a panic: its outcome is reported when the run joins it, as for a running one.
+    Panicked,
+}
+
+/// Drops the tasks that ended normally, so what is kept grows with the requests in flight
+/// (and the panicked ones), not with the requests of the run.
+fn sweep(handles: &mut Vec<(u64, Task)>) {
+    use futures_util::FutureExt as _;
+    handles.retain_mut(|(_, t)| {
+        let Task::Running(h) = t else { return true };
+        if !h.is_finished() {
+            return true;
+        }
+        // Unconstrained: tokio's cooperative budget would have a finished handle answer
+        // "pending" after the first hundred or so polls of a sweep.
+        match tokio::task::unconstrained(h).now_or_never() {
+            Some(Err(e)) if e.is_panic() => {
+                *t = Task::Panicked;
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    });
 }
 
 async fn drive(
     s: Rc<Scenario>,
     plan: Plan,
-    reload: Option<(u64, Plan)>,
-    keep_events: bool,
+    reloads: Vec<(u64, Plan)>,
+    opts: &RunOptions,
 ) -> Result<Report, RunError> {
     let t0 = Instant::now();
     let mut builder = Executor::builder(plan.clone()).seed(s.seed);
@@ -331,31 +381,41 @@ async fn drive(
         plans: RefCell::new(vec![plan.clone()]),
         checker: RefCell::new(checker),
         tally: RefCell::new(Tally::default()),
-        events: RefCell::new(keep_events.then(Vec::new)),
+        events: RefCell::new(opts.keep_events.then(Vec::new)),
         digest: Cell::new(0xcbf2_9ce4_8422_2325),
         next_attempt: Cell::new(0),
+        recorder: RefCell::new(opts.record.clone().map(Recorder::new)),
     });
     let mut rng = fastrand::Rng::with_seed(s.seed);
-    let arrivals = super::traffic::arrivals(&s.traffic, &mut rng);
-    let reloading = reload.map(|(at, p)| tokio::task::spawn_local(swap(world.clone(), t0, at, p)));
-    let mut handles: Vec<(u64, JoinHandle<()>)> = Vec::with_capacity(arrivals.len());
-    for (i, a) in arrivals.into_iter().enumerate() {
+    let arrivals = super::traffic::Arrivals::new(&s.traffic, &mut rng);
+    let reloading = tokio::task::spawn_local(swaps(world.clone(), t0, reloads));
+    let mut handles: Vec<(u64, Task)> = Vec::with_capacity(arrivals.len().min(SWEEP * 4));
+    for (i, a) in arrivals.enumerate() {
         tokio::time::sleep_until(t0 + a.at).await;
         let seed = rng.u64(..);
+        if i % SWEEP == SWEEP - 1 {
+            sweep(&mut handles);
+        }
         handles.push((
             i as u64,
-            tokio::task::spawn_local(request(world.clone(), i as u64, a, seed)),
+            Task::Running(tokio::task::spawn_local(request(
+                world.clone(),
+                i as u64,
+                a,
+                seed,
+            ))),
         ));
     }
     let joined = tokio::time::timeout(HORIZON, join(&world, handles)).await;
     if joined.is_err() {
         world.checker.borrow_mut().hung(world.now());
     }
-    if let Some(h) = reloading {
-        h.await.map_err(|e| RunError::Runtime(e.to_string()))??;
-    }
+    reloading
+        .await
+        .map_err(|e| RunError::Runtime(e.to_string()))??;
     let at = world.now();
     world.checker.borrow_mut().finish(at, &world.exec);
+    let record = world.recorder.take().map(|r| r.finish(at, &world.exec));
     let checker = world.checker.borrow();
     let (violations, total) = checker.violations();
     Ok(Report {
@@ -364,6 +424,7 @@ async fn drive(
         violation_count: total,
         events: world.events.take(),
         digest: world.digest.get(),
+        record,
     })
 }
 
@@ -373,32 +434,39 @@ async fn drive(
 const HORIZON: Duration = Duration::from_secs(2 * 3600);
 
 /// Waits for every request task; a panicked one ends in [`Outcome::Panicked`].
-async fn join(world: &World, handles: Vec<(u64, JoinHandle<()>)>) {
-    for (req, h) in handles {
-        if let Err(e) = h.await {
-            if e.is_panic() {
-                world.emit(Event::RequestEnd {
-                    at: world.now(),
-                    req,
-                    outcome: Outcome::Panicked,
-                });
-            }
+async fn join(world: &World, handles: Vec<(u64, Task)>) {
+    for (req, t) in handles {
+        let panicked = match t {
+            Task::Running(h) => h.await.is_err_and(|e| e.is_panic()),
+            Task::Panicked => true,
+        };
+        if panicked {
+            world.emit(Event::RequestEnd {
+                at: world.now(),
+                req,
+                outcome: Outcome::Panicked,
+            });
         }
     }
 }
 
-/// Swaps the plan at `at_ms`.
-async fn swap(world: Rc<World>, t0: Instant, at_ms: u64, plan: Plan) -> Result<(), RunError> {
-    tokio::time::sleep_until(t0 + Duration::from_millis(at_ms)).await;
-    world.plans.borrow_mut().push(plan.clone());
-    world.checker.borrow_mut().add_plan(plan.clone());
-    let version = world
-        .exec
-        .swap_plan(plan)
-        .map_err(|e| RunError::Build(e.to_string()))?;
-    world.emit(Event::Reload {
-        at: world.now(),
-        version,
-    });
+/// Swaps in each plan at its time (ms from the start), in order.
+async fn swaps(world: Rc<World>, t0: Instant, reloads: Vec<(u64, Plan)>) -> Result<(), RunError> {
+    for (at_ms, plan) in reloads {
+        tokio::time::sleep_until(t0 + Duration::from_millis(at_ms)).await;
+        world.plans.borrow_mut().push(plan.clone());
+        world.checker.borrow_mut().add_plan(plan.clone());
+        if let Some(r) = world.recorder.borrow_mut().as_mut() {
+            r.retire(world.exec.runtime());
+        }
+        let version = world
+            .exec
+            .swap_plan(plan)
+            .map_err(|e| RunError::Build(e.to_string()))?;
+        world.emit(Event::Reload {
+            at: world.now(),
+            version,
+        });
+    }
     Ok(())
 }

@@ -32,6 +32,7 @@
 //!         segments: vec![Segment { from_ms: 0, to_ms: 1000, start_per_s: 50.0, end_per_s: 50.0 }],
 //!         bursts: vec![],
 //!         mix: Default::default(),
+//!         templates: vec![],
 //!     },
 //! };
 //! let report = sim::run(&scenario).unwrap();
@@ -43,8 +44,10 @@ mod backend;
 mod check;
 mod engine;
 mod event;
+pub mod file;
 mod promise;
 pub mod random;
+mod record;
 mod scenario;
 pub mod shrink;
 mod summary;
@@ -55,8 +58,10 @@ pub use check::{Checker, TICK_NS};
 pub use engine::SimPanic;
 pub use event::{AttemptResult, Event, Outcome};
 pub use promise::{Promise, Violation};
+pub use record::{record_empty, BudgetTrack, Histogram, Interval, Record, RecordOptions, Spend};
 pub use scenario::{
-    Burst, Faults, Mix, Phase, Reload, Scenario, Segment, SharedScript, Traffic, UpstreamScript,
+    Burst, Faults, Mix, Phase, Reload, Scenario, Segment, SharedScript, Template, Traffic,
+    UpstreamScript,
 };
 pub use summary::{Summary, BUCKETS};
 
@@ -65,6 +70,9 @@ pub use summary::{Summary, BUCKETS};
 pub struct RunOptions {
     /// Keep every event in [`Report::events`] (memory grows with the run).
     pub keep_events: bool,
+    /// Record time series and histograms ([`Report::record`]), in memory bounded by the
+    /// run's duration, not its number of requests.
+    pub record: Option<RecordOptions>,
 }
 
 /// What a run found.
@@ -80,6 +88,8 @@ pub struct Report {
     pub events: Option<Vec<Event>>,
     /// A hash of the event sequence (kinds, times, ids): equal runs have equal digests.
     pub digest: u64,
+    /// What [`RunOptions::record`] asked for.
+    pub record: Option<Record>,
 }
 
 /// Why a scenario could not run.
@@ -104,6 +114,18 @@ pub fn run(s: &Scenario) -> Result<Report, RunError> {
 /// [`run`] with options.
 pub fn run_with(s: &Scenario, opts: &RunOptions) -> Result<Report, RunError> {
     engine::run(s, opts)
+}
+
+/// Runs a scenario under compiled plans: `plan` from the start, then each of `reloads`
+/// swapped in at its time (virtual ms). The scenario's `policy` and `reload` texts are not
+/// read (what `tollgate simulate` runs: policies loaded from files, merged).
+pub fn run_plans(
+    s: &Scenario,
+    plan: crate::plan::Plan,
+    reloads: Vec<(u64, crate::plan::Plan)>,
+    opts: &RunOptions,
+) -> Result<Report, RunError> {
+    engine::run_compiled(s, plan, reloads, opts)
 }
 
 /// Installs (once per process) a panic hook that stays silent for the panics the

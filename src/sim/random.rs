@@ -397,6 +397,8 @@ fn script(rng: &mut Rng, name: String, duration: u64, knobs: &Knobs) -> Upstream
                     0.0
                 },
                 stream_ms: (10, rng.u64(10..=1500)),
+                latency_p50_p99: None,
+                partial_outage: None,
             }
         })
         .collect::<Vec<_>>();
@@ -453,6 +455,7 @@ fn traffic(rng: &mut Rng, duration: u64, shape: &Shape, knobs: &Knobs) -> Traffi
             end_per_s: end,
         }],
         bursts,
+        templates: Vec::new(),
         mix: Mix {
             // Sometimes a request names a route (or a model, which matches no route name).
             models: if rng.f64() < 0.2 {
@@ -473,6 +476,7 @@ fn traffic(rng: &mut Rng, duration: u64, shape: &Shape, knobs: &Knobs) -> Traffi
             } else {
                 0.0
             },
+            ..Mix::default()
         },
     }
 }

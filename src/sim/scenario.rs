@@ -92,6 +92,14 @@ pub struct Phase {
     /// How long a stream runs after its first byte, ms.
     #[serde(default = "default_stream")]
     pub stream_ms: (u64, u64),
+    /// Latency drawn log-normally with this median and 99th percentile, ms, instead of
+    /// uniformly from `latency_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p50_p99: Option<(u64, u64)>,
+    /// A partial outage: this share of calls fails at once, with this status (`None`:
+    /// connection refused), before any other fault is drawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_outage: Option<(f64, Option<u16>)>,
 }
 
 fn default_latency() -> (u64, u64) {
@@ -118,6 +126,8 @@ impl Default for Phase {
             usage_factor: 1.0,
             stream_break: 0.0,
             stream_ms: default_stream(),
+            latency_p50_p99: None,
+            partial_outage: None,
         }
     }
 }
@@ -166,6 +176,19 @@ pub struct Traffic {
     pub bursts: Vec<Burst>,
     /// What the requests look like.
     #[serde(default)]
+    pub mix: Mix,
+    /// A weighted choice of mixes: when not empty, each request is drawn from one of these
+    /// (picked by weight) instead of from `mix`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<Template>,
+}
+
+/// One kind of request and how often it comes, relative to the other templates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Template {
+    /// Relative weight (not negative).
+    pub weight: f64,
+    /// What these requests look like.
     pub mix: Mix,
 }
 
@@ -221,6 +244,13 @@ pub struct Mix {
     /// Share of attempts whose operation panics.
     #[serde(default)]
     pub panic_share: f64,
+    /// Words appended to every prompt (what `prompt` conditions match on).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub keywords: String,
+    /// Counted input tokens, uniform in this range, for every request (wins over
+    /// `counted_input`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<(u64, u64)>,
 }
 
 fn default_words() -> (u32, u32) {
@@ -239,6 +269,8 @@ impl Default for Mix {
             stream_share: 0.0,
             cancel: None,
             panic_share: 0.0,
+            keywords: String::new(),
+            input_tokens: None,
         }
     }
 }

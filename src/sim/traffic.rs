@@ -52,55 +52,147 @@ fn times(t: &Traffic, rng: &mut fastrand::Rng) -> Vec<Duration> {
     out.into_iter().map(Duration::from_nanos).collect()
 }
 
-fn pick<'a>(v: &'a [String], rng: &mut fastrand::Rng) -> Option<&'a String> {
-    (!v.is_empty()).then(|| &v[rng.usize(..v.len())])
+fn pick(n: usize, rng: &mut fastrand::Rng) -> Option<usize> {
+    (n > 0).then(|| rng.usize(..n))
 }
 
 fn range(rng: &mut fastrand::Rng, (lo, hi): (u64, u64)) -> u64 {
     rng.u64(lo.min(hi)..=hi.max(lo))
 }
 
-/// A request drawn from the mix.
-fn request(m: &Mix, rng: &mut fastrand::Rng) -> Request {
-    let mut r = Request::new();
-    if let Some(x) = pick(&m.models, rng) {
-        r = r.model(x.clone());
+/// What is drawn for one request, before anything is allocated for it.
+struct Draw {
+    template: Option<usize>,
+    model: Option<usize>,
+    task: Option<usize>,
+    caller: Option<usize>,
+    words: u64,
+    max_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    stream: bool,
+    cancel_after: Option<Duration>,
+}
+
+/// A template by weight (`None`: no templates, the traffic's own mix).
+fn template(t: &Traffic, rng: &mut fastrand::Rng) -> Option<usize> {
+    if t.templates.is_empty() {
+        return None;
     }
-    if let Some(x) = pick(&m.tasks, rng) {
-        r = r.task(x.clone());
+    let total: f64 = t.templates.iter().map(|x| x.weight.max(0.0)).sum();
+    let mut x = rng.f64() * total;
+    for (i, tpl) in t.templates.iter().enumerate() {
+        x -= tpl.weight.max(0.0);
+        if x < 0.0 {
+            return Some(i);
+        }
     }
-    if let Some(x) = pick(&m.callers, rng) {
-        r = r.caller(x.clone());
-    }
+    Some(t.templates.len() - 1)
+}
+
+fn mix_of(t: &Traffic, template: Option<usize>) -> &Mix {
+    template.map_or(&t.mix, |i| &t.templates[i].mix)
+}
+
+/// Draws one request's attributes, in the order (and with the draws) of every run.
+fn draw(t: &Traffic, rng: &mut fastrand::Rng) -> Draw {
+    let template = template(t, rng);
+    let m = mix_of(t, template);
+    let model = pick(m.models.len(), rng);
+    let task = pick(m.tasks.len(), rng);
+    let caller = pick(m.callers.len(), rng);
     let (lo, hi) = m.prompt_words;
     let words = range(rng, (u64::from(lo), u64::from(hi)));
-    // "word " is five bytes: about 1.25 tokens per word by the executor's estimate.
-    r = r.prompt("word ".repeat(words as usize));
-    if let Some(mt) = m.max_tokens {
-        r = r.max_tokens(range(rng, mt));
+    let max_tokens = m.max_tokens.map(|mt| range(rng, mt));
+    let input_tokens = match m.input_tokens {
+        Some(r) => Some(range(rng, r)),
+        None => {
+            (rng.f64() < m.counted_input).then(|| range(rng, (u64::from(lo), u64::from(hi) * 2)))
+        }
+    };
+    let stream = rng.f64() < m.stream_share;
+    let cancel_after = m.cancel.and_then(|(share, span)| {
+        (rng.f64() < share).then(|| Duration::from_millis(range(rng, span)))
+    });
+    Draw {
+        template,
+        model,
+        task,
+        caller,
+        words,
+        max_tokens,
+        input_tokens,
+        stream,
+        cancel_after,
     }
-    if rng.f64() < m.counted_input {
-        r = r.input_tokens(range(rng, (u64::from(lo), u64::from(hi) * 2)));
+}
+
+/// The request a draw describes.
+fn request(m: &Mix, d: &Draw) -> Request {
+    let mut r = Request::new();
+    if let Some(i) = d.model {
+        r = r.model(m.models[i].clone());
+    }
+    if let Some(i) = d.task {
+        r = r.task(m.tasks[i].clone());
+    }
+    if let Some(i) = d.caller {
+        r = r.caller(m.callers[i].clone());
+    }
+    // "word " is five bytes: about 1.25 tokens per word by the executor's estimate.
+    let mut prompt = "word ".repeat(d.words as usize);
+    prompt.push_str(&m.keywords);
+    r = r.prompt(prompt);
+    if let Some(mt) = d.max_tokens {
+        r = r.max_tokens(mt);
+    }
+    if let Some(n) = d.input_tokens {
+        r = r.input_tokens(n);
     }
     r
 }
 
-/// Every arrival of the run, in order.
-pub(crate) fn arrivals(t: &Traffic, rng: &mut fastrand::Rng) -> Vec<Arrival> {
-    times(t, rng)
-        .into_iter()
-        .map(|at| {
-            let request = request(&t.mix, rng);
-            let stream = rng.f64() < t.mix.stream_share;
-            let cancel_after = t.mix.cancel.and_then(|(share, span)| {
-                (rng.f64() < share).then(|| Duration::from_millis(range(rng, span)))
-            });
-            Arrival {
-                at,
-                request,
-                stream,
-                cancel_after,
-            }
+/// Every arrival of the run, in order, drawn one at a time: what is held is the arrival
+/// times (8 bytes a request) and a generator's state, not the requests.
+pub(crate) struct Arrivals<'t> {
+    traffic: &'t Traffic,
+    times: std::vec::IntoIter<Duration>,
+    rng: fastrand::Rng,
+}
+
+impl<'t> Arrivals<'t> {
+    /// The arrivals of `t`; `rng` is left where drawing every one of them up front would
+    /// have left it (so the seeds drawn after it are those of every run).
+    pub(crate) fn new(t: &'t Traffic, rng: &mut fastrand::Rng) -> Self {
+        let times = times(t, rng);
+        let start = rng.clone();
+        for _ in 0..times.len() {
+            draw(t, rng);
+        }
+        Arrivals {
+            traffic: t,
+            times: times.into_iter(),
+            rng: start,
+        }
+    }
+
+    /// How many are left.
+    pub(crate) fn len(&self) -> usize {
+        self.times.len()
+    }
+}
+
+impl Iterator for Arrivals<'_> {
+    type Item = Arrival;
+
+    fn next(&mut self) -> Option<Arrival> {
+        let at = self.times.next()?;
+        let d = draw(self.traffic, &mut self.rng);
+        let request = request(mix_of(self.traffic, d.template), &d);
+        Some(Arrival {
+            at,
+            request,
+            stream: d.stream,
+            cancel_after: d.cancel_after,
         })
-        .collect()
+    }
 }

@@ -70,7 +70,10 @@ fn ms(rng: &mut fastrand::Rng, (lo, hi): (u64, u64)) -> Duration {
 pub(crate) fn draw(s: &Scenario, ask: &Ask<'_>, rng: &mut fastrand::Rng) -> Play {
     let default = Phase::default();
     let p = phase(s, ask).unwrap_or(&default);
-    let mut after = ms(rng, p.latency_ms);
+    let mut after = match p.latency_p50_p99 {
+        Some((p50, p99)) => lognormal(rng, p50, p99),
+        None => ms(rng, p.latency_ms),
+    };
     if let Some((share, slow)) = p.slow {
         if rng.f64() < share {
             after += Duration::from_millis(slow);
@@ -88,6 +91,18 @@ pub(crate) fn draw(s: &Scenario, ask: &Ask<'_>, rng: &mut fastrand::Rng) -> Play
             after: after / 4,
             failure: Failure::connect("connection refused (outage)"),
         };
+    }
+    if let Some((share, status)) = p.partial_outage {
+        if rng.f64() < share {
+            let failure = match status {
+                Some(code) => Failure::status(code).message("outage"),
+                None => Failure::connect("connection refused (outage)"),
+            };
+            return Play::Fail {
+                after: after / 4,
+                failure,
+            };
+        }
     }
     if let Some(failure) = fault(p, usage, rng) {
         let after = if failure.kind == crate::exec::FailureKind::Timeout {
@@ -117,6 +132,19 @@ pub(crate) fn draw(s: &Scenario, ask: &Ask<'_>, rng: &mut fastrand::Rng) -> Play
         rate_limit,
         stream,
     }
+}
+
+/// A log-normal latency with median `p50` and 99th percentile `p99` (ms), capped at an
+/// hour.
+fn lognormal(rng: &mut fastrand::Rng, p50: u64, p99: u64) -> Duration {
+    let mu = (p50.max(1) as f64).ln();
+    // z of the 99th percentile of the standard normal.
+    let sigma = ((p99.max(p50).max(1) as f64).ln() - mu).max(0.0) / 2.326_348;
+    // Box–Muller: one standard normal draw from two uniforms.
+    let (u1, u2) = (1.0 - rng.f64(), rng.f64());
+    let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+    let ms = (mu + sigma * z).exp().min(3_600_000.0);
+    Duration::from_micros((ms * 1000.0) as u64)
 }
 
 /// `n × factor`, ± 10 %.

@@ -1,12 +1,13 @@
 //! Shared helpers for the integration tests (`mod common;` in each file): compile a policy
 //! from TOML text; a fake upstream that counts the requests it has in flight; the
 //! two-fake-upstream setup and chat helpers ([`relay`]); free ports and child processes
-//! killed on drop ([`process`]).
+//! killed on drop ([`process`]); running the binary ([`cli`]).
 //!
 //! Each test file is its own crate and uses only some of these helpers, so the rest would
 //! be dead code there: the usual `allow(dead_code)` of a `tests/common` module.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod process;
 pub mod relay;
 

@@ -26,12 +26,51 @@ struct RateTrack {
     best: f64,
 }
 
-/// Calls admitted to one upstream with a token limit: (admitted at, estimate, charge).
-/// The charge is the estimate until the call settles, then the smaller of the two.
+/// Calls admitted to one upstream with a token limit: (admitted at, estimate, charge,
+/// final). The charge is the estimate until the call settles, then the smaller of the two;
+/// it is final once its attempt (and stream) ended. Final calls at the front are folded
+/// into `scan` and dropped, so what is kept follows the calls in flight, not the run.
 #[derive(Debug)]
 struct TokenTrack {
     per_minute: f64,
-    calls: Vec<(u64, u64, u64)>,
+    /// Sequence number of `calls[0]` (slots are sequence numbers).
+    base: usize,
+    calls: std::collections::VecDeque<(u64, u64, u64, bool)>,
+    scan: TokenScan,
+}
+
+/// The state of [`Limits::token_windows`]'s scan over the calls folded so far.
+#[derive(Debug, Clone, Copy)]
+struct TokenScan {
+    sum: f64,
+    best: f64,
+    worst: f64,
+}
+
+impl TokenScan {
+    const START: TokenScan = TokenScan {
+        sum: 0.0,
+        best: f64::NEG_INFINITY,
+        worst: 0.0,
+    };
+
+    /// One more call, `rate` tokens per ns.
+    fn fold(&mut self, rate: f64, at: u64, charge: u64) {
+        self.best = self.best.max(rate * at as f64 - self.sum);
+        self.sum += charge as f64;
+        self.worst = self.worst.max(self.sum - rate * at as f64 + self.best);
+    }
+}
+
+impl TokenTrack {
+    fn new(per_minute: f64, base: usize) -> Self {
+        TokenTrack {
+            per_minute,
+            base,
+            calls: std::collections::VecDeque::new(),
+            scan: TokenScan::START,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -307,19 +346,31 @@ impl Limits {
         let t = self
             .tokens
             .entry(upstream.into())
-            .or_insert_with(|| TokenTrack {
-                per_minute,
-                calls: Vec::new(),
-            });
+            .or_insert_with(|| TokenTrack::new(per_minute, 0));
         if t.per_minute != per_minute {
-            // A reload changed the limit: the promise starts again.
-            *t = TokenTrack {
-                per_minute,
-                calls: Vec::new(),
-            };
+            // A reload changed the limit: the promise starts again (calls admitted before
+            // keep their slots, which no longer point into it).
+            *t = TokenTrack::new(per_minute, t.base + t.calls.len());
         }
-        t.calls.push((at, estimate, estimate));
-        Some(t.calls.len() - 1)
+        t.calls.push_back((at, estimate, estimate, false));
+        Some(t.base + t.calls.len() - 1)
+    }
+
+    /// The attempt (and its stream) ended: its charge is final.
+    pub(super) fn finalize_tokens(&mut self, att: &Att) {
+        let Some(slot) = att.tokens else { return };
+        let Some(t) = self.tokens.get_mut(&att.upstream) else {
+            return;
+        };
+        if let Some(c) = slot.checked_sub(t.base).and_then(|i| t.calls.get_mut(i)) {
+            c.3 = true;
+        }
+        let rate = t.per_minute / 60e9;
+        while let Some(&(at, _, charge, true)) = t.calls.front() {
+            t.scan.fold(rate, at, charge);
+            t.calls.pop_front();
+            t.base += 1;
+        }
     }
 
     /// The tokens an attempt turned out to use (`None`: unknown, the estimate stays).
@@ -327,11 +378,10 @@ impl Limits {
         let (Some(slot), Some(actual)) = (att.tokens, actual) else {
             return;
         };
-        if let Some(c) = self
-            .tokens
-            .get_mut(&att.upstream)
-            .and_then(|t| t.calls.get_mut(slot))
-        {
+        if let Some(c) = self.tokens.get_mut(&att.upstream).and_then(|t| {
+            let i = slot.checked_sub(t.base)?;
+            t.calls.get_mut(i)
+        }) {
             c.2 = c.1.min(actual);
         }
     }
@@ -343,12 +393,11 @@ impl Limits {
         let mut found = Vec::new();
         for (name, t) in &self.tokens {
             let rate = t.per_minute / 60e9;
-            let (mut sum, mut best, mut worst) = (0.0, f64::NEG_INFINITY, 0.0f64);
-            for &(at, _, charge) in &t.calls {
-                best = best.max(rate * at as f64 - sum);
-                sum += charge as f64;
-                worst = worst.max(sum - rate * at as f64 + best);
+            let mut scan = t.scan;
+            for &(at, _, charge, _) in &t.calls {
+                scan.fold(rate, at, charge);
             }
+            let worst = scan.worst;
             // The limiter rounds each token's time up: no slack needed but float error.
             if worst > t.per_minute + 0.5 {
                 found.push(format!(

@@ -162,6 +162,7 @@ impl Checker {
                         self.limits
                             .settle_tokens(&att, Some(u.input_tokens + u.output_tokens));
                     }
+                    self.limits.finalize_tokens(&att);
                 }
             }
             Event::Reload { .. } => {}
@@ -259,6 +260,7 @@ impl Checker {
             self.atts.insert(id, att);
         } else {
             self.settle_budgets(at, &att, usage);
+            self.limits.finalize_tokens(&att);
         }
     }
 
