@@ -29,7 +29,9 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::de::DeserializeOwned;
 
+use super::merge;
 use super::spans::{KeyPath, Seg, SpanIndex, NAMED_SECTIONS};
+use super::tree::{Node, Tree};
 use super::Policy;
 use crate::diagnostic::{
     did_you_mean, one_of, Code, Diagnostic, FileId, Origin, SourceFile, Sources,
@@ -140,6 +142,17 @@ pub struct Loaded {
 
 /// Loads a policy. Never panics and never stops at the first problem: see [`Loaded`].
 pub fn load(opts: &LoadOptions) -> Loaded {
+    load_as(opts, true)
+}
+
+/// [`load`] with every file read through figment, as when an environment override applies:
+/// the reference the direct path is tested against (`tests/load.rs`). Not for use.
+#[doc(hidden)]
+pub fn load_through_figment(opts: &LoadOptions) -> Loaded {
+    load_as(opts, false)
+}
+
+fn load_as(opts: &LoadOptions, direct: bool) -> Loaded {
     let mut l = Loaded {
         policy: Policy::default(),
         diagnostics: Vec::new(),
@@ -151,39 +164,18 @@ pub fn load(opts: &LoadOptions) -> Loaded {
         io_failed: false,
         unparsed: false,
     };
-    let mut figment = Figment::new();
     let mut route_offset = 0;
     let files = if opts.paths.is_empty() && !opts.texts.is_empty() {
         Vec::new()
     } else {
         l.expand(&opts.paths)
     };
+    // Each file parsed once: its span index and its values come from the same document.
+    let mut docs: Vec<Doc> = Vec::new();
     let in_memory = opts.texts.iter().map(|(p, t)| (p.clone(), Some(t.clone())));
     for (path, given) in files.into_iter().map(|p| (p, None)).chain(in_memory) {
-        let read = match given {
-            Some(t) => Ok(t.into_bytes()),
-            None => std::fs::read(&path),
-        };
-        let text = match read {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(t) => t,
-                Err(e) => {
-                    l.unparsed = true;
-                    l.diagnostics.push(Diagnostic::error(
-                        Code::Io,
-                        format!(
-                            "the file is not UTF-8 text (invalid byte at offset {})",
-                            e.utf8_error().valid_up_to()
-                        ),
-                        Origin::Path(path.clone()),
-                    ));
-                    continue;
-                }
-            },
-            Err(e) => {
-                l.io_error(format!("cannot read: {e}"), Origin::Path(path.clone()));
-                continue;
-            }
+        let Some(text) = l.read(&path, given) else {
+            continue;
         };
         let mut file = SourceFile::new(&path, text.clone());
         match toml_edit::ImDocument::parse(text.as_str()) {
@@ -193,14 +185,11 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                     file.redact(s.clone());
                 }
                 let id = l.sources.add(file);
-                figment = figment.admerge(FileProvider {
-                    path: path.clone(),
-                    doc: doc.as_table(),
-                    text: &text,
-                });
                 let n = idx.routes;
                 l.files.push((id, idx, route_offset));
                 route_offset += n;
+                let table = doc.into_table();
+                docs.push(Doc { path, table, text });
             }
             Err(e) => {
                 l.unparsed = true;
@@ -220,13 +209,34 @@ pub fn load(opts: &LoadOptions) -> Loaded {
     }
     l.check_duplicates();
     let overrides = l.env_overrides(&opts.env);
-    figment = figment.merge(overrides);
-    let root = match figment.find_value("") {
-        Ok(v) => v,
-        Err(_) => Value::from(Dict::new()), // nothing loaded: an empty policy
-    };
-    l.extract_root(&root);
+    if direct && overrides.dict.is_empty() && merge::simple(&docs) {
+        // No override: the documents are the policy (figment would only copy them).
+        let root = merge::tables(docs.into_iter().map(|d| d.table));
+        l.extract_root(Node::Table(&root));
+    } else {
+        let mut figment = Figment::new();
+        for d in &docs {
+            figment = figment.admerge(FileProvider {
+                path: d.path.clone(),
+                doc: &d.table,
+                text: &d.text,
+            });
+        }
+        figment = figment.merge(overrides);
+        let root = match figment.find_value("") {
+            Ok(v) => v,
+            Err(_) => Value::from(Dict::new()), // nothing loaded: an empty policy
+        };
+        l.extract_root(&root);
+    }
     l
+}
+
+/// One parsed file: its path, its document and its text.
+pub(super) struct Doc {
+    pub(super) path: PathBuf,
+    pub(super) table: toml_edit::Table,
+    pub(super) text: String,
 }
 
 impl Loaded {
@@ -317,6 +327,36 @@ impl Loaded {
                 },
                 None => Origin::None,
             },
+        }
+    }
+
+    /// The text of a file (or the text given for it); `None`, reported, if it cannot be
+    /// read or is not UTF-8.
+    fn read(&mut self, path: &PathBuf, given: Option<String>) -> Option<String> {
+        let read = match given {
+            Some(t) => Ok(t.into_bytes()),
+            None => std::fs::read(path),
+        };
+        match read {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    self.unparsed = true;
+                    self.diagnostics.push(Diagnostic::error(
+                        Code::Io,
+                        format!(
+                            "the file is not UTF-8 text (invalid byte at offset {})",
+                            e.utf8_error().valid_up_to()
+                        ),
+                        Origin::Path(path.clone()),
+                    ));
+                    None
+                }
+            },
+            Err(e) => {
+                self.io_error(format!("cannot read: {e}"), Origin::Path(path.clone()));
+                None
+            }
         }
     }
 
@@ -441,32 +481,32 @@ impl Loaded {
         EnvOverrides { dict }
     }
 
-    fn extract_root(&mut self, root: &Value) {
-        let Some(dict) = root.as_dict() else {
+    fn extract_root<'a, N: Tree<'a>>(&mut self, root: N) {
+        let Some(entries) = root.entries() else {
             return self.type_error(&KeyPath::root(), "a table", root);
         };
         let root_path = KeyPath::root();
-        for (key, value) in dict {
+        for (key, value) in entries {
             let path = root_path.key(key);
-            match key.as_str() {
-                "version" => self.policy.version = self.extract(value, &path),
-                "defaults" => self.policy.defaults = self.extract(value, &path).unwrap_or_default(),
+            match key {
+                "version" => self.policy.version = value.decode(self, &path),
+                "defaults" => self.policy.defaults = value.decode(self, &path).unwrap_or_default(),
                 "upstreams" => self.policy.upstreams = self.extract_named(value, &path),
                 "models" => self.policy.models = self.extract_named(value, &path),
                 "retry" => self.policy.retry = self.extract_named(value, &path),
                 "breakers" => self.policy.breakers = self.extract_named(value, &path),
                 "budgets" => self.policy.budgets = self.extract_named(value, &path),
                 "callers" => self.policy.callers = self.extract_named(value, &path),
-                "state" => self.policy.state = self.extract(value, &path),
+                "state" => self.policy.state = value.decode(self, &path),
                 "routes" => {
-                    let Some(items) = value.as_array() else {
+                    let Some(items) = value.elements() else {
                         self.type_error(&path, "an array of tables (`[[routes]]`)", value);
                         self.broken.insert(path);
                         continue;
                     };
-                    for (i, item) in items.iter().enumerate() {
+                    for (i, item) in items.into_iter().enumerate() {
                         let p = path.index(i);
-                        match self.extract(item, &p) {
+                        match item.decode(self, &p) {
                             Some(r) => {
                                 self.policy.routes.push(r);
                                 self.route_paths.push(p);
@@ -492,21 +532,21 @@ impl Loaded {
         debug_assert!(NAMED_SECTIONS.iter().all(|s| TOP_LEVEL.contains(s)));
     }
 
-    fn extract_named<T: DeserializeOwned>(
+    fn extract_named<'a, T: DeserializeOwned, N: Tree<'a>>(
         &mut self,
-        value: &Value,
+        value: N,
         path: &KeyPath,
     ) -> std::collections::BTreeMap<String, T> {
         let mut out = std::collections::BTreeMap::new();
-        let Some(dict) = value.as_dict() else {
+        let Some(entries) = value.entries() else {
             self.type_error(path, "a table of named entries", value);
             return out;
         };
-        for (name, v) in dict {
+        for (name, v) in entries {
             let p = path.key(name);
-            match self.extract(v, &p) {
+            match v.decode(self, &p) {
                 Some(t) => {
-                    out.insert(name.clone(), t);
+                    out.insert(name.to_string(), t);
                 }
                 None => {
                     self.broken.insert(p);
@@ -520,7 +560,11 @@ impl Loaded {
     /// tries again, so every bad key of an entry is reported in one pass. A missing
     /// required key is filled with a placeholder (of whichever type fits) for the same
     /// reason: the keys after it are still checked, and every missing key is reported.
-    fn extract<T: DeserializeOwned>(&mut self, value: &Value, path: &KeyPath) -> Option<T> {
+    pub(super) fn extract<T: DeserializeOwned>(
+        &mut self,
+        value: &Value,
+        path: &KeyPath,
+    ) -> Option<T> {
         use figment::error::Kind;
         // Most entries are valid: only an invalid one is copied, to be pruned.
         let mut first = match T::deserialize(value) {
@@ -680,10 +724,10 @@ impl Loaded {
         self.diagnostics.push(d);
     }
 
-    fn type_error(&mut self, path: &KeyPath, expected: &str, found: &Value) {
+    fn type_error<'a>(&mut self, path: &KeyPath, expected: &str, found: impl Tree<'a>) {
         let d = Diagnostic::error(
             Code::InvalidType,
-            format!("`{path}` has the wrong type: found {}", value_kind(found)),
+            format!("`{path}` has the wrong type: found {}", found.kind()),
             self.locate(path),
         )
         .with_label(format!("expected {expected}"));
@@ -775,18 +819,6 @@ fn merge_dicts(mut a: Dict, b: Dict) -> Dict {
         }
     }
     a
-}
-
-fn value_kind(v: &Value) -> &'static str {
-    match v {
-        Value::String(..) => "a string",
-        Value::Char(..) => "a character",
-        Value::Bool(..) => "a boolean",
-        Value::Num(..) => "a number",
-        Value::Empty(..) => "an empty value",
-        Value::Dict(..) => "a table",
-        Value::Array(..) => "an array",
-    }
 }
 
 fn actual_kind(a: &figment::error::Actual) -> String {
