@@ -24,13 +24,14 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::de::DeserializeOwned;
 
 use super::merge;
-use super::spans::{KeyPath, Seg, SpanIndex, NAMED_SECTIONS};
+use super::spans::{FileFacts, KeyPath, Seg, SpanIndex, NAMED_SECTIONS};
 use super::tree::{Node, Tree};
 use super::Policy;
 use crate::diagnostic::{
@@ -132,7 +133,7 @@ pub struct Loaded {
     pub diagnostics: Vec<Diagnostic>,
     /// The files read.
     pub sources: Sources,
-    files: Vec<(FileId, SpanIndex, usize)>,
+    files: Vec<FileSpans>,
     env: Vec<(KeyPath, String)>,
     broken: BTreeSet<KeyPath>,
     route_paths: Vec<KeyPath>,
@@ -170,7 +171,9 @@ fn load_as(opts: &LoadOptions, direct: bool) -> Loaded {
     } else {
         l.expand(&opts.paths)
     };
-    // Each file parsed once: its span index and its values come from the same document.
+    // Each file parsed once; its span index is built from its text again only if a
+    // diagnostic needs a position in it.
+    let several = files.len() + opts.texts.len() > 1;
     let mut docs: Vec<Doc> = Vec::new();
     let in_memory = opts.texts.iter().map(|(p, t)| (p.clone(), Some(t.clone())));
     for (path, given) in files.into_iter().map(|p| (p, None)).chain(in_memory) {
@@ -180,14 +183,19 @@ fn load_as(opts: &LoadOptions, direct: bool) -> Loaded {
         let mut file = SourceFile::new(&path, text.clone());
         match toml_edit::ImDocument::parse(text.as_str()) {
             Ok(doc) => {
-                let idx = SpanIndex::build(doc.as_table());
-                for s in &idx.secrets {
+                let facts = FileFacts::of(doc.as_table(), several);
+                for s in &facts.secrets {
                     file.redact(s.clone());
                 }
                 let id = l.sources.add(file);
-                let n = idx.routes;
-                l.files.push((id, idx, route_offset));
-                route_offset += n;
+                l.files.push(FileSpans {
+                    id,
+                    offset: route_offset,
+                    routes: facts.routes,
+                    definitions: facts.definitions,
+                    index: OnceLock::new(),
+                });
+                route_offset += facts.routes;
                 let table = doc.into_table();
                 docs.push(Doc { path, table, text });
             }
@@ -230,6 +238,32 @@ fn load_as(opts: &LoadOptions, direct: bool) -> Loaded {
         l.extract_root(&root);
     }
     l
+}
+
+/// Where things are written in one parsed file.
+#[derive(Debug)]
+struct FileSpans {
+    id: FileId,
+    /// Index of its first `[[routes]]` entry in the merged policy.
+    offset: usize,
+    /// Number of its `[[routes]]` entries.
+    routes: usize,
+    /// See [`FileFacts::definitions`].
+    definitions: Vec<KeyPath>,
+    /// Built when first asked for (by a diagnostic): most loads never need it.
+    index: OnceLock<SpanIndex>,
+}
+
+impl FileSpans {
+    fn index(&self, sources: &Sources) -> &SpanIndex {
+        self.index.get_or_init(|| {
+            // The text parsed when it was loaded: it parses again, alike.
+            match toml_edit::ImDocument::parse(sources.get(self.id).text.as_str()) {
+                Ok(doc) => SpanIndex::build(doc.as_table()),
+                Err(_) => SpanIndex::default(),
+            }
+        })
+    }
 }
 
 /// One parsed file: its path, its document and its text.
@@ -284,19 +318,19 @@ impl Loaded {
         }
         // (matched length, origin) of the longest written prefix of `path` in any file.
         let mut best: Option<(usize, Origin)> = None;
-        for (id, idx, offset) in &self.files {
+        for f in &self.files {
             let mut local = path.clone();
             if let [Seg::Key(k), Seg::Index(i), ..] = local.0.as_mut_slice() {
                 if k == "routes" {
-                    if *i < *offset || *i >= offset + idx.routes {
+                    if *i < f.offset || *i >= f.offset + f.routes {
                         continue;
                     }
-                    *i -= offset;
+                    *i -= f.offset;
                 }
             }
             // The longest written prefix with a span, if longer than the best so far.
             let mut longest = None;
-            for (i, s) in idx.along(&local.0).enumerate() {
+            for (i, s) in f.index(&self.sources).along(&local.0).enumerate() {
                 let span = if prefer_key {
                     s.key.as_ref().or(s.value.as_ref())
                 } else {
@@ -309,7 +343,7 @@ impl Loaded {
             if let Some((len, span)) = longest {
                 if best.as_ref().is_none_or(|(l, _)| *l < len) {
                     let span = span.clone();
-                    best = Some((len, Origin::File { file: *id, span }));
+                    best = Some((len, Origin::File { file: f.id, span }));
                 }
             }
         }
@@ -321,8 +355,8 @@ impl Loaded {
         match best {
             Some((_, o)) => o,
             None => match self.files.first() {
-                Some((id, _, _)) => Origin::File {
-                    file: *id,
+                Some(f) => Origin::File {
+                    file: f.id,
                     span: 0..0,
                 },
                 None => Origin::None,
@@ -406,16 +440,18 @@ impl Loaded {
         let mut seen: std::collections::HashMap<&KeyPath, FileId> =
             std::collections::HashMap::new();
         let mut found = Vec::new();
-        for (id, idx, _) in &self.files {
-            for def in &idx.definitions {
+        for file in &self.files {
+            let id = &file.id;
+            for def in &file.definitions {
                 if let Some(first) = seen.get(def) {
                     let span_of = |f: FileId| {
-                        let (_, idx, _) = self
+                        let file = self
                             .files
                             .iter()
-                            .find(|(i, _, _)| *i == f)
+                            .find(|x| x.id == f)
                             .expect("file was indexed above");
-                        idx.get(def)
+                        file.index(&self.sources)
+                            .get(def)
                             .and_then(|s| s.key.clone().or(s.value.clone()))
                             .unwrap_or(0..0)
                     };
