@@ -180,10 +180,11 @@ fn load_as(opts: &LoadOptions, direct: bool) -> Loaded {
         let Some(text) = l.read(&path, given) else {
             continue;
         };
-        let mut file = SourceFile::new(&path, text.clone());
-        match toml_edit::ImDocument::parse(text.as_str()) {
-            Ok(doc) => {
-                let facts = FileFacts::of(doc.as_table(), several);
+        let parsed = toml_edit::ImDocument::parse(text.as_str())
+            .map(|doc| (FileFacts::of(doc.as_table(), several), doc.into_table()));
+        let mut file = SourceFile::new(&path, text);
+        match parsed {
+            Ok((facts, table)) => {
                 for s in &facts.secrets {
                     file.redact(s.clone());
                 }
@@ -196,8 +197,7 @@ fn load_as(opts: &LoadOptions, direct: bool) -> Loaded {
                     index: OnceLock::new(),
                 });
                 route_offset += facts.routes;
-                let table = doc.into_table();
-                docs.push(Doc { path, table, text });
+                docs.push(Doc { path, table, id });
             }
             Err(e) => {
                 l.unparsed = true;
@@ -217,17 +217,27 @@ fn load_as(opts: &LoadOptions, direct: bool) -> Loaded {
     }
     l.check_duplicates();
     let overrides = l.env_overrides(&opts.env);
-    if direct && overrides.dict.is_empty() && merge::simple(&docs) {
+    if direct && overrides.dict.is_empty() && merge::simple(&docs, &l.sources) {
         // No override: the documents are the policy (figment would only copy them).
-        let root = merge::tables(docs.into_iter().map(|d| d.table));
-        l.extract_root(Node::Table(&root));
+        let mut root = merge::tables(docs.into_iter().map(|d| d.table));
+        // One top-level key at a time, in the order of the whole root (sorted), each freed
+        // once read: the document and the policy read from it are not both held whole.
+        let mut keys: Vec<String> = root.iter().map(|(k, _)| k.to_string()).collect();
+        keys.sort_unstable();
+        for k in keys {
+            let mut one = toml_edit::Table::new();
+            if let Some(item) = root.remove(&k) {
+                one.insert(&k, item);
+            }
+            l.extract_root(Node::Table(&one));
+        }
     } else {
         let mut figment = Figment::new();
         for d in &docs {
             figment = figment.admerge(FileProvider {
                 path: d.path.clone(),
                 doc: &d.table,
-                text: &d.text,
+                text: &l.sources.get(d.id).text,
             });
         }
         figment = figment.merge(overrides);
@@ -266,11 +276,11 @@ impl FileSpans {
     }
 }
 
-/// One parsed file: its path, its document and its text.
+/// One parsed file: its path, its document and where its text is kept.
 pub(super) struct Doc {
     pub(super) path: PathBuf,
     pub(super) table: toml_edit::Table,
-    pub(super) text: String,
+    pub(super) id: FileId,
 }
 
 impl Loaded {

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use toml_edit::{Item, Table};
 
 use super::load::Doc;
+use crate::diagnostic::Sources;
 
 /// Whether the files can be read as one document merged here (by [`tables`]) with the same
 /// result as figment's `admerge`: no key figment treats specially, and every top-level key
@@ -13,9 +14,12 @@ use super::load::Doc;
 /// or a table whose keys differ from file to file (named sections, `defaults`), so nothing
 /// is overwritten or merged deeper. Anything else (a name defined twice, already an error)
 /// goes through figment.
-pub(super) fn simple(docs: &[Doc]) -> bool {
+pub(super) fn simple(docs: &[Doc], sources: &Sources) -> bool {
     // Keys figment's values rebuild tagged values from (see `convert::FIGMENT_MAGIC`).
-    if docs.iter().any(|d| d.text.contains("___figment_value")) {
+    if docs
+        .iter()
+        .any(|d| sources.get(d.id).text.contains("___figment_value"))
+    {
         return false;
     }
     if docs.len() < 2 {

@@ -138,6 +138,25 @@ impl<'a> Tree<'a> for Node<'a> {
     }
 }
 
+/// Why the direct path gave up on an entry: never shown (figment reads the entry again and
+/// says why), so it carries nothing.
+#[derive(Debug)]
+pub(super) struct Rejected;
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not deserializable as is")
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+impl de::Error for Rejected {
+    fn custom<T: std::fmt::Display>(_: T) -> Self {
+        Rejected
+    }
+}
+
 /// Entries of a table, handed out in key order.
 struct MapDe<'a> {
     iter: std::vec::IntoIter<(&'a str, Node<'a>)>,
@@ -154,7 +173,7 @@ impl<'a> MapDe<'a> {
 }
 
 impl<'de> de::MapAccess<'de> for MapDe<'_> {
-    type Error = figment::Error;
+    type Error = Rejected;
     fn next_key_seed<K: DeserializeSeed<'de>>(
         &mut self,
         seed: K,
@@ -171,7 +190,7 @@ impl<'de> de::MapAccess<'de> for MapDe<'_> {
     ) -> Result<V::Value, Self::Error> {
         match self.value.take() {
             Some(v) => seed.deserialize(v),
-            None => Err(de::Error::custom("a value asked for before its key")),
+            None => Err(Rejected),
         }
     }
 }
@@ -182,7 +201,7 @@ struct SeqDe<'a> {
 }
 
 impl<'de> de::SeqAccess<'de> for SeqDe<'_> {
-    type Error = figment::Error;
+    type Error = Rejected;
     fn next_element_seed<T: DeserializeSeed<'de>>(
         &mut self,
         seed: T,
@@ -195,7 +214,7 @@ impl<'de> de::SeqAccess<'de> for SeqDe<'_> {
 }
 
 impl<'de> de::Deserializer<'de> for Node<'_> {
-    type Error = figment::Error;
+    type Error = Rejected;
 
     fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Self::Error> {
         use toml_edit::Value as T;
