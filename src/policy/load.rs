@@ -4,14 +4,18 @@
 //!
 //! # Steps
 //! 1. Each path is a file, or a directory whose `*.toml` files are taken in name order.
-//! 2. Each file is parsed by toml_edit, which keeps spans: syntax errors are reported with
-//!    their position, and a [`SpanIndex`] maps every key path to where it is written.
+//! 2. Each file is parsed once by toml_edit, which keeps spans: syntax errors are reported
+//!    with their position. A [`SpanIndex`] (every key path → where it is written) is built
+//!    from the file's text when a diagnostic first needs a position in it.
 //! 3. A named entry (`upstreams.NAME`, `models.NAME`, …) or a `defaults` key written in two
 //!    files is an error naming both places. `[[routes]]` from several files are concatenated
 //!    in file order.
-//! 4. figment merges the files and then the `TOLLGATE__…` environment overrides.
+//! 4. With a `TOLLGATE__…` environment override (or files whose merge is not plain, see
+//!    `merge::simple`), figment merges the files and then the overrides. Without, the
+//!    documents are read directly (`tree::Node`), as figment would read them.
 //! 5. Each section and entry is deserialized on its own. On an error, the offending key is
-//!    pruned and the entry tried again, so one bad key does not hide the next.
+//!    pruned and the entry tried again (through figment's values, whichever path read the
+//!    rest), so one bad key does not hide the next.
 //!
 //! # Environment overrides
 //! A variable `TOLLGATE__A__B__C=value` sets the key `a.b.c`: the prefix is stripped,

@@ -5,10 +5,11 @@
 //! `&Value` deserializer does for the same value converted by [`super::convert`]: keys in
 //! sorted order (figment's `Dict` is a `BTreeMap`), integers as `i64`, floats as `f64`, a
 //! datetime as the one-entry table toml's deserializer presents it as, enums from a string
-//! or a one-key table (figment also takes a `u32`, never an `i64`, all TOML has). Reading from it skips building figment's copy of the whole
-//! document (and freeing it). It is only the fast path: an entry it cannot deserialize is
-//! converted to figment values and deserialized again there, so every diagnostic is made
-//! by figment, word for word as before.
+//! or a one-key table (figment also takes a `u32`, never an `i64`, all TOML has). Reading
+//! from it skips building figment's copy of the whole document (and freeing it). It is only
+//! the fast path: an entry it cannot deserialize is converted to figment values and
+//! deserialized again there, so every diagnostic is made by figment, word for word as
+//! before.
 
 use figment::value::Value;
 use serde::de::value::{MapAccessDeserializer, MapDeserializer};
