@@ -22,6 +22,10 @@ use tollgate::plan::Plan;
 use tollgate::policy::LoadOptions;
 use tollgate::reload::{self, PolicySource, ReloadConfig, ReloadEvent};
 
+// As the `tollgate` binary (src/main.rs), so a reload here costs what `serve`'s does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const HEAD: &str = "version = 1\n\n[upstreams.up]\nbase_url = \"http://127.0.0.1:1/v1\"\n\
 limits = { requests_per_second = 100.0, burst = 10 }\n";
 

@@ -380,3 +380,84 @@ fn text_in_memory_loads_after_the_files_and_is_named_by_its_label() {
     assert!(short.starts_with("inline.toml:"), "{short}");
     assert!(short.contains("retry"), "{short}");
 }
+
+/// What one load gives, compared between the direct path and figment's.
+fn outcome(l: tollgate::policy::Loaded) -> String {
+    let mut out = format!("{:?}\n{:?}\n{}\n", l.policy, l.diagnostics, l.is_partial());
+    for i in 0..l.policy.routes.len() + 1 {
+        out.push_str(&format!("{} ", l.route_path(i)));
+    }
+    match compile(l) {
+        // (The plan holds hash maps: its Debug text is in no fixed order.)
+        Ok(c) => out.push_str(&format!("\nok {:?}", c.warnings.items)),
+        Err(d) => out.push_str(&format!("\nerr {:?}", d.items)),
+    }
+    out
+}
+
+#[track_caller]
+fn same_both_ways(opts: &LoadOptions) {
+    let direct = outcome(load(opts));
+    let figment = outcome(tollgate::policy::load_through_figment(opts));
+    assert!(
+        direct == figment,
+        "{:?}: the direct path differs from figment's\n direct:  {direct}\n figment: {figment}",
+        opts.paths
+    );
+}
+
+/// Without environment overrides a policy is deserialized straight from the parsed
+/// documents; with them, through figment. Both must read every policy alike: every corpus
+/// and example file alone, every directory, a few merged sets, and each file with every
+/// line removed in turn (which makes all kinds of invalid and odd policies).
+#[test]
+fn the_direct_path_reads_every_policy_as_figment_does() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    for d in [
+        "policies",
+        "tests/valid",
+        "tests/invalid",
+        "fuzz/regressions",
+    ] {
+        let mut pending = vec![root.join(d)];
+        while let Some(d) = pending.pop() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(&d)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            entries.sort();
+            for p in entries {
+                if p.is_dir() {
+                    dirs.push(p.clone());
+                    pending.push(p);
+                } else if p.extension().is_some_and(|x| x == "toml") {
+                    files.push(p);
+                }
+            }
+        }
+    }
+    assert!(files.len() > 100, "found the corpus: {}", files.len());
+    for f in &files {
+        same_both_ways(&no_env([f.clone()]));
+    }
+    for d in &dirs {
+        same_both_ways(&no_env([d.clone()]));
+    }
+    same_both_ways(&no_env([root.join("policies")]));
+    for pair in files.windows(2) {
+        same_both_ways(&no_env(pair.iter().cloned()));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for i in 0..lines.len() {
+            let mut l = lines.clone();
+            l.remove(i);
+            let p = write(dir.path(), "p.toml", &l.join("\n"));
+            same_both_ways(&no_env([p]));
+        }
+    }
+}

@@ -40,7 +40,7 @@ fn table<'a>(entries: impl Iterator<Item = (&'a str, &'a Item)>) -> Option<Dict>
     Some(dict)
 }
 
-fn value(v: &toml_edit::Value) -> Option<Value> {
+pub(crate) fn value(v: &toml_edit::Value) -> Option<Value> {
     use toml_edit::Value as V;
     Some(match v {
         V::String(s) => Value::from(s.value().as_str()),
@@ -70,7 +70,7 @@ fn value(v: &toml_edit::Value) -> Option<Value> {
 }
 
 /// The key under which toml's deserializer presents a datetime (as a one-entry table).
-const DATETIME_FIELD: &str = "$__toml_private_datetime";
+pub(crate) const DATETIME_FIELD: &str = "$__toml_private_datetime";
 
 #[cfg(test)]
 mod tests {

@@ -4,14 +4,18 @@
 //!
 //! # Steps
 //! 1. Each path is a file, or a directory whose `*.toml` files are taken in name order.
-//! 2. Each file is parsed by toml_edit, which keeps spans: syntax errors are reported with
-//!    their position, and a [`SpanIndex`] maps every key path to where it is written.
+//! 2. Each file is parsed once by toml_edit, which keeps spans: syntax errors are reported
+//!    with their position. A [`SpanIndex`] (every key path → where it is written) is built
+//!    from the file's text when a diagnostic first needs a position in it.
 //! 3. A named entry (`upstreams.NAME`, `models.NAME`, …) or a `defaults` key written in two
 //!    files is an error naming both places. `[[routes]]` from several files are concatenated
 //!    in file order.
-//! 4. figment merges the files and then the `TOLLGATE__…` environment overrides.
+//! 4. With a `TOLLGATE__…` environment override (or files whose merge is not plain, see
+//!    `merge::simple`), figment merges the files and then the overrides. Without, the
+//!    documents are read directly (`tree::Node`), as figment would read them.
 //! 5. Each section and entry is deserialized on its own. On an error, the offending key is
-//!    pruned and the entry tried again, so one bad key does not hide the next.
+//!    pruned and the entry tried again (through figment's values, whichever path read the
+//!    rest), so one bad key does not hide the next.
 //!
 //! # Environment overrides
 //! A variable `TOLLGATE__A__B__C=value` sets the key `a.b.c`: the prefix is stripped,
@@ -24,12 +28,15 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::de::DeserializeOwned;
 
-use super::spans::{KeyPath, Seg, SpanIndex, NAMED_SECTIONS};
+use super::merge;
+use super::spans::{FileFacts, KeyPath, Seg, SpanIndex, NAMED_SECTIONS};
+use super::tree::{Node, Tree};
 use super::Policy;
 use crate::diagnostic::{
     did_you_mean, one_of, Code, Diagnostic, FileId, Origin, SourceFile, Sources,
@@ -130,7 +137,7 @@ pub struct Loaded {
     pub diagnostics: Vec<Diagnostic>,
     /// The files read.
     pub sources: Sources,
-    files: Vec<(FileId, SpanIndex, usize)>,
+    files: Vec<FileSpans>,
     env: Vec<(KeyPath, String)>,
     broken: BTreeSet<KeyPath>,
     route_paths: Vec<KeyPath>,
@@ -140,6 +147,17 @@ pub struct Loaded {
 
 /// Loads a policy. Never panics and never stops at the first problem: see [`Loaded`].
 pub fn load(opts: &LoadOptions) -> Loaded {
+    load_as(opts, true)
+}
+
+/// [`load`] with every file read through figment, as when an environment override applies:
+/// the reference the direct path is tested against (`tests/load.rs`). Not for use.
+#[doc(hidden)]
+pub fn load_through_figment(opts: &LoadOptions) -> Loaded {
+    load_as(opts, false)
+}
+
+fn load_as(opts: &LoadOptions, direct: bool) -> Loaded {
     let mut l = Loaded {
         policy: Policy::default(),
         diagnostics: Vec::new(),
@@ -151,56 +169,39 @@ pub fn load(opts: &LoadOptions) -> Loaded {
         io_failed: false,
         unparsed: false,
     };
-    let mut figment = Figment::new();
     let mut route_offset = 0;
     let files = if opts.paths.is_empty() && !opts.texts.is_empty() {
         Vec::new()
     } else {
         l.expand(&opts.paths)
     };
+    // Each file parsed once; its span index is built from its text again only if a
+    // diagnostic needs a position in it.
+    let several = files.len() + opts.texts.len() > 1;
+    let mut docs: Vec<Doc> = Vec::new();
     let in_memory = opts.texts.iter().map(|(p, t)| (p.clone(), Some(t.clone())));
     for (path, given) in files.into_iter().map(|p| (p, None)).chain(in_memory) {
-        let read = match given {
-            Some(t) => Ok(t.into_bytes()),
-            None => std::fs::read(&path),
+        let Some(text) = l.read(&path, given) else {
+            continue;
         };
-        let text = match read {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(t) => t,
-                Err(e) => {
-                    l.unparsed = true;
-                    l.diagnostics.push(Diagnostic::error(
-                        Code::Io,
-                        format!(
-                            "the file is not UTF-8 text (invalid byte at offset {})",
-                            e.utf8_error().valid_up_to()
-                        ),
-                        Origin::Path(path.clone()),
-                    ));
-                    continue;
-                }
-            },
-            Err(e) => {
-                l.io_error(format!("cannot read: {e}"), Origin::Path(path.clone()));
-                continue;
-            }
-        };
-        let mut file = SourceFile::new(&path, text.clone());
-        match toml_edit::ImDocument::parse(text.as_str()) {
-            Ok(doc) => {
-                let idx = SpanIndex::build(doc.as_table());
-                for s in &idx.secrets {
+        let parsed = toml_edit::ImDocument::parse(text.as_str())
+            .map(|doc| (FileFacts::of(doc.as_table(), several), doc.into_table()));
+        let mut file = SourceFile::new(&path, text);
+        match parsed {
+            Ok((facts, table)) => {
+                for s in &facts.secrets {
                     file.redact(s.clone());
                 }
                 let id = l.sources.add(file);
-                figment = figment.admerge(FileProvider {
-                    path: path.clone(),
-                    doc: doc.as_table(),
-                    text: &text,
+                l.files.push(FileSpans {
+                    id,
+                    offset: route_offset,
+                    routes: facts.routes,
+                    definitions: facts.definitions,
+                    index: OnceLock::new(),
                 });
-                let n = idx.routes;
-                l.files.push((id, idx, route_offset));
-                route_offset += n;
+                route_offset += facts.routes;
+                docs.push(Doc { path, table, id });
             }
             Err(e) => {
                 l.unparsed = true;
@@ -220,13 +221,70 @@ pub fn load(opts: &LoadOptions) -> Loaded {
     }
     l.check_duplicates();
     let overrides = l.env_overrides(&opts.env);
-    figment = figment.merge(overrides);
-    let root = match figment.find_value("") {
-        Ok(v) => v,
-        Err(_) => Value::from(Dict::new()), // nothing loaded: an empty policy
-    };
-    l.extract_root(&root);
+    if direct && overrides.dict.is_empty() && merge::simple(&docs, &l.sources) {
+        // No override: the documents are the policy (figment would only copy them).
+        let mut root = merge::tables(docs.into_iter().map(|d| d.table));
+        // One top-level key at a time, in the order of the whole root (sorted), each freed
+        // once read: the document and the policy read from it are not both held whole.
+        let mut keys: Vec<String> = root.iter().map(|(k, _)| k.to_string()).collect();
+        keys.sort_unstable();
+        for k in keys {
+            let mut one = toml_edit::Table::new();
+            if let Some(item) = root.remove(&k) {
+                one.insert(&k, item);
+            }
+            l.extract_root(Node::Table(&one));
+        }
+    } else {
+        let mut figment = Figment::new();
+        for d in &docs {
+            figment = figment.admerge(FileProvider {
+                path: d.path.clone(),
+                doc: &d.table,
+                text: &l.sources.get(d.id).text,
+            });
+        }
+        figment = figment.merge(overrides);
+        let root = match figment.find_value("") {
+            Ok(v) => v,
+            Err(_) => Value::from(Dict::new()), // nothing loaded: an empty policy
+        };
+        l.extract_root(&root);
+    }
     l
+}
+
+/// Where things are written in one parsed file.
+#[derive(Debug)]
+struct FileSpans {
+    id: FileId,
+    /// Index of its first `[[routes]]` entry in the merged policy.
+    offset: usize,
+    /// Number of its `[[routes]]` entries.
+    routes: usize,
+    /// See [`FileFacts::definitions`].
+    definitions: Vec<KeyPath>,
+    /// Built when first asked for (by a diagnostic): most loads never need it.
+    index: OnceLock<SpanIndex>,
+}
+
+impl FileSpans {
+    fn index(&self, sources: &Sources) -> &SpanIndex {
+        self.index.get_or_init(|| {
+            // The text parsed when it was loaded: it parses again, alike.
+            match toml_edit::ImDocument::parse(sources.get(self.id).text.as_str()) {
+                Ok(doc) => SpanIndex::build(doc.as_table()),
+                Err(_) => SpanIndex::default(),
+            }
+        })
+    }
+}
+
+/// One parsed file: its path, its document and where its text is kept.
+pub(super) struct Doc {
+    pub(super) path: PathBuf,
+    pub(super) table: toml_edit::Table,
+    pub(super) id: FileId,
 }
 
 impl Loaded {
@@ -274,19 +332,19 @@ impl Loaded {
         }
         // (matched length, origin) of the longest written prefix of `path` in any file.
         let mut best: Option<(usize, Origin)> = None;
-        for (id, idx, offset) in &self.files {
+        for f in &self.files {
             let mut local = path.clone();
             if let [Seg::Key(k), Seg::Index(i), ..] = local.0.as_mut_slice() {
                 if k == "routes" {
-                    if *i < *offset || *i >= offset + idx.routes {
+                    if *i < f.offset || *i >= f.offset + f.routes {
                         continue;
                     }
-                    *i -= offset;
+                    *i -= f.offset;
                 }
             }
             // The longest written prefix with a span, if longer than the best so far.
             let mut longest = None;
-            for (i, s) in idx.along(&local.0).enumerate() {
+            for (i, s) in f.index(&self.sources).along(&local.0).enumerate() {
                 let span = if prefer_key {
                     s.key.as_ref().or(s.value.as_ref())
                 } else {
@@ -299,7 +357,7 @@ impl Loaded {
             if let Some((len, span)) = longest {
                 if best.as_ref().is_none_or(|(l, _)| *l < len) {
                     let span = span.clone();
-                    best = Some((len, Origin::File { file: *id, span }));
+                    best = Some((len, Origin::File { file: f.id, span }));
                 }
             }
         }
@@ -311,12 +369,42 @@ impl Loaded {
         match best {
             Some((_, o)) => o,
             None => match self.files.first() {
-                Some((id, _, _)) => Origin::File {
-                    file: *id,
+                Some(f) => Origin::File {
+                    file: f.id,
                     span: 0..0,
                 },
                 None => Origin::None,
             },
+        }
+    }
+
+    /// The text of a file (or the text given for it); `None`, reported, if it cannot be
+    /// read or is not UTF-8.
+    fn read(&mut self, path: &PathBuf, given: Option<String>) -> Option<String> {
+        let read = match given {
+            Some(t) => Ok(t.into_bytes()),
+            None => std::fs::read(path),
+        };
+        match read {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    self.unparsed = true;
+                    self.diagnostics.push(Diagnostic::error(
+                        Code::Io,
+                        format!(
+                            "the file is not UTF-8 text (invalid byte at offset {})",
+                            e.utf8_error().valid_up_to()
+                        ),
+                        Origin::Path(path.clone()),
+                    ));
+                    None
+                }
+            },
+            Err(e) => {
+                self.io_error(format!("cannot read: {e}"), Origin::Path(path.clone()));
+                None
+            }
         }
     }
 
@@ -366,16 +454,18 @@ impl Loaded {
         let mut seen: std::collections::HashMap<&KeyPath, FileId> =
             std::collections::HashMap::new();
         let mut found = Vec::new();
-        for (id, idx, _) in &self.files {
-            for def in &idx.definitions {
+        for file in &self.files {
+            let id = &file.id;
+            for def in &file.definitions {
                 if let Some(first) = seen.get(def) {
                     let span_of = |f: FileId| {
-                        let (_, idx, _) = self
+                        let file = self
                             .files
                             .iter()
-                            .find(|(i, _, _)| *i == f)
+                            .find(|x| x.id == f)
                             .expect("file was indexed above");
-                        idx.get(def)
+                        file.index(&self.sources)
+                            .get(def)
                             .and_then(|s| s.key.clone().or(s.value.clone()))
                             .unwrap_or(0..0)
                     };
@@ -441,32 +531,32 @@ impl Loaded {
         EnvOverrides { dict }
     }
 
-    fn extract_root(&mut self, root: &Value) {
-        let Some(dict) = root.as_dict() else {
+    fn extract_root<'a, N: Tree<'a>>(&mut self, root: N) {
+        let Some(entries) = root.entries() else {
             return self.type_error(&KeyPath::root(), "a table", root);
         };
         let root_path = KeyPath::root();
-        for (key, value) in dict {
+        for (key, value) in entries {
             let path = root_path.key(key);
-            match key.as_str() {
-                "version" => self.policy.version = self.extract(value, &path),
-                "defaults" => self.policy.defaults = self.extract(value, &path).unwrap_or_default(),
+            match key {
+                "version" => self.policy.version = value.decode(self, &path),
+                "defaults" => self.policy.defaults = value.decode(self, &path).unwrap_or_default(),
                 "upstreams" => self.policy.upstreams = self.extract_named(value, &path),
                 "models" => self.policy.models = self.extract_named(value, &path),
                 "retry" => self.policy.retry = self.extract_named(value, &path),
                 "breakers" => self.policy.breakers = self.extract_named(value, &path),
                 "budgets" => self.policy.budgets = self.extract_named(value, &path),
                 "callers" => self.policy.callers = self.extract_named(value, &path),
-                "state" => self.policy.state = self.extract(value, &path),
+                "state" => self.policy.state = value.decode(self, &path),
                 "routes" => {
-                    let Some(items) = value.as_array() else {
+                    let Some(items) = value.elements() else {
                         self.type_error(&path, "an array of tables (`[[routes]]`)", value);
                         self.broken.insert(path);
                         continue;
                     };
-                    for (i, item) in items.iter().enumerate() {
+                    for (i, item) in items.into_iter().enumerate() {
                         let p = path.index(i);
-                        match self.extract(item, &p) {
+                        match item.decode(self, &p) {
                             Some(r) => {
                                 self.policy.routes.push(r);
                                 self.route_paths.push(p);
@@ -492,21 +582,21 @@ impl Loaded {
         debug_assert!(NAMED_SECTIONS.iter().all(|s| TOP_LEVEL.contains(s)));
     }
 
-    fn extract_named<T: DeserializeOwned>(
+    fn extract_named<'a, T: DeserializeOwned, N: Tree<'a>>(
         &mut self,
-        value: &Value,
+        value: N,
         path: &KeyPath,
     ) -> std::collections::BTreeMap<String, T> {
         let mut out = std::collections::BTreeMap::new();
-        let Some(dict) = value.as_dict() else {
+        let Some(entries) = value.entries() else {
             self.type_error(path, "a table of named entries", value);
             return out;
         };
-        for (name, v) in dict {
+        for (name, v) in entries {
             let p = path.key(name);
-            match self.extract(v, &p) {
+            match v.decode(self, &p) {
                 Some(t) => {
-                    out.insert(name.clone(), t);
+                    out.insert(name.to_string(), t);
                 }
                 None => {
                     self.broken.insert(p);
@@ -518,7 +608,11 @@ impl Loaded {
 
     /// Deserializes one value with [`extract_with`], every error reported; `None` when
     /// there was any.
-    fn extract<T: DeserializeOwned>(&mut self, value: &Value, path: &KeyPath) -> Option<T> {
+    pub(super) fn extract<T: DeserializeOwned>(
+        &mut self,
+        value: &Value,
+        path: &KeyPath,
+    ) -> Option<T> {
         let (t, failed) = extract_with(value, path, prune, |err, kp| self.report(err, kp))?;
         (!failed).then_some(t)
     }
@@ -528,10 +622,10 @@ impl Loaded {
         self.diagnostics.push(d);
     }
 
-    fn type_error(&mut self, path: &KeyPath, expected: &str, found: &Value) {
+    fn type_error<'a>(&mut self, path: &KeyPath, expected: &str, found: impl Tree<'a>) {
         let d = Diagnostic::error(
             Code::InvalidType,
-            format!("`{path}` has the wrong type: found {}", value_kind(found)),
+            format!("`{path}` has the wrong type: found {}", found.kind()),
             self.locate(path),
         )
         .with_label(format!("expected {expected}"));
@@ -804,18 +898,6 @@ fn merge_dicts(mut a: Dict, b: Dict) -> Dict {
         }
     }
     a
-}
-
-fn value_kind(v: &Value) -> &'static str {
-    match v {
-        Value::String(..) => "a string",
-        Value::Char(..) => "a character",
-        Value::Bool(..) => "a boolean",
-        Value::Num(..) => "a number",
-        Value::Empty(..) => "an empty value",
-        Value::Dict(..) => "a table",
-        Value::Array(..) => "an array",
-    }
 }
 
 fn actual_kind(a: &figment::error::Actual) -> String {

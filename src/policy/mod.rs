@@ -10,11 +10,13 @@ mod caller;
 mod convert;
 mod duration;
 pub(crate) mod load;
+mod merge;
 mod model;
 mod retry;
 mod route;
 pub mod spans;
 mod state;
+mod tree;
 mod upstream;
 
 use std::collections::BTreeMap;
@@ -26,6 +28,8 @@ pub use breaker::{Breaker, FailureRate, HalfOpen, SlowCall};
 pub use budget::{Budget, OnExceed, Scope};
 pub use caller::Caller;
 pub use duration::{Duration, DurationError};
+#[doc(hidden)]
+pub use load::load_through_figment;
 pub(crate) use load::process_overrides;
 pub use load::{load, toml_files_in, LoadOptions, Loaded, ENV_PREFIX};
 pub use model::{Model, Price};

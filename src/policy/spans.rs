@@ -95,33 +95,36 @@ pub struct Spans {
     pub value: Option<Range<usize>>,
 }
 
-/// Every key path of one file with its spans, plus the spans of literal secrets.
+/// Every key path of one file with its spans.
 ///
 /// A trie mirroring the document: one node per written key path, its children by key
 /// (sorted, for binary search) and by index. Building it clones each key once, not each
-/// full path; a lookup walks the path.
+/// full path; a lookup walks the path. Only diagnostics need it: the loader builds it
+/// when the first one is located (see [`FileFacts`] for what loading needs of every file).
 #[derive(Debug)]
 pub struct SpanIndex {
     /// `nodes[0]` is the root (which has no spans).
     nodes: Vec<Node>,
-    /// Number of `[[routes]]` entries in this file.
-    pub routes: usize,
-    /// Spans of values that are (or look like) API keys, to mask in every snippet.
-    pub secrets: Vec<Range<usize>>,
-    /// Top-level named entries (`upstreams.x`, …) and leaf keys of `defaults`, for the
-    /// duplicate check across files.
-    pub definitions: Vec<KeyPath>,
 }
 
 impl Default for SpanIndex {
     fn default() -> Self {
         SpanIndex {
             nodes: vec![Node::default()],
-            routes: 0,
-            secrets: Vec::new(),
-            definitions: Vec::new(),
         }
     }
+}
+
+/// What loading needs to know of every file, read from its top-level sections only.
+#[derive(Debug, Default)]
+pub struct FileFacts {
+    /// Number of `[[routes]]` entries in this file.
+    pub routes: usize,
+    /// Spans of values that are (or look like) API keys, to mask in every snippet.
+    pub secrets: Vec<Range<usize>>,
+    /// Top-level named entries (`upstreams.x`, …) and leaf keys of `defaults`, for the
+    /// duplicate check across files (left empty when asked not to: a lone file).
+    pub definitions: Vec<KeyPath>,
 }
 
 #[derive(Debug, Default)]
@@ -160,27 +163,6 @@ impl SpanIndex {
         idx.walk_table(ROOT, &mut path, doc);
         for n in &mut idx.nodes {
             n.keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        }
-        if let Some(Item::ArrayOfTables(a)) = doc.get("routes") {
-            idx.routes = a.len();
-        } else if let Some(Item::Value(Value::Array(a))) = doc.get("routes") {
-            idx.routes = a.len();
-        }
-        for (k, item) in doc.iter() {
-            let section = KeyPath::root().key(k);
-            if NAMED_SECTIONS.contains(&k) {
-                if let Some(t) = item.as_table_like() {
-                    idx.definitions
-                        .extend(t.iter().map(|(name, _)| section.key(name)));
-                }
-            } else if k == "defaults" {
-                if let Some(t) = item.as_table_like() {
-                    idx.definitions
-                        .extend(t.iter().map(|(name, _)| section.key(name)));
-                }
-            } else if k != "routes" {
-                idx.definitions.push(section);
-            }
         }
         idx
     }
@@ -278,9 +260,6 @@ impl SpanIndex {
             Item::Value(v) => self.walk_value(parent, path, key_span, v),
             Item::Table(t) => {
                 let n = self.insert(parent, step, key_span, t.span());
-                if is_api_key(path) {
-                    self.api_key_secrets(t.iter().filter_map(|(k, i)| Some((k, i.as_value()?))));
-                }
                 self.walk_table(n, path, t);
             }
             Item::ArrayOfTables(a) => {
@@ -304,19 +283,6 @@ impl SpanIndex {
     ) {
         let step = *path.last().expect("a value has a step");
         let n = self.insert(parent, step, key_span, v.span());
-        if is_caller_key(path) {
-            // Anything but a hash there may be a pasted key: never echo it.
-            if !matches!(v, Value::String(h) if is_sha256_hex(h.value())) {
-                self.secrets.extend(v.span());
-            }
-        }
-        if is_api_key(path) {
-            match v {
-                Value::String(_) => self.secrets.extend(v.span()),
-                Value::InlineTable(t) => self.api_key_secrets(t.iter()),
-                _ => {}
-            }
-        }
         match v {
             Value::Array(a) => {
                 for v in a.iter() {
@@ -338,7 +304,66 @@ impl SpanIndex {
     }
 }
 
-impl SpanIndex {
+impl FileFacts {
+    /// The facts of a parsed document; `definitions` only if asked for.
+    pub fn of(doc: &Table, definitions: bool) -> Self {
+        let mut f = FileFacts::default();
+        match doc.get("routes") {
+            Some(Item::ArrayOfTables(a)) => f.routes = a.len(),
+            Some(Item::Value(Value::Array(a))) => f.routes = a.len(),
+            _ => {}
+        }
+        f.find_secrets(doc);
+        if definitions {
+            f.find_definitions(doc);
+        }
+        f
+    }
+
+    fn find_definitions(&mut self, doc: &Table) {
+        for (k, item) in doc.iter() {
+            let section = KeyPath::root().key(k);
+            if NAMED_SECTIONS.contains(&k) || k == "defaults" {
+                if let Some(t) = item.as_table_like() {
+                    self.definitions
+                        .extend(t.iter().map(|(name, _)| section.key(name)));
+                }
+            } else if k != "routes" {
+                self.definitions.push(section);
+            }
+        }
+    }
+
+    /// Literal keys: `upstreams.NAME.api_key` (a string, or the key-like strings of its
+    /// table) and any `callers.NAME.key_sha256` that is not a hash.
+    fn find_secrets(&mut self, doc: &Table) {
+        let entries = |section: &str| {
+            doc.get(section)
+                .and_then(Item::as_table_like)
+                .into_iter()
+                .flat_map(|t| t.iter())
+                .filter_map(|(_, e)| e.as_table_like())
+        };
+        for upstream in entries("upstreams") {
+            match upstream.get("api_key") {
+                Some(Item::Table(t)) => {
+                    self.api_key_secrets(t.iter().filter_map(|(k, i)| Some((k, i.as_value()?))))
+                }
+                Some(Item::Value(v @ Value::String(_))) => self.secrets.extend(v.span()),
+                Some(Item::Value(Value::InlineTable(t))) => self.api_key_secrets(t.iter()),
+                _ => {}
+            }
+        }
+        for caller in entries("callers") {
+            if let Some(Item::Value(v)) = caller.get("key_sha256") {
+                // Anything but a hash there may be a pasted key: never echo it.
+                if !matches!(v, Value::String(h) if is_sha256_hex(h.value())) {
+                    self.secrets.extend(v.span());
+                }
+            }
+        }
+    }
+
     /// Records the strings of an `api_key` table that may be keys: an `env` that does not
     /// look like a variable name (see [`env_looks_like_key`]), and any string under a key
     /// other than `env` and `prefixes` (a misspelt `key = "sk-…"` is still a secret).
@@ -378,21 +403,6 @@ pub(crate) fn env_looks_like_key(env: &str, prefixes: &[String]) -> bool {
             .any(|p| !p.is_empty() && env.starts_with(p.as_str()))
 }
 
-/// `upstreams.NAME.api_key`.
-fn is_api_key(p: &[Step<'_>]) -> bool {
-    matches!(
-        p,
-        [Step::Key("upstreams"), Step::Key(_), Step::Key("api_key")]
-    )
-}
-
-fn is_caller_key(p: &[Step<'_>]) -> bool {
-    matches!(
-        p,
-        [Step::Key("callers"), Step::Key(_), Step::Key("key_sha256")]
-    )
-}
-
 /// Whether `s` is a SHA-256 hash written as 64 hex digits (either case).
 pub(crate) fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
@@ -429,6 +439,11 @@ mod tests {
         SpanIndex::build(doc.as_table())
     }
 
+    fn facts(src: &str) -> FileFacts {
+        let doc = toml_edit::ImDocument::parse(src.to_string()).unwrap();
+        FileFacts::of(doc.as_table(), true)
+    }
+
     #[test]
     fn finds_keys_in_tables_inline_tables_and_arrays() {
         let src = "[models.\"gpt-4.1\"]\nupstream = \"relay\"\nprice = { input_per_mtok = 2.0 }\n[[routes]]\nname = \"a\"\ntargets = [\"x\", { model = \"y\" }]\n";
@@ -458,15 +473,18 @@ mod tests {
                 .key("model")),
             "\"y\""
         );
-        assert_eq!(idx.routes, 1);
-        assert_eq!(idx.definitions, vec![KeyPath::from(["models", "gpt-4.1"])]);
+        let facts = facts(src);
+        assert_eq!(facts.routes, 1);
+        assert_eq!(
+            facts.definitions,
+            vec![KeyPath::from(["models", "gpt-4.1"])]
+        );
     }
 
     #[test]
     fn records_literal_keys_as_secrets() {
         let src = "[upstreams.a]\napi_key = \"sk-live-123\"\n[upstreams.b]\napi_key = { env = \"sk-live-456\" }\n[upstreams.c]\napi_key = { env = \"OK_VAR\" }\n[upstreams.d]\napi_key = { env = \"hs_live_789\", prefixes = [\"hs_live_\"] }\n[upstreams.e]\napi_key = { env = \"OK\", key = \"sk-live-abc\" }\n[upstreams.f.api_key]\nenv = \"sk-live-def\"\n";
-        let idx = index(src);
-        let secrets: Vec<&str> = idx.secrets.iter().map(|r| &src[r.clone()]).collect();
+        let secrets: Vec<&str> = facts(src).secrets.iter().map(|r| &src[r.clone()]).collect();
         assert_eq!(
             secrets,
             [
