@@ -208,3 +208,18 @@ async fn the_relay_shows_each_key_by_its_variable_in_status_and_metrics() {
     }
     let _ = tx.send(());
 }
+
+#[test]
+fn a_literal_key_in_api_keys_is_never_echoed() {
+    for toml in [
+        "[upstreams.up]\nbase_url = \"https://x.example/v1\"\napi_keys = [\"sk-literal-secret-123\", { env = \"K\" }]\n[models.m]\nupstream = \"up\"\n[[routes]]\nname = \"r\"\ntargets = [\"m\"]\n",
+        "[upstreams.up]\nbase_url = \"https://x.example/v1\"\n[[upstreams.up.api_keys]]\nenv = \"K\"\nkey = \"sk-literal-secret-123\"\n[models.m]\nupstream = \"up\"\n[[routes]]\nname = \"r\"\ntargets = [\"m\"]\n",
+    ] {
+        let opts = tollgate::policy::LoadOptions::from_text("p.toml", toml)
+            .with_env(Vec::<(String, String)>::new());
+        let d = tollgate::plan::Plan::load(&opts).unwrap_err();
+        for text in [d.render(false), format!("{d:?}")] {
+            assert!(!text.contains("sk-literal"), "{text}");
+        }
+    }
+}

@@ -334,8 +334,8 @@ impl FileFacts {
         }
     }
 
-    /// Literal keys: `upstreams.NAME.api_key` (a string, or the key-like strings of its
-    /// table) and any `callers.NAME.key_sha256` that is not a hash.
+    /// Literal keys: `upstreams.NAME.api_key` and each of `api_keys` (a string, or the
+    /// key-like strings of its table) and any `callers.NAME.key_sha256` that is not a hash.
     fn find_secrets(&mut self, doc: &Table) {
         let entries = |section: &str| {
             doc.get(section)
@@ -351,6 +351,27 @@ impl FileFacts {
                 }
                 Some(Item::Value(v @ Value::String(_))) => self.secrets.extend(v.span()),
                 Some(Item::Value(Value::InlineTable(t))) => self.api_key_secrets(t.iter()),
+                _ => {}
+            }
+            // `api_keys`: each element as an `api_key` (an inline array, or an array of
+            // tables).
+            match upstream.get("api_keys") {
+                Some(Item::Value(Value::Array(a))) => {
+                    for v in a.iter() {
+                        match v {
+                            Value::String(_) => self.secrets.extend(v.span()),
+                            Value::InlineTable(t) => self.api_key_secrets(t.iter()),
+                            _ => {}
+                        }
+                    }
+                }
+                Some(Item::ArrayOfTables(ts)) => {
+                    for t in ts.iter() {
+                        self.api_key_secrets(
+                            t.iter().filter_map(|(k, i)| Some((k, i.as_value()?))),
+                        );
+                    }
+                }
                 _ => {}
             }
         }
