@@ -191,9 +191,12 @@ impl Relay {
     /// The axum router.
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/v1/chat/completions", post(chat_completions))
-            .route("/v1/completions", post(completions))
-            .route("/v1/embeddings", post(embeddings))
+            .route(
+                "/v1/chat/completions",
+                openai_route(Endpoint::ChatCompletions),
+            )
+            .route("/v1/completions", openai_route(Endpoint::Completions))
+            .route("/v1/embeddings", openai_route(Endpoint::Embeddings))
             .route("/v1/models", get(models))
             .route("/healthz", get(|| async { "ok" }))
             .route("/status", get(status))
@@ -256,31 +259,15 @@ fn bad_request(code: &str, message: &str) -> Response {
     )
 }
 
-async fn chat_completions(
-    State(relay): State<Relay>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    openai_call(relay, headers, body, Endpoint::ChatCompletions).await
-}
-
-/// `POST /v1/completions`: the legacy text completions, passed through under the policy.
-async fn completions(
-    State(relay): State<Relay>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    openai_call(relay, headers, body, Endpoint::Completions).await
-}
-
-/// `POST /v1/embeddings`, priced by input tokens, under the same limits, breakers, budgets
-/// and failover.
-async fn embeddings(
-    State(relay): State<Relay>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    openai_call(relay, headers, body, Endpoint::Embeddings).await
+/// The route of an OpenAI-format endpoint: [`openai_call`] for `endpoint`.
+fn openai_route(endpoint: Endpoint) -> axum::routing::MethodRouter<Relay> {
+    post(
+        move |State(relay): State<Relay>,
+              headers: HeaderMap,
+              body: Result<Bytes, BytesRejection>| {
+            openai_call(relay, headers, body, endpoint)
+        },
+    )
 }
 
 /// What a call to `endpoint` must carry: its error when it does not.
