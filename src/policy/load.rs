@@ -205,17 +205,8 @@ fn load_as(opts: &LoadOptions, direct: bool) -> Loaded {
             }
             Err(e) => {
                 l.unparsed = true;
-                let span = e.span().unwrap_or(0..0);
                 let id = l.sources.add(file);
-                let message = e.message().trim_end().replace('\n', "; ");
-                l.diagnostics.push(
-                    Diagnostic::error(
-                        Code::Syntax,
-                        format!("invalid TOML: {message}"),
-                        Origin::File { file: id, span },
-                    )
-                    .with_label("here"),
-                );
+                l.diagnostics.push(syntax_error(&e, id));
             }
         }
     }
@@ -707,6 +698,18 @@ pub(crate) fn diagnostic_of(
             value.clone(),
         ),
     }
+}
+
+/// A file that is not valid TOML, at the parser's position.
+pub(crate) fn syntax_error(e: &toml_edit::TomlError, file: FileId) -> Diagnostic {
+    let span = e.span().unwrap_or(0..0);
+    let message = e.message().trim_end().replace('\n', "; ");
+    Diagnostic::error(
+        Code::Syntax,
+        format!("invalid TOML: {message}"),
+        Origin::File { file, span },
+    )
+    .with_label("here")
 }
 
 /// Deserializes `value` (at `path`); on each error, `report`s it, prunes the offending

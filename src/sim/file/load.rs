@@ -10,7 +10,7 @@ use figment::value::{Dict, Value};
 
 use super::types::ScenarioFile;
 use crate::diagnostic::{Code, Diagnostic, Diagnostics, FileId, Origin, SourceFile, Sources};
-use crate::policy::load::{at_mut, diagnostic_of, extract_with};
+use crate::policy::load::{at_mut, diagnostic_of, extract_with, syntax_error};
 use crate::policy::spans::{KeyPath, Seg, SpanIndex};
 
 /// A scenario file as far as it could be read, with what went wrong.
@@ -149,17 +149,8 @@ pub fn load_scenario_text(path: impl Into<PathBuf>, text: String) -> LoadedScena
     let doc = match toml_edit::ImDocument::parse(text.as_str()) {
         Ok(doc) => doc,
         Err(e) => {
-            let span = e.span().unwrap_or(0..0);
             let id = sources.add(SourceFile::new(&path, text.clone()));
-            let message = e.message().trim_end().replace('\n', "; ");
-            l.diagnostics.push(
-                Diagnostic::error(
-                    Code::Syntax,
-                    format!("invalid TOML: {message}"),
-                    Origin::File { file: id, span },
-                )
-                .with_label("here"),
-            );
+            l.diagnostics.push(syntax_error(&e, id));
             l.sources = sources;
             return l;
         }
