@@ -223,3 +223,43 @@ fn a_literal_key_in_api_keys_is_never_echoed() {
         }
     }
 }
+
+/// The headroom of the upstream's request-rate limiter after one call whose answer says
+/// `x-ratelimit-remaining-requests: 0`, for a policy with `keys` (`api_key` or `api_keys`).
+async fn headroom_after_an_exhausted_window(keys: &str) -> u32 {
+    let fake = FakeUpstream::start("up").await.unwrap();
+    fake.set_default(tollgate::server::fake::Behavior {
+        rate_limit_per_sec: Some(1),
+        rate_limit_headers: true,
+        ..Default::default()
+    });
+    let toml = format!(
+        "[upstreams.up]\nbase_url = \"{}\"\n{keys}\nrate_limit_headers = true\n[upstreams.up.limits]\nrequests_per_second = 100\nburst = 10\n[models.m]\nupstream = \"up\"\n[[routes]]\nname = \"main\"\ntargets = [\"m\"]\n",
+        fake.base_url()
+    );
+    let plan = common::plan(&toml);
+    let env = Arc::new(|k: &str| match k {
+        "K1" => Some(K1.to_string()),
+        "K2" => Some(K2.to_string()),
+        _ => None,
+    });
+    let client = Client::with_env(&plan, env).unwrap();
+    let exec = Executor::new(plan).unwrap();
+    client.chat_completion(&exec, &body()).await.unwrap();
+    exec.stats().upstreams[0].rate_headroom.unwrap()
+}
+
+#[tokio::test]
+async fn one_keys_exhausted_window_rests_that_key_and_does_not_tighten_the_upstream() {
+    let one = headroom_after_an_exhausted_window("api_key = { env = \"K1\" }").await;
+    assert_eq!(
+        one, 0,
+        "with one key the headers describe the upstream: it is tightened"
+    );
+    let two =
+        headroom_after_an_exhausted_window("api_keys = [{ env = \"K1\" }, { env = \"K2\" }]").await;
+    assert!(
+        two > 0,
+        "with two keys one key's window must not close the upstream ({two})"
+    );
+}
