@@ -45,16 +45,7 @@ async fn setup(budget: &str) -> Setup {
     let b = FakeUpstream::start("b").await.unwrap();
     let plan = common::plan(&policy(&a.base_url(), &b.base_url(), budget));
     let (exec, client) = exec_and_client(plan, no_keys());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(tollgate::server::serve(
-        listener,
-        Relay::new(exec, client),
-        async {
-            let _ = rx.await;
-        },
-    ));
+    let (url, tx) = common::relay::serve(Relay::new(exec, client)).await;
     Setup {
         a,
         _b: b,

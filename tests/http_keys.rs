@@ -161,12 +161,7 @@ async fn the_relay_shows_each_key_by_its_variable_in_status_and_metrics() {
     let (fake, exec, client) = setup().await;
     fake.answer_key(K3, Some(401));
     let relay = tollgate::server::Relay::new(exec, client);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(tollgate::server::serve(listener, relay, async {
-        let _ = rx.await;
-    }));
+    let (url, tx) = common::relay::serve(relay).await;
     let http = reqwest::Client::new();
     for _ in 0..3 {
         let r = http

@@ -52,13 +52,7 @@ fn relay_for(plan: Plan, keys: Option<CallerKeys>) -> Relay {
 }
 
 async fn start(relay: Relay) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(tollgate::server::serve(listener, relay, async {
-        let _ = rx.await;
-    }));
-    (format!("http://{addr}"), tx)
+    common::relay::serve(relay).await
 }
 
 impl Setup {

@@ -114,3 +114,15 @@ pub fn header<'r>(r: &'r reqwest::Response, k: &str) -> &'r str {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
 }
+
+/// Serves `relay` on a free 127.0.0.1 port until the returned sender is dropped or sent
+/// to; returns its base URL (`http://ADDR`).
+pub async fn serve(relay: tollgate::server::Relay) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(tollgate::server::serve(listener, relay, async {
+        let _ = rx.await;
+    }));
+    (format!("http://{addr}"), tx)
+}
