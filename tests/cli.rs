@@ -498,3 +498,19 @@ fn hash_key_prints_the_sha256_of_the_key_on_stdin() {
     assert_eq!(code(&o), 2);
     assert!(text(&o).contains("no key on stdin"), "{}", text(&o));
 }
+
+/// `tollgate demo` runs on virtual time with seeded faults: the same seed prints the same
+/// report, byte for byte (latencies and breaker trips included); another seed another one.
+#[test]
+fn demo_with_the_same_seed_prints_the_same_report() {
+    let run = |seed: &str| {
+        let o = tollgate(&["demo", "--requests", "400", "--seed", seed]);
+        assert_eq!(code(&o), 0, "{}", text(&o));
+        String::from_utf8(o.stdout).expect("UTF-8 report")
+    };
+    let (a, b, c) = (run("11"), run("11"), run("12"));
+    assert!(a.contains("success"), "a report: {a}");
+    assert!(a.contains("failovers"), "a full report: {a}");
+    assert_eq!(a, b, "one seed, two reports");
+    assert_ne!(a, c, "another seed, the same report");
+}

@@ -10,13 +10,25 @@
 //! The policy is loaded as written, with `TOLLGATE__…` overrides that point its upstreams
 //! at the simulations and scale its waits and limits to a run of seconds (printed at the
 //! start). The load goes through the real relay (`tollgate serve`'s router) over loopback.
+//!
+//! **Reproducible.** Everything runs on one thread under tokio's paused clock: the relay's
+//! waits (backoff, `Retry-After`, breakers' open time, limiter windows), the simulated
+//! upstreams' latency and rate windows and the load's pacing are virtual time, which moves
+//! only when every task waits on a timer. The simulated faults are seeded from `--seed`
+//! (not from the ports), so the same seed gives the same report, byte for byte: latencies
+//! are virtual too (the time the relay and upstreams would take, not this machine's
+//! speed), and the real time the run took goes to stderr. This relies on loopback sockets
+//! delivering a write before the writer waits (Linux does, in the sender's system call):
+//! an I/O still in flight when every task waits would let the clock jump ahead.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde_json::json;
 
@@ -72,8 +84,12 @@ struct Outcome {
 
 /// Runs the demo.
 pub fn run(policy: &Path, requests: usize, concurrency: usize, rate: f64, seed: u64) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    // Virtual time on one thread: the relay, the simulated upstreams and the load share
+    // tokio's paused clock, so waits cost no real time and a seed gives one run, event for
+    // event (see `demo`).
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .start_paused(true)
         .build()
     {
         Ok(rt) => rt,
@@ -121,6 +137,8 @@ async fn demo(
             )
         }
     };
+    relay_up.seed(seed);
+    anthropic_up.seed(seed);
     let ms = Duration::from_millis;
     relay_up.set(
         "gemini-2.5-flash",
@@ -224,16 +242,11 @@ async fn demo(
     );
     println!();
     println!("simulated upstreams (in-process, 127.0.0.1, no key, no network):");
-    println!(
-        "  relay      {}  gemini-2.5-flash, gpt-4.1: healthy",
-        relay_up.addr()
-    );
-    println!("                              deepseek-v3.2: fails 30% of calls (500/503)");
-    println!("                              claude-sonnet-4.5: rate-limited, 50/s, then 429 + Retry-After: 1");
-    println!(
-        "  anthropic  {}  goes down (503) from 30% to 60% of the run, then comes back",
-        anthropic_up.addr()
-    );
+    // Not their ports: those differ from run to run, and the report does not.
+    println!("  relay      gemini-2.5-flash, gpt-4.1: healthy");
+    println!("             deepseek-v3.2: fails 30% of calls (500/503)");
+    println!("             claude-sonnet-4.5: rate-limited, 50/s, then 429 + Retry-After: 1");
+    println!("  anthropic  goes down (503) from 30% to 60% of the run, then comes back");
     println!();
     println!("policy overrides for a seconds-long run (the policy file is unchanged):");
     println!("  TOLLGATE__UPSTREAMS__{{RELAY,ANTHROPIC}}__BASE_URL = the simulated upstreams");
@@ -287,6 +300,7 @@ async fn demo(
     let anthropic_up = Arc::new(anthropic_up);
     let url = format!("http://{addr}/v1/chat/completions");
     let started = Instant::now();
+    let real = std::time::Instant::now();
     let mut workers = Vec::new();
     for _ in 0..concurrency {
         let (http, next, outcomes, bar, url, anth) = (
@@ -313,7 +327,7 @@ async fn demo(
                 }
                 // Open-loop pacing: request i leaves at i / rate, however fast the machine.
                 let due = started + Duration::from_secs_f64(i as f64 / rate);
-                tokio::time::sleep_until(due.into()).await;
+                tokio::time::sleep_until(due).await;
                 let (body, task) = workload(i, seed);
                 let t0 = Instant::now();
                 let mut rb = http.post(&url).json(&body);
@@ -376,6 +390,11 @@ async fn demo(
     }
     let wall = started.elapsed();
     bar.finish_with_message("done");
+    eprintln!(
+        "ran {:.1} s of virtual time in {:.2} s of real time",
+        wall.as_secs_f64(),
+        real.elapsed().as_secs_f64()
+    );
     watching.store(false, Relaxed);
     let _ = watcher.await;
     let _ = stop_tx.send(());
@@ -449,7 +468,7 @@ fn report(
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
     println!();
     println!(
-        "results ({:.1} s, {:.0} requests/s)",
+        "results ({:.1} s of virtual time, {:.0} requests/s)",
         wall.as_secs_f64(),
         n as f64 / wall.as_secs_f64()
     );

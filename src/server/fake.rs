@@ -23,7 +23,9 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -148,7 +150,7 @@ impl FakeUpstream {
             key_status: Mutex::new(HashMap::new()),
             calls_by_auth: Mutex::new(HashMap::new()),
             started: Instant::now(),
-            rng: Mutex::new(fastrand::Rng::with_seed(0x5eed ^ addr.port() as u64)),
+            rng: Mutex::new(fastrand::Rng::with_seed(seed_of(name))),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(handle))
@@ -182,6 +184,12 @@ impl FakeUpstream {
     /// Its base URL (`http://127.0.0.1:PORT/v1`).
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// Seeds its random failures (by default the seed comes from its name, so two runs
+    /// that send the same calls in the same order get the same answers).
+    pub fn seed(&self, seed: u64) {
+        *lock(&self.inner.rng) = fastrand::Rng::with_seed(seed ^ seed_of(&self.inner.name));
     }
 
     /// Sets the behaviour for one model (by the id sent upstream).
@@ -249,6 +257,13 @@ impl Drop for FakeUpstream {
             let _ = tx.send(());
         }
     }
+}
+
+/// A stable seed from a name (FNV-1a): not the port, which differs from run to run.
+fn seed_of(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
