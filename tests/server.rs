@@ -217,6 +217,11 @@ async fn everything_down_is_a_clean_5xx_with_the_executors_account() {
     s.b.set_down(true);
     let r = s.post(&chat("hi")).await;
     assert_eq!(r.status(), 502);
+    // What was tried, in the headers a served answer has.
+    assert_eq!(header(&r, "x-tollgate-route"), "main");
+    assert_eq!(header(&r, "x-tollgate-attempts"), "4");
+    assert_eq!(header(&r, "x-tollgate-model"), "mb");
+    assert_eq!(header(&r, "x-tollgate-upstream"), "b");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "upstream_failed");
     let msg = v["error"]["message"].as_str().unwrap();

@@ -287,6 +287,23 @@ fn same_seed_same_run_event_for_event() {
     assert!(compared > 1000, "only {compared} events compared");
 }
 
+/// The run owns its runtime: called inside another one it says so, and does not panic.
+#[test]
+fn a_run_inside_a_tokio_runtime_is_an_error_not_a_panic() {
+    let s = scenario(5, &Knobs::default());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let r = rt.block_on(async { sim::run(&s) });
+    match r {
+        Err(sim::RunError::Runtime(m)) => assert!(m.contains("inside a tokio runtime"), "{m}"),
+        other => panic!(
+            "expected a runtime error, got {:?}",
+            other.map(|r| r.digest)
+        ),
+    }
+}
+
 #[test]
 fn a_scenario_file_round_trips() {
     let s = scenario(11, &Knobs::default());

@@ -65,6 +65,10 @@ pub struct Behavior {
     pub stall_after_chunks: Option<usize>,
     /// Delay between stream chunks.
     pub chunk_delay: Duration,
+    /// Report `completion_tokens` = the request's `max_tokens` when it has one (an answer
+    /// as long as it may be, the usage `tollgate simulate` draws around) instead of the
+    /// reply's words.
+    pub full_length: bool,
 }
 
 impl Default for Behavior {
@@ -82,6 +86,7 @@ impl Default for Behavior {
             huge: None,
             stall_after_chunks: None,
             chunk_delay: Duration::ZERO,
+            full_length: false,
         }
     }
 }
@@ -431,7 +436,10 @@ async fn handle(
     let prompt_text = last_user_message(&req);
     let reply = format!("{}/{}: {}", s.name, model, prompt_text);
     let prompt_tokens = (all_text(&req).len() as u64).div_ceil(4);
-    let completion_tokens = reply.split_whitespace().count() as u64;
+    let completion_tokens = match req.get("max_tokens").and_then(Value::as_u64) {
+        Some(n) if b.full_length => n,
+        _ => reply.split_whitespace().count() as u64,
+    };
     let streaming = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let mut resp = if streaming {
         let include_usage = req

@@ -7,7 +7,9 @@
 //!   `x-tollgate-tags` header (comma-separated) as `tags`. The upstream gets the body with
 //!   `model` replaced by the chosen target's `upstream_model`. Responses carry
 //!   `x-tollgate-route`, `-model`, `-upstream`, `-attempts`, `-failovers` (moves to another
-//!   target: [`Served::failovers`](crate::exec::Served::failovers)) and `-cost-usd`.
+//!   target: [`Served::failovers`](crate::exec::Served::failovers)) and `-cost-usd`; an
+//!   answer the executor gave up on carries `-route`, `-attempts` and the last attempt's
+//!   `-model` and `-upstream` (`-` where there is none).
 //! - `POST /v1/completions` — the legacy text completions (`prompt` a string or an array;
 //!   plain and streaming), passed through to the target's upstream under the policy.
 //! - `POST /v1/embeddings` — `input` a string or an array; priced by input tokens (no
@@ -657,6 +659,19 @@ fn exec_error(metrics: &Metrics, e: &ExecError) -> Response {
         .map_or(("-", "-"), |a| (a.model.as_str(), a.upstream.as_str()));
     metrics.request(route, model, upstream, code, e.attempts.len() as u32);
     let mut resp = error_response(status, kind, code, &e.to_string());
+    // What was tried, as a served answer says it (not `-cost-usd`: failed attempts are not
+    // billed by the relay's accounting).
+    let pairs = [
+        ("x-tollgate-route", route.to_string()),
+        ("x-tollgate-model", model.to_string()),
+        ("x-tollgate-upstream", upstream.to_string()),
+        ("x-tollgate-attempts", e.attempts.len().to_string()),
+    ];
+    for (k, v) in pairs {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            resp.headers_mut().insert(k, v);
+        }
+    }
     // Tell the caller when an open breaker will let traffic through again.
     let retry_in = e
         .skipped

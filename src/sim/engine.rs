@@ -315,6 +315,14 @@ pub(crate) fn run_compiled(
     reloads: Vec<(u64, Plan)>,
     opts: &RunOptions,
 ) -> Result<Report, RunError> {
+    // The run owns its runtime (paused time, one thread): inside another one, blocking on
+    // it would panic.
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(RunError::Runtime(
+            "called inside a tokio runtime: run the simulation outside one (e.g. in spawn_blocking)"
+                .into(),
+        ));
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
