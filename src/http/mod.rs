@@ -44,6 +44,7 @@ mod layer;
 #[cfg(feature = "reqwest-middleware")]
 mod middleware;
 mod stream;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -18,6 +18,9 @@
 //! # }
 //! ```
 
+pub mod anthropic;
+pub mod gemini;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;

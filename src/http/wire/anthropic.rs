@@ -1,0 +1,1 @@
+//! Placeholder: the anthropic format (being written).

@@ -1,0 +1,1 @@
+//! Placeholder: a strict fake anthropic upstream (being written).

@@ -1,0 +1,1 @@
+//! Placeholder: a strict fake gemini upstream (being written).
