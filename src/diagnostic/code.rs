@@ -79,6 +79,8 @@ codes! {
     LiteralSecret = "literal-secret",
     /// A required key is missing.
     MissingKey = "missing-key",
+    /// A model on an `api = "anthropic"` upstream has no `max_tokens` (Anthropic requires one).
+    MissingMaxTokens = "missing-max-tokens",
     /// A model that needs a price has none.
     MissingPrice = "missing-price",
     /// A negative price.

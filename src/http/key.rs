@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderValue;
 
+use super::wire::Api;
 use crate::policy::{check_key, KeyProblem, Secret};
 
 /// Why an API key could not be used. Never contains the key.
@@ -109,14 +110,15 @@ const DEFAULT_REST: Duration = Duration::from_secs(1);
 
 impl KeyPool {
     /// The pool of `keys` (environment variable, key), in the policy's order.
-    pub fn new(keys: Vec<(String, Secret)>) -> Self {
+    /// Each key goes in the header `api` reads it from ([`Api::key_header`]).
+    pub fn new(keys: Vec<(String, Secret)>, api: Api) -> Self {
         let keys = keys
             .into_iter()
             .map(|(env, secret)| {
-                let mut auth = HeaderValue::from_str(&format!("Bearer {}", secret.expose()))
+                let auth = api
+                    .key_value(secret.expose())
                     // `resolve` (check_key) only lets keys a header can carry through.
                     .expect("keys are checked to be visible ASCII");
-                auth.set_sensitive(true);
                 PooledKey {
                     env,
                     secret,
@@ -230,7 +232,7 @@ impl KeyPool {
 }
 
 impl PooledKey {
-    /// The `Authorization` header for this key.
+    /// The header value for this key (`Bearer KEY` for OpenAI upstreams).
     pub fn auth(&self) -> &HeaderValue {
         &self.auth
     }
@@ -292,6 +294,7 @@ mod tests {
             (0..n)
                 .map(|i| (format!("K{i}"), Secret::new(format!("sk-{i}"))))
                 .collect(),
+            Api::OpenAi,
         )
     }
 

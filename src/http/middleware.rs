@@ -13,8 +13,11 @@
 //!   `{base_url}/chat/completions` for a `base_url` ending in `/v1`, and so does
 //!   `https://anything/chat/completions`; the query is kept;
 //! - `model` in a JSON-object body replaced by the target's upstream model;
-//! - `Authorization` set to the upstream's key, or removed if it has none (a key the
-//!   service sets is never carried to another upstream on failover).
+//! - the upstream's key in the header its `api` reads (`Authorization: Bearer`,
+//!   `x-api-key`, `x-goog-api-key`), and every key header the service set removed (a key
+//!   is never carried to another upstream on failover). The body is **not translated**:
+//!   it goes in the format the service wrote, so route a middleware's calls to upstreams
+//!   of that format (the relay and [`Client`] translate).
 //!
 //! The rest of the middleware chain (`next`) runs for every attempt.
 //!
@@ -61,7 +64,6 @@ use std::time::SystemTime;
 
 use axum::http::{Extensions, HeaderMap, HeaderValue};
 use bytes::Bytes;
-use reqwest::header::AUTHORIZATION;
 use reqwest_middleware::{Middleware, Next};
 use serde_json::Value;
 
@@ -229,14 +231,12 @@ impl TollgateMiddleware {
                 out.headers_mut().remove(reqwest::header::CONTENT_LENGTH);
             }
         }
-        let auth = self.client.auth_for(t)?;
-        match auth {
-            Some(a) => {
-                out.headers_mut().insert(AUTHORIZATION, a);
-            }
-            None => {
-                out.headers_mut().remove(AUTHORIZATION);
-            }
+        // No key the service set is carried to another upstream, in any key header.
+        for h in ["authorization", "x-api-key", "x-goog-api-key"] {
+            out.headers_mut().remove(h);
+        }
+        if let Some((name, value)) = self.client.auth_for(t)? {
+            out.headers_mut().insert(name, value);
         }
         Ok(out)
     }

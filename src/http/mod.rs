@@ -53,7 +53,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use serde_json::{Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -67,7 +67,7 @@ pub use stream::{SseStream, StreamError, STREAM_IDLE, STREAM_INTERRUPTED};
 use crate::exec::{Done, ExecError, Executor, Failure, Request, Served, Target};
 use crate::plan::{Plan, Upstream};
 use crate::policy::Secret;
-use classify::{classify, BODY_INCOMPLETE, BODY_TOO_LARGE, INVALID_RESPONSE, MAX_BODY_BYTES};
+use classify::{classify, BODY_INCOMPLETE, BODY_TOO_LARGE, MAX_BODY_BYTES};
 
 /// Looks up an environment variable.
 pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -207,7 +207,7 @@ impl Client {
                             |p| p.connections.clone(),
                         ),
                     http,
-                    keys: KeyPool::new(keys),
+                    keys: KeyPool::new(keys, u.api),
                 }),
             );
         }
@@ -218,12 +218,17 @@ impl Client {
         Ok(())
     }
 
-    /// The `Authorization` header for `target`'s upstream, if it has a key: the next key
+    /// The key header for `target`'s upstream (`Authorization`, `x-api-key`, …), if it has a key: the next key
     /// in rotation (the middleware spreads its attempts over the keys; it does not move an
     /// attempt to another key on a 429).
     #[cfg(feature = "reqwest-middleware")]
-    pub(crate) fn auth_for(&self, target: &Target) -> Result<Option<HeaderValue>, Failure> {
-        Ok(self.upstream(target)?.keys.pick().map(|k| k.auth().clone()))
+    pub(crate) fn auth_for(
+        &self,
+        target: &Target,
+    ) -> Result<Option<(reqwest::header::HeaderName, HeaderValue)>, Failure> {
+        let up = self.upstream(target)?;
+        let header = up.settings.api.key_header();
+        Ok(up.keys.pick().map(|k| (header, k.auth().clone())))
     }
 
     /// How each key of upstream `name` stands (by its variable's name, never its value);
@@ -277,18 +282,17 @@ impl Client {
         body: &Map<String, Value>,
     ) -> Result<Done<Bytes>, Failure> {
         let up = self.upstream(target)?;
-        let payload = upstream_body(body, target.upstream_model(), false);
+        let call = wire::call_for(target, endpoint, body, false)?;
         let (_connection, left) = up.connection(target).await?;
-        let resp = up.post_keyed(target, endpoint, left, payload).await?;
+        let resp = up.post_keyed(target, call, left).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let bytes = read_capped(resp).await.map_err(|f| up.scrub(f))?;
-        match classify(status, &headers, &bytes, SystemTime::now()) {
+        let api = up.settings.api;
+        match wire::answer(api, status, &headers, bytes, target.upstream_model()) {
             Ok(d) => Ok(Done {
-                value: bytes,
-                usage: d.usage,
                 rate_limit: up.upstream_window(d.rate_limit),
-                pending: false,
+                ..d
             }),
             Err(mut f) => {
                 f.rate_limit = up.upstream_window(f.rate_limit);
@@ -329,42 +333,44 @@ impl Client {
             .and_then(|o| o.get("include_usage"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        let payload = upstream_body(body, target.upstream_model(), true);
+        let call = wire::call_for(target, endpoint, body, true)?;
         // The first-byte clock starts once the call has a connection slot; the wait for
         // one came out of the attempt's time.
         let (connection, left) = up.connection(target).await?;
         let first_byte = first_byte.unwrap_or(left).min(left);
         let started = tokio::time::Instant::now();
-        let resp =
-            match tokio::time::timeout(first_byte, up.post_keyed(target, endpoint, left, payload))
-                .await
-            {
-                Ok(r) => r?,
-                Err(_) => return Err(first_byte_timeout(first_byte)),
-            };
+        let resp = match tokio::time::timeout(first_byte, up.post_keyed(target, call, left)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(first_byte_timeout(first_byte)),
+        };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let is_sse = headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
+        let api = up.settings.api;
         if !(200..300).contains(&status) || !is_sse {
             let bytes = read_capped(resp).await.map_err(|f| up.scrub(f))?;
-            return Err(up.scrub(
-                match classify(status, &headers, &bytes, SystemTime::now()) {
-                    Ok(_) => Failure::status(502).code(INVALID_RESPONSE).message(
-                        "a stream was asked for; the upstream answered without text/event-stream",
-                    ),
-                    Err(f) => f,
-                },
-            ));
+            return Err(up.scrub(wire::stream_failure(api, status, &headers, &bytes)));
         }
         let rate_limit = up.upstream_window(classify::rate_limit(&headers, SystemTime::now()));
-        let mut reader = stream::EventReader::new(Box::pin(resp.bytes_stream()));
+        let mut s = SseStream {
+            first: None,
+            reader: stream::EventReader::new(Box::pin(resp.bytes_stream())),
+            idle,
+            usage: None,
+            forward_usage,
+            done: false,
+            failure: None,
+            connection: Some(connection),
+            translate: wire::stream_translator(api, target.upstream_model()),
+            queue: Default::default(),
+        };
         // Wait for the first event with data; keep-alive comments before it are dropped.
         let (first, kind) = loop {
             let left = first_byte.saturating_sub(started.elapsed());
-            let ev = match tokio::time::timeout(left, reader.next(None)).await {
+            let ev = match tokio::time::timeout(left, s.pull(None)).await {
                 Err(_) => return Err(first_byte_timeout(first_byte)),
                 Ok(None) => {
                     return Err(Failure::status(502)
@@ -393,16 +399,6 @@ impl Client {
                 }
                 _ => break (ev, kind),
             }
-        };
-        let mut s = SseStream {
-            first: None,
-            reader,
-            idle,
-            usage: None,
-            forward_usage,
-            done: false,
-            failure: None,
-            connection: Some(connection),
         };
         // Run the first event through the same bookkeeping as the rest.
         if s.book(kind) {
@@ -555,11 +551,11 @@ impl UpstreamClient {
     async fn post_keyed(
         &self,
         target: &Target,
-        endpoint: Endpoint,
+        call: wire::Call,
         left: Duration,
-        payload: Vec<u8>,
     ) -> Result<reqwest::Response, Failure> {
-        let payload = Bytes::from(payload);
+        let url = format!("{}/{}", target.base_url().trim_end_matches('/'), call.path);
+        let payload = Bytes::from(call.body);
         let started = tokio::time::Instant::now();
         loop {
             let key = self.keys.pick();
@@ -571,9 +567,7 @@ impl UpstreamClient {
             }
             let time = left.saturating_sub(started.elapsed());
             let auth = key.map(key::PooledKey::auth);
-            let resp = self
-                .post(target, endpoint, time, payload.clone(), auth)
-                .await?;
+            let resp = self.post(target, &url, time, payload.clone(), auth).await?;
             let Some(key) = key else { return Ok(resp) };
             let status = resp.status().as_u16();
             let now = SystemTime::now();
@@ -602,13 +596,12 @@ impl UpstreamClient {
     async fn post(
         &self,
         target: &Target,
-        endpoint: Endpoint,
+        url: &str,
         timeout: Duration,
         payload: Bytes,
         auth: Option<&HeaderValue>,
     ) -> Result<reqwest::Response, Failure> {
-        let base = target.base_url().trim_end_matches('/');
-        let url = format!("{base}/{}", endpoint.path());
+        let api = self.settings.api;
         let mut rb = self
             .http_for(target)
             .post(url)
@@ -616,7 +609,13 @@ impl UpstreamClient {
             .header(CONTENT_TYPE, "application/json")
             .body(payload);
         if let Some(a) = auth {
-            rb = rb.header(AUTHORIZATION, a.clone());
+            rb = rb.header(api.key_header(), a.clone());
+        }
+        if api == wire::Api::Anthropic {
+            rb = rb.header(
+                "anthropic-version",
+                self.settings.anthropic_version.as_str(),
+            );
         }
         rb.send()
             .await
@@ -707,29 +706,6 @@ fn too_large() -> Failure {
         .message(format!("body over {MAX_BODY_BYTES} bytes"))
 }
 
-/// The body sent upstream: the caller's, with `model` replaced and, for streams,
-/// `stream` and `stream_options.include_usage` set.
-fn upstream_body(body: &Map<String, Value>, model: &str, stream: bool) -> Vec<u8> {
-    let mut m = body.clone();
-    m.insert("model".into(), Value::String(model.into()));
-    if stream {
-        m.insert("stream".into(), Value::Bool(true));
-        let opts = m
-            .entry("stream_options")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !opts.is_object() {
-            *opts = Value::Object(Map::new());
-        }
-        if let Some(o) = opts.as_object_mut() {
-            o.insert("include_usage".into(), Value::Bool(true));
-        }
-    } else {
-        m.remove("stream");
-        m.remove("stream_options");
-    }
-    serde_json::to_vec(&m).expect("a JSON map serializes")
-}
-
 /// [`request_attributes`] for a call to `endpoint`: the prompt is the chat's messages, a
 /// completion's `prompt` or an embedding's `input` (strings, or arrays of strings); an
 /// embedding reserves no output tokens.
@@ -811,18 +787,6 @@ pub fn request_attributes(body: &Map<String, Value>) -> Request {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn upstream_body_sets_model_and_stream_options() {
-        let body = serde_json::json!({"model": "auto", "messages": [], "stream": true, "stream_options": 3});
-        let m = body.as_object().unwrap();
-        let plain: Value = serde_json::from_slice(&upstream_body(m, "up-1", false)).unwrap();
-        assert_eq!(plain["model"], "up-1");
-        assert!(plain.get("stream").is_none() && plain.get("stream_options").is_none());
-        let s: Value = serde_json::from_slice(&upstream_body(m, "up-1", true)).unwrap();
-        assert_eq!(s["stream"], true);
-        assert_eq!(s["stream_options"]["include_usage"], true);
-    }
 
     #[test]
     fn attributes_ignore_odd_shapes() {

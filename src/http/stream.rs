@@ -230,6 +230,10 @@ pub struct SseStream {
     /// The upstream's `pool.max_connections` permit, given back when the stream ends or
     /// is dropped.
     pub(crate) connection: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// For an upstream of another format: its events become OpenAI chunks here.
+    pub(crate) translate: Option<Box<dyn super::wire::StreamTranslator>>,
+    /// Translated events not handed out yet.
+    pub(crate) queue: std::collections::VecDeque<Bytes>,
 }
 
 impl std::fmt::Debug for SseStream {
@@ -253,7 +257,7 @@ impl SseStream {
                 self.connection = None;
                 return None;
             }
-            let ev = match self.reader.next(self.idle).await {
+            let ev = match self.pull(self.idle).await {
                 // `[DONE]` ends the loop above: the upstream closed without it.
                 None => {
                     self.done = true;
@@ -279,6 +283,34 @@ impl SseStream {
     /// Books an event: its usage, an error the upstream reports in it (passed on to the
     /// caller as is, and a failure of the attempt for breakers and stats), the end. Returns
     /// whether to pass the event on (a usage-only chunk the caller did not ask for is not).
+    /// The next OpenAI-format event: the upstream's own, or what its translator made of
+    /// them (its last ones once the body ends). `None` at the end of the body.
+    pub(crate) async fn pull(
+        &mut self,
+        idle: Option<Duration>,
+    ) -> Option<Result<Bytes, StreamError>> {
+        loop {
+            if let Some(ev) = self.queue.pop_front() {
+                return Some(Ok(ev));
+            }
+            let Some(t) = self.translate.as_mut() else {
+                return self.reader.next(idle).await;
+            };
+            match self.reader.next(idle).await {
+                Some(Ok(raw)) => self.queue.extend(t.event(&raw)),
+                Some(Err(e)) => return Some(Err(e)),
+                None => {
+                    self.queue.extend(t.finish());
+                    // Whatever comes after the end is the end too.
+                    self.translate = None;
+                    if self.queue.is_empty() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
     pub(crate) fn book(&mut self, kind: EventKind) -> bool {
         match kind {
             EventKind::Chunk {
@@ -353,6 +385,8 @@ mod tests {
             done: false,
             failure: None,
             connection: None,
+            translate: None,
+            queue: Default::default(),
         }
     }
 

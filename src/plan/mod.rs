@@ -205,6 +205,10 @@ pub struct Upstream {
     pub name: String,
     /// Base URL.
     pub base_url: String,
+    /// The API format it speaks.
+    pub api: crate::http::wire::Api,
+    /// The `anthropic-version` header (for `api = "anthropic"`).
+    pub anthropic_version: String,
     /// Where its keys come from (`api_key`: one; `api_keys`: several, in rotation; none:
     /// calls go without `Authorization`).
     pub api_keys: Vec<ApiKeyRef>,
@@ -292,6 +296,8 @@ pub struct Model {
     pub upstream_model: String,
     /// Its price, if known.
     pub price: Option<Price>,
+    /// `max_tokens` sent when a request sets none.
+    pub max_tokens: Option<u64>,
     /// Its context window, if known.
     pub context_window: Option<u64>,
     /// A breaker of its own, if any.

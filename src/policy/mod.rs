@@ -39,7 +39,7 @@ pub use retry::{
 pub use route::{Condition, Hedge, Route, Scalar, Strategy, Streaming, Target};
 pub use state::{EnvVar, FailMode, Redis, State, StateScope};
 pub use upstream::{
-    check_key, ApiKey, EnvKey, KeyProblem, Limits, OnLimit, Pool, Secret, Upstream,
+    check_key, ApiFormat, ApiKey, EnvKey, KeyProblem, Limits, OnLimit, Pool, Secret, Upstream,
 };
 
 /// A whole policy: what one file holds, or several merged.

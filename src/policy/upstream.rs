@@ -13,6 +13,19 @@ use super::{Duration, Timeouts};
 pub struct Upstream {
     /// Base URL of the endpoint, e.g. `https://api.openai.com/v1`.
     pub base_url: String,
+    /// The API format it speaks: `openai` (chat completions at `{base_url}/chat/completions`,
+    /// `Authorization: Bearer`; the default), `anthropic` (`{base_url}/messages`, key in
+    /// `x-api-key`, an `anthropic-version` header; so `base_url =
+    /// "https://api.anthropic.com/v1"`) or `gemini`
+    /// (`{base_url}/models/MODEL:generateContent`, key in `x-goog-api-key`; so `base_url =
+    /// "https://generativelanguage.googleapis.com/v1beta"`). Callers always speak OpenAI's
+    /// format (or Anthropic's at the relay's `/v1/messages`): tollgate translates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiFormat>,
+    /// The `anthropic-version` header sent to an `anthropic` upstream (default
+    /// `2023-06-01`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anthropic_version: Option<String>,
     /// Where the API key comes from: always an environment variable, never a literal key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<ApiKey>,
@@ -42,6 +55,18 @@ pub struct Upstream {
     /// Its `total` is the deadline of routes that set none (the longest of their upstreams').
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
+}
+
+/// The API format of an upstream (`api`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiFormat {
+    /// OpenAI's chat completions, and every OpenAI-compatible server.
+    Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// Google's Gemini API.
+    Gemini,
 }
 
 /// An API key reference: `{ env = "VAR", prefixes = ["sk-"] }`.

@@ -17,6 +17,7 @@ impl Compiler<'_> {
             );
             self.push(d.with_label("expected a positive number of tokens"));
         }
+        self.max_tokens_for_api(name, m, &path);
         let breaker = (m.breaker.as_ref())
             .and_then(|b| self.resolve(Section::Breakers, b, &path.key("breaker")))
             .map(BreakerId);
@@ -25,8 +26,34 @@ impl Compiler<'_> {
             upstream,
             upstream_model: m.upstream_model.clone().unwrap_or_else(|| name.to_string()),
             price,
+            max_tokens: m.max_tokens,
             context_window: m.context_window,
             breaker,
+        }
+    }
+
+    /// Anthropic's API requires `max_tokens`: a model on such an upstream needs a default
+    /// for requests that set none. A `max_tokens` of 0 is no length at all.
+    fn max_tokens_for_api(&mut self, name: &str, m: &policy::Model, path: &KeyPath) {
+        if m.max_tokens == Some(0) {
+            let d = self.error(
+                Code::InvalidValue,
+                "max_tokens is 0",
+                &path.key("max_tokens"),
+            );
+            self.push(d.with_label("expected a positive number of tokens"));
+        }
+        let anthropic = (self.l.policy.upstreams.get(&m.upstream))
+            .is_some_and(|u| u.api == Some(policy::ApiFormat::Anthropic));
+        if anthropic && m.max_tokens.is_none() {
+            let message = format!(
+                "model `{name}` is served by the anthropic upstream `{}` and has no `max_tokens`",
+                m.upstream
+            );
+            let d = self.error(Code::MissingMaxTokens, message, &path);
+            self.push(d.with_help(
+                "Anthropic requires `max_tokens` on every call: add e.g. `max_tokens = 4096`, sent when a request sets none",
+            ));
         }
     }
 

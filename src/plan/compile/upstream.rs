@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::diagnostic::one_of;
+use crate::http::wire::Api;
 use crate::policy::spans::{env_looks_like_key, is_env_name};
 use crate::policy::ApiKey;
 
@@ -41,9 +42,13 @@ impl Compiler<'_> {
             u.timeouts.as_ref(),
             &path.key("timeouts"),
         );
+        let api = self.api(name, u, &path);
         Upstream {
             name: name.to_string(),
             base_url: u.base_url.clone(),
+            api,
+            anthropic_version: (u.anthropic_version.clone())
+                .unwrap_or_else(|| crate::http::wire::anthropic::DEFAULT_VERSION.to_string()),
             api_keys,
             max_connections: max_connections.max(1),
             max_idle,
@@ -55,6 +60,24 @@ impl Compiler<'_> {
             breaker,
             timeouts,
         }
+    }
+
+    /// The wire format; `anthropic_version` only means something to an anthropic upstream.
+    fn api(&mut self, name: &str, u: &policy::Upstream, path: &KeyPath) -> Api {
+        let api = match u.api {
+            None | Some(policy::ApiFormat::Openai) => Api::OpenAi,
+            Some(policy::ApiFormat::Anthropic) => Api::Anthropic,
+            Some(policy::ApiFormat::Gemini) => Api::Gemini,
+        };
+        if u.anthropic_version.is_some() && api != Api::Anthropic {
+            let message = format!(
+                "upstream `{name}` speaks `{}`: `anthropic_version` has no effect",
+                api.name()
+            );
+            let d = self.warning(Code::IgnoredKey, message, &path.key("anthropic_version"));
+            self.push(d.with_help("it is sent only to `api = \"anthropic\"` upstreams"));
+        }
+        api
     }
 
     /// `api_key`, or `api_keys` (not both, not empty, each variable once).
