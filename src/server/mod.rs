@@ -74,6 +74,7 @@ pub mod fake;
 #[allow(dead_code)]
 pub(crate) mod fake;
 mod keys;
+mod messages;
 pub mod metrics;
 
 use std::convert::Infallible;
@@ -199,6 +200,11 @@ impl Relay {
             )
             .route("/v1/completions", openai_route(Endpoint::Completions))
             .route("/v1/embeddings", openai_route(Endpoint::Embeddings))
+            .route("/v1/messages", post(messages::messages))
+            .route(
+                "/v1/messages/{*rest}",
+                axum::routing::any(messages::not_found),
+            )
             .route("/v1/models", get(models))
             .route("/healthz", get(|| async { "ok" }))
             .route("/status", get(status))
@@ -297,6 +303,61 @@ async fn openai_call(
     body: Result<Bytes, BytesRejection>,
     endpoint: Endpoint,
 ) -> Response {
+    let body = match json_body(&relay, body) {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    call(relay, headers, body, endpoint, Dialect::OpenAi).await
+}
+
+/// The format a caller speaks: OpenAI's on `/v1/chat/completions` and the others,
+/// Anthropic's on `/v1/messages` (its body translated to a chat before [`call`], its
+/// answers back by [`messages`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    OpenAi,
+    Anthropic,
+}
+
+/// The request body as a JSON object, or the 400/413 that says why not.
+#[allow(clippy::result_large_err)] // the error is the response itself, built once
+fn json_body(
+    relay: &Relay,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Map<String, Value>, Response> {
+    let bytes = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "request_too_large",
+                &format!("the body is over {} bytes", relay.inner.max_body),
+            ))
+        }
+        Err(e) => return Err(bad_request("invalid_body", &e.body_text())),
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(bad_request(
+            "invalid_request",
+            "the body must be a JSON object",
+        )),
+        Err(e) => Err(bad_request(
+            "invalid_json",
+            &format!("the body is not valid JSON: {e}"),
+        )),
+    }
+}
+
+/// A call with an OpenAI-format `body`, answered in `dialect`.
+async fn call(
+    relay: Relay,
+    headers: HeaderMap,
+    body: Map<String, Value>,
+    endpoint: Endpoint,
+    dialect: Dialect,
+) -> Response {
     let inner = &relay.inner;
     let _in_flight = inner.metrics.start();
     // The plan the checks below use, loaded once (the executor takes its own snapshot).
@@ -304,23 +365,6 @@ async fn openai_call(
     let caller = match authenticate(inner, &plan, &headers) {
         Ok(c) => c,
         Err(resp) => return resp,
-    };
-    let bytes = match body {
-        Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                "request_too_large",
-                &format!("the body is over {} bytes", inner.max_body),
-            )
-        }
-        Err(e) => return bad_request("invalid_body", &e.body_text()),
-    };
-    let body: Map<String, Value> = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => return bad_request("invalid_request", "the body must be a JSON object"),
-        Err(e) => return bad_request("invalid_json", &format!("the body is not valid JSON: {e}")),
     };
     if let Err(why) = check_shape(endpoint, &body) {
         return bad_request("invalid_request", why);
@@ -355,9 +399,9 @@ async fn openai_call(
         return bad_request("invalid_request", "embeddings do not stream");
     }
     if stream {
-        stream_completion(relay.clone(), req, body, endpoint).await
+        stream_completion(relay.clone(), req, body, endpoint, dialect).await
     } else {
-        plain_completion(&relay, &req, &body, endpoint).await
+        plain_completion(&relay, &req, &body, endpoint, dialect).await
     }
 }
 
@@ -372,13 +416,17 @@ fn authenticate(
     if inner.keys.is_empty() && plan.callers.is_empty() {
         return Ok(None);
     }
-    let presented = headers
+    let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
-        })
+        });
+    // Anthropic's clients send theirs in `x-api-key`.
+    let x_api_key = || headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    let presented = bearer
+        .or_else(x_api_key)
         .map(str::trim)
         .filter(|k| !k.is_empty());
     let Some(key) = presented else {
@@ -386,7 +434,7 @@ fn authenticate(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
             "missing_api_key",
-            "send your key as `Authorization: Bearer KEY`",
+            "send your key as `Authorization: Bearer KEY` (or `x-api-key: KEY`)",
         ));
     };
     let h = keys::hash(key);
@@ -456,6 +504,7 @@ async fn plain_completion(
     req: &Request,
     body: &Map<String, Value>,
     endpoint: Endpoint,
+    dialect: Dialect,
 ) -> Response {
     let inner = &relay.inner;
     let result = inner
@@ -472,7 +521,14 @@ async fn plain_completion(
     match result {
         Ok(served) => {
             record_served(&inner.metrics, &served);
-            let mut resp = Response::new(Body::from(served.value.clone()));
+            let value = match dialect {
+                Dialect::OpenAi => served.value.clone(),
+                Dialect::Anthropic => match messages::answer(&served.value, served.model_name()) {
+                    Ok(v) => v,
+                    Err(resp) => return resp,
+                },
+            };
+            let mut resp = Response::new(Body::from(value));
             *resp.status_mut() = StatusCode::OK;
             resp.headers_mut()
                 .insert("content-type", HeaderValue::from_static("application/json"));
@@ -488,6 +544,7 @@ async fn stream_completion(
     req: Request,
     body: Map<String, Value>,
     endpoint: Endpoint,
+    dialect: Dialect,
 ) -> Response {
     let inner = &relay.inner;
     let result = inner
@@ -514,26 +571,40 @@ async fn stream_completion(
     let (stream, meta) = served.into_parts();
     let mut headers = HeaderMap::new();
     served_headers(&mut headers, &meta);
+    let events = (dialect == Dialect::Anthropic)
+        .then(|| crate::http::wire::anthropic::MessagesEvents::new(meta.model_name()));
     let acct = StreamAccount {
         exec: inner.exec.clone(),
         meta,
         req,
         stream,
         finished: false,
+        events,
     };
     let body = futures_util::stream::unfold(acct, |mut acct| async move {
         if acct.finished {
             return None;
         }
-        match acct.stream.next_event().await {
-            Some(Ok(ev)) => Some((Ok::<_, Infallible>(ev), acct)),
+        let ev = match acct.stream.next_event().await {
+            Some(Ok(ev)) => ev,
             Some(Err(e)) => {
                 tracing::warn!(target: "tollgate::server", route = %acct.meta.route_name(), model = %acct.meta.model_name(), error = %e, "stream ended early");
                 acct.finished = true;
-                Some((Ok(e.to_event()), acct))
+                e.to_event()
             }
-            None => None,
-        }
+            None => {
+                acct.finished = true;
+                match acct.events.as_mut().map(|m| m.finish()) {
+                    Some(last) if !last.is_empty() => Bytes::from(last.concat()),
+                    _ => return None,
+                }
+            }
+        };
+        let ev = match acct.events.as_mut() {
+            Some(m) => Bytes::from(m.chunk(&ev).concat()),
+            None => ev,
+        };
+        Some((Ok::<_, Infallible>(ev), acct))
     });
     let mut resp = Response::new(Body::from_stream(body));
     let h = resp.headers_mut();
@@ -554,6 +625,8 @@ struct StreamAccount {
     req: Request,
     stream: SseStream,
     finished: bool,
+    /// For an Anthropic-format caller: its events, made from the OpenAI chunks.
+    events: Option<crate::http::wire::anthropic::MessagesEvents>,
 }
 
 impl Drop for StreamAccount {

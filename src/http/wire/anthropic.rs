@@ -33,3 +33,24 @@ impl StreamTranslator for Stream {
         Vec::new()
     }
 }
+pub fn chat_request(body: &Map<String, Value>) -> Result<Map<String, Value>, String> {
+    Err("not yet".into())
+}
+pub fn messages_response(chat_body: &[u8], model: &str) -> Result<Vec<u8>, String> {
+    Err("not yet".into())
+}
+pub fn error_body(status: u16, message: &str) -> Vec<u8> {
+    Vec::new()
+}
+pub struct MessagesEvents;
+impl MessagesEvents {
+    pub fn new(model: &str) -> Self {
+        MessagesEvents
+    }
+    pub fn chunk(&mut self, openai_event: &[u8]) -> Vec<Bytes> {
+        Vec::new()
+    }
+    pub fn finish(&mut self) -> Vec<Bytes> {
+        Vec::new()
+    }
+}
