@@ -53,7 +53,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use serde_json::{Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -367,39 +367,12 @@ impl Client {
             translate: wire::stream_translator(api, target.upstream_model()),
             queue: Default::default(),
         };
-        // Wait for the first event with data; keep-alive comments before it are dropped.
-        let (first, kind) = loop {
-            let left = first_byte.saturating_sub(started.elapsed());
-            let ev = match tokio::time::timeout(left, s.pull(None)).await {
+        let deadline = started + first_byte;
+        let (first, kind) =
+            match tokio::time::timeout_at(deadline, first_event(&mut s, &headers)).await {
+                Ok(r) => r.map_err(|f| up.scrub(f))?,
                 Err(_) => return Err(first_byte_timeout(first_byte)),
-                Ok(None) => {
-                    return Err(Failure::status(502)
-                        .code(BODY_INCOMPLETE)
-                        .message("the stream ended before its first event"))
-                }
-                Ok(Some(Err(e))) => {
-                    return Err(up.scrub(
-                        Failure::status(502)
-                            .code(BODY_INCOMPLETE)
-                            .message(e.to_string()),
-                    ))
-                }
-                Ok(Some(Ok(ev))) => ev,
             };
-            let kind = stream::event_kind(&ev);
-            match &kind {
-                stream::EventKind::Comment => continue,
-                stream::EventKind::Chunk { error: Some(e), .. } => {
-                    let body =
-                        serde_json::to_vec(&serde_json::json!({ "error": e })).unwrap_or_default();
-                    let f = classify(502, &headers, &body, SystemTime::now())
-                        .err()
-                        .unwrap_or_else(|| Failure::status(502));
-                    return Err(up.scrub(f));
-                }
-                _ => break (ev, kind),
-            }
-        };
         // Run the first event through the same bookkeeping as the rest.
         if s.book(kind) {
             s.first = Some(first);
@@ -514,6 +487,42 @@ fn build_http(u: &Upstream, connect: Duration) -> Result<reqwest::Client, Client
             upstream: u.name.clone(),
             source,
         })
+}
+
+/// The first event of a stream with data (keep-alive comments before it are dropped), or
+/// the failure that came instead: the stream ended or broke, or its first event is an
+/// error (classified as an answer with that error body would be).
+async fn first_event(
+    s: &mut SseStream,
+    headers: &HeaderMap,
+) -> Result<(Bytes, stream::EventKind), Failure> {
+    loop {
+        let ev = match s.pull(None).await {
+            None => {
+                return Err(Failure::status(502)
+                    .code(BODY_INCOMPLETE)
+                    .message("the stream ended before its first event"))
+            }
+            Some(Err(e)) => {
+                return Err(Failure::status(502)
+                    .code(BODY_INCOMPLETE)
+                    .message(e.to_string()))
+            }
+            Some(Ok(ev)) => ev,
+        };
+        let kind = stream::event_kind(&ev);
+        match &kind {
+            stream::EventKind::Comment => continue,
+            stream::EventKind::Chunk { error: Some(e), .. } => {
+                let body =
+                    serde_json::to_vec(&serde_json::json!({ "error": e })).unwrap_or_default();
+                return Err(classify(502, headers, &body, SystemTime::now())
+                    .err()
+                    .unwrap_or_else(|| Failure::status(502)));
+            }
+            _ => return Ok((ev, kind)),
+        }
+    }
 }
 
 fn first_byte_timeout(d: Duration) -> Failure {
