@@ -7,7 +7,7 @@
 #   tollgate wrk → tollgate serve (one route: limits, breaker, retry budget, budget, never
 #            triggered) → upstream nginx
 # Installs nginx and wrk with apt-get when missing (needs root). Builds tollgate in release.
-#   bash scripts/relay_vs_nginx/run.sh [SECONDS per run, default 10]
+#   bash scripts/relay_vs_nginx/run.sh [SECONDS per run, default 10]   (CONNS="1 16 64" to choose)
 # Everything shares this machine's cores (wrk, the proxy, the upstream): the figures are
 # relative, for comparing the three columns of one run.
 set -euo pipefail
@@ -87,7 +87,7 @@ done = function(summary, latency, requests)
 end
 LUA
 printf '%-10s %6s %12s %10s %10s\n' target conns "req/s" "p50 ms" "p99 ms"
-for c in 1 16 64; do
+for c in ${CONNS:-1 16 64}; do
     for t in "direct $UP" "nginx $PX" "tollgate $TG"; do
         set -- $t
         line=$(wrk -t1 -c"$c" -d"${DUR}s" -s "$WORK/post.lua" "http://127.0.0.1:$2/v1/chat/completions" | grep RESULT)
