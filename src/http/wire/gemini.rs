@@ -1,1 +1,929 @@
-//! Placeholder: the gemini format (being written).
+//! Google's Gemini API (`generativelanguage.googleapis.com/v1beta`): `POST
+//! {base_url}/models/{model}:generateContent` and `:streamGenerateContent?alt=sse`, with
+//! the key in `x-goog-api-key`.
+//!
+//! | OpenAI chat | Gemini |
+//! |---|---|
+//! | `system` / `developer` messages | `systemInstruction.parts[].text` |
+//! | `user` / `assistant` | `contents[]` with role `user` / `model` (consecutive same roles merged) |
+//! | `image_url` `data:` URL / `http(s)` URL | `inlineData {mimeType, data}` / `fileData {mimeType, fileUri}` |
+//! | assistant `tool_calls` | `functionCall {name, args}` parts |
+//! | `tool` messages | a `user` content with `functionResponse {name, response: {content}}` |
+//! | `max_tokens` / `max_completion_tokens`, `temperature`, `top_p`, `stop`, `n` = 1, `seed`, penalties | `generationConfig` |
+//! | `response_format` `json_object` / `json_schema` | `responseMimeType` (+ `responseSchema`) |
+//! | `tools` / `tool_choice` | `tools[].functionDeclarations` / `toolConfig.functionCallingConfig` |
+//!
+//! Other OpenAI fields are dropped, never forwarded (Gemini rejects unknown fields).
+//! Answers become `chat.completion` objects and stream chunks; errors become failures
+//! whose code is Gemini's `error.status` (`RESOURCE_EXHAUSTED`, `UNAVAILABLE`, …).
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use reqwest::header::HeaderMap;
+use serde_json::{json, Map, Value};
+
+use super::{Answer, Call, Outbound, StreamTranslator};
+use crate::exec::{Failure, Usage};
+use crate::http::classify::{self, INVALID_RESPONSE};
+
+/// Code of a request that cannot be translated (a 400 before any call).
+pub const INVALID_REQUEST: &str = "invalid_request_error";
+
+fn bad(message: impl Into<String>) -> Failure {
+    Failure::status(400)
+        .code(INVALID_REQUEST)
+        .message(message)
+}
+
+fn invalid(what: &str, bytes: &[u8]) -> Failure {
+    Failure::status(502)
+        .code(INVALID_RESPONSE)
+        .message(format!("{what}: {}", classify::snippet(bytes)))
+}
+
+// ---------------------------------------------------------------------------------------
+// Requests
+// ---------------------------------------------------------------------------------------
+
+/// Translates an OpenAI chat-completions body into a Gemini `generateContent` call.
+///
+/// The path is `models/{model}:generateContent`, or `:streamGenerateContent?alt=sse` when
+/// `out.stream`; a model id with characters other than `[A-Za-z0-9._-]` (after an optional
+/// `models/` prefix) is refused. A body that cannot be translated (no `messages`, an
+/// unknown role, malformed tool-call arguments, a tool result for no earlier call, a
+/// wrong type for a known field) is a `400 invalid_request_error` failure.
+pub fn request(body: &Map<String, Value>, out: &Outbound) -> Result<Call, Failure> {
+    let model = model_id(out.model)?;
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("`messages` must be an array"))?;
+    let (system, contents) = contents(messages)?;
+    if contents.is_empty() {
+        return Err(bad("`messages` has no user or assistant content"));
+    }
+    let mut req = Map::new();
+    req.insert("contents".into(), Value::Array(contents));
+    if !system.is_empty() {
+        req.insert("systemInstruction".into(), json!({ "parts": system }));
+    }
+    let config = generation_config(body, out)?;
+    if !config.is_empty() {
+        req.insert("generationConfig".into(), Value::Object(config));
+    }
+    if let Some(tools) = tools(body)? {
+        req.insert("tools".into(), tools);
+        if let Some(tc) = tool_config(body.get("tool_choice"))? {
+            req.insert("toolConfig".into(), tc);
+        }
+    }
+    let method = if out.stream {
+        "streamGenerateContent?alt=sse"
+    } else {
+        "generateContent"
+    };
+    Ok(Call {
+        path: format!("models/{model}:{method}"),
+        body: Value::Object(req).to_string().into_bytes(),
+    })
+}
+
+/// The model id, safe in a path: `[A-Za-z0-9._-]+` (a `models/` prefix is dropped).
+fn model_id(model: &str) -> Result<&str, Failure> {
+    let id = model.strip_prefix("models/").unwrap_or(model);
+    let ok = !id.is_empty()
+        && id.len() <= 200
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(id)
+    } else {
+        Err(bad(format!(
+            "model id {model:?} is not a Gemini model id ([A-Za-z0-9._-])"
+        )))
+    }
+}
+
+/// `systemInstruction` parts and `contents`, consecutive same roles merged.
+fn contents(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), Failure> {
+    let mut system = Vec::new();
+    let mut contents: Vec<Value> = Vec::new();
+    let mut names: HashMap<String, String> = HashMap::new();
+    for (i, m) in messages.iter().enumerate() {
+        let role = m
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(format!("messages[{i}] has no string `role`")))?;
+        let (role, parts) = match role {
+            "system" | "developer" => {
+                system.extend(content_parts(m.get("content"), i)?);
+                continue;
+            }
+            "user" => ("user", content_parts(m.get("content"), i)?),
+            "assistant" => {
+                let mut parts = content_parts(m.get("content"), i)?;
+                parts.extend(tool_call_parts(m, i, &mut names)?);
+                ("model", parts)
+            }
+            "tool" | "function" => ("user", vec![function_response(m, i, &names)?]),
+            other => {
+                return Err(bad(format!(
+                    "messages[{i}] has role `{other}`, which Gemini has no equivalent for"
+                )))
+            }
+        };
+        push_content(&mut contents, role, parts);
+    }
+    Ok((system, contents))
+}
+
+fn push_content(contents: &mut Vec<Value>, role: &str, parts: Vec<Value>) {
+    if parts.is_empty() {
+        return;
+    }
+    if let Some(last) = contents.last_mut() {
+        if last.get("role").and_then(Value::as_str) == Some(role) {
+            if let Some(Value::Array(p)) = last.get_mut("parts") {
+                p.extend(parts);
+                return;
+            }
+        }
+    }
+    contents.push(json!({ "role": role, "parts": parts }));
+}
+
+/// A message's `content` (a string or an array of parts) as Gemini parts.
+fn content_parts(content: Option<&Value>, i: usize) -> Result<Vec<Value>, Failure> {
+    match content {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![json!({ "text": s })]),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .enumerate()
+            .map(|(j, p)| part(p, i, j))
+            .collect(),
+        Some(_) => Err(bad(format!(
+            "messages[{i}].content must be a string or an array"
+        ))),
+    }
+}
+
+fn part(p: &Value, i: usize, j: usize) -> Result<Value, Failure> {
+    let at = || format!("messages[{i}].content[{j}]");
+    match p.get("type").and_then(Value::as_str) {
+        Some("text") => match p.get("text") {
+            Some(Value::String(t)) => Ok(json!({ "text": t })),
+            _ => Err(bad(format!("{} has no string `text`", at()))),
+        },
+        Some("image_url") => {
+            let url = match p.get("image_url") {
+                Some(Value::String(u)) => Some(u.as_str()),
+                Some(o) => o.get("url").and_then(Value::as_str),
+                None => None,
+            };
+            let url = url.ok_or_else(|| bad(format!("{} has no `image_url.url`", at())))?;
+            image(url).map_err(|m| bad(format!("{}: {m}", at())))
+        }
+        Some("input_audio") => {
+            let a = p.get("input_audio");
+            let data = a.and_then(|a| a.get("data")).and_then(Value::as_str);
+            let format = a.and_then(|a| a.get("format")).and_then(Value::as_str);
+            match (data, format) {
+                (Some(d), Some(f)) => Ok(json!({"inlineData": {"mimeType": format!("audio/{f}"), "data": d}})),
+                _ => Err(bad(format!("{} needs `input_audio.data` and `.format`", at()))),
+            }
+        }
+        other => Err(bad(format!(
+            "{} has type {:?}, which is not translated for Gemini",
+            at(),
+            other.unwrap_or("(none)")
+        ))),
+    }
+}
+
+/// An image URL as a part: `data:` URLs inline, `http(s)` URLs as `fileData`.
+fn image(url: &str) -> Result<Value, String> {
+    if let Some(rest) = url.strip_prefix("data:") {
+        let (meta, data) = rest
+            .split_once(',')
+            .ok_or("a data: URL without a comma")?;
+        let meta = meta
+            .strip_suffix(";base64")
+            .ok_or("a data: URL that is not base64")?;
+        let mime = meta.split(';').next().unwrap_or("").trim();
+        let mime = if mime.is_empty() { "image/jpeg" } else { mime };
+        return Ok(json!({"inlineData": {"mimeType": mime, "data": data}}));
+    }
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("https://") || lower.starts_with("http://") {
+        return Ok(json!({"fileData": {"mimeType": guess_mime(&lower), "fileUri": url}}));
+    }
+    Err("an image URL must be a data: or http(s) URL".into())
+}
+
+/// The MIME type of an image URL from its extension (default `image/jpeg`).
+fn guess_mime(lower_url: &str) -> &'static str {
+    let path = lower_url.split(['?', '#']).next().unwrap_or("");
+    let ext = path.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
+    match ext {
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "heic" => "image/heic",
+        "heif" => "image/heif",
+        "pdf" => "application/pdf",
+        _ => "image/jpeg",
+    }
+}
+
+/// An assistant message's `tool_calls` as `functionCall` parts; records each id's name.
+fn tool_call_parts(
+    m: &Value,
+    i: usize,
+    names: &mut HashMap<String, String>,
+) -> Result<Vec<Value>, Failure> {
+    let calls = match m.get("tool_calls") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(bad(format!("messages[{i}].tool_calls must be an array"))),
+    };
+    let mut parts = Vec::with_capacity(calls.len());
+    for (j, c) in calls.iter().enumerate() {
+        let f = c.get("function");
+        let name = f
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(format!("messages[{i}].tool_calls[{j}] has no function name")))?;
+        let args = match f.and_then(|f| f.get("arguments")) {
+            None | Some(Value::Null) => json!({}),
+            Some(Value::String(s)) if s.trim().is_empty() => json!({}),
+            Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+                Ok(v @ Value::Object(_)) => v,
+                _ => {
+                    return Err(bad(format!(
+                        "messages[{i}].tool_calls[{j}].function.arguments is not a JSON object"
+                    )))
+                }
+            },
+            Some(v @ Value::Object(_)) => v.clone(),
+            Some(_) => {
+                return Err(bad(format!(
+                    "messages[{i}].tool_calls[{j}].function.arguments must be a JSON string"
+                )))
+            }
+        };
+        if let Some(id) = c.get("id").and_then(Value::as_str) {
+            names.insert(id.to_string(), name.to_string());
+        }
+        parts.push(json!({"functionCall": {"name": name, "args": args}}));
+    }
+    Ok(parts)
+}
+
+/// A `tool` message as a `functionResponse` part, named after its call.
+fn function_response(
+    m: &Value,
+    i: usize,
+    names: &HashMap<String, String>,
+) -> Result<Value, Failure> {
+    let name = match m.get("tool_call_id").and_then(Value::as_str) {
+        Some(id) => names.get(id).cloned().ok_or_else(|| {
+            bad(format!(
+                "messages[{i}].tool_call_id `{id}` matches no earlier tool call"
+            ))
+        })?,
+        // The legacy `function` role names itself.
+        None => m
+            .get("name")
+            .and_then(Value::as_str)
+            .map(String::from)
+            .ok_or_else(|| bad(format!("messages[{i}] has no `tool_call_id`")))?,
+    };
+    let text = match m.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    };
+    let content = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
+    Ok(json!({"functionResponse": {"name": name, "response": {"content": content}}}))
+}
+
+/// A non-negative integer field (`null` counts as absent).
+fn uint(body: &Map<String, Value>, key: &str) -> Result<Option<u64>, Failure> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| bad(format!("`{key}` must be a non-negative integer"))),
+    }
+}
+
+/// A number field (`null` counts as absent).
+fn number(body: &Map<String, Value>, key: &str) -> Result<Option<Value>, Failure> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Number(_)) => Ok(Some(v.clone())),
+        Some(_) => Err(bad(format!("`{key}` must be a number"))),
+    }
+}
+
+fn generation_config(
+    body: &Map<String, Value>,
+    out: &Outbound,
+) -> Result<Map<String, Value>, Failure> {
+    let mut c = Map::new();
+    let max = match uint(body, "max_completion_tokens")? {
+        Some(n) => Some(n),
+        None => uint(body, "max_tokens")?,
+    };
+    if let Some(n) = max.or(out.default_max_tokens) {
+        c.insert("maxOutputTokens".into(), n.into());
+    }
+    for (from, to) in [
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+    ] {
+        if let Some(v) = number(body, from)? {
+            c.insert(to.into(), v);
+        }
+    }
+    if let Some(v) = number(body, "seed")? {
+        let seed = v.as_i64().ok_or_else(|| bad("`seed` must be an integer"))?;
+        c.insert("seed".into(), seed.into());
+    }
+    if let Some(stop) = stop_sequences(body.get("stop"))? {
+        c.insert("stopSequences".into(), stop);
+    }
+    if uint(body, "n")? == Some(1) {
+        c.insert("candidateCount".into(), 1.into());
+    }
+    response_format(body.get("response_format"), &mut c);
+    Ok(c)
+}
+
+fn stop_sequences(stop: Option<&Value>) -> Result<Option<Value>, Failure> {
+    match stop {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(json!([s]))),
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
+            Ok((!a.is_empty()).then(|| Value::Array(a.clone())))
+        }
+        Some(_) => Err(bad("`stop` must be a string or an array of strings")),
+    }
+}
+
+/// `json_object` → `responseMimeType`; `json_schema` → that and `responseSchema`.
+fn response_format(rf: Option<&Value>, c: &mut Map<String, Value>) {
+    let Some(rf) = rf else { return };
+    match rf.get("type").and_then(Value::as_str) {
+        Some("json_object") => {
+            c.insert("responseMimeType".into(), "application/json".into());
+        }
+        Some("json_schema") => {
+            c.insert("responseMimeType".into(), "application/json".into());
+            if let Some(s) = rf.get("json_schema").and_then(|j| j.get("schema")) {
+                c.insert("responseSchema".into(), schema(s));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A JSON Schema as Gemini's OpenAPI subset: `$schema`, `additionalProperties` and
+/// `strict` (which Gemini refuses) are dropped at every level.
+fn schema(s: &Value) -> Value {
+    match s {
+        Value::Object(o) => {
+            let mut out = Map::new();
+            for (k, v) in o {
+                match k.as_str() {
+                    "$schema" | "additionalProperties" | "strict" => {}
+                    // Property names are names, not keywords.
+                    "properties" => {
+                        let props = match v {
+                            Value::Object(p) => {
+                                Value::Object(p.iter().map(|(n, v)| (n.clone(), schema(v))).collect())
+                            }
+                            other => other.clone(),
+                        };
+                        out.insert(k.clone(), props);
+                    }
+                    _ => {
+                        out.insert(k.clone(), schema(v));
+                    }
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(schema).collect()),
+        other => other.clone(),
+    }
+}
+
+/// OpenAI function tools as one `functionDeclarations` tool; `None` without any.
+fn tools(body: &Map<String, Value>) -> Result<Option<Value>, Failure> {
+    let list = match body.get("tools") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(bad("`tools` must be an array")),
+    };
+    let mut decls = Vec::new();
+    for (i, t) in list.iter().enumerate() {
+        if t.get("type").and_then(Value::as_str) != Some("function") {
+            continue;
+        }
+        let f = t.get("function");
+        let name = f
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(format!("tools[{i}] has no function name")))?;
+        let mut d = Map::new();
+        d.insert("name".into(), name.into());
+        if let Some(desc) = f.and_then(|f| f.get("description")).and_then(Value::as_str) {
+            d.insert("description".into(), desc.into());
+        }
+        if let Some(p) = f.and_then(|f| f.get("parameters")).filter(|p| has_properties(p)) {
+            d.insert("parameters".into(), schema(p));
+        }
+        decls.push(Value::Object(d));
+    }
+    Ok((!decls.is_empty()).then(|| json!([{ "functionDeclarations": decls }])))
+}
+
+/// Gemini refuses an object schema with no properties: such parameters are left out.
+fn has_properties(p: &Value) -> bool {
+    p.get("properties")
+        .and_then(Value::as_object)
+        .is_some_and(|o| !o.is_empty())
+}
+
+fn tool_config(choice: Option<&Value>) -> Result<Option<Value>, Failure> {
+    let config = match choice {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => json!({"mode": "AUTO"}),
+            "none" => json!({"mode": "NONE"}),
+            "required" => json!({"mode": "ANY"}),
+            other => return Err(bad(format!("`tool_choice` {other:?} is not known"))),
+        },
+        Some(o) => {
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("`tool_choice` names no function"))?;
+            json!({"mode": "ANY", "allowedFunctionNames": [name]})
+        }
+    };
+    Ok(Some(json!({ "functionCallingConfig": config })))
+}
+
+// ---------------------------------------------------------------------------------------
+// Answers
+// ---------------------------------------------------------------------------------------
+
+/// Translates a `GenerateContentResponse` into an OpenAI `chat.completion`.
+///
+/// The first candidate's text parts (thought summaries left out) become `content`, its
+/// `functionCall` parts `tool_calls` (ids `call_{index}` unless Gemini gave one);
+/// `finishReason` maps to `stop` / `tool_calls` / `length` / `content_filter`, and
+/// `usageMetadata` to `usage` (thinking tokens are completion tokens). A prompt blocked
+/// (`promptFeedback.blockReason`, no candidates) answers empty with `content_filter`. A
+/// body that is not such a response is a `502 invalid_upstream_response` failure; a
+/// 2xx body holding an `error` is a 502 with that error's status as its code.
+pub fn response(bytes: &[u8], model: &str) -> Result<Answer, Failure> {
+    let v: Value =
+        serde_json::from_slice(bytes).map_err(|_| invalid("a body that is not JSON", bytes))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| invalid("a body that is not a JSON object", bytes))?;
+    if let Some(e) = error_object(&v) {
+        return Err(error_failure(502, e, None));
+    }
+    let usage = usage_of(obj.get("usageMetadata"));
+    let (message, finish) = match first_candidate(obj) {
+        Some(c) => candidate_message(c).ok_or_else(|| invalid("a malformed candidate", bytes))?,
+        None if block_reason(obj).is_some() => (
+            json!({"role": "assistant", "content": ""}),
+            "content_filter",
+        ),
+        None => return Err(invalid("a response without candidates", bytes)),
+    };
+    let mut body = json!({
+        "id": response_id(obj),
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+    });
+    if let Some(u) = usage {
+        body["usage"] = usage_json(u);
+    }
+    Ok(Answer {
+        body: Bytes::from(body.to_string()),
+        usage,
+    })
+}
+
+fn response_id(obj: &Map<String, Value>) -> String {
+    match obj.get("responseId").and_then(Value::as_str) {
+        Some(id) if !id.is_empty() => format!("gemini-{id}"),
+        _ => "gemini-response".into(),
+    }
+}
+
+fn first_candidate(obj: &Map<String, Value>) -> Option<&Value> {
+    obj.get("candidates")
+        .and_then(Value::as_array)
+        .and_then(|c| c.first())
+}
+
+fn block_reason(obj: &Map<String, Value>) -> Option<&str> {
+    obj.get("promptFeedback")
+        .and_then(|p| p.get("blockReason"))
+        .and_then(Value::as_str)
+}
+
+/// Text (thoughts left out) and function calls of a candidate's parts; `None` when the
+/// parts are not an array of objects.
+fn candidate_parts(c: &Value, first_index: usize) -> Option<(String, bool, Vec<Value>)> {
+    let parts = match c.get("content").and_then(|c| c.get("parts")) {
+        None | Some(Value::Null) => return Some((String::new(), false, Vec::new())),
+        Some(Value::Array(p)) => p,
+        Some(_) => return None,
+    };
+    let mut text = String::new();
+    let mut any_text = false;
+    let mut calls = Vec::new();
+    for p in parts {
+        p.as_object()?;
+        if let Some(call) = p.get("functionCall") {
+            let index = first_index + calls.len();
+            calls.push(tool_call(call, index)?);
+        } else if let Some(t) = p.get("text").and_then(Value::as_str) {
+            if p.get("thought").and_then(Value::as_bool) != Some(true) {
+                text.push_str(t);
+                any_text = true;
+            }
+        }
+    }
+    Some((text, any_text, calls))
+}
+
+/// A `functionCall` as an OpenAI tool call (without the stream's `index`).
+fn tool_call(call: &Value, index: usize) -> Option<Value> {
+    let name = call.get("name")?.as_str()?;
+    let args = match call.get("args") {
+        None | Some(Value::Null) => "{}".to_string(),
+        Some(a) => a.to_string(),
+    };
+    let id = match call.get("id").and_then(Value::as_str) {
+        Some(id) if !id.is_empty() => id.to_string(),
+        _ => format!("call_{index}"),
+    };
+    Some(json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}}))
+}
+
+fn candidate_message(c: &Value) -> Option<(Value, &'static str)> {
+    let (text, any_text, calls) = candidate_parts(c, 0)?;
+    let content = if any_text {
+        Value::String(text)
+    } else if calls.is_empty() {
+        Value::String(String::new())
+    } else {
+        Value::Null
+    };
+    let finish = finish_reason(
+        c.get("finishReason").and_then(Value::as_str),
+        !calls.is_empty(),
+    );
+    let mut message = json!({"role": "assistant", "content": content});
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    Some((message, finish))
+}
+
+/// Gemini's `finishReason` as OpenAI's.
+fn finish_reason(reason: Option<&str>, has_calls: bool) -> &'static str {
+    match reason {
+        Some("MAX_TOKENS") => "length",
+        Some(
+            "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII"
+            | "IMAGE_SAFETY",
+        ) => "content_filter",
+        _ if has_calls => "tool_calls",
+        _ => "stop",
+    }
+}
+
+/// `usageMetadata`: prompt tokens, and candidates + thoughts tokens as completion tokens.
+fn usage_of(meta: Option<&Value>) -> Option<Usage> {
+    let meta = meta?.as_object()?;
+    let get = |k: &str| meta.get(k).and_then(Value::as_u64);
+    let prompt = get("promptTokenCount");
+    let candidates = get("candidatesTokenCount");
+    let thoughts = get("thoughtsTokenCount");
+    if prompt.is_none() && candidates.is_none() && thoughts.is_none() {
+        return None;
+    }
+    Some(Usage {
+        input_tokens: prompt.unwrap_or(0),
+        output_tokens: candidates.unwrap_or(0).saturating_add(thoughts.unwrap_or(0)),
+    })
+}
+
+fn usage_json(u: Usage) -> Value {
+    json!({
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u.input_tokens.saturating_add(u.output_tokens),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------
+
+/// Classifies a Gemini error response.
+///
+/// `{"error": {"code", "message", "status", "details"}}` (also inside an array, as
+/// streamed errors come) gives code = `error.status` (`RESOURCE_EXHAUSTED`,
+/// `UNAVAILABLE`, `INVALID_ARGUMENT`, …) and its message; the wait is the `retry-after`
+/// header, else the `google.rpc.RetryInfo` detail's `retryDelay` (`"30s"`, `"1.5s"`). A
+/// 4xx saying the input is over the context window gets
+/// [`CONTEXT_LENGTH_EXCEEDED`](classify::CONTEXT_LENGTH_EXCEEDED). Any other body (HTML,
+/// empty) gives the status with a short snippet. Rate-limit headers are read as
+/// [`classify::rate_limit`] does.
+pub fn failure(status: u16, headers: &HeaderMap, bytes: &[u8], now: SystemTime) -> Failure {
+    let header_wait = classify::retry_after(headers, now);
+    let json = serde_json::from_slice::<Value>(bytes).ok();
+    let mut f = match json.as_ref().and_then(error_object) {
+        Some(e) => error_failure(status, e, header_wait),
+        None => Failure::status(status).message(classify::snippet(bytes)),
+    };
+    if f.retry_after.is_none() {
+        f.retry_after = header_wait;
+    }
+    f.rate_limit = classify::rate_limit(headers, now);
+    f
+}
+
+/// The `error` object of `{"error": …}` or `[{"error": …}]`.
+fn error_object(v: &Value) -> Option<&Value> {
+    let v = match v {
+        Value::Array(a) => a.first()?,
+        v => v,
+    };
+    v.get("error").filter(|e| e.is_object())
+}
+
+fn error_failure(status: u16, e: &Value, header_wait: Option<Duration>) -> Failure {
+    let mut f = Failure::status(status);
+    if let Some(s) = e.get("status").and_then(Value::as_str).map(str::trim) {
+        if !s.is_empty() {
+            f = f.code(classify::truncate(s));
+        }
+    }
+    if let Some(m) = e.get("message").and_then(Value::as_str) {
+        f = f.message(classify::truncate(m));
+    }
+    f.retry_after = header_wait.or_else(|| retry_info(e));
+    if (400..500).contains(&status) {
+        f = classify::context_length(f);
+    }
+    f
+}
+
+/// `retryDelay` of a `google.rpc.RetryInfo` detail: `"30s"`, `"1.5s"` (or
+/// `{"seconds", "nanos"}`); at most a day.
+fn retry_info(e: &Value) -> Option<Duration> {
+    let details = e.get("details")?.as_array()?;
+    let info = details.iter().find(|d| {
+        d.get("@type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.ends_with("google.rpc.RetryInfo"))
+    })?;
+    match info.get("retryDelay")? {
+        Value::String(s) => {
+            let s = s.trim();
+            // A protobuf Duration in JSON: decimal seconds with an `s`.
+            s.strip_suffix('s')
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+                .and_then(|_| classify::parse_go_duration(s))
+        }
+        Value::Object(o) => {
+            let secs = o.get("seconds").and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })?;
+            let nanos = o.get("nanos").and_then(Value::as_u64).unwrap_or(0);
+            (secs <= 86_400 && nanos < 1_000_000_000)
+                .then(|| Duration::from_secs(secs) + Duration::from_nanos(nanos))
+        }
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Streams
+// ---------------------------------------------------------------------------------------
+
+/// Turns Gemini's `alt=sse` stream (each event `data: {GenerateContentResponse}`) into
+/// OpenAI `chat.completion.chunk` events.
+///
+/// The first chunk carries `delta.role = "assistant"`; text parts go out as
+/// `delta.content`, `functionCall` parts as complete `delta.tool_calls` entries; a
+/// candidate's `finishReason` becomes a chunk with `finish_reason`. The last
+/// `usageMetadata` seen is the usage. Gemini sends no terminal marker: [`finish`] sends
+/// the usage chunk and `[DONE]` only if a `finishReason` was seen.
+///
+/// [`finish`]: StreamTranslator::finish
+#[derive(Debug, Clone)]
+pub struct Stream {
+    model: String,
+    id: Option<String>,
+    started: bool,
+    finished: bool,
+    calls: usize,
+    usage: Option<Usage>,
+}
+
+impl Stream {
+    /// A translator for one stream, answering as `model`.
+    pub fn new(model: &str) -> Self {
+        Stream {
+            model: model.to_string(),
+            id: None,
+            started: false,
+            finished: false,
+            calls: 0,
+            usage: None,
+        }
+    }
+
+    /// The last usage reported so far.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
+        let body = json!({
+            "id": self.id.as_deref().unwrap_or("gemini-stream"),
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        });
+        sse(&body)
+    }
+
+    fn translate(&mut self, obj: &Map<String, Value>) -> Vec<Bytes> {
+        if self.id.is_none() && obj.contains_key("responseId") {
+            self.id = Some(response_id(obj));
+        }
+        if let Some(u) = usage_of(obj.get("usageMetadata")) {
+            self.usage = Some(u);
+        }
+        let mut out = Vec::new();
+        let Some(c) = first_candidate(obj) else {
+            if block_reason(obj).is_some() {
+                out.extend(self.delta(String::new(), false, Vec::new()));
+                out.push(self.chunk(json!({}), Some("content_filter")));
+                self.finished = true;
+            }
+            return out;
+        };
+        let Some((text, any_text, calls)) = candidate_parts(c, self.calls) else {
+            return vec![error_event(INVALID_RESPONSE, "a malformed candidate in the stream")];
+        };
+        let has_calls = !calls.is_empty();
+        out.extend(self.delta(text, any_text, calls));
+        if let Some(reason) = c.get("finishReason").and_then(Value::as_str) {
+            let finish = finish_reason(Some(reason), self.calls > 0 || has_calls);
+            out.push(self.chunk(json!({}), Some(finish)));
+            self.finished = true;
+        }
+        out
+    }
+
+    /// The chunk for new text and tool calls (and the role, the first time); none if
+    /// there is nothing to say.
+    fn delta(&mut self, text: String, any_text: bool, calls: Vec<Value>) -> Option<Bytes> {
+        let mut delta = Map::new();
+        if !self.started {
+            delta.insert("role".into(), "assistant".into());
+            if !any_text && calls.is_empty() {
+                delta.insert("content".into(), "".into());
+            }
+            self.started = true;
+        }
+        if any_text && !text.is_empty() {
+            delta.insert("content".into(), text.into());
+        }
+        if !calls.is_empty() {
+            let calls: Vec<Value> = calls
+                .into_iter()
+                .map(|mut c| {
+                    c["index"] = self.calls.into();
+                    self.calls += 1;
+                    c
+                })
+                .collect();
+            delta.insert("tool_calls".into(), Value::Array(calls));
+        }
+        (!delta.is_empty()).then(|| self.chunk(Value::Object(delta), None))
+    }
+}
+
+impl StreamTranslator for Stream {
+    fn event(&mut self, raw: &[u8]) -> Vec<Bytes> {
+        let Some(data) = sse_data(raw) else {
+            return Vec::new();
+        };
+        let Ok(v) = serde_json::from_slice::<Value>(&data) else {
+            return vec![error_event(
+                INVALID_RESPONSE,
+                &format!("stream data that is not JSON: {}", classify::snippet(&data)),
+            )];
+        };
+        if let Some(e) = error_object(&v) {
+            let code = e
+                .get("status")
+                .and_then(Value::as_str)
+                .filter(|s| !s.trim().is_empty())
+                .unwrap_or("upstream_error");
+            let message = e.get("message").and_then(Value::as_str).unwrap_or("");
+            return vec![error_event(code, message)];
+        }
+        match v.as_object() {
+            Some(obj) => self.translate(obj),
+            None => vec![error_event(
+                INVALID_RESPONSE,
+                "stream data that is not a JSON object",
+            )],
+        }
+    }
+
+    fn finish(&mut self) -> Vec<Bytes> {
+        if !self.finished {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        if let Some(u) = self.usage {
+            let body = json!({
+                "id": self.id.as_deref().unwrap_or("gemini-stream"),
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": self.model,
+                "choices": [],
+                "usage": usage_json(u),
+            });
+            out.push(sse(&body));
+        }
+        out.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        out
+    }
+}
+
+fn sse(body: &Value) -> Bytes {
+    Bytes::from(format!("data: {body}\n\n"))
+}
+
+fn error_event(code: &str, message: &str) -> Bytes {
+    sse(&json!({"error": {
+        "message": classify::truncate(message),
+        "type": "upstream_error",
+        "code": classify::truncate(code),
+    }}))
+}
+
+/// The joined `data:` lines of an event; `None` for comments, empty data and `[DONE]`.
+fn sse_data(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut data = Vec::new();
+    let mut any = false;
+    for line in raw.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(rest) = line.strip_prefix(b"data:") {
+            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+            if any {
+                data.push(b'\n');
+            }
+            data.extend_from_slice(rest);
+            any = true;
+        }
+    }
+    let trimmed = data.trim_ascii();
+    (any && !trimmed.is_empty() && trimmed != b"[DONE]").then_some(data)
+}
