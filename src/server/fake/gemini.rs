@@ -768,3 +768,428 @@ fn answer(call: &Checked, n: u64, cut: bool) -> Response {
         Body::from_stream(futures_util::stream::iter(chunks)),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::wire::gemini::{self as wire, Stream};
+    use crate::http::wire::{Outbound, StreamTranslator};
+
+    fn key() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-goog-api-key", "k".parse().unwrap());
+        h
+    }
+
+    fn ok_body() -> Value {
+        json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
+    }
+
+    fn check_json(path: &str, body: &Value) -> Result<(), String> {
+        check_request(&key(), path, body.to_string().as_bytes())
+    }
+
+    const PLAIN: &str = "models/gemini-2.5-flash:generateContent";
+
+    #[test]
+    fn auth_is_strict() {
+        let body = ok_body().to_string();
+        assert_eq!(check_request(&key(), PLAIN, body.as_bytes()), Ok(()));
+        let e = check_request(&HeaderMap::new(), PLAIN, body.as_bytes()).unwrap_err();
+        assert!(e.starts_with("403 PERMISSION_DENIED"), "{e}");
+        let mut bearer = HeaderMap::new();
+        bearer.insert("authorization", "Bearer k".parse().unwrap());
+        let e = check_request(&bearer, PLAIN, body.as_bytes()).unwrap_err();
+        assert!(e.starts_with("401 UNAUTHENTICATED"), "{e}");
+    }
+
+    #[test]
+    fn paths() {
+        let b = ok_body();
+        assert_eq!(
+            check_json("/v1beta/models/m-1.5:generateContent", &b),
+            Ok(())
+        );
+        assert_eq!(
+            check_json("models/m:streamGenerateContent?alt=sse", &b),
+            Ok(())
+        );
+        let e = check_json("models/m:streamGenerateContent", &b).unwrap_err();
+        assert!(e.starts_with("400 INVALID_ARGUMENT"), "{e}");
+        for p in [
+            "models/m:countTokens",
+            "models/m",
+            "chat/completions",
+            "models/a%2Fb:generateContent",
+        ] {
+            assert!(check_json(p, &b).unwrap_err().starts_with("404"), "{p}");
+        }
+    }
+
+    #[test]
+    fn bodies_are_strict() {
+        let mut cases: Vec<(Value, &str)> = Vec::new();
+        let with = |k: &str, v: Value| {
+            let mut b = ok_body();
+            b[k] = v;
+            b
+        };
+        cases.push((with("messages", json!([])), "Unknown name \"messages\""));
+        cases.push((with("max_tokens", json!(5)), "Unknown name \"max_tokens\""));
+        cases.push((with("contents", json!([])), "contents is not specified"));
+        cases.push((json!({}), "contents is not specified"));
+        cases.push((json!([1]), "expected an object"));
+        cases.push((
+            with(
+                "contents",
+                json!([{"role": "system", "parts": [{"text": "x"}]}]),
+            ),
+            "valid role",
+        ));
+        cases.push((
+            with(
+                "contents",
+                json!([{"role": "assistant", "parts": [{"text": "x"}]}]),
+            ),
+            "valid role",
+        ));
+        cases.push((
+            with("contents", json!([{"role": "user", "parts": []}])),
+            "must not be empty",
+        ));
+        cases.push((
+            with("contents", json!([{"role": "user", "parts": [{}]}])),
+            "oneof",
+        ));
+        cases.push((
+            with(
+                "contents",
+                json!([{"role": "user", "parts": [{"type": "text", "text": "x"}]}]),
+            ),
+            "Unknown name \"type\"",
+        ));
+        cases.push((with("contents", json!([{"role": "user", "parts": [{"text": "x", "inlineData": {"mimeType": "a", "data": "b"}}]}])), "oneof"));
+        cases.push((
+            with(
+                "contents",
+                json!([{"role": "user", "parts": [{"inlineData": {"data": "b"}}]}]),
+            ),
+            "malformed",
+        ));
+        cases.push((with("contents", json!([{"role": "user", "parts": [{"functionResponse": {"name": "f", "response": "x"}}]}])), "malformed"));
+        cases.push((
+            with("generationConfig", json!({"max_tokens": 5})),
+            "Unknown name \"max_tokens\"",
+        ));
+        cases.push((
+            with("generationConfig", json!({"stop": ["x"]})),
+            "Unknown name \"stop\"",
+        ));
+        cases.push((
+            with("tools", json!([{"type": "function"}])),
+            "Unknown name \"type\"",
+        ));
+        cases.push((with("tools", json!([{"functionDeclarations": [{"name": "f", "parameters": {"type": "object", "additionalProperties": false, "properties": {"a": {"type": "string"}}}}]}])), "additionalProperties"));
+        cases.push((with("tools", json!([{"functionDeclarations": [{"name": "f", "parameters": {"type": "object", "properties": {}}}]}])), "non-empty"));
+        cases.push((
+            with(
+                "toolConfig",
+                json!({"functionCallingConfig": {"mode": "REQUIRED"}}),
+            ),
+            "mode",
+        ));
+        for (body, want) in cases {
+            let e = check_json(PLAIN, &body).unwrap_err();
+            assert!(
+                e.starts_with("400 INVALID_ARGUMENT") && e.contains(want),
+                "{body}: {e}"
+            );
+        }
+        let e = check_request(&key(), PLAIN, b"{not json").unwrap_err();
+        assert!(e.contains("Invalid JSON payload"), "{e}");
+        let full = json!({
+            "contents": [{"role": "user", "parts": [{"text": "x"}, {"fileData": {"mimeType": "image/png", "fileUri": "https://a"}}]},
+                         {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {}}}]},
+                         {"parts": [{"functionResponse": {"name": "f", "response": {"content": 1}}}]}],
+            "systemInstruction": {"parts": [{"text": "s"}]},
+            "generationConfig": {"maxOutputTokens": 5, "topK": 3, "thinkingConfig": {"thinkingBudget": 0}},
+            "tools": [{"functionDeclarations": [{"name": "f", "parameters": {"type": "OBJECT", "properties": {"a": {"type": "array", "items": {"type": "string"}}}}}]}],
+            "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["f"]}},
+            "safetySettings": [],
+        });
+        assert_eq!(check_json(PLAIN, &full), Ok(()));
+    }
+
+    /// Everything `wire::gemini::request` sends passes the fake's checks.
+    #[test]
+    fn translated_requests_pass() {
+        let bodies = [
+            json!({"model": "x", "stream": true, "stream_options": {"include_usage": true},
+                   "user": "u", "logit_bias": {}, "parallel_tool_calls": true,
+                   "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}],
+                   "max_tokens": 10, "temperature": 1, "top_p": 1, "stop": ["x"], "n": 1, "seed": 3,
+                   "presence_penalty": 0, "frequency_penalty": 0, "response_format": {"type": "json_schema",
+                   "json_schema": {"name": "n", "strict": true, "schema": {"type": "object", "additionalProperties": false,
+                   "properties": {"a": {"type": "string"}}, "required": ["a"]}}}}),
+            json!({"messages": [
+                {"role": "developer", "content": "d"},
+                {"role": "user", "content": [{"type": "text", "text": "look"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": "high"}},
+                    {"type": "image_url", "image_url": {"url": "https://x/y.gif"}}]},
+                {"role": "assistant", "content": "ok", "tool_calls": [{"id": "a", "type": "function",
+                    "function": {"name": "f", "arguments": "{\"q\": 1}"}}]},
+                {"role": "tool", "tool_call_id": "a", "content": "not json"},
+                {"role": "user", "content": "use tool"}],
+              "tools": [{"type": "function", "function": {"name": "f", "description": "d", "strict": true,
+                  "parameters": {"type": "object", "additionalProperties": false, "properties": {"q": {"type": "integer"}}}}},
+                  {"type": "function", "function": {"name": "g", "parameters": {"type": "object", "properties": {}}}}],
+              "tool_choice": {"type": "function", "function": {"name": "f"}}}),
+        ];
+        for (i, b) in bodies.into_iter().enumerate() {
+            let Value::Object(m) = b else { unreachable!() };
+            for stream in [false, true] {
+                let o = Outbound {
+                    model: "gemini-2.5-flash",
+                    stream,
+                    default_max_tokens: Some(100),
+                };
+                let call = wire::request(&m, &o).unwrap();
+                assert_eq!(
+                    check_request(&key(), &call.path, &call.body),
+                    Ok(()),
+                    "body {i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn splitting() {
+        assert_eq!(split3("a b c d e"), vec!["a b ", "c d ", "e"]);
+        assert_eq!(split3("a b"), vec!["a ", "b"]);
+        assert_eq!(split3("gemini/m: "), vec!["gemini/m: ", ""]);
+        assert_eq!(split3(""), vec!["", ""]);
+    }
+
+    async fn post(fake: &FakeGemini, body: &Value, stream: bool) -> reqwest::Response {
+        let Value::Object(m) = body else {
+            unreachable!()
+        };
+        let o = Outbound {
+            model: "gemini-2.5-flash",
+            stream,
+            default_max_tokens: None,
+        };
+        let call = wire::request(m, &o).unwrap();
+        reqwest::Client::new()
+            .post(format!("{}/{}", fake.base_url(), call.path))
+            .header("x-goog-api-key", "secret")
+            .header("content-type", "application/json")
+            .body(call.body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The stream's OpenAI events: `(content, finish reasons, tool calls, [DONE] seen)`.
+    async fn read_stream(
+        r: reqwest::Response,
+    ) -> (String, Vec<String>, Vec<Value>, bool, Option<u64>) {
+        let text = r.text().await.unwrap();
+        let mut t = Stream::new("gemini-2.5-flash");
+        let mut out = Vec::new();
+        for ev in text.split_inclusive("\r\n\r\n") {
+            out.extend(t.event(ev.as_bytes()));
+        }
+        out.extend(t.finish());
+        let (mut content, mut finish, mut calls, mut done) =
+            (String::new(), Vec::new(), Vec::new(), false);
+        for e in out {
+            let data = std::str::from_utf8(&e)
+                .unwrap()
+                .strip_prefix("data: ")
+                .unwrap()
+                .trim();
+            if data == "[DONE]" {
+                done = true;
+                continue;
+            }
+            let v: Value = serde_json::from_str(data).unwrap();
+            let c = &v["choices"][0];
+            if let Some(s) = c["delta"]["content"].as_str() {
+                content.push_str(s);
+            }
+            if let Some(f) = c["finish_reason"].as_str() {
+                finish.push(f.to_string());
+            }
+            if let Some(tc) = c["delta"]["tool_calls"].as_array() {
+                calls.extend(tc.iter().cloned());
+            }
+        }
+        (
+            content,
+            finish,
+            calls,
+            done,
+            t.usage().map(|u| u.output_tokens),
+        )
+    }
+
+    fn chat(text: &str) -> Value {
+        json!({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": text}]})
+    }
+
+    #[tokio::test]
+    async fn plain_and_streaming_calls() {
+        let fake = FakeGemini::start().await.unwrap();
+        let r = post(&fake, &chat("hello there"), false).await;
+        assert_eq!(r.status(), 200);
+        let bytes = r.bytes().await.unwrap();
+        let a = wire::response(&bytes, "gemini-2.5-flash").unwrap();
+        let v: Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(
+            v["choices"][0]["message"]["content"],
+            "gemini/gemini-2.5-flash: hello there"
+        );
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        // "be brief" + "hello there": 19 bytes.
+        assert_eq!(
+            a.usage.map(|u| (u.input_tokens, u.output_tokens)),
+            Some((5, 3))
+        );
+        assert_eq!(fake.last_api_key().as_deref(), Some("secret"));
+        assert_eq!(
+            fake.last_path().as_deref(),
+            Some("/v1beta/models/gemini-2.5-flash:generateContent")
+        );
+        assert_eq!(
+            fake.last_body().unwrap()["systemInstruction"],
+            json!({"parts": [{"text": "be brief"}]})
+        );
+
+        let r = post(&fake, &chat("one two three four"), true).await;
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        let (content, finish, calls, done, out_tokens) = read_stream(r).await;
+        assert_eq!(content, "gemini/gemini-2.5-flash: one two three four");
+        assert_eq!(
+            (finish, calls.len(), done, out_tokens),
+            (vec!["stop".to_string()], 0, true, Some(5))
+        );
+        assert_eq!(
+            fake.last_path().as_deref(),
+            Some("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse")
+        );
+        assert_eq!((fake.calls(), fake.rejections()), (2, Vec::<String>::new()));
+    }
+
+    #[tokio::test]
+    async fn tool_calls() {
+        let fake = FakeGemini::start().await.unwrap();
+        let mut body = chat("please use tool now");
+        body["tools"] = json!([{"type": "function", "function": {"name": "lookup",
+            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]);
+        let r = post(&fake, &body, false).await;
+        let a = wire::response(&r.bytes().await.unwrap(), "m").unwrap();
+        let v: Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+        let call = &v["choices"][0]["message"]["tool_calls"][0];
+        assert_eq!(call["function"]["name"], "lookup");
+        assert_eq!(
+            call["function"]["arguments"],
+            json!({"q": "please use tool now"}).to_string()
+        );
+        // The result goes back; the model answers in text.
+        let mut next = body.clone();
+        let msgs = next["messages"].as_array_mut().unwrap();
+        msgs.push(v["choices"][0]["message"].clone());
+        msgs.push(json!({"role": "tool", "tool_call_id": call["id"], "content": "{\"hits\": 3}"}));
+        let (content, finish, calls, done, _) = read_stream(post(&fake, &next, true).await).await;
+        assert_eq!(content, "gemini/gemini-2.5-flash: please use tool now");
+        assert_eq!(
+            (finish, calls.len(), done),
+            (vec!["stop".to_string()], 0, true)
+        );
+        assert_eq!(
+            fake.last_body().unwrap()["contents"][2]["parts"][0]["functionResponse"],
+            json!({"name": "lookup", "response": {"content": {"hits": 3}}})
+        );
+        // Streamed, the call comes whole.
+        let (_, finish, calls, _, _) = read_stream(post(&fake, &body, true).await).await;
+        assert_eq!((finish, calls.len()), (vec!["tool_calls".to_string()], 1));
+        assert!(fake.rejections().is_empty(), "{:?}", fake.rejections());
+    }
+
+    #[tokio::test]
+    async fn behaviours_and_refusals() {
+        let fake = FakeGemini::start().await.unwrap();
+        let now = std::time::SystemTime::now();
+        let fail = |r: reqwest::Response| async move {
+            let status = r.status().as_u16();
+            let h = r.headers().clone();
+            wire::failure(status, &h, &r.bytes().await.unwrap(), now)
+        };
+        let r = reqwest::Client::new()
+            .post(format!("{}/models/m:generateContent", fake.base_url()))
+            .bearer_auth("k")
+            .body(ok_body().to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(fail(r).await.code.as_deref(), Some("UNAUTHENTICATED"));
+        assert_eq!(fake.rejections().len(), 1);
+
+        fake.set(GeminiBehavior {
+            exhausted_share: 1.0,
+            ..GeminiBehavior::default()
+        });
+        let f = fail(post(&fake, &chat("x"), false).await).await;
+        assert_eq!(
+            (f.status, f.code.as_deref(), f.retry_after),
+            (
+                Some(429),
+                Some("RESOURCE_EXHAUSTED"),
+                Some(Duration::from_secs(1))
+            )
+        );
+        fake.set(GeminiBehavior {
+            unavailable: true,
+            ..GeminiBehavior::default()
+        });
+        let f = fail(post(&fake, &chat("x"), false).await).await;
+        assert_eq!(
+            (f.status, f.code.as_deref()),
+            (Some(503), Some("UNAVAILABLE"))
+        );
+        fake.set(GeminiBehavior {
+            html_error: Some(502),
+            ..GeminiBehavior::default()
+        });
+        let f = fail(post(&fake, &chat("x"), false).await).await;
+        assert_eq!((f.status, f.code.as_deref()), (Some(502), None));
+        assert!(f.message.contains("Error 502"), "{f}");
+        fake.set(GeminiBehavior {
+            cut_stream: true,
+            ..GeminiBehavior::default()
+        });
+        let (content, finish, _, done, _) =
+            read_stream(post(&fake, &chat("a b c d e f"), true).await).await;
+        assert_eq!(
+            (content.as_str(), finish.len(), done),
+            ("gemini/gemini-2.5-flash: a b ", 0, false)
+        );
+
+        // About half of the calls are exhausted, the same ones each run.
+        fake.set(GeminiBehavior {
+            exhausted_share: 0.5,
+            ..GeminiBehavior::default()
+        });
+        let mut exhausted = 0;
+        for _ in 0..20 {
+            if post(&fake, &chat("x"), false).await.status() == 429 {
+                exhausted += 1;
+            }
+        }
+        assert!((4..=16).contains(&exhausted), "{exhausted}");
+        assert_eq!(fake.rejections().len(), 1);
+    }
+}
