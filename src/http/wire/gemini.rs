@@ -284,7 +284,16 @@ fn tool_call_parts(
         if let Some(id) = c.get("id").and_then(Value::as_str) {
             names.insert(id.to_string(), name.to_string());
         }
-        parts.push(json!({"functionCall": {"name": name, "args": args}}));
+        let mut part = json!({"functionCall": {"name": name, "args": args}});
+        // Gemini 3 wants its thought signatures back (OpenAI-compatible clients keep them
+        // in `extra_content.google.thought_signature`, as Google's own endpoint does).
+        if let Some(sig) = c
+            .pointer("/extra_content/google/thought_signature")
+            .and_then(Value::as_str)
+        {
+            part["thoughtSignature"] = sig.into();
+        }
+        parts.push(part);
     }
     Ok(parts)
 }
@@ -578,7 +587,11 @@ fn candidate_parts(c: &Value, first_index: usize) -> Option<(String, bool, Vec<V
         p.as_object()?;
         if let Some(call) = p.get("functionCall") {
             let index = first_index + calls.len();
-            calls.push(tool_call(call, index)?);
+            let mut c = tool_call(call, index)?;
+            if let Some(sig) = p.get("thoughtSignature").and_then(Value::as_str) {
+                c["extra_content"] = json!({"google": {"thought_signature": sig}});
+            }
+            calls.push(c);
         } else if let Some(t) = p.get("text").and_then(Value::as_str) {
             if p.get("thought").and_then(Value::as_bool) != Some(true) {
                 text.push_str(t);
@@ -589,7 +602,8 @@ fn candidate_parts(c: &Value, first_index: usize) -> Option<(String, bool, Vec<V
     Some((text, any_text, calls))
 }
 
-/// A `functionCall` as an OpenAI tool call (without the stream's `index`).
+/// A `functionCall` as an OpenAI tool call (without the stream's `index`; the part's
+/// `thoughtSignature` is added by the caller).
 fn tool_call(call: &Value, index: usize) -> Option<Value> {
     let name = call.get("name")?.as_str()?;
     let args = match call.get("args") {
@@ -1087,6 +1101,32 @@ mod tests {
         assert_eq!(
             b["toolConfig"],
             json!({"functionCallingConfig": {"mode": "ANY"}})
+        );
+    }
+
+    #[test]
+    fn thought_signatures_round_trip() {
+        let a = response(
+            br#"{"candidates": [{"content": {"parts": [{"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "c2ln"}]}, "finishReason": "STOP"}]}"#,
+            "m",
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&a.body).unwrap();
+        let msg = v["choices"][0]["message"].clone();
+        assert_eq!(
+            msg["tool_calls"][0]["extra_content"],
+            json!({"google": {"thought_signature": "c2ln"}})
+        );
+        let (_, b) = translate(json!({"messages": [{"role": "user", "content": "x"}, msg,
+            {"role": "tool", "tool_call_id": "call_0", "content": "1"}]}))
+        .unwrap();
+        assert_eq!(
+            b["contents"][1]["parts"][0],
+            json!({"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "c2ln"})
+        );
+        assert_eq!(
+            b["contents"][2]["parts"][0]["functionResponse"],
+            json!({"name": "f", "response": {"content": 1}})
         );
     }
 
