@@ -536,16 +536,15 @@ fn check_tools(t: &Value) -> Result<(), Reject> {
 
 fn check_schema(s: &Value, at: &str) -> Result<(), Reject> {
     let o = known_keys(s, at, SCHEMA)?;
-    if o.get("type")
+    let is_object = o
+        .get("type")
         .and_then(Value::as_str)
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-        == Some("object")
-        && !o
-            .get("properties")
-            .and_then(Value::as_object)
-            .is_some_and(|p| !p.is_empty())
-    {
+        .is_some_and(|t| t.eq_ignore_ascii_case("object"));
+    let no_properties = o
+        .get("properties")
+        .and_then(Value::as_object)
+        .is_none_or(Map::is_empty);
+    if is_object && no_properties {
         return Err(invalid(format!(
             "* GenerateContentRequest.{at}.properties: should be non-empty for OBJECT type"
         )));
