@@ -7,6 +7,7 @@
 //! | `system` / `developer` messages | `systemInstruction.parts[].text` |
 //! | `user` / `assistant` | `contents[]` with role `user` / `model` (consecutive same roles merged) |
 //! | `image_url` `data:` URL / `http(s)` URL | `inlineData {mimeType, data}` / `fileData {mimeType, fileUri}` |
+//! | `file` with a `data:` URL `file_data`, `input_audio` | `inlineData` |
 //! | assistant `tool_calls` | `functionCall {name, args}` parts |
 //! | `tool` messages | a `user` content with `functionResponse {name, response: {content}}` |
 //! | `max_tokens` / `max_completion_tokens`, `temperature`, `top_p`, `stop`, `n` = 1, `seed`, penalties | `generationConfig` |
@@ -185,6 +186,18 @@ fn part(p: &Value, i: usize, j: usize) -> Result<Value, Failure> {
             };
             let url = url.ok_or_else(|| bad(format!("{} has no `image_url.url`", at())))?;
             image(url).map_err(|m| bad(format!("{}: {m}", at())))
+        }
+        Some("file") => {
+            // Only inline files translate (`file_id`s are OpenAI's own storage).
+            let data = p.pointer("/file/file_data").and_then(Value::as_str);
+            let data = data.ok_or_else(|| bad(format!("{} has no `file.file_data`", at())))?;
+            if !data.starts_with("data:") {
+                return Err(bad(format!(
+                    "{}: `file.file_data` must be a data: URL",
+                    at()
+                )));
+            }
+            image(data).map_err(|m| bad(format!("{}: {m}", at())))
         }
         Some("input_audio") => {
             let a = p.get("input_audio");
@@ -1040,6 +1053,22 @@ mod tests {
                 {"fileData": {"mimeType": "image/jpeg", "fileUri": "http://x.test/photo"}},
             ])
         );
+        let (_, b) = translate(json!({"messages": [{"role": "user", "content": [
+            {"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBE"}},
+            {"type": "input_audio", "input_audio": {"data": "UklG", "format": "wav"}},
+        ]}]}))
+        .unwrap();
+        assert_eq!(
+            b["contents"][0]["parts"],
+            json!([
+                {"inlineData": {"mimeType": "application/pdf", "data": "JVBE"}},
+                {"inlineData": {"mimeType": "audio/wav", "data": "UklG"}},
+            ])
+        );
+        let f = translate(json!({"messages": [{"role": "user", "content": [
+            {"type": "file", "file": {"file_id": "file-1"}}]}]}))
+        .unwrap_err();
+        assert_eq!(f.status, Some(400));
         for url in ["ftp://x/a.png", "data:image/png,notbase64", "data:nocomma"] {
             let f = translate(json!({"messages": [{"role": "user", "content": [
                 {"type": "image_url", "image_url": {"url": url}}]}]}))

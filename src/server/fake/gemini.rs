@@ -424,25 +424,23 @@ fn check_part(p: &Value, at: &str) -> Result<(), Reject> {
         )));
     }
     let str_field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).is_some();
-    let ok = match data[0] {
-        "text" => o.get("text").is_some_and(Value::is_string),
+    let field = data[0];
+    let v = o.get(field).unwrap_or(&Value::Null);
+    let ok = match field {
+        "text" => v.is_string(),
         "inlineData" => {
-            let v = &o["inlineData"];
             known_keys(v, &format!("{at}.inline_data"), &["mimeType", "data"])?;
             str_field(v, "mimeType") && str_field(v, "data")
         }
         "fileData" => {
-            let v = &o["fileData"];
             known_keys(v, &format!("{at}.file_data"), &["mimeType", "fileUri"])?;
             str_field(v, "fileUri")
         }
         "functionCall" => {
-            let v = &o["functionCall"];
             known_keys(v, &format!("{at}.function_call"), &["id", "name", "args"])?;
             str_field(v, "name") && v.get("args").is_none_or(Value::is_object)
         }
         _ => {
-            let v = &o["functionResponse"];
             known_keys(
                 v,
                 &format!("{at}.function_response"),
@@ -455,8 +453,7 @@ fn check_part(p: &Value, at: &str) -> Result<(), Reject> {
         Ok(())
     } else {
         Err(invalid(format!(
-            "* GenerateContentRequest.{at}: a malformed {}",
-            data[0]
+            "* GenerateContentRequest.{at}: a malformed {field}"
         )))
     }
 }
