@@ -716,6 +716,15 @@ pub fn failure(status: u16, headers: &HeaderMap, bytes: &[u8], now: SystemTime) 
     f
 }
 
+/// The non-null `error` of a streamed `{"error": …}` or `[{"error": …}]`, object or not.
+fn stream_error(v: &Value) -> Option<&Value> {
+    let v = match v {
+        Value::Array(a) => a.first()?,
+        v => v,
+    };
+    v.get("error").filter(|e| !e.is_null())
+}
+
 /// The `error` object of `{"error": …}` or `[{"error": …}]`.
 fn error_object(v: &Value) -> Option<&Value> {
     let v = match v {
@@ -897,13 +906,16 @@ impl StreamTranslator for Stream {
                 &format!("stream data that is not JSON: {}", classify::snippet(&data)),
             )];
         };
-        if let Some(e) = error_object(&v) {
+        if let Some(e) = stream_error(&v) {
             let code = e
                 .get("status")
                 .and_then(Value::as_str)
                 .filter(|s| !s.trim().is_empty())
                 .unwrap_or("upstream_error");
-            let message = e.get("message").and_then(Value::as_str).unwrap_or("");
+            let message = match e {
+                Value::String(s) => s.as_str(),
+                e => e.get("message").and_then(Value::as_str).unwrap_or(""),
+            };
             return vec![error_event(code, message)];
         }
         match v.as_object() {
@@ -1613,5 +1625,118 @@ mod tests {
         );
         assert_eq!(e[1]["choices"][0]["finish_reason"], "content_filter");
         assert_eq!(s.finish().len(), 1);
+    }
+
+    /// Odd values anywhere never panic: each is an answer or the documented failure.
+    #[test]
+    fn odd_values_never_panic() {
+        let odd = [
+            json!(null),
+            json!(-1),
+            json!(1e300),
+            json!(u64::MAX),
+            json!("x"),
+            json!([]),
+            json!([null, 1, "a", {}]),
+            json!({}),
+            json!({"a": [[[]]]}),
+        ];
+        let paths = [
+            "/messages",
+            "/messages/0",
+            "/messages/0/role",
+            "/messages/0/content",
+            "/messages/0/content/0",
+            "/messages/0/content/0/type",
+            "/messages/0/content/0/image_url",
+            "/messages/1/tool_calls",
+            "/messages/1/tool_calls/0",
+            "/messages/1/tool_calls/0/function",
+            "/messages/1/tool_calls/0/function/arguments",
+            "/messages/2/tool_call_id",
+            "/messages/2/content",
+            "/tools",
+            "/tools/0",
+            "/tools/0/function",
+            "/tools/0/function/parameters",
+            "/tool_choice",
+            "/stop",
+            "/n",
+            "/seed",
+            "/max_tokens",
+            "/response_format",
+            "/temperature",
+        ];
+        let base = json!({"messages": [
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://a/b.png"}}]},
+            {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c", "content": "r"}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {}}}}}],
+            "tool_choice": "auto", "stop": "s", "n": 1, "seed": 1, "max_tokens": 1,
+            "response_format": {"type": "json_object"}, "temperature": 1});
+        for path in paths {
+            for v in &odd {
+                let mut b = base.clone();
+                if let Some(slot) = b.pointer_mut(path) {
+                    *slot = v.clone();
+                }
+                let _ = translate(b);
+            }
+        }
+        let answer = json!({"candidates": [{"content": {"parts": [{"text": "a"}, {"functionCall": {"name": "f", "args": {}}}]},
+            "finishReason": "STOP"}], "usageMetadata": {"promptTokenCount": 1}, "promptFeedback": {"blockReason": "X"},
+            "responseId": "r"});
+        let answer_paths = [
+            "/candidates",
+            "/candidates/0",
+            "/candidates/0/content",
+            "/candidates/0/content/parts",
+            "/candidates/0/content/parts/0",
+            "/candidates/0/content/parts/1/functionCall",
+            "/candidates/0/content/parts/1/functionCall/name",
+            "/candidates/0/content/parts/1/functionCall/args",
+            "/candidates/0/finishReason",
+            "/usageMetadata",
+            "/usageMetadata/promptTokenCount",
+            "/promptFeedback",
+            "/responseId",
+        ];
+        let error = json!({"error": {"code": 429, "message": "m", "status": "S",
+            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"}]}});
+        let error_paths = [
+            "/error",
+            "/error/message",
+            "/error/status",
+            "/error/details",
+            "/error/details/0",
+            "/error/details/0/@type",
+            "/error/details/0/retryDelay",
+        ];
+        for v in &odd {
+            for path in answer_paths {
+                let mut a = answer.clone();
+                if let Some(slot) = a.pointer_mut(path) {
+                    *slot = v.clone();
+                }
+                let text = a.to_string();
+                let _ = response(text.as_bytes(), "m");
+                let mut s = Stream::new("m");
+                let _ = s.event(format!("data: {text}\n\n").as_bytes());
+                let _ = s.finish();
+            }
+            for path in error_paths {
+                let mut e = error.clone();
+                if let Some(slot) = e.pointer_mut(path) {
+                    *slot = v.clone();
+                }
+                let text = e.to_string();
+                let f = failure(429, &HeaderMap::new(), text.as_bytes(), now());
+                assert_eq!(f.status, Some(429));
+                let mut s = Stream::new("m");
+                let events = s.event(format!("data: {text}\n\n").as_bytes());
+                let null_error = path == "/error" && v.is_null();
+                assert_eq!(events.len(), usize::from(!null_error), "{text}");
+            }
+        }
     }
 }
