@@ -428,34 +428,41 @@ fn response_format(rf: Option<&Value>, c: &mut Map<String, Value>) {
 }
 
 /// A JSON Schema as Gemini's OpenAPI subset: `$schema`, `additionalProperties` and
-/// `strict` (which Gemini refuses) are dropped at every level.
+/// `strict` (which Gemini refuses) are dropped in every (sub)schema, and a type list
+/// with `"null"` (`["string", "null"]`) becomes that type with `nullable: true`. Values
+/// (`enum`, `default`, `example`) are kept as they are.
 fn schema(s: &Value) -> Value {
-    match s {
-        Value::Object(o) => {
-            let mut out = Map::new();
-            for (k, v) in o {
-                match k.as_str() {
-                    "$schema" | "additionalProperties" | "strict" => {}
-                    // Property names are names, not keywords.
-                    "properties" => {
-                        let props = match v {
-                            Value::Object(p) => Value::Object(
-                                p.iter().map(|(n, v)| (n.clone(), schema(v))).collect(),
-                            ),
-                            other => other.clone(),
-                        };
-                        out.insert(k.clone(), props);
-                    }
-                    _ => {
-                        out.insert(k.clone(), schema(v));
-                    }
+    let Value::Object(o) = s else {
+        return s.clone();
+    };
+    let mut out = Map::new();
+    for (k, v) in o {
+        let v = match (k.as_str(), v) {
+            ("$schema" | "additionalProperties" | "strict", _) => continue,
+            // Property names are names, not keywords.
+            ("properties", Value::Object(p)) => {
+                Value::Object(p.iter().map(|(n, v)| (n.clone(), schema(v))).collect())
+            }
+            ("items", v) => schema(v),
+            ("anyOf", Value::Array(a)) => Value::Array(a.iter().map(schema).collect()),
+            ("type", Value::Array(types)) => {
+                let named: Vec<&Value> = types
+                    .iter()
+                    .filter(|t| t.as_str() != Some("null"))
+                    .collect();
+                if named.len() < types.len() {
+                    out.insert("nullable".into(), true.into());
+                }
+                match named.as_slice() {
+                    [one] => (*one).clone(),
+                    _ => v.clone(),
                 }
             }
-            Value::Object(out)
-        }
-        Value::Array(a) => Value::Array(a.iter().map(schema).collect()),
-        other => other.clone(),
+            (_, v) => v.clone(),
+        };
+        out.insert(k.clone(), v);
     }
+    Value::Object(out)
 }
 
 /// OpenAI function tools as one `functionDeclarations` tool; `None` without any.
@@ -1238,6 +1245,27 @@ mod tests {
         ] {
             assert_eq!(translate(bad_body).unwrap_err().status, Some(400));
         }
+    }
+
+    #[test]
+    fn schemas_are_cleaned() {
+        let s = schema(
+            &json!({"type": "object", "$schema": "x", "additionalProperties": false,
+            "properties": {"strict": {"type": ["string", "null"], "enum": ["a"]},
+                           "list": {"type": "array", "items": {"type": "object", "additionalProperties": true,
+                                    "properties": {"x": {"type": "integer", "default": {"strict": 1}}}}},
+                           "either": {"anyOf": [{"type": "string", "$schema": "y"}, {"type": "null"}]}},
+            "required": ["strict"]}),
+        );
+        assert_eq!(
+            s,
+            json!({"type": "object",
+                "properties": {"strict": {"type": "string", "nullable": true, "enum": ["a"]},
+                               "list": {"type": "array", "items": {"type": "object",
+                                        "properties": {"x": {"type": "integer", "default": {"strict": 1}}}}},
+                               "either": {"anyOf": [{"type": "string"}, {"type": "null"}]}},
+                "required": ["strict"]})
+        );
     }
 
     #[test]
