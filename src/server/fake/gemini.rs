@@ -2,17 +2,18 @@
 //! /v1beta/models/{model}:generateContent` and `:streamGenerateContent?alt=sse`.
 //!
 //! Strict as the real API is: a call without `x-goog-api-key` is refused (`403
-//! PERMISSION_DENIED`, or `401 UNAUTHENTICATED` when it sends `Authorization` instead),
-//! and a body with a field Gemini does not know (an OpenAI field forwarded, a `system`
-//! role, an unknown `generationConfig` key, a part with no data) is a `400
-//! INVALID_ARGUMENT`. Every refusal is recorded ([`FakeGemini::rejections`]), so a test
+//! PERMISSION_DENIED`), one with an `Authorization` header (with or without the key) gets
+//! `401 UNAUTHENTICATED`, and a body with a field Gemini does not know (an OpenAI field
+//! forwarded, a `system` role, an unknown `generationConfig` key, a part with no data, a
+//! tool schema with `additionalProperties`) is a `400 INVALID_ARGUMENT`. Every refusal is recorded ([`FakeGemini::rejections`]), so a test
 //! can assert there were none.
 //!
 //! Answers are deterministic: the reply is `"gemini/{model}: {last user text}"`, with
 //! `promptTokenCount` = ⌈prompt text bytes / 4⌉ and `candidatesTokenCount` = the reply's
 //! words; a streamed reply comes in 2–3 events, `usageMetadata` on each and `finishReason:
 //! STOP` on the last. With tools declared and `use tool` in the last user text, the
-//! answer is a `functionCall` of the first tool with `args: {"q": text}`.
+//! answer is a `functionCall` of the first tool with `args: {"q": text}` (one
+//! candidate token).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -261,20 +262,23 @@ fn route(path: &str) -> Result<(String, bool), Reject> {
     }
 }
 
+/// A key in `x-goog-api-key` and no `Authorization`: Google reads a bearer token as an
+/// OAuth token (an API key there is refused), and a caller's key forwarded upstream is a
+/// leak a test should see.
 fn auth(headers: &HeaderMap) -> Result<(), Reject> {
-    let key = headers
-        .get("x-goog-api-key")
-        .and_then(|v| v.to_str().ok())
-        .filter(|k| !k.trim().is_empty());
-    if key.is_some() {
-        return Ok(());
-    }
     if headers.contains_key("authorization") {
         return Err(Reject {
             status: 401,
             grpc: "UNAUTHENTICATED",
             message: "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.".into(),
         });
+    }
+    let key = headers
+        .get("x-goog-api-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.trim().is_empty());
+    if key.is_some() {
+        return Ok(());
     }
     Err(Reject {
         status: 403,
@@ -797,6 +801,13 @@ mod tests {
         bearer.insert("authorization", "Bearer k".parse().unwrap());
         let e = check_request(&bearer, PLAIN, body.as_bytes()).unwrap_err();
         assert!(e.starts_with("401 UNAUTHENTICATED"), "{e}");
+        bearer.insert("x-goog-api-key", "k".parse().unwrap());
+        let e = check_request(&bearer, PLAIN, body.as_bytes()).unwrap_err();
+        assert!(e.starts_with("401 UNAUTHENTICATED"), "{e}");
+        let mut empty = HeaderMap::new();
+        empty.insert("x-goog-api-key", "".parse().unwrap());
+        let e = check_request(&empty, PLAIN, body.as_bytes()).unwrap_err();
+        assert!(e.starts_with("403"), "{e}");
     }
 
     #[test]
