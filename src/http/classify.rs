@@ -180,7 +180,7 @@ const CONTEXT_LENGTH_PHRASES: [&str; 5] = [
 /// A 4xx (or a 2xx error body) saying the request is over the context window gets the
 /// code [`CONTEXT_LENGTH_EXCEEDED`], which the class `context_length` matches, whatever
 /// code the provider gave it (that one is kept at the start of the message).
-fn context_length(mut f: Failure) -> Failure {
+pub(crate) fn context_length(mut f: Failure) -> Failure {
     let already = f
         .code
         .as_deref()
@@ -421,7 +421,7 @@ fn truncate(s: &str) -> String {
 }
 
 /// The start of a body, printable, for messages.
-fn snippet(body: &[u8]) -> String {
+pub(crate) fn snippet(body: &[u8]) -> String {
     if body.is_empty() {
         return "(empty)".into();
     }

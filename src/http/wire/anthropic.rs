@@ -1,1 +1,751 @@
-//! Placeholder: the anthropic format (being written).
+//! Anthropic's Messages API (`POST {base_url}/messages`), both ways.
+//!
+//! Outbound (an upstream with `api = "anthropic"`): [`request`] turns the caller's OpenAI
+//! chat body into a Messages request, [`response`] and [`failure`] turn the answer back
+//! into a `chat.completion` or a [`Failure`], and [`Stream`] turns Anthropic's typed
+//! server-sent events into OpenAI `chat.completion.chunk` events.
+//!
+//! Inbound (the relay's own `POST /v1/messages`, for Anthropic-format clients):
+//! [`chat_request`] turns a Messages request into an OpenAI chat body, [`messages_response`]
+//! and [`MessagesEvents`] turn the OpenAI answer (or stream) back, and [`error_body`]
+//! writes Anthropic's error JSON.
+//!
+//! Everything here is a pure function of its input: no I/O, no panics on bad input.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use reqwest::header::HeaderMap;
+use serde_json::{json, Map, Value};
+
+use super::{Answer, Call, Outbound, StreamTranslator};
+use crate::exec::{Failure, Usage};
+use crate::http::classify::{self, INVALID_RESPONSE};
+
+/// The `anthropic-version` header sent when the upstream sets none.
+pub const DEFAULT_VERSION: &str = "2023-06-01";
+
+/// Anthropic's code for a request it cannot take (and ours for one we cannot translate).
+const INVALID_REQUEST: &str = "invalid_request_error";
+
+fn bad_request(message: impl Into<String>) -> Failure {
+    Failure::status(400)
+        .code(INVALID_REQUEST)
+        .message(message.into())
+}
+
+fn invalid_response(message: impl Into<String>) -> Failure {
+    Failure::status(502)
+        .code(INVALID_RESPONSE)
+        .message(message.into())
+}
+
+// ---------------------------------------------------------------------------------------
+// Outbound: OpenAI chat body → Anthropic Messages request.
+// ---------------------------------------------------------------------------------------
+
+/// Translates an OpenAI chat body into a Messages request for `out.model`.
+///
+/// `system`/`developer` messages become the top-level `system` (joined with a blank
+/// line); `tool_calls` become `tool_use` blocks and `tool` messages `tool_result` blocks
+/// of a user message; consecutive messages of one role are merged (Anthropic wants the
+/// roles to alternate). `max_tokens` (or `max_completion_tokens`, else
+/// `out.default_max_tokens`) is required. `temperature` (clamped to Anthropic's 0–1),
+/// `top_p`, `stop`, `tools`, `tool_choice`, `parallel_tool_calls` and `user` (as
+/// `metadata.user_id`) are translated; every other field is dropped (Anthropic rejects
+/// unknown fields).
+///
+/// Errors: a 400 `invalid_request_error` [`Failure`] for what cannot be translated
+/// (malformed tool-call arguments, an unsupported content part or role, no `max_tokens`,
+/// a conversation that does not start with a user message).
+pub fn request(body: &Map<String, Value>, out: &Outbound) -> Result<Call, Failure> {
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad_request("`messages` must be an array"))?;
+    let (system, turns) = translate_messages(messages)?;
+    let mut b = Map::new();
+    b.insert("model".into(), json!(out.model));
+    b.insert("messages".into(), Value::Array(turns));
+    if !system.is_empty() {
+        b.insert("system".into(), json!(system.join("\n\n")));
+    }
+    b.insert("max_tokens".into(), json!(max_tokens(body, out)?));
+    if let Some(t) = body.get("temperature").and_then(Value::as_f64) {
+        b.insert("temperature".into(), json!(t.clamp(0.0, 1.0)));
+    }
+    if let Some(p) = body.get("top_p").filter(|v| v.is_number()) {
+        b.insert("top_p".into(), p.clone());
+    }
+    let stops = stop_sequences(body.get("stop"))?;
+    if !stops.is_empty() {
+        b.insert("stop_sequences".into(), json!(stops));
+    }
+    translate_tools(body, &mut b)?;
+    if let Some(u) = body.get("user").and_then(Value::as_str) {
+        b.insert("metadata".into(), json!({ "user_id": u }));
+    }
+    if out.stream {
+        b.insert("stream".into(), json!(true));
+    }
+    Ok(Call {
+        path: "messages".into(),
+        body: Value::Object(b).to_string().into_bytes(),
+    })
+}
+
+/// `max_tokens`, else `max_completion_tokens`, else the policy's default.
+fn max_tokens(body: &Map<String, Value>, out: &Outbound) -> Result<u64, Failure> {
+    for field in ["max_tokens", "max_completion_tokens"] {
+        match body.get(field) {
+            None | Some(Value::Null) => {}
+            Some(v) => {
+                return v
+                    .as_u64()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| bad_request(format!("`{field}` must be a positive integer")))
+            }
+        }
+    }
+    out.default_max_tokens.filter(|n| *n > 0).ok_or_else(|| {
+        bad_request("max_tokens is required for an Anthropic upstream (set it in the request or the model's max_tokens in the policy)")
+    })
+}
+
+/// OpenAI's `stop` (a string or an array of strings) as `stop_sequences`.
+fn stop_sequences(stop: Option<&Value>) -> Result<Vec<String>, Failure> {
+    match stop {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter(|v| v.as_str() != Some(""))
+            .map(|v| {
+                v.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| bad_request("`stop` must be a string or an array of strings"))
+            })
+            .collect(),
+        Some(_) => Err(bad_request(
+            "`stop` must be a string or an array of strings",
+        )),
+    }
+}
+
+/// One Anthropic message being built.
+struct Turn {
+    role: &'static str,
+    blocks: Vec<Value>,
+}
+
+/// The system texts and the alternating user/assistant messages.
+fn translate_messages(messages: &[Value]) -> Result<(Vec<String>, Vec<Value>), Failure> {
+    let mut system = Vec::new();
+    let mut turns: Vec<Turn> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let role = m
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad_request(format!("messages[{i}] has no `role`")))?;
+        let content = m.get("content");
+        match role {
+            "system" | "developer" => {
+                let text = plain_text(content);
+                if !text.is_empty() {
+                    system.push(text);
+                }
+            }
+            "user" => push_turn(&mut turns, "user", content_blocks(content, i)?),
+            "assistant" => {
+                let mut blocks = content_blocks(content, i)?;
+                blocks.extend(tool_use_blocks(m, i)?);
+                push_turn(&mut turns, "assistant", blocks);
+            }
+            "tool" => push_turn(&mut turns, "user", vec![tool_result_block(m, i)?]),
+            other => {
+                return Err(bad_request(format!(
+                    "messages[{i}]: role `{other}` cannot be sent to an Anthropic upstream"
+                )))
+            }
+        }
+    }
+    match turns.first() {
+        None => Err(bad_request("no user or assistant message with content")),
+        Some(t) if t.role != "user" => Err(bad_request(
+            "an Anthropic upstream needs the first non-system message to be from the user",
+        )),
+        Some(_) => Ok((system, turns.into_iter().map(turn_json).collect())),
+    }
+}
+
+/// Appends blocks as a message, merged into the previous one of the same role. Empty
+/// messages are left out (Anthropic rejects them).
+fn push_turn(turns: &mut Vec<Turn>, role: &'static str, blocks: Vec<Value>) {
+    if blocks.is_empty() {
+        return;
+    }
+    match turns.last_mut() {
+        Some(t) if t.role == role => t.blocks.extend(blocks),
+        _ => turns.push(Turn { role, blocks }),
+    }
+}
+
+/// A message's JSON; in a user message the `tool_result` blocks go first, as Anthropic
+/// requires.
+fn turn_json(mut t: Turn) -> Value {
+    t.blocks
+        .sort_by_key(|b| b.get("type").and_then(Value::as_str) != Some("tool_result"));
+    json!({ "role": t.role, "content": t.blocks })
+}
+
+/// The text of a content that is a string or an array of text parts.
+fn plain_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// OpenAI content (a string, parts, or null) as Anthropic blocks; empty texts left out.
+fn content_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, Failure> {
+    match content {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![json!({"type": "text", "text": s})]),
+        Some(Value::Array(parts)) => {
+            let mut blocks = Vec::new();
+            for p in parts {
+                if let Some(b) = part_block(p, i)? {
+                    blocks.push(b);
+                }
+            }
+            Ok(blocks)
+        }
+        Some(_) => Err(bad_request(format!(
+            "messages[{i}].content must be a string or an array of parts"
+        ))),
+    }
+}
+
+/// One OpenAI content part as a block (`None` for an empty text).
+fn part_block(p: &Value, i: usize) -> Result<Option<Value>, Failure> {
+    match p.get("type").and_then(Value::as_str) {
+        Some("text") => {
+            let text = p.get("text").and_then(Value::as_str).unwrap_or("");
+            Ok((!text.is_empty()).then(|| json!({"type": "text", "text": text})))
+        }
+        Some("image_url") => {
+            let url = match p.get("image_url") {
+                Some(Value::String(u)) => Some(u.as_str()),
+                Some(o) => o.get("url").and_then(Value::as_str),
+                None => None,
+            };
+            let url = url.ok_or_else(|| {
+                bad_request(format!("messages[{i}]: an image_url part without a url"))
+            })?;
+            image_block(url, i).map(Some)
+        }
+        other => Err(bad_request(format!(
+            "messages[{i}]: content part type {} cannot be sent to an Anthropic upstream",
+            other.map_or("(none)".to_string(), |t| format!("`{t}`"))
+        ))),
+    }
+}
+
+/// An image block from a `data:` URL (base64) or an http(s) URL.
+fn image_block(url: &str, i: usize) -> Result<Value, Failure> {
+    if let Some(rest) = url.strip_prefix("data:") {
+        let (meta, data) = rest
+            .split_once(',')
+            .ok_or_else(|| bad_request(format!("messages[{i}]: a malformed data: URL")))?;
+        let media_type = meta.strip_suffix(";base64").ok_or_else(|| {
+            bad_request(format!("messages[{i}]: an image data: URL must be base64"))
+        })?;
+        return Ok(json!({"type": "image", "source":
+            {"type": "base64", "media_type": media_type, "data": data}}));
+    }
+    if url.starts_with("https://") || url.starts_with("http://") {
+        return Ok(json!({"type": "image", "source": {"type": "url", "url": url}}));
+    }
+    Err(bad_request(format!(
+        "messages[{i}]: an image URL must be a data: or http(s) URL"
+    )))
+}
+
+/// An assistant message's `tool_calls` as `tool_use` blocks.
+fn tool_use_blocks(m: &Value, i: usize) -> Result<Vec<Value>, Failure> {
+    let Some(calls) = m.get("tool_calls").and_then(Value::as_array) else {
+        return Ok(Vec::new());
+    };
+    calls
+        .iter()
+        .map(|c| {
+            let id = c.get("id").and_then(Value::as_str);
+            let f = c.get("function");
+            let name = f.and_then(|f| f.get("name")).and_then(Value::as_str);
+            let (Some(id), Some(name)) = (id, name) else {
+                return Err(bad_request(format!(
+                    "messages[{i}]: a tool call needs an id and a function name"
+                )));
+            };
+            let input = tool_arguments(f.and_then(|f| f.get("arguments")), name, i)?;
+            Ok(json!({"type": "tool_use", "id": id, "name": name, "input": input}))
+        })
+        .collect()
+}
+
+/// A tool call's `arguments` (a JSON string, or already an object) as an object.
+fn tool_arguments(args: Option<&Value>, name: &str, i: usize) -> Result<Value, Failure> {
+    let parsed = match args {
+        None | Some(Value::Null) => return Ok(json!({})),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(json!({})),
+        Some(Value::String(s)) => serde_json::from_str::<Value>(s).ok(),
+        Some(v) => Some(v.clone()),
+    };
+    match parsed {
+        Some(v @ Value::Object(_)) => Ok(v),
+        _ => Err(bad_request(format!(
+            "messages[{i}]: the arguments of tool call `{name}` are not a JSON object"
+        ))),
+    }
+}
+
+/// A `tool` message as a `tool_result` block.
+fn tool_result_block(m: &Value, i: usize) -> Result<Value, Failure> {
+    let id = m
+        .get("tool_call_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad_request(format!("messages[{i}]: a tool message needs tool_call_id")))?;
+    Ok(json!({"type": "tool_result", "tool_use_id": id, "content": plain_text(m.get("content"))}))
+}
+
+/// `tools`, `tool_choice` and `parallel_tool_calls` into the Anthropic body.
+fn translate_tools(body: &Map<String, Value>, b: &mut Map<String, Value>) -> Result<(), Failure> {
+    let tools = match body.get("tools") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(ts)) => ts.iter().map(tool).collect::<Result<Vec<_>, _>>()?,
+        Some(_) => return Err(bad_request("`tools` must be an array")),
+    };
+    if tools.is_empty() {
+        return Ok(());
+    }
+    b.insert("tools".into(), Value::Array(tools));
+    let mut choice = match body.get("tool_choice") {
+        None | Some(Value::Null) => None,
+        Some(c) => Some(tool_choice(c)?),
+    };
+    if body.get("parallel_tool_calls") == Some(&Value::Bool(false)) {
+        let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
+        if c.get("type").and_then(Value::as_str) != Some("none") {
+            c["disable_parallel_tool_use"] = json!(true);
+        }
+    }
+    if let Some(c) = choice {
+        b.insert("tool_choice".into(), c);
+    }
+    Ok(())
+}
+
+/// One OpenAI function tool as an Anthropic tool.
+fn tool(t: &Value) -> Result<Value, Failure> {
+    let f = t
+        .get("function")
+        .filter(|_| t.get("type").and_then(Value::as_str).is_none_or(|ty| ty == "function"))
+        .ok_or_else(|| bad_request("only function tools can be sent to an Anthropic upstream"))?;
+    let name = f
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad_request("a tool needs a function name"))?;
+    let schema = f
+        .get("parameters")
+        .filter(|p| p.is_object())
+        .cloned()
+        .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+    let mut out = json!({"name": name, "input_schema": schema});
+    if let Some(d) = f.get("description").and_then(Value::as_str) {
+        out["description"] = json!(d);
+    }
+    Ok(out)
+}
+
+/// OpenAI's `tool_choice` as Anthropic's.
+fn tool_choice(c: &Value) -> Result<Value, Failure> {
+    match c {
+        Value::String(s) => match s.as_str() {
+            "auto" => Ok(json!({"type": "auto"})),
+            "required" => Ok(json!({"type": "any"})),
+            "none" => Ok(json!({"type": "none"})),
+            other => Err(bad_request(format!("unknown tool_choice `{other}`"))),
+        },
+        _ => c
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            .map(|name| json!({"type": "tool", "name": name}))
+            .ok_or_else(|| bad_request("tool_choice must name a function")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Outbound: Anthropic answers → OpenAI.
+// ---------------------------------------------------------------------------------------
+
+/// OpenAI's `finish_reason` for an Anthropic `stop_reason`.
+fn finish_reason(stop_reason: Option<&str>) -> &'static str {
+    match stop_reason {
+        Some("max_tokens") | Some("model_context_window_exceeded") => "length",
+        Some("tool_use") => "tool_calls",
+        Some("refusal") => "content_filter",
+        _ => "stop",
+    }
+}
+
+/// Anthropic usage: input counts the cache writes and reads too.
+fn anthropic_usage(u: Option<&Value>) -> Option<Usage> {
+    let u = u?;
+    let n = |k: &str| u.get(k).and_then(Value::as_u64);
+    let (input, output) = (n("input_tokens"), n("output_tokens"));
+    if input.is_none() && output.is_none() {
+        return None;
+    }
+    let cache = n("cache_creation_input_tokens")
+        .unwrap_or(0)
+        .saturating_add(n("cache_read_input_tokens").unwrap_or(0));
+    Some(Usage {
+        input_tokens: input.unwrap_or(0).saturating_add(cache),
+        output_tokens: output.unwrap_or(0),
+    })
+}
+
+fn openai_usage(u: &Usage) -> Value {
+    json!({"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens,
+           "total_tokens": u.input_tokens.saturating_add(u.output_tokens)})
+}
+
+/// Translates a 2xx Messages answer into an OpenAI `chat.completion`.
+///
+/// Text blocks are joined into `message.content` (null when there are none), `tool_use`
+/// blocks become `tool_calls`, `stop_reason` becomes `finish_reason` (`end_turn`,
+/// `stop_sequence` → `stop`; `max_tokens` → `length`; `tool_use` → `tool_calls`;
+/// `refusal` → `content_filter`), and the usage counts cache tokens as prompt tokens.
+///
+/// Errors: a body that is not a message: `502 invalid_upstream_response`, or for an
+/// `{"type": "error"}` body a 502 with the error's type as its code.
+pub fn response(bytes: &[u8]) -> Result<Answer, Failure> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|_| {
+        invalid_response(format!(
+            "an Anthropic answer that is not JSON: {}",
+            classify::snippet(bytes)
+        ))
+    })?;
+    if v.get("type").and_then(Value::as_str) == Some("error") {
+        let e = v.get("error").cloned().unwrap_or(Value::Null);
+        return Err(classify::context_length(classify::error_failure(
+            502, &e, None,
+        )));
+    }
+    let blocks = v
+        .get("content")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid_response("an Anthropic answer without a content array"))?;
+    let (text, tool_calls) = split_blocks(blocks);
+    let usage = anthropic_usage(v.get("usage"));
+    let mut message = json!({"role": "assistant", "content": text});
+    if !tool_calls.is_empty() {
+        message["tool_calls"] = Value::Array(tool_calls);
+    }
+    let mut out = json!({
+        "id": v.get("id").cloned().unwrap_or(json!("msg_unknown")),
+        "object": "chat.completion",
+        "created": 0,
+        "model": v.get("model").cloned().unwrap_or(Value::Null),
+        "choices": [{"index": 0, "message": message,
+                     "finish_reason": finish_reason(v.get("stop_reason").and_then(Value::as_str))}],
+    });
+    if let Some(u) = &usage {
+        out["usage"] = openai_usage(u);
+    }
+    Ok(Answer {
+        body: Bytes::from(out.to_string()),
+        usage,
+    })
+}
+
+/// The joined text (null if none) and the OpenAI tool calls of a message's blocks.
+fn split_blocks(blocks: &[Value]) -> (Value, Vec<Value>) {
+    let mut text: Option<String> = None;
+    let mut calls = Vec::new();
+    for b in blocks {
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                let t = b.get("text").and_then(Value::as_str).unwrap_or("");
+                text.get_or_insert_with(String::new).push_str(t);
+            }
+            Some("tool_use") => calls.push(json!({
+                "id": b.get("id").cloned().unwrap_or(Value::Null),
+                "type": "function",
+                "function": {
+                    "name": b.get("name").cloned().unwrap_or(Value::Null),
+                    "arguments": b.get("input").cloned().unwrap_or_else(|| json!({})).to_string(),
+                },
+            })),
+            _ => {}
+        }
+    }
+    (text.map_or(Value::Null, Value::String), calls)
+}
+
+/// Classifies a non-2xx Anthropic answer.
+///
+/// The code is the body's `error.type` (`overloaded_error`, `rate_limit_error`,
+/// `invalid_request_error`, …) and the message its `error.message`; a 4xx saying the
+/// prompt is over the context window gets [`classify::CONTEXT_LENGTH_EXCEEDED`].
+/// `retry-after` and `anthropic-ratelimit-requests-*` headers are read. A body that is not
+/// Anthropic's error JSON (HTML, empty) gives a failure with the status only and the
+/// body's start as its message.
+pub fn failure(status: u16, headers: &HeaderMap, bytes: &[u8], now: SystemTime) -> Failure {
+    let wait = classify::retry_after(headers, now);
+    let json: Option<Value> = serde_json::from_slice(bytes).ok();
+    let error = json
+        .as_ref()
+        .and_then(|j| j.get("error"))
+        .filter(|e| e.is_object() || e.is_string());
+    let mut f = match error {
+        Some(e) => {
+            let f = classify::error_failure(status, e, wait);
+            if (400..500).contains(&status) {
+                classify::context_length(f)
+            } else {
+                f
+            }
+        }
+        None if bytes.is_empty() => Failure::status(status),
+        None => Failure::status(status).message(classify::snippet(bytes)),
+    };
+    if f.retry_after.is_none() {
+        f.retry_after = wait;
+    }
+    f.rate_limit = classify::rate_limit(headers, now);
+    f
+}
+
+// ---------------------------------------------------------------------------------------
+// Outbound streams: Anthropic events → OpenAI chunks.
+// ---------------------------------------------------------------------------------------
+
+/// One server-sent event's `event:` name and joined `data:` lines (`None` when it has no
+/// data line: a comment or keep-alive).
+fn sse_fields(raw: &[u8]) -> (Option<String>, Option<String>) {
+    let text = String::from_utf8_lossy(raw);
+    let mut event = None;
+    let mut data: Option<String> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("event:") {
+            event = Some(rest.trim().to_string());
+        } else if let Some(rest) = line.strip_prefix("data:") {
+            let rest = rest.strip_prefix(' ').unwrap_or(rest);
+            match &mut data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(rest);
+                }
+                None => data = Some(rest.to_string()),
+            }
+        }
+    }
+    (event, data)
+}
+
+/// An OpenAI SSE event.
+fn data_event(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+/// An OpenAI error event with a failure-class code.
+fn error_event(code: &str, message: &str) -> Bytes {
+    data_event(&json!({"error": {"message": message, "type": "upstream_error", "code": code}}))
+}
+
+/// Translates an Anthropic Messages stream into OpenAI `chat.completion.chunk` events.
+///
+/// `message_start` gives the first chunk (`delta.role = "assistant"`); text deltas become
+/// `delta.content`, `tool_use` blocks `delta.tool_calls` (their `input_json_delta`s streamed
+/// as `function.arguments`); `message_stop` gives the chunk with `finish_reason`. Then
+/// [`StreamTranslator::finish`] gives the usage chunk (`choices: []`) and `data: [DONE]` —
+/// or nothing when `message_stop` never came or the upstream sent an error (the stream was
+/// cut short). An `error` event becomes an OpenAI error event whose `code` is the error's
+/// type (`overloaded_error`); malformed data an error event `invalid_upstream_response`.
+/// `ping`s, comments and unknown event types give nothing.
+#[derive(Debug, Default)]
+pub struct Stream {
+    id: String,
+    model: String,
+    usage: Usage,
+    /// The OpenAI tool-call index of each Anthropic block index that is a `tool_use`.
+    tool_blocks: Vec<(u64, usize)>,
+    stop_reason: Option<String>,
+    /// `message_stop` came.
+    stopped: bool,
+    /// An error was sent: nothing more goes out.
+    failed: bool,
+}
+
+impl Stream {
+    /// A translator for one stream.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
+        data_event(&json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": 0, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }))
+    }
+
+    fn fail(&mut self, code: &str, message: &str) -> Vec<Bytes> {
+        self.failed = true;
+        vec![error_event(code, message)]
+    }
+
+    fn message_start(&mut self, v: &Value) -> Vec<Bytes> {
+        let m = v.get("message").unwrap_or(&Value::Null);
+        self.id = m.get("id").and_then(Value::as_str).unwrap_or("msg").to_string();
+        self.model = m.get("model").and_then(Value::as_str).unwrap_or("").to_string();
+        if let Some(u) = anthropic_usage(m.get("usage")) {
+            self.usage = u;
+        }
+        vec![self.chunk(json!({"role": "assistant", "content": ""}), None)]
+    }
+
+    fn block_start(&mut self, v: &Value) -> Vec<Bytes> {
+        let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let block = v.get("content_block").unwrap_or(&Value::Null);
+        match block.get("type").and_then(Value::as_str) {
+            Some("text") => match block.get("text").and_then(Value::as_str) {
+                Some(t) if !t.is_empty() => vec![self.chunk(json!({"content": t}), None)],
+                _ => Vec::new(),
+            },
+            Some("tool_use") => {
+                let n = self.tool_blocks.len();
+                self.tool_blocks.push((index, n));
+                let call = json!({"index": n, "id": block.get("id"), "type": "function",
+                    "function": {"name": block.get("name"), "arguments": ""}});
+                vec![self.chunk(json!({"tool_calls": [call]}), None)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn block_delta(&mut self, v: &Value) -> Vec<Bytes> {
+        let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let d = v.get("delta").unwrap_or(&Value::Null);
+        match d.get("type").and_then(Value::as_str) {
+            Some("text_delta") => match d.get("text").and_then(Value::as_str) {
+                Some(t) if !t.is_empty() => vec![self.chunk(json!({"content": t}), None)],
+                _ => Vec::new(),
+            },
+            Some("input_json_delta") => {
+                let Some(&(_, n)) = self.tool_blocks.iter().find(|(i, _)| *i == index) else {
+                    return Vec::new();
+                };
+                match d.get("partial_json").and_then(Value::as_str) {
+                    Some(p) if !p.is_empty() => {
+                        let call = json!({"index": n, "function": {"arguments": p}});
+                        vec![self.chunk(json!({"tool_calls": [call]}), None)]
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn message_delta(&mut self, v: &Value) {
+        if let Some(r) = v
+            .get("delta")
+            .and_then(|d| d.get("stop_reason"))
+            .and_then(Value::as_str)
+        {
+            self.stop_reason = Some(r.to_string());
+        }
+        // message_delta's usage is cumulative; it may repeat input_tokens.
+        if let Some(u) = v.get("usage") {
+            if let Some(o) = u.get("output_tokens").and_then(Value::as_u64) {
+                self.usage.output_tokens = o;
+            }
+            if u.get("input_tokens").and_then(Value::as_u64).is_some() {
+                if let Some(all) = anthropic_usage(Some(u)) {
+                    self.usage.input_tokens = all.input_tokens;
+                }
+            }
+        }
+    }
+
+    fn upstream_error(&mut self, v: &Value) -> Vec<Bytes> {
+        let e = v.get("error").unwrap_or(&Value::Null);
+        let code = e
+            .get("type")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .unwrap_or("api_error")
+            .to_string();
+        let message = e
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("the upstream sent an error")
+            .to_string();
+        self.fail(&code, &message)
+    }
+}
+
+impl StreamTranslator for Stream {
+    fn event(&mut self, raw: &[u8]) -> Vec<Bytes> {
+        if self.failed || self.stopped {
+            return Vec::new();
+        }
+        let (name, data) = sse_fields(raw);
+        let Some(data) = data else {
+            return Vec::new();
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&data) else {
+            return self.fail(INVALID_RESPONSE, "an Anthropic stream event that is not JSON");
+        };
+        let kind = v.get("type").and_then(Value::as_str).map(String::from).or(name);
+        match kind.as_deref() {
+            Some("message_start") => self.message_start(&v),
+            Some("content_block_start") => self.block_start(&v),
+            Some("content_block_delta") => self.block_delta(&v),
+            Some("message_delta") => {
+                self.message_delta(&v);
+                Vec::new()
+            }
+            Some("message_stop") => {
+                self.stopped = true;
+                let finish = finish_reason(self.stop_reason.as_deref());
+                vec![self.chunk(json!({}), Some(finish))]
+            }
+            Some("error") => self.upstream_error(&v),
+            None => self.fail(INVALID_RESPONSE, "an Anthropic stream event without a type"),
+            // ping, content_block_stop, and types added later.
+            Some(_) => Vec::new(),
+        }
+    }
+
+    fn finish(&mut self) -> Vec<Bytes> {
+        if !self.stopped || self.failed {
+            return Vec::new();
+        }
+        let usage = data_event(&json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": 0, "model": self.model,
+            "choices": [], "usage": openai_usage(&self.usage),
+        }));
+        vec![usage, Bytes::from_static(b"data: [DONE]\n\n")]
+    }
+}
