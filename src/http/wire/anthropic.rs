@@ -1159,6 +1159,18 @@ pub fn error_body(status: u16, message: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// Anthropic's error types.
+const ERROR_TYPES: [&str; 8] = [
+    "invalid_request_error",
+    "authentication_error",
+    "permission_error",
+    "not_found_error",
+    "request_too_large",
+    "rate_limit_error",
+    "api_error",
+    "overloaded_error",
+];
+
 fn error_type(status: u16) -> &'static str {
     match status {
         401 => "authentication_error",
@@ -1244,11 +1256,15 @@ impl MessagesEvents {
                 .get("message")
                 .and_then(Value::as_str)
                 .unwrap_or("the upstream failed");
-            let t = e
-                .get("type")
-                .and_then(Value::as_str)
-                .filter(|t| t.ends_with("_error"));
-            return self.error(t.unwrap_or("api_error"), m);
+            let known = |k: &str| {
+                e.get(k)
+                    .and_then(Value::as_str)
+                    .filter(|t| ERROR_TYPES.contains(t))
+            };
+            let t = known("code")
+                .or_else(|| known("type"))
+                .unwrap_or("api_error");
+            return self.error(t, m);
         }
         let mut out = self.start(&v);
         if let Some(u) = classify::usage(&v) {
