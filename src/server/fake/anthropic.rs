@@ -299,14 +299,15 @@ fn check_content(
     i: usize,
     prev_tool_uses: &[String],
 ) -> Result<Vec<String>, String> {
-    let blocks =
-        match content {
-            Some(Value::String(s)) if !s.is_empty() => return Ok(Vec::new()),
-            Some(Value::Array(bs)) if !bs.is_empty() => bs,
-            _ => return Err(format!(
+    let blocks = match content {
+        Some(Value::String(s)) if !s.is_empty() => return Ok(Vec::new()),
+        Some(Value::Array(bs)) if !bs.is_empty() => bs,
+        _ => {
+            return Err(format!(
                 "messages.{i}: content must be a non-empty string or a non-empty array of blocks"
-            )),
-        };
+            ))
+        }
+    };
     let mut tool_uses = Vec::new();
     let mut seen_other = false;
     for (j, b) in blocks.iter().enumerate() {
