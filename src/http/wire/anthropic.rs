@@ -1982,4 +1982,364 @@ mod tests {
             1
         );
     }
+
+    // ----- inbound -----
+
+    #[test]
+    fn chat_request_translates_a_messages_request() {
+        let body = obj(
+            json!({"model": "claude-x", "max_tokens": 300, "stream": true,
+            "system": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            "temperature": 0.5, "top_p": 0.8, "top_k": 5, "stop_sequences": ["END"],
+            "metadata": {"user_id": "u-7"}, "thinking": {"type": "disabled"},
+            "messages": [
+                {"role": "user", "content": "weather in Paris?"},
+                {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm"},
+                    {"type": "text", "text": "checking"},
+                    {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Paris"}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "sunny"}]},
+                    {"type": "text", "text": "and?"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAA"}},
+                    {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}]},
+            ],
+            "tools": [{"name": "weather", "description": "w", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "tool", "name": "weather", "disable_parallel_tool_use": true}}),
+        );
+        let c = chat_request(&body).unwrap();
+        assert_eq!(c["model"], "claude-x");
+        assert_eq!(c["max_tokens"], 300);
+        assert_eq!(c["stream"], true);
+        assert_eq!(c["stream_options"], json!({"include_usage": true}));
+        assert_eq!(c["temperature"], 0.5);
+        assert_eq!(c["top_p"], 0.8);
+        assert_eq!(c["stop"], json!(["END"]));
+        assert_eq!(c["user"], "u-7");
+        assert!(
+            c.get("top_k").is_none() && c.get("thinking").is_none() && c.get("metadata").is_none()
+        );
+        let ms = c["messages"].as_array().unwrap();
+        assert_eq!(ms[0], json!({"role": "system", "content": "a\n\nb"}));
+        assert_eq!(
+            ms[1],
+            json!({"role": "user", "content": "weather in Paris?"})
+        );
+        assert_eq!(
+            ms[2],
+            json!({"role": "assistant", "content": "checking", "tool_calls": [
+            {"id": "toolu_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}]})
+        );
+        assert_eq!(
+            ms[3],
+            json!({"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"})
+        );
+        assert_eq!(ms[4]["role"], "user");
+        assert_eq!(
+            ms[4]["content"],
+            json!([{"type": "text", "text": "and?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAA"}},
+            {"type": "image_url", "image_url": {"url": "https://x/y.png"}}])
+        );
+        assert_eq!(
+            c["tools"],
+            json!([{"type": "function", "function": {"name": "weather", "description": "w", "parameters": {"type": "object"}}}])
+        );
+        assert_eq!(
+            c["tool_choice"],
+            json!({"type": "function", "function": {"name": "weather"}})
+        );
+        assert_eq!(c["parallel_tool_calls"], false);
+        for (choice, want) in [
+            (json!({"type": "auto"}), json!("auto")),
+            (json!({"type": "any"}), json!("required")),
+            (json!({"type": "none"}), json!("none")),
+        ] {
+            let b =
+                obj(json!({"model": "m", "max_tokens": 1, "messages": [], "tool_choice": choice}));
+            assert_eq!(chat_request(&b).unwrap()["tool_choice"], want);
+        }
+    }
+
+    #[test]
+    fn chat_request_rejects_invalid_input() {
+        let ok =
+            json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
+        assert!(chat_request(&obj(ok.clone())).is_ok());
+        let cases = [
+            ("model", Value::Null, "model"),
+            ("max_tokens", json!("5"), "max_tokens"),
+            ("messages", json!({}), "messages"),
+            (
+                "messages",
+                json!([{"role": "system", "content": "x"}]),
+                "role",
+            ),
+            (
+                "messages",
+                json!([{"role": "user", "content": 5}]),
+                "content",
+            ),
+            (
+                "messages",
+                json!([{"role": "user", "content": [{"type": "document"}]}]),
+                "document",
+            ),
+            (
+                "messages",
+                json!([{"role": "user", "content": [{"type": "image", "source": {"type": "file"}}]}]),
+                "image",
+            ),
+            (
+                "messages",
+                json!([{"role": "user", "content": [{"type": "tool_result"}]}]),
+                "tool_use_id",
+            ),
+            ("system", json!(5), "system"),
+            ("stop_sequences", json!("END"), "stop_sequences"),
+            ("stream", json!("yes"), "stream"),
+            ("temperature", json!("hot"), "temperature"),
+            ("tools", json!([{"description": "no name"}]), "name"),
+            ("tool_choice", json!({"type": "sometimes"}), "tool_choice"),
+        ];
+        for (field, value, needle) in cases {
+            let mut b = obj(ok.clone());
+            if value.is_null() {
+                b.remove(field);
+            } else {
+                b.insert(field.into(), value);
+            }
+            let e = chat_request(&b).unwrap_err();
+            assert!(e.contains(needle), "{field}: {e}");
+        }
+    }
+
+    #[test]
+    fn messages_response_translates_a_completion() {
+        let chat = json!({"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-x",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi there",
+                "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
+                "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}});
+        let m: Value = serde_json::from_slice(
+            &messages_response(chat.to_string().as_bytes(), "claude-x").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            m,
+            json!({"id": "msg_chatcmpl-1", "type": "message", "role": "assistant", "model": "claude-x",
+            "content": [{"type": "text", "text": "hi there"}, {"type": "tool_use", "id": "call_1", "name": "f", "input": {"a": 1}}],
+            "stop_reason": "tool_use", "stop_sequence": null, "usage": {"input_tokens": 9, "output_tokens": 4}})
+        );
+        for (finish, stop) in [
+            ("stop", "end_turn"),
+            ("length", "max_tokens"),
+            ("content_filter", "end_turn"),
+        ] {
+            let chat = json!({"id": "msg_x", "choices": [{"message": {"content": "a"}, "finish_reason": finish}]});
+            let m: Value = serde_json::from_slice(
+                &messages_response(chat.to_string().as_bytes(), "c").unwrap(),
+            )
+            .unwrap();
+            assert_eq!(m["stop_reason"], stop);
+            assert_eq!(m["id"], "msg_x");
+            assert_eq!(m["usage"], json!({"input_tokens": 0, "output_tokens": 0}));
+        }
+        assert!(messages_response(b"nope", "c").is_err());
+        assert!(messages_response(b"{\"choices\": []}", "c").is_err());
+        assert_eq!(
+            messages_response(br#"{"error": {"message": "boom"}}"#, "c").unwrap_err(),
+            "boom"
+        );
+        let bad_args = json!({"choices": [{"message": {"tool_calls": [{"function": {"name": "f", "arguments": "{x"}}]}}]});
+        assert!(messages_response(bad_args.to_string().as_bytes(), "c")
+            .unwrap_err()
+            .contains("`f`"));
+    }
+
+    #[test]
+    fn error_bodies_by_status() {
+        for (status, t) in [
+            (400, "invalid_request_error"),
+            (401, "authentication_error"),
+            (403, "permission_error"),
+            (404, "not_found_error"),
+            (413, "request_too_large"),
+            (429, "rate_limit_error"),
+            (529, "overloaded_error"),
+            (500, "api_error"),
+            (503, "api_error"),
+            (422, "invalid_request_error"),
+        ] {
+            let v: Value = serde_json::from_slice(&error_body(status, "why")).unwrap();
+            assert_eq!(
+                v,
+                json!({"type": "error", "error": {"type": t, "message": "why"}}),
+                "{status}"
+            );
+        }
+    }
+
+    /// An Anthropic event's name and data.
+    fn anthropic_event(b: &Bytes) -> (String, Value) {
+        let s = std::str::from_utf8(b).unwrap();
+        let (name, rest) = s
+            .strip_prefix("event: ")
+            .unwrap()
+            .split_once("\ndata: ")
+            .unwrap();
+        assert!(rest.ends_with("\n\n"));
+        let v: Value = serde_json::from_str(rest.trim()).unwrap();
+        assert_eq!(v["type"], name);
+        (name.to_string(), v)
+    }
+
+    fn openai_chunk(delta: Value, finish: Value) -> Vec<u8> {
+        let c = json!({"id": "chatcmpl-7", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        format!("data: {c}\n\n").into_bytes()
+    }
+
+    #[test]
+    fn messages_events_text_and_tools() {
+        let mut m = MessagesEvents::new("claude-x");
+        let mut all = Vec::new();
+        all.extend(m.chunk(&openai_chunk(
+            json!({"role": "assistant", "content": ""}),
+            Value::Null,
+        )));
+        all.extend(m.chunk(&openai_chunk(json!({"content": "Hel"}), Value::Null)));
+        all.extend(m.chunk(&openai_chunk(json!({"content": "lo"}), Value::Null)));
+        all.extend(m.chunk(&openai_chunk(json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}]}), Value::Null)));
+        all.extend(m.chunk(&openai_chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":"}}]}),
+            Value::Null,
+        )));
+        all.extend(m.chunk(&openai_chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}),
+            Value::Null,
+        )));
+        all.extend(m.chunk(&openai_chunk(json!({}), json!("tool_calls"))));
+        all.extend(m.chunk(b"data: {\"id\":\"chatcmpl-7\",\"choices\":[],\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":6,\"total_tokens\":17}}\n\n"));
+        all.extend(m.chunk(b"data: [DONE]\n\n"));
+        assert!(m.finish().is_empty());
+        assert!(m
+            .chunk(&openai_chunk(json!({"content": "late"}), Value::Null))
+            .is_empty());
+        let evs: Vec<(String, Value)> = all.iter().map(anthropic_event).collect();
+        let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        let start = &evs[0].1["message"];
+        assert_eq!(start["id"], "msg_chatcmpl-7");
+        assert_eq!(start["model"], "claude-x");
+        assert_eq!(start["content"], json!([]));
+        assert_eq!(
+            evs[1].1,
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+        );
+        assert_eq!(
+            evs[2].1["delta"],
+            json!({"type": "text_delta", "text": "Hel"})
+        );
+        assert_eq!(evs[4].1["index"], 0);
+        assert_eq!(
+            evs[5].1,
+            json!({"type": "content_block_start", "index": 1,
+            "content_block": {"type": "tool_use", "id": "call_1", "name": "f", "input": {}}})
+        );
+        assert_eq!(
+            evs[6].1["delta"],
+            json!({"type": "input_json_delta", "partial_json": "{\"a\":"})
+        );
+        assert_eq!(evs[7].1["index"], 1);
+        assert_eq!(evs[9].1["delta"]["stop_reason"], "tool_use");
+        assert_eq!(
+            evs[9].1["usage"],
+            json!({"input_tokens": 11, "output_tokens": 6})
+        );
+    }
+
+    #[test]
+    fn messages_events_errors_and_early_end() {
+        let mut m = MessagesEvents::new("c");
+        m.chunk(&openai_chunk(json!({"content": "a"}), Value::Null));
+        let out = m.chunk(b"data: {\"error\":{\"message\":\"Overloaded\",\"type\":\"upstream_error\",\"code\":\"overloaded_error\"}}\n\n");
+        let (name, v) = anthropic_event(&out[0]);
+        assert_eq!(name, "error");
+        assert_eq!(
+            v["error"],
+            json!({"type": "overloaded_error", "message": "Overloaded"})
+        );
+        assert!(m.finish().is_empty());
+        let mut m = MessagesEvents::new("c");
+        let (_, v) = anthropic_event(
+            &m.chunk(b"data: {\"error\":{\"message\":\"x\",\"code\":\"stream_idle_timeout\"}}\n\n")
+                [0],
+        );
+        assert_eq!(v["error"]["type"], "api_error");
+        // Never got [DONE]: finish() closes with what is known.
+        let mut m = MessagesEvents::new("c");
+        m.chunk(&openai_chunk(json!({"content": "a"}), Value::Null));
+        assert!(m.chunk(b": comment\n\n").is_empty());
+        let names: Vec<String> = m.finish().iter().map(|b| anthropic_event(b).0).collect();
+        assert_eq!(
+            names,
+            ["content_block_stop", "message_delta", "message_stop"]
+        );
+        // Nothing at all: still a whole message.
+        let names: Vec<String> = MessagesEvents::new("c")
+            .finish()
+            .iter()
+            .map(|b| anthropic_event(b).0)
+            .collect();
+        assert_eq!(names, ["message_start", "message_delta", "message_stop"]);
+        let mut m = MessagesEvents::new("c");
+        assert_eq!(anthropic_event(&m.chunk(b"data: {nope\n\n")[0]).0, "error");
+    }
+
+    #[test]
+    fn round_trip_through_both_directions() {
+        // An Anthropic client's request → OpenAI chat body → back out to an Anthropic upstream.
+        let inbound = obj(json!({"model": "claude-x", "max_tokens": 50, "system": "s",
+            "messages": [{"role": "user", "content": "q"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {"k": "v"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "r"}, {"type": "text", "text": "ok"}]}],
+            "tools": [{"name": "f", "input_schema": {"type": "object"}}]}));
+        let chat = chat_request(&inbound).unwrap();
+        let call = request(&chat, &out(false, None)).unwrap();
+        let v: Value = serde_json::from_slice(&call.body).unwrap();
+        assert_eq!(v["system"], "s");
+        assert_eq!(
+            v["messages"],
+            json!(inbound["messages"].clone())
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    let mut m = m.clone();
+                    if m["content"].is_string() {
+                        m["content"] = json!([{"type": "text", "text": m["content"]}]);
+                    }
+                    m
+                })
+                .collect::<Value>()
+        );
+        assert_eq!(
+            v["tools"],
+            json!([{"name": "f", "input_schema": {"type": "object"}}])
+        );
+    }
 }
