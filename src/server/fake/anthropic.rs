@@ -657,3 +657,333 @@ async fn handle(State(s): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) ->
         Body::from_stream(futures_util::stream::iter(chunks)),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::wire::anthropic::{self as wire, DEFAULT_VERSION};
+    use crate::http::wire::{Outbound, StreamTranslator};
+    use axum::http::HeaderValue;
+
+    fn headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "anthropic-version",
+            HeaderValue::from_static(DEFAULT_VERSION),
+        );
+        h.insert("x-api-key", HeaderValue::from_static("sk-ant-test"));
+        h
+    }
+
+    fn check(body: Value) -> Result<(), String> {
+        check_request(&headers(), body.to_string().as_bytes())
+    }
+
+    fn valid() -> Value {
+        json!({"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})
+    }
+
+    #[test]
+    fn auth_rules() {
+        assert!(check_auth(&headers(), None).is_ok());
+        assert!(check_auth(&headers(), Some("sk-ant-test")).is_ok());
+        assert!(check_auth(&headers(), Some("other")).is_err());
+        assert!(check_auth(&HeaderMap::new(), None).is_err());
+        let mut h = headers();
+        h.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer sk-ant-test"),
+        );
+        assert!(check_auth(&h, None).unwrap_err().contains("Authorization"));
+    }
+
+    #[test]
+    fn strictness_rules() {
+        assert_eq!(check(valid()), Ok(()));
+        assert!(
+            check_request(&HeaderMap::new(), valid().to_string().as_bytes())
+                .unwrap_err()
+                .contains("anthropic-version")
+        );
+        let with = |k: &str, v: Value| {
+            let mut b = valid();
+            b[k] = v;
+            check(b)
+        };
+        let mut no_max = valid();
+        no_max.as_object_mut().unwrap().remove("max_tokens");
+        assert!(check(no_max).unwrap_err().contains("max_tokens"));
+        assert!(with("n", json!(1)).unwrap_err().contains("n: Extra inputs"));
+        assert!(with("stream_options", json!({})).is_err());
+        assert!(with("temperature", json!(1.5)).is_err());
+        let msgs = |m: Value| with("messages", m);
+        assert!(msgs(
+            json!([{"role": "system", "content": "x"}, {"role": "user", "content": "y"}])
+        )
+        .unwrap_err()
+        .contains("system"));
+        assert!(msgs(json!([{"role": "assistant", "content": "x"}]))
+            .unwrap_err()
+            .contains("first"));
+        assert!(
+            msgs(json!([{"role": "user", "content": "x"}, {"role": "user", "content": "y"}]))
+                .unwrap_err()
+                .contains("alternate")
+        );
+        assert!(msgs(json!([{"role": "tool", "content": "x"}])).is_err());
+        assert!(msgs(json!([{"role": "user", "content": ""}])).is_err());
+        assert!(
+            msgs(json!([{"role": "user", "content": [{"type": "text", "text": ""}]}])).is_err()
+        );
+        assert!(msgs(json!([])).is_err());
+        let tool_turns = |id: &str| {
+            json!([{"role": "user", "content": "q"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": id, "content": "r"}]}])
+        };
+        assert_eq!(msgs(tool_turns("t1")), Ok(()));
+        assert!(msgs(tool_turns("t2")).unwrap_err().contains("tool_use_id"));
+        assert!(with("tools", json!([{"name": "f"}]))
+            .unwrap_err()
+            .contains("input_schema"));
+        assert!(with("tool_choice", json!({"type": "function"})).is_err());
+        assert!(check_request(&headers(), b"not json").is_err());
+        assert!(check_request(&headers(), b"[1]").is_err());
+    }
+
+    /// What `wire::anthropic::request` makes of OpenAI bodies, the fake takes.
+    #[test]
+    fn translated_requests_pass_the_strict_rules() {
+        let bodies = [
+            json!({"model": "gpt", "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}],
+                   "n": 1, "stream_options": {"include_usage": true}, "user": "u", "temperature": 2.0, "stop": ["x"]}),
+            json!({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": [
+                    {"type": "text", "text": "b"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                    "function": {"name": "f", "arguments": "{\"q\":1}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "res"},
+                {"role": "system", "content": "late system"},
+                {"role": "user", "content": "more"}],
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+                "tool_choice": "auto", "parallel_tool_calls": false, "response_format": {"type": "text"}}),
+        ];
+        for b in bodies {
+            for stream in [false, true] {
+                let out = Outbound {
+                    model: "claude-x",
+                    stream,
+                    default_max_tokens: Some(100),
+                };
+                let call = wire::request(b.as_object().unwrap(), &out).unwrap();
+                assert_eq!(
+                    check_request(&headers(), &call.body),
+                    Ok(()),
+                    "{}",
+                    String::from_utf8_lossy(&call.body)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn replies_are_deterministic() {
+        let req = json!({"model": "m", "max_tokens": 100, "system": "sys",
+            "messages": [{"role": "user", "content": "please use tool now"}],
+            "tools": [{"name": "search", "input_schema": {"type": "object"}}]});
+        let r = reply(&req);
+        assert_eq!(r.text, "anthropic/m: please use tool now");
+        assert_eq!(r.output_tokens, 5);
+        assert_eq!(r.input_tokens, (3 + 19_u64).div_ceil(4));
+        assert_eq!(
+            r.tool,
+            Some(("search".into(), json!({"q": "please use tool now"})))
+        );
+        assert_eq!(r.stop_reason, "tool_use");
+        let short = reply(
+            &json!({"model": "m", "max_tokens": 2, "messages": [{"role": "user", "content": "a b c"}]}),
+        );
+        assert_eq!(
+            (short.text.as_str(), short.stop_reason),
+            ("anthropic/m: a", "max_tokens")
+        );
+        assert_eq!(pieces("héllo", 2), ["hél", "lo"]);
+        assert_eq!(
+            rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_010)),
+            "2023-11-14T22:13:30Z"
+        );
+        assert_eq!(
+            rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+    }
+
+    async fn post(fake: &FakeAnthropic, key: &str, body: &Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{}/messages", fake.base_url()))
+            .header("x-api-key", key)
+            .header("anthropic-version", DEFAULT_VERSION)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Splits an SSE body into its events.
+    fn events(body: &[u8]) -> Vec<Vec<u8>> {
+        let text = String::from_utf8_lossy(body);
+        text.split_inclusive("\n\n")
+            .map(|e| e.as_bytes().to_vec())
+            .collect()
+    }
+
+    fn translate_stream(body: &[u8]) -> (Vec<Value>, bool) {
+        let mut s = wire::Stream::new();
+        let mut out: Vec<Bytes> = events(body).iter().flat_map(|e| s.event(e)).collect();
+        out.extend(s.finish());
+        let done = out.last().is_some_and(|b| &b[..] == b"data: [DONE]\n\n");
+        let chunks = out
+            .iter()
+            .filter(|b| &b[..] != b"data: [DONE]\n\n")
+            .map(|b| serde_json::from_slice(&b[6..]).unwrap())
+            .collect();
+        (chunks, done)
+    }
+
+    #[tokio::test]
+    async fn serves_plain_and_streamed_calls() {
+        let fake = FakeAnthropic::start().await.unwrap();
+        fake.expect_key("sk-ant-test");
+        let openai = json!({"model": "gpt", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 20});
+        let out = Outbound {
+            model: "claude-x",
+            stream: false,
+            default_max_tokens: None,
+        };
+        let call = wire::request(openai.as_object().unwrap(), &out).unwrap();
+        let body: Value = serde_json::from_slice(&call.body).unwrap();
+        let r = post(&fake, "sk-ant-test", &body).await;
+        assert_eq!(r.status(), 200);
+        let answer = wire::response(&r.bytes().await.unwrap()).unwrap();
+        let v: Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(
+            v["choices"][0]["message"]["content"],
+            "anthropic/claude-x: hello there"
+        );
+        assert_eq!(answer.usage.unwrap().output_tokens, 3);
+        assert_eq!(fake.last_api_key().as_deref(), Some("sk-ant-test"));
+        assert_eq!(fake.last_body().unwrap()["model"], "claude-x");
+
+        // Streamed, with a tool call.
+        let openai = json!({"messages": [{"role": "user", "content": "use tool please"}], "max_tokens": 20,
+            "tools": [{"type": "function", "function": {"name": "search"}}]});
+        let out = Outbound {
+            model: "claude-x",
+            stream: true,
+            default_max_tokens: None,
+        };
+        let call = wire::request(openai.as_object().unwrap(), &out).unwrap();
+        let r = post(
+            &fake,
+            "sk-ant-test",
+            &serde_json::from_slice(&call.body).unwrap(),
+        )
+        .await;
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        let (chunks, done) = translate_stream(&r.bytes().await.unwrap());
+        assert!(done);
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, "anthropic/claude-x: use tool please");
+        let args: String = chunks
+            .iter()
+            .filter_map(|c| {
+                c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()
+            })
+            .collect();
+        assert_eq!(
+            serde_json::from_str::<Value>(&args).unwrap(),
+            json!({"q": "use tool please"})
+        );
+        let finish: Vec<&Value> = chunks
+            .iter()
+            .map(|c| &c["choices"][0]["finish_reason"])
+            .filter(|f| !f.is_null())
+            .collect();
+        assert_eq!(finish, [&json!("tool_calls")]);
+        assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 4);
+        assert_eq!(fake.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn refuses_and_misbehaves_on_request() {
+        let fake = FakeAnthropic::start().await.unwrap();
+        fake.expect_key("k1");
+        let r = post(&fake, "wrong", &valid()).await;
+        assert_eq!(r.status(), 401);
+        let f = wire::failure(
+            401,
+            &HeaderMap::new(),
+            &r.bytes().await.unwrap(),
+            SystemTime::now(),
+        );
+        assert_eq!(f.code.as_deref(), Some("authentication_error"));
+        let mut bad = valid();
+        bad["n"] = json!(2);
+        let r = post(&fake, "k1", &bad).await;
+        assert_eq!(r.status(), 400);
+        assert_eq!(fake.rejections(), ["n: Extra inputs are not permitted"]);
+
+        fake.set(AnthropicBehavior {
+            rate_limited: true,
+            ..Default::default()
+        });
+        let r = post(&fake, "k1", &valid()).await;
+        assert_eq!(r.status(), 429);
+        let h = r.headers().clone();
+        let f = wire::failure(429, &h, &r.bytes().await.unwrap(), SystemTime::now());
+        assert_eq!(f.code.as_deref(), Some("rate_limit_error"));
+        assert_eq!(f.retry_after, Some(Duration::from_secs(1)));
+        assert_eq!(f.rate_limit.unwrap().remaining, 0);
+
+        fake.set(AnthropicBehavior {
+            overloaded_share: 1.0,
+            ..Default::default()
+        });
+        let r = post(&fake, "k1", &valid()).await;
+        assert_eq!(r.status(), 529);
+        let f = wire::failure(
+            529,
+            &HeaderMap::new(),
+            &r.bytes().await.unwrap(),
+            SystemTime::now(),
+        );
+        assert_eq!(f.code.as_deref(), Some("overloaded_error"));
+
+        fake.set(AnthropicBehavior {
+            html_error: Some(502),
+            ..Default::default()
+        });
+        let r = post(&fake, "k1", &valid()).await;
+        assert_eq!(r.status(), 502);
+        let f = wire::failure(
+            502,
+            &HeaderMap::new(),
+            &r.bytes().await.unwrap(),
+            SystemTime::now(),
+        );
+        assert!(f.code.is_none() && f.message.contains("502 Error"));
+
+        fake.set(AnthropicBehavior {
+            cut_stream: true,
+            ..Default::default()
+        });
+        let mut b = valid();
+        b["stream"] = json!(true);
+        let r = post(&fake, "k1", &b).await;
+        let (chunks, done) = translate_stream(&r.bytes().await.unwrap());
+        assert!(!done);
+        assert_eq!(chunks.len(), 2, "{chunks:?}");
+    }
+}
