@@ -2342,4 +2342,84 @@ mod tests {
             json!([{"name": "f", "input_schema": {"type": "object"}}])
         );
     }
+
+    /// Garbage of every shape: errors, never panics.
+    #[test]
+    fn garbage_never_panics() {
+        let junk = [
+            Value::Null,
+            json!(true),
+            json!(-1),
+            json!(1e300),
+            json!(u64::MAX),
+            json!("s"),
+            json!([]),
+            json!([null, 1, "x", {"role": 5}]),
+            json!({}),
+            json!({"role": "user", "content": [{"type": "image_url", "image_url": 3}]}),
+            json!({"role": "assistant", "tool_calls": [{"id": 1, "function": []}]}),
+            json!({"role": "assistant", "tool_calls": "x"}),
+            json!({"type": "tool_use", "input": "x"}),
+        ];
+        for j in &junk {
+            for field in [
+                "messages",
+                "tools",
+                "tool_choice",
+                "stop",
+                "max_tokens",
+                "temperature",
+                "system",
+                "stream",
+                "metadata",
+            ] {
+                let mut b = Map::new();
+                b.insert("messages".into(), json!([{"role": "user", "content": "x"}]));
+                b.insert("model".into(), json!("m"));
+                b.insert("max_tokens".into(), json!(5));
+                b.insert(field.into(), j.clone());
+                let _ = request(&b, &out(true, None));
+                let _ = chat_request(&b);
+                let mut with_msg = b.clone();
+                with_msg.insert("messages".into(), json!([j]));
+                let _ = request(&with_msg, &out(false, Some(1)));
+                let _ = chat_request(&with_msg);
+            }
+            let text = j.to_string();
+            let _ = response(text.as_bytes());
+            let _ = response(json!({"content": [j], "usage": j}).to_string().as_bytes());
+            let _ = messages_response(text.as_bytes(), "m");
+            let _ = messages_response(
+                json!({"choices": [{"message": j, "finish_reason": j}]})
+                    .to_string()
+                    .as_bytes(),
+                "m",
+            );
+            let _ = failure(
+                500,
+                &HeaderMap::new(),
+                text.as_bytes(),
+                SystemTime::UNIX_EPOCH,
+            );
+            let mut st = Stream::new();
+            let mut me = MessagesEvents::new("m");
+            for t in [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "message_delta",
+                "message_stop",
+                "error",
+            ] {
+                let e = json!({"type": t, "index": j, "delta": j, "content_block": j, "message": j, "usage": j, "error": j});
+                let _ = st.event(format!("data: {e}\n\n").as_bytes());
+                let c = json!({"choices": [{"delta": {"content": j, "tool_calls": [j]}, "finish_reason": j}], "usage": j, "error": j});
+                let _ = me.chunk(format!("data: {c}\n\n").as_bytes());
+            }
+            let _ = st.finish();
+            let _ = me.finish();
+        }
+        let _ = Stream::new().event(&[0xff, 0xfe, b'\n', b'\n']);
+        let _ = MessagesEvents::new("m").chunk(&[0xff, b'd', b'a']);
+    }
 }
