@@ -93,7 +93,7 @@ pub fn run(paths: &[PathBuf], listen: SocketAddr, max_body: usize) -> ExitCode {
             }
         };
         let addr = listener.local_addr().unwrap_or(listen);
-        eprintln!("tollgate: relay listening on http://{addr} (POST /v1/chat/completions, GET /v1/models /status /metrics /healthz)");
+        eprintln!("tollgate: relay listening on http://{addr} (POST /v1/chat/completions /v1/messages /v1/completions /v1/embeddings, GET /v1/models /status /metrics /healthz)");
         match crate::server::serve(listener, relay, shutdown_signal()).await {
             Ok(()) => {
                 eprintln!("tollgate: stopped (requests in flight drained)");

@@ -50,7 +50,7 @@ impl Compiler<'_> {
                 "model `{name}` is served by the anthropic upstream `{}` and has no `max_tokens`",
                 m.upstream
             );
-            let d = self.error(Code::MissingMaxTokens, message, &path);
+            let d = self.error(Code::MissingMaxTokens, message, path);
             self.push(d.with_help(
                 "Anthropic requires `max_tokens` on every call: add e.g. `max_tokens = 4096`, sent when a request sets none",
             ));
