@@ -330,3 +330,65 @@ async fn bad_answers_and_bad_requests_get_clear_errors_and_return_every_permit()
     assert_eq!(v["type"], "error", "{v}");
     s.assert_settled();
 }
+
+/// Tools across formats: the definitions reach each provider in its shape, the model's call
+/// comes back as OpenAI `tool_calls` (plain and streamed), and the conversation that
+/// answers it (an assistant `tool_calls` message and a `tool` result) is accepted by the
+/// strict fakes on the next turn.
+#[tokio::test]
+async fn tool_calls_round_trip_through_anthropic_and_gemini() {
+    let s = setup().await;
+    let tools = json!([{"type": "function", "function": {"name": "search", "description": "Search",
+        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}}]);
+    for route in ["main", "gemini"] {
+        let ask = json!({"model": route, "tools": tools,
+                         "messages": [{"role": "user", "content": "please use tool now"}]});
+        let r = s.post("/v1/chat/completions", &ask).await;
+        assert_eq!(r.status(), 200, "{route}");
+        let v: Value = r.json().await.unwrap();
+        let choice = &v["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls", "{route}: {v}");
+        let call = &choice["message"]["tool_calls"][0];
+        assert_eq!(call["function"]["name"], "search", "{v}");
+        let args: Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(args["q"], "please use tool now", "{v}");
+        // Streamed: the call arrives in `delta.tool_calls`.
+        let mut streamed = ask.clone();
+        streamed["stream"] = json!(true);
+        let text = s
+            .post("/v1/chat/completions", &streamed)
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.contains("\"tool_calls\"") && text.contains("search"),
+            "{route}: {text}"
+        );
+        // The next turn carries the call and its result.
+        let next = json!({"model": route, "tools": tools, "messages": [
+            {"role": "user", "content": "please use tool now"},
+            choice["message"].clone(),
+            {"role": "tool", "tool_call_id": call["id"], "content": "{\"hits\": 3}"},
+            {"role": "user", "content": "thanks"}]});
+        let r = s.post("/v1/chat/completions", &next).await;
+        assert_eq!(r.status(), 200, "{route}: {}", r.text().await.unwrap());
+    }
+    assert!(
+        s.anthropic.rejections().is_empty(),
+        "{:?}",
+        s.anthropic.rejections()
+    );
+    assert!(
+        s.gemini.rejections().is_empty(),
+        "{:?}",
+        s.gemini.rejections()
+    );
+    // The key and the version header went as Anthropic's API wants them.
+    let h = s.anthropic.last_headers().unwrap();
+    assert_eq!(h.get("x-api-key").unwrap(), KEY);
+    assert_eq!(h.get("anthropic-version").unwrap(), "2023-06-01");
+    assert!(h.get("authorization").is_none());
+    s.assert_settled();
+}
