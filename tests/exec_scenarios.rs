@@ -943,3 +943,38 @@ async fn a_hedge_refused_by_the_retry_budget_after_a_failure_ends_the_race() {
     let e = r.unwrap_err();
     assert_eq!(e.attempts.len(), 1, "{e}");
 }
+
+/// A model's `max_tokens` is what a request without one is sent with (the HTTP client
+/// fills it in), so it is what the budget reserves for such a request: here 100 tokens
+/// ($0.001) fit a $0.01 budget that the default reservation (4,096 tokens, $0.041) does not.
+#[tokio::test(start_paused = true)]
+async fn a_budget_reserves_the_models_max_tokens_for_a_request_without_one() {
+    let policy = |max_tokens: &str| {
+        format!(
+            r#"
+[upstreams.u]
+base_url = "http://127.0.0.1:1/v1"
+[models.m]
+upstream = "u"
+{max_tokens}
+price = {{ input_per_mtok = 0.0, output_per_mtok = 10.0 }}
+[budgets.small]
+limit_usd = 0.01
+window = "1d"
+[[routes]]
+name = "r"
+targets = ["m"]
+"#
+        )
+    };
+    let op = |_t, _n| async { Ok::<_, Failure>(Done::with_usage((), 0, 50)) };
+    let capped = Executor::new(common::plan(&policy("max_tokens = 100"))).unwrap();
+    assert!(capped.execute(&Request::new(), op).await.is_ok());
+    let open = Executor::new(common::plan(&policy(""))).unwrap();
+    let e = open.execute(&Request::new(), op).await.unwrap_err();
+    assert!(matches!(e.reason, StopReason::BudgetExceeded { .. }), "{e}");
+    // A request's own max_tokens still decides.
+    let asks_more = Request::new().max_tokens(4096);
+    let e = capped.execute(&asks_more, op).await.unwrap_err();
+    assert!(matches!(e.reason, StopReason::BudgetExceeded { .. }), "{e}");
+}

@@ -93,6 +93,16 @@ impl Request {
         self.max_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS)
     }
 
+    /// Output tokens to reserve for on a model whose `max_tokens` is `model_default` (what
+    /// the HTTP client sends when the request sets none): the request's `max_tokens`, else
+    /// the model's, else [`DEFAULT_MAX_OUTPUT_TOKENS`].
+    #[inline]
+    pub fn reserved_output_tokens_on(&self, model_default: Option<u64>) -> u64 {
+        self.max_tokens
+            .or(model_default)
+            .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS)
+    }
+
     fn text(&self, a: Attr) -> Option<&str> {
         match a {
             Attr::Model => self.model.as_deref(),

@@ -52,7 +52,7 @@ impl<'r> Admitting<'_, 'r> {
     fn usage(&self) -> Usage {
         Usage {
             input_tokens: self.req.estimated_input_tokens(),
-            output_tokens: self.req.reserved_output_tokens(),
+            output_tokens: self.req.reserved_output_tokens_on(self.model.max_tokens),
         }
     }
 
@@ -75,7 +75,7 @@ impl<'r> Admitting<'_, 'r> {
             let needed = self
                 .req
                 .estimated_input_tokens()
-                .saturating_add(self.req.max_tokens.unwrap_or(0));
+                .saturating_add(self.req.max_tokens.or(model.max_tokens).unwrap_or(0));
             if needed > window {
                 return refuse(Refusal::Skip(SkipReason::ContextWindow { needed, window }));
             }

@@ -323,10 +323,11 @@ impl<'a, 'r> Call<'a, 'r> {
         };
         // A stream's reservations stay held until its usage is known.
         let hold = if settle::holds(settled, done.usage) {
+            let model_default = self.rt.plan().model(end.model).max_tokens;
             let estimate = self
                 .req
                 .estimated_input_tokens()
-                .saturating_add(self.req.reserved_output_tokens());
+                .saturating_add(self.req.reserved_output_tokens_on(model_default));
             StreamHold::take(self.rt, (end.route, end.model), adm, estimate)
         } else {
             StreamHold::default()
