@@ -15,9 +15,10 @@ pub struct Model {
     /// Price in USD per million tokens. Required for `cheapest` routes and for budgets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<Price>,
-    /// `max_tokens` sent when a request sets none. Anthropic's API requires one, so a model
-    /// on an `api = "anthropic"` upstream must have it (a `check` error otherwise); on
-    /// other upstreams it caps requests that leave the length open.
+    /// `max_tokens` sent when a request sets none, and what budgets, token limits and the
+    /// context-window check reserve for such a request (else 4096). Anthropic's API
+    /// requires one, so a model on an `api = "anthropic"` upstream must have it (a `check`
+    /// error otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u64>,
     /// Context window in tokens; requests larger than this skip the model.
