@@ -117,18 +117,53 @@ struct Inner {
     rng: Mutex<fastrand::Rng>,
 }
 
+/// A fake's HTTP server on 127.0.0.1, serving its app until dropped (dropping the sender
+/// ends the graceful shutdown's wait). One copy for every fake upstream.
+pub(crate) struct Server {
+    addr: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Server {
+    /// Binds `addr` and serves `app` there, small answers sent at once (no Nagle delay).
+    pub(crate) async fn start(
+        addr: impl tokio::net::ToSocketAddrs,
+        app: Router,
+    ) -> std::io::Result<Server> {
+        use axum::serve::ListenerExt;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(Server { addr, _stop: tx })
+    }
+
+    /// Where it listens.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
 /// A running simulated upstream. Stops when dropped.
 pub struct FakeUpstream {
-    addr: SocketAddr,
+    server: Server,
     inner: Arc<Inner>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl std::fmt::Debug for FakeUpstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FakeUpstream")
             .field("name", &self.inner.name)
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .finish()
     }
 }
@@ -144,8 +179,6 @@ impl FakeUpstream {
         name: &str,
         addr: impl tokio::net::ToSocketAddrs,
     ) -> std::io::Result<FakeUpstream> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
             name: name.to_string(),
             default: Mutex::new(Behavior::default()),
@@ -165,33 +198,18 @@ impl FakeUpstream {
             .route("/v1/completions", post(handle))
             .route("/v1/embeddings", post(handle))
             .with_state(inner.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            use axum::serve::ListenerExt;
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        Ok(FakeUpstream {
-            addr,
-            inner,
-            stop: Some(tx),
-        })
+        let server = Server::start(addr, app).await?;
+        Ok(FakeUpstream { server, inner })
     }
 
     /// Its address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Its base URL (`http://127.0.0.1:PORT/v1`).
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("http://{}/v1", self.server.addr())
     }
 
     /// Seeds its random failures (by default the seed comes from its name, so two runs
@@ -256,14 +274,6 @@ impl FakeUpstream {
     /// The JSON body of the last call.
     pub fn last_body(&self) -> Option<Value> {
         lock(&self.inner.last_body).clone()
-    }
-}
-
-impl Drop for FakeUpstream {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
     }
 }
 

@@ -57,15 +57,14 @@ struct Inner {
 
 /// A running fake Anthropic upstream. Stops when dropped.
 pub struct FakeAnthropic {
-    addr: SocketAddr,
+    server: super::Server,
     inner: Arc<Inner>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl std::fmt::Debug for FakeAnthropic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FakeAnthropic")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .finish()
     }
 }
@@ -77,8 +76,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl FakeAnthropic {
     /// Starts one on a free port of 127.0.0.1, healthy, taking any non-empty key.
     pub async fn start() -> std::io::Result<FakeAnthropic> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
             behavior: Mutex::new(AnthropicBehavior::default()),
             key: Mutex::new(None),
@@ -91,29 +88,18 @@ impl FakeAnthropic {
         let app = Router::new()
             .route("/v1/messages", post(handle))
             .with_state(inner.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        Ok(FakeAnthropic {
-            addr,
-            inner,
-            stop: Some(tx),
-        })
+        let server = super::Server::start("127.0.0.1:0", app).await?;
+        Ok(FakeAnthropic { server, inner })
     }
 
     /// Its address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Its base URL (`http://127.0.0.1:PORT/v1`).
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("http://{}/v1", self.server.addr())
     }
 
     /// Sets how it answers from now on.
@@ -154,14 +140,6 @@ impl FakeAnthropic {
     /// The messages of the 400s it sent, oldest first.
     pub fn rejections(&self) -> Vec<String> {
         lock(&self.inner.rejections).clone()
-    }
-}
-
-impl Drop for FakeAnthropic {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
     }
 }
 

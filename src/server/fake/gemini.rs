@@ -79,15 +79,14 @@ struct Inner {
 
 /// A running fake Gemini upstream. Stops when dropped.
 pub struct FakeGemini {
-    addr: SocketAddr,
+    server: super::Server,
     inner: Arc<Inner>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl std::fmt::Debug for FakeGemini {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FakeGemini")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .finish()
     }
 }
@@ -98,8 +97,6 @@ const SEED: u64 = 0x6765_6d69_6e69;
 impl FakeGemini {
     /// Starts one on a free port of 127.0.0.1, healthy.
     pub async fn start() -> std::io::Result<FakeGemini> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
             behavior: Mutex::new(GeminiBehavior::default()),
             calls: AtomicU64::new(0),
@@ -112,29 +109,18 @@ impl FakeGemini {
         let app = Router::new()
             .route("/v1beta/models/{*rest}", post(handle))
             .with_state(inner.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        Ok(FakeGemini {
-            addr,
-            inner,
-            stop: Some(tx),
-        })
+        let server = super::Server::start("127.0.0.1:0", app).await?;
+        Ok(FakeGemini { server, inner })
     }
 
     /// Its address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Its base URL (`http://127.0.0.1:PORT/v1beta`).
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1beta", self.addr)
+        format!("http://{}/v1beta", self.server.addr())
     }
 
     /// Sets how it answers from the next call on.
@@ -165,14 +151,6 @@ impl FakeGemini {
     /// Why each refused call was refused (`"400 INVALID_ARGUMENT: …"`), oldest first.
     pub fn rejections(&self) -> Vec<String> {
         lock(&self.inner.rejections).clone()
-    }
-}
-
-impl Drop for FakeGemini {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
     }
 }
 
