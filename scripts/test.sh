@@ -4,7 +4,7 @@
 # 1. cargo test --all-targets: unit, integration (incl. tests/schema.rs and the no-panic
 #    fuzz stand-in tests/no_panic.rs), benches in test mode (each benchmark run once);
 # 2. cargo test --doc, then scripts/e2e.sh (the Python `openai` and `anthropic` packages against
-#    `tollgate serve`; installs `openai` from PyPI if missing, fails loudly if it cannot);
+#    `tollgate serve`; installs them from PyPI if missing, fails loudly if it cannot);
 # 3. cargo test --features redis --test redis_shared --test serve_reload, against a real
 #    redis-server (installed with apt-get when missing; fails loudly when it cannot be);
 # 4. taplo: every example policy against schemas/policy.schema.json, and a probe that
@@ -51,7 +51,7 @@ cargo test --all-targets
 step "cargo test --doc"
 cargo test --doc
 
-step "end to end: the official Python openai package against tollgate serve (scripts/e2e.sh)"
+step "end to end: the official Python openai and anthropic packages against tollgate serve (scripts/e2e.sh)"
 bash scripts/e2e.sh
 
 # --- shared state against a real Redis ---------------------------------------------------
