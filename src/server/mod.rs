@@ -593,11 +593,11 @@ async fn stream_completion(
                 e.to_event()
             }
             None => {
+                // An Anthropic caller's last events, if the chunks have not closed it yet
+                // (they are Anthropic's already: not translated again below).
                 acct.finished = true;
-                match acct.events.as_mut().map(|m| m.finish()) {
-                    Some(last) if !last.is_empty() => Bytes::from(last.concat()),
-                    _ => return None,
-                }
+                let last = acct.events.as_mut().map(|m| m.finish())?;
+                return (!last.is_empty()).then(|| (Ok(Bytes::from(last.concat())), acct));
             }
         };
         let ev = match acct.events.as_mut() {
