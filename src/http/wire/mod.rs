@@ -11,8 +11,9 @@
 //! - [`gemini`]: `POST {base_url}/models/{model}:generateContent` and
 //!   `:streamGenerateContent?alt=sse`.
 //!
-//! OpenAI-format upstreams get the caller's body as it is (with `model` replaced): no
-//! translation, so nothing here is on their path.
+//! - [`openai`]: the caller's body as it is, with `model` replaced, the stream flags set and
+//!   the model's `max_tokens` when the request sets no length: no translation on the path
+//!   of OpenAI-compatible upstreams.
 
 pub mod anthropic;
 pub mod gemini;
