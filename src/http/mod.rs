@@ -102,6 +102,9 @@ struct UpstreamClient {
     connections: Arc<Semaphore>,
     /// Its keys in rotation (empty: calls go without `Authorization`).
     keys: KeyPool,
+    /// `settings.base_url` parsed once (`None` if it does not parse: then each call parses
+    /// and fails on its own), so a call does not parse the host again.
+    base: Option<reqwest::Url>,
 }
 
 /// The OpenAI-format endpoints a call can go to, under `{base_url}/`.
@@ -208,6 +211,7 @@ impl Client {
                         ),
                     http,
                     keys: KeyPool::new(keys, u.api),
+                    base: reqwest::Url::parse(&u.base_url).ok(),
                 }),
             );
         }
@@ -563,7 +567,7 @@ impl UpstreamClient {
         call: wire::Call,
         left: Duration,
     ) -> Result<reqwest::Response, Failure> {
-        let url = format!("{}/{}", target.base_url().trim_end_matches('/'), call.path);
+        let url = self.url_for(target, &call.path)?;
         let payload = Bytes::from(call.body);
         let started = tokio::time::Instant::now();
         loop {
@@ -576,7 +580,9 @@ impl UpstreamClient {
             }
             let time = left.saturating_sub(started.elapsed());
             let auth = key.map(key::PooledKey::auth);
-            let resp = self.post(target, &url, time, payload.clone(), auth).await?;
+            let resp = self
+                .post(target, url.clone(), time, payload.clone(), auth)
+                .await?;
             let Some(key) = key else { return Ok(resp) };
             let status = resp.status().as_u16();
             let now = SystemTime::now();
@@ -602,10 +608,24 @@ impl UpstreamClient {
         w.filter(|_| self.keys.len() <= 1)
     }
 
+    /// `{base_url}/{path}` (`path` may end in `?query`): the parsed `base_url` of the
+    /// upstream when the target's is the same (a target of another plan version may differ:
+    /// parsed then), with the path's segments appended.
+    fn url_for(&self, target: &Target, path: &str) -> Result<reqwest::Url, Failure> {
+        let bad = |e: &dyn std::fmt::Display| {
+            Failure::connect(format!("base_url `{}`: {e}", target.base_url()))
+        };
+        let url = match &self.base {
+            Some(b) if self.settings.base_url == target.base_url() => b.clone(),
+            _ => reqwest::Url::parse(target.base_url()).map_err(|e| bad(&e))?,
+        };
+        join_path(url, path).ok_or_else(|| bad(&"cannot be a base URL"))
+    }
+
     async fn post(
         &self,
         target: &Target,
-        url: &str,
+        url: reqwest::Url,
         timeout: Duration,
         payload: Bytes,
         auth: Option<&HeaderValue>,
@@ -649,6 +669,20 @@ impl UpstreamClient {
         }
         f
     }
+}
+
+/// `base` with `path` (`a/b`, maybe `?query`) appended after its path, one slash between
+/// them whether `base` ends in one or not; `None` for a URL that cannot be a base.
+fn join_path(mut base: reqwest::Url, path: &str) -> Option<reqwest::Url> {
+    let (path, query) = path
+        .split_once('?')
+        .map_or((path, None), |(p, q)| (p, Some(q)));
+    base.path_segments_mut()
+        .ok()?
+        .pop_if_empty()
+        .extend(path.split('/'));
+    base.set_query(query);
+    Some(base)
 }
 
 /// A reqwest error as a failure class: connect (no connection, a connect timeout
@@ -796,6 +830,29 @@ pub fn request_attributes(body: &Map<String, Value>) -> Request {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_join_the_base_url_with_one_slash_and_keep_the_query() {
+        let join = |base: &str, path: &str| {
+            join_path(reqwest::Url::parse(base).unwrap(), path).map(|u| u.to_string())
+        };
+        for base in ["http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1/"] {
+            assert_eq!(
+                join(base, "chat/completions").unwrap(),
+                "http://127.0.0.1:9/v1/chat/completions"
+            );
+        }
+        assert_eq!(
+            join(
+                "https://g.example/v1beta",
+                "models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+            )
+            .unwrap(),
+            "https://g.example/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+        );
+        assert_eq!(join("http://h", "messages").unwrap(), "http://h/messages");
+        assert!(join("mailto:x@y", "messages").is_none());
+    }
 
     #[test]
     fn attributes_ignore_odd_shapes() {
