@@ -9,19 +9,25 @@
 # ports and stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 PYTHON="${PYTHON:-python3}"
 PACKAGES=('openai>=1.40' 'anthropic>=0.40')
-die() { echo "e2e: ERROR: $*; the e2e test cannot run" >&2; exit 1; }
-command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (install Python 3)"
+[ "$PYTHON" != python3 ] || ensure python3
+command -v "$PYTHON" >/dev/null 2>&1 || die "e2e: $PYTHON not found (install Python 3)"
 if ! "$PYTHON" -c 'import openai, anthropic' 2>/dev/null; then
     echo "e2e: installing ${PACKAGES[*]}"
     if ! "$PYTHON" -m pip install --quiet "${PACKAGES[@]}"; then
-        # A system Python may refuse (PEP 668, "externally managed"): use a venv of our own.
+        # A system Python may refuse (PEP 668, "externally managed") or have no pip: use a
+        # venv of our own (Debian's python3 needs python3-venv for it).
         VENV="${CARGO_TARGET_DIR:-target}/tools/py"
         echo "e2e: pip refused; installing them into a virtual environment at $VENV"
-        [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV" \
-            || die "cannot create a virtual environment (on Debian: apt-get install python3-venv)"
-        "$VENV/bin/pip" install --quiet "${PACKAGES[@]}" || die "cannot install ${PACKAGES[*]} from PyPI"
+        if [ ! -x "$VENV/bin/python" ] && ! "$PYTHON" -m venv "$VENV"; then
+            rm -rf "$VENV"
+            apt_install python3-venv
+            "$PYTHON" -m venv "$VENV" || die "e2e: cannot create a virtual environment at $VENV"
+        fi
+        "$VENV/bin/pip" install --quiet "${PACKAGES[@]}" || die "e2e: cannot install ${PACKAGES[*]} from PyPI"
         PYTHON="$VENV/bin/python"
     fi
 fi

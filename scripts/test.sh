@@ -20,21 +20,15 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 TAPLO_VERSION=0.7.0   # npm @taplo/cli (taplo 0.9)
 
-step() { printf '\n==> %s\n' "$*"; }
-die() { printf '\nerror: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 # --- tools -------------------------------------------------------------------------------
 if ! command -v taplo >/dev/null 2>&1; then
     tools="$ROOT/target/tools"
     if [ ! -x "$tools/node_modules/.bin/taplo" ]; then
         step "taplo not found on PATH: installing @taplo/cli@$TAPLO_VERSION from npm into $tools"
-        if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-            step "npm not found: installing nodejs and npm with apt-get"
-            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; } \
-                || die "installing nodejs and npm with apt-get failed"
-        fi
-        command -v npm >/dev/null 2>&1 \
-            || die "taplo is missing and npm is not installed to fetch it; install Node.js + npm (or taplo itself) and re-run"
+        ensure npm nodejs npm
         mkdir -p "$tools"
         npm install --no-save --no-audit --no-fund --prefix "$tools" "@taplo/cli@$TAPLO_VERSION" \
             || die "installing taplo failed (npm install @taplo/cli@$TAPLO_VERSION); install it by hand: npm install -g @taplo/cli"
@@ -57,16 +51,8 @@ bash scripts/e2e.sh
 # --- shared state against a real Redis ---------------------------------------------------
 # tests/redis_shared.rs starts its own redis-server on a free 127.0.0.1 port (and kills it);
 # here we only make sure the binary exists.
-if ! command -v redis-server >/dev/null 2>&1; then
-    step "redis-server not found: installing it with apt-get"
-    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-        die "redis-server is missing and cannot be installed here (needs root and apt-get); install it (apt-get install -y redis-server) and re-run"
-    fi
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; } \
-        || die "installing redis-server with apt-get failed"
-    # The package starts a system service on :6379 on some systems; the tests do not use it.
-    command -v redis-server >/dev/null 2>&1 || die "redis-server still not found after apt-get install"
-fi
+# (The package starts a system service on :6379 on some systems; the tests do not use it.)
+ensure redis-server
 echo "redis-server: $(redis-server --version)"
 step "cargo test --features redis: redis_shared (executors on one real Redis), serve_reload (serve refuses a reload that adds [state.redis])"
 cargo test --features redis --test redis_shared --test serve_reload
@@ -105,14 +91,7 @@ step "taplo check --schema schemas/scenario.schema.json (scenarios/)"
 taplo check --schema "file://$ROOT/schemas/scenario.schema.json" scenarios/*.toml
 
 # --- the HTML report in a real browser -------------------------------------------------------
-if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
-    step "chromium not found: installing it with apt-get"
-    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-        die "chromium is missing and cannot be installed here (needs root and apt-get); install it (apt-get install -y chromium) and re-run"
-    fi
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
-        || die "installing chromium with apt-get failed"
-fi
+command -v chromium-browser >/dev/null 2>&1 || ensure chromium
 step "tollgate simulate --format html, opened in headless chromium"
 report="$ROOT/target/simulate-report.html"
 cargo run -q -- simulate --scenario scenarios/slow-provider.toml --baseline policies/relay.toml \

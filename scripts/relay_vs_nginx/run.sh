@@ -14,13 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 DUR="${1:-10}"
-die() { echo "relay_vs_nginx: $*" >&2; exit 1; }
-for tool in nginx wrk; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || die "$tool is missing (apt-get install -y $tool)"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null || die "installing $tool failed"
-    fi
-done
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+for tool in nginx wrk curl; do ensure "$tool"; done
 # TOLLGATE_BIN=path runs another build (a debug one, to try the script out).
 BIN="${TOLLGATE_BIN:-$ROOT/target/release/tollgate}"
 [ -n "${TOLLGATE_BIN:-}" ] || cargo build --release --quiet --bin tollgate
