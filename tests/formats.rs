@@ -100,6 +100,15 @@ impl Setup {
             .unwrap()
     }
 
+    /// The strict fakes saw only what their APIs accept: neither sent a 400.
+    fn assert_no_rejections(&self) {
+        let (a, g) = (self.anthropic.rejections(), self.gemini.rejections());
+        assert!(
+            a.is_empty() && g.is_empty(),
+            "anthropic {a:?}, gemini {g:?}"
+        );
+    }
+
     /// No call in flight and no budget reservation left: every permit came back.
     fn assert_settled(&self) {
         let st = self.exec.stats();
@@ -167,17 +176,7 @@ async fn an_openai_caller_is_served_by_anthropic_and_gemini_plain_and_streamed()
         Some(KEY),
         "x-goog-api-key"
     );
-    // The strict fakes saw what their APIs accept: no 400 was sent.
-    assert!(
-        s.anthropic.rejections().is_empty(),
-        "{:?}",
-        s.anthropic.rejections()
-    );
-    assert!(
-        s.gemini.rejections().is_empty(),
-        "{:?}",
-        s.gemini.rejections()
-    );
+    s.assert_no_rejections();
     let st = s.exec.stats();
     let spent = |m: &str| st.models.iter().find(|x| x.name == m).unwrap().spend_usd;
     assert!(
@@ -375,16 +374,7 @@ async fn tool_calls_round_trip_through_anthropic_and_gemini() {
         let r = s.post("/v1/chat/completions", &next).await;
         assert_eq!(r.status(), 200, "{route}: {}", r.text().await.unwrap());
     }
-    assert!(
-        s.anthropic.rejections().is_empty(),
-        "{:?}",
-        s.anthropic.rejections()
-    );
-    assert!(
-        s.gemini.rejections().is_empty(),
-        "{:?}",
-        s.gemini.rejections()
-    );
+    s.assert_no_rejections();
     // The key and the version header went as Anthropic's API wants them.
     let h = s.anthropic.last_headers().unwrap();
     assert_eq!(h.get("x-api-key").unwrap(), KEY);

@@ -69,7 +69,7 @@ pub struct Outbound<'a> {
 pub struct Call {
     /// Path and query under the upstream's `base_url`, without a leading `/`
     /// (`messages`, `models/gemini-2.5-flash:streamGenerateContent?alt=sse`).
-    pub path: String,
+    pub path: std::borrow::Cow<'static, str>,
     /// The JSON body.
     pub body: Vec<u8>,
 }

@@ -34,7 +34,7 @@ pub fn request(body: &Map<String, Value>, out: &Outbound, endpoint: Endpoint) ->
         m.remove("stream_options");
     }
     Call {
-        path: endpoint.path().to_string(),
+        path: endpoint.path().into(),
         // A map of JSON values always serializes.
         body: serde_json::to_vec(&m).unwrap_or_default(),
     }

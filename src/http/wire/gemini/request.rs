@@ -40,7 +40,7 @@ pub fn request(body: &Map<String, Value>, out: &Outbound) -> Result<Call, Failur
         "generateContent"
     };
     Ok(Call {
-        path: format!("models/{model}:{method}"),
+        path: format!("models/{model}:{method}").into(),
         body: Value::Object(req).to_string().into_bytes(),
     })
 }

@@ -20,7 +20,10 @@ fn translate_with(body: Value, o: &Outbound) -> Result<(String, Value), Failure>
         panic!("not an object")
     };
     let call = request(&m, o)?;
-    Ok((call.path, serde_json::from_slice(&call.body).unwrap()))
+    Ok((
+        call.path.into_owned(),
+        serde_json::from_slice(&call.body).unwrap(),
+    ))
 }
 
 fn now() -> SystemTime {
