@@ -69,12 +69,7 @@ impl StreamError {
     }
     /// An SSE event carrying this error, OpenAI style.
     pub fn to_event(&self) -> Bytes {
-        let body = serde_json::json!({"error": {
-            "message": self.to_string(),
-            "type": "upstream_error",
-            "code": self.code(),
-        }});
-        Bytes::from(format!("data: {body}\n\n"))
+        error_event(self.code(), &self.to_string())
     }
 }
 
@@ -95,23 +90,47 @@ pub(crate) enum EventKind {
     Other,
 }
 
-pub(crate) fn event_kind(event: &[u8]) -> EventKind {
-    let mut data = Vec::new();
-    let mut any_data = false;
+/// The `data:` lines of one server-sent event, joined with `\n` (one space after the colon
+/// dropped, `\r\n` line ends read); `None` when it has none (a comment or keep-alive). The
+/// one reader of SSE data, for OpenAI's events and the translators' upstream ones alike.
+pub(crate) fn data_of(event: &[u8]) -> Option<Vec<u8>> {
+    let mut data: Option<Vec<u8>> = None;
     for line in event.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(rest) = line.strip_prefix(b"data:") {
             let rest = rest.strip_prefix(b" ").unwrap_or(rest);
-            if any_data {
-                data.push(b'\n');
+            match &mut data {
+                Some(d) => {
+                    d.push(b'\n');
+                    d.extend_from_slice(rest);
+                }
+                None => data = Some(rest.to_vec()),
             }
-            data.extend_from_slice(rest);
-            any_data = true;
         }
     }
-    if !any_data {
+    data
+}
+
+/// An OpenAI-format event carrying `v` (`data: {json}`).
+pub(crate) fn data_event(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+/// An OpenAI-format error event, as the relay's own stream errors are written: `code` is a
+/// failure class (both it and `message` cut to the classifier's length).
+pub(crate) fn error_event(code: &str, message: &str) -> Bytes {
+    use super::classify::truncate;
+    data_event(&serde_json::json!({"error": {
+        "message": truncate(message),
+        "type": "upstream_error",
+        "code": truncate(code),
+    }}))
+}
+
+pub(crate) fn event_kind(event: &[u8]) -> EventKind {
+    let Some(data) = data_of(event) else {
         return EventKind::Comment;
-    }
+    };
     if data.trim_ascii() == b"[DONE]" {
         return EventKind::Done;
     }

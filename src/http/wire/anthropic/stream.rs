@@ -6,34 +6,14 @@ use super::*;
 /// data line: a comment or keep-alive).
 pub(super) fn sse_fields(raw: &[u8]) -> (Option<String>, Option<String>) {
     let text = String::from_utf8_lossy(raw);
-    let mut event = None;
-    let mut data: Option<String> = None;
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("event:") {
-            event = Some(rest.trim().to_string());
-        } else if let Some(rest) = line.strip_prefix("data:") {
-            let rest = rest.strip_prefix(' ').unwrap_or(rest);
-            match &mut data {
-                Some(d) => {
-                    d.push('\n');
-                    d.push_str(rest);
-                }
-                None => data = Some(rest.to_string()),
-            }
-        }
-    }
+    let event = (text.lines())
+        .find_map(|l| l.strip_prefix("event:"))
+        .map(|e| e.trim().to_string());
+    let data = crate::http::stream::data_of(raw).map(|d| String::from_utf8_lossy(&d).into_owned());
     (event, data)
 }
 
-/// An OpenAI SSE event.
-pub(super) fn data_event(v: &Value) -> Bytes {
-    Bytes::from(format!("data: {v}\n\n"))
-}
-
-/// An OpenAI error event with a failure-class code.
-pub(super) fn error_event(code: &str, message: &str) -> Bytes {
-    data_event(&json!({"error": {"message": message, "type": "upstream_error", "code": code}}))
-}
+pub(super) use crate::http::stream::{data_event, error_event};
 
 /// Translates an Anthropic Messages stream into OpenAI `chat.completion.chunk` events.
 ///

@@ -165,33 +165,12 @@ impl StreamTranslator for Stream {
     }
 }
 
-pub(super) fn sse(body: &Value) -> Bytes {
-    Bytes::from(format!("data: {body}\n\n"))
-}
-
-pub(super) fn error_event(code: &str, message: &str) -> Bytes {
-    sse(&json!({"error": {
-        "message": classify::truncate(message),
-        "type": "upstream_error",
-        "code": classify::truncate(code),
-    }}))
-}
+use crate::http::stream::{data_event as sse, error_event};
 
 /// The joined `data:` lines of an event; `None` for comments, empty data and `[DONE]`.
 pub(super) fn sse_data(raw: &[u8]) -> Option<Vec<u8>> {
-    let mut data = Vec::new();
-    let mut any = false;
-    for line in raw.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(rest) = line.strip_prefix(b"data:") {
-            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
-            if any {
-                data.push(b'\n');
-            }
-            data.extend_from_slice(rest);
-            any = true;
-        }
-    }
+    let data = crate::http::stream::data_of(raw)?;
     let trimmed = data.trim_ascii();
-    (any && !trimmed.is_empty() && trimmed != b"[DONE]").then_some(data)
+    let keep = !trimmed.is_empty() && trimmed != b"[DONE]";
+    keep.then_some(data)
 }
