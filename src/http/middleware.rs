@@ -68,7 +68,8 @@ use reqwest_middleware::{Middleware, Next};
 use serde_json::Value;
 
 use super::classify::classify;
-use super::{read_capped, request_attributes, transport_failure, Client};
+use super::transport::{chain, BodyError};
+use super::{read_capped, request_attributes, Client};
 use crate::exec::{Done, ExecError, Executor, Failure, Request, Target};
 
 /// Why the middleware could not run a request. Never contains a key.
@@ -147,7 +148,7 @@ impl Middleware for TollgateMiddleware {
                         }
                     })?;
                     let (status, headers) = (resp.status(), resp.headers().clone());
-                    let body = read_capped(resp).await?;
+                    let body = read_response(resp).await?;
                     match classify(status.as_u16(), &headers, &body, SystemTime::now()) {
                         Ok(d) => Ok(Done {
                             value: Answer {
@@ -256,6 +257,30 @@ fn target_url(url: &reqwest::Url, base: &str) -> Result<reqwest::Url, Failure> {
     out.set_path(&format!("{base_path}{rest}"));
     out.set_query(url.query());
     Ok(out)
+}
+
+/// A reqwest error as a failure class: connect (no connection, a connect timeout included:
+/// nothing was sent), timeout, or a broken exchange (a `connect` failure too).
+fn transport_failure(e: &reqwest::Error) -> Failure {
+    if e.is_timeout() && !e.is_connect() {
+        Failure::timeout().message(chain(e))
+    } else {
+        Failure::connect(chain(e))
+    }
+}
+
+/// The service client's response body, read as the relay's own are (capped, its
+/// timeout a `timeout`, a break `upstream_body_incomplete`).
+async fn read_response(resp: reqwest::Response) -> Result<Bytes, Failure> {
+    use futures_util::StreamExt;
+    let length = resp.content_length();
+    let body = resp.bytes_stream().map(|r| {
+        r.map_err(|e| match e.is_timeout() {
+            true => BodyError::Timeout,
+            false => BodyError::Broken(chain(&e)),
+        })
+    });
+    read_capped(Box::pin(body), length).await
 }
 
 #[cfg(test)]

@@ -1,15 +1,15 @@
-//! The HTTP upstream client: a reqwest client per upstream, built from the plan, and the
-//! classification of what comes back.
+//! The HTTP upstream client: connection pools per upstream (hyper over rustls, see
+//! `transport`), built from the plan, and the classification of what comes back.
 //!
 //! [`Client`] holds connection pools per upstream (rustls, idle pool size and timeout from
 //! the plan, no redirects: a redirect would carry the key to another host): one per
 //! distinct connect timeout its calls use — the upstream's, and any a route sets — since
-//! reqwest applies a connect timeout per client. Each attempt's timeout is the executor's [`Target::timeout`]. Keys come
+//! the connector applies a connect timeout per pool. Each attempt's timeout is the executor's [`Target::timeout`]. Keys come
 //! from the environment variables the policy names, are checked at construction (an unset
 //! key is an error there, not a warning as at `tollgate check`), and are held as
 //! [`Secret`]s: never in `Debug`, logs or error messages.
 //!
-//! The plan's `pool.max_connections` is enforced here, since reqwest has no cap on
+//! The plan's `pool.max_connections` is enforced here, since hyper's pool has no cap on
 //! connections per host: each call holds one of the upstream's `max_connections` permits
 //! from before it is sent until its response body is read (a stream: until it ends or is
 //! dropped), and a call that finds none free waits for one within its attempt's time, then
@@ -44,6 +44,7 @@ mod layer;
 #[cfg(feature = "reqwest-middleware")]
 mod middleware;
 mod stream;
+mod transport;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -53,7 +54,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use serde_json::{Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -63,6 +64,8 @@ pub use layer::{Attempt, ChatLayer, ChatService};
 #[cfg(feature = "reqwest-middleware")]
 pub use middleware::{MiddlewareError, TollgateMiddleware};
 pub use stream::{SseStream, StreamError, STREAM_IDLE, STREAM_INTERRUPTED};
+pub use transport::BuildError;
+use transport::{BodyError, ByteStream, SendError, Transport};
 
 use crate::exec::{Done, ExecError, Executor, Failure, Request, Served, Target};
 use crate::plan::{Plan, Upstream};
@@ -78,24 +81,24 @@ pub enum ClientError {
     /// One or more keys are missing or invalid (all are listed).
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Keys(Vec<KeyError>),
-    /// reqwest could not build a client (e.g. TLS roots).
+    /// An upstream's connection pool could not be built (its TLS configuration).
     #[error("upstream `{upstream}`: cannot build the HTTP client: {source}")]
     Build {
         /// The upstream.
         upstream: String,
         /// The cause.
         #[source]
-        source: reqwest::Error,
+        source: BuildError,
     },
 }
 
 /// One upstream's pools and credentials.
 struct UpstreamClient {
     settings: Upstream,
-    /// One reqwest client per connect timeout the plan's calls to this upstream use
-    /// (reqwest sets it per client, not per request): the upstream's own first, then those
-    /// routes set (`routes[].timeouts.connect`). Each has its own connection pool.
-    http: Vec<(Duration, reqwest::Client)>,
+    /// One pool per connect timeout the plan's calls to this upstream use (the connector
+    /// sets it per pool, not per request): the upstream's own first, then those routes set
+    /// (`routes[].timeouts.connect`).
+    http: Vec<(Duration, Transport)>,
     /// `pool.max_connections` permits: one held by each request in flight, from before it
     /// is sent until its response body is read (a stream: until it ends or is dropped).
     /// Kept across updates while `max_connections` is unchanged.
@@ -289,9 +292,10 @@ impl Client {
         let call = wire::call_for(target, endpoint, body, false)?;
         let (_connection, left) = up.connection(target).await?;
         let resp = up.post_keyed(target, call, left).await?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let bytes = read_capped(resp).await.map_err(|f| up.scrub(f))?;
+        let (status, headers) = (resp.status, resp.headers);
+        let bytes = read_capped(resp.body, None)
+            .await
+            .map_err(|f| up.scrub(f))?;
         let api = up.settings.api;
         match wire::answer(api, status, &headers, bytes, target.upstream_model()) {
             Ok(d) => Ok(Done {
@@ -347,21 +351,22 @@ impl Client {
             Ok(r) => r?,
             Err(_) => return Err(first_byte_timeout(first_byte)),
         };
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
+        let (status, headers) = (resp.status, resp.headers);
         let is_sse = headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         let api = up.settings.api;
         if !(200..300).contains(&status) || !is_sse {
-            let bytes = read_capped(resp).await.map_err(|f| up.scrub(f))?;
+            let bytes = read_capped(resp.body, None)
+                .await
+                .map_err(|f| up.scrub(f))?;
             return Err(up.scrub(wire::stream_failure(api, status, &headers, &bytes)));
         }
         let rate_limit = up.upstream_window(classify::rate_limit(&headers, SystemTime::now()));
         let mut s = SseStream {
             first: None,
-            reader: stream::EventReader::new(Box::pin(resp.bytes_stream())),
+            reader: stream::EventReader::new(resp.body),
             idle,
             usage: None,
             forward_usage,
@@ -476,21 +481,12 @@ fn connect_timeouts(plan: &Plan, u: &Upstream) -> Vec<Duration> {
     out
 }
 
-/// A reqwest client for `u` with this connect timeout.
-fn build_http(u: &Upstream, connect: Duration) -> Result<reqwest::Client, ClientError> {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(u.max_idle as usize)
-        .pool_idle_timeout(u.idle_timeout)
-        .connect_timeout(connect)
-        .redirect(reqwest::redirect::Policy::none())
-        .tcp_nodelay(true)
-        .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
-        .use_rustls_tls()
-        .build()
-        .map_err(|source| ClientError::Build {
-            upstream: u.name.clone(),
-            source,
-        })
+/// A connection pool for `u` with this connect timeout.
+fn build_http(u: &Upstream, connect: Duration) -> Result<Transport, ClientError> {
+    Transport::new(u, connect).map_err(|source| ClientError::Build {
+        upstream: u.name.clone(),
+        source,
+    })
 }
 
 /// The first event of a stream with data (keep-alive comments before it are dropped), or
@@ -566,8 +562,8 @@ impl UpstreamClient {
         target: &Target,
         call: wire::Call,
         left: Duration,
-    ) -> Result<reqwest::Response, Failure> {
-        let url = self.url_for(target, &call.path)?;
+    ) -> Result<transport::Answer, Failure> {
+        let uri = self.uri_for(target, &call.path)?;
         let payload = Bytes::from(call.body);
         let started = tokio::time::Instant::now();
         loop {
@@ -581,13 +577,13 @@ impl UpstreamClient {
             let time = left.saturating_sub(started.elapsed());
             let auth = key.map(key::PooledKey::auth);
             let resp = self
-                .post(target, url.clone(), time, payload.clone(), auth)
+                .post(target, uri.clone(), time, payload.clone(), auth)
                 .await?;
             let Some(key) = key else { return Ok(resp) };
-            let status = resp.status().as_u16();
+            let status = resp.status;
             let now = SystemTime::now();
-            let window = classify::rate_limit(resp.headers(), now);
-            let reset = classify::retry_after(resp.headers(), now).or(window.map(|w| w.reset));
+            let window = classify::rate_limit(&resp.headers, now);
+            let reset = classify::retry_after(&resp.headers, now).or(window.map(|w| w.reset));
             let exhausted = window.is_some_and(|w| w.remaining == 0);
             self.keys
                 .observe(&self.settings.name, key, status, reset, exhausted);
@@ -611,7 +607,7 @@ impl UpstreamClient {
     /// `{base_url}/{path}` (`path` may end in `?query`): the parsed `base_url` of the
     /// upstream when the target's is the same (a target of another plan version may differ:
     /// parsed then), with the path's segments appended.
-    fn url_for(&self, target: &Target, path: &str) -> Result<reqwest::Url, Failure> {
+    fn uri_for(&self, target: &Target, path: &str) -> Result<hyper::Uri, Failure> {
         let bad = |e: &dyn std::fmt::Display| {
             Failure::connect(format!("base_url `{}`: {e}", target.base_url()))
         };
@@ -619,41 +615,45 @@ impl UpstreamClient {
             Some(b) if self.settings.base_url == target.base_url() => b.clone(),
             _ => reqwest::Url::parse(target.base_url()).map_err(|e| bad(&e))?,
         };
-        join_path(url, path).ok_or_else(|| bad(&"cannot be a base URL"))
+        let url = join_path(url, path).ok_or_else(|| bad(&"cannot be a base URL"))?;
+        hyper::Uri::try_from(url.as_str()).map_err(|e| bad(&e))
     }
 
     async fn post(
         &self,
         target: &Target,
-        url: reqwest::Url,
+        uri: hyper::Uri,
         timeout: Duration,
         payload: Bytes,
         auth: Option<&HeaderValue>,
-    ) -> Result<reqwest::Response, Failure> {
+    ) -> Result<transport::Answer, Failure> {
         let api = self.settings.api;
-        let mut rb = self
-            .http_for(target)
-            .post(url)
-            .timeout(timeout)
-            .header(CONTENT_TYPE, "application/json")
-            .body(payload);
-        if let Some(a) = auth {
-            rb = rb.header(api.key_header(), a.clone());
-        }
-        if api == wire::Api::Anthropic {
-            rb = rb.header(
-                "anthropic-version",
-                self.settings.anthropic_version.as_str(),
-            );
-        }
-        rb.send()
+        let key = auth.map(|a| (api.key_header(), a.clone()));
+        let version = match api {
+            wire::Api::Anthropic => Some(self.anthropic_version()?),
+            _ => None,
+        };
+        self.http_for(target)
+            .post(uri, payload, [key, version], timeout)
             .await
-            .map_err(|e| self.scrub(transport_failure(&e)))
+            .map_err(|e| self.scrub(send_failure(e)))
     }
 
-    /// The reqwest client whose connect timeout is the target's (the upstream's own when
-    /// the plan it runs under is not the one the client was built from).
-    fn http_for(&self, target: &Target) -> &reqwest::Client {
+    /// The `anthropic-version` header, or the failure of a version no header can carry.
+    fn anthropic_version(&self) -> Result<(HeaderName, HeaderValue), Failure> {
+        let v = &self.settings.anthropic_version;
+        let value = HeaderValue::from_str(v).map_err(|_| {
+            Failure::connect(format!(
+                "upstream `{}`: anthropic_version `{v}` is not a valid header value",
+                self.settings.name
+            ))
+        })?;
+        Ok((HeaderName::from_static("anthropic-version"), value))
+    }
+
+    /// The pool whose connect timeout is the target's (the upstream's own when the plan it
+    /// runs under is not the one the client was built from).
+    fn http_for(&self, target: &Target) -> &Transport {
         let want = connect_timeout(target).unwrap_or(self.settings.timeouts.connect);
         let found = self.http.iter().find(|(d, _)| *d == want);
         // `update` always builds the upstream's own client first.
@@ -685,44 +685,23 @@ fn join_path(mut base: reqwest::Url, path: &str) -> Option<reqwest::Url> {
     Some(base)
 }
 
-/// A reqwest error as a failure class: connect (no connection, a connect timeout
-/// included: nothing was sent), timeout, or a broken exchange.
-fn transport_failure(e: &reqwest::Error) -> Failure {
-    let msg = transport_message(e);
-    if e.is_connect() {
-        Failure::connect(msg)
-    } else if e.is_timeout() {
-        Failure::timeout().message(msg)
-    } else {
-        // Not connected, or the request went out but no (complete) response came: the
-        // connection broke either way.
-        Failure::connect(msg)
+/// An exchange without a response as a failure class: connect (nothing was sent),
+/// timeout, or a broken exchange (a `connect` failure too: the connection broke).
+fn send_failure(e: SendError) -> Failure {
+    match e {
+        SendError::Connect(m) | SendError::Broken(m) => Failure::connect(m),
+        SendError::Timeout(m) => Failure::timeout().message(m),
     }
 }
 
-/// A reqwest error with its causes, on one line.
-pub(crate) fn transport_message(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
-
-/// Reads a body up to [`MAX_BODY_BYTES`].
-async fn read_capped(resp: reqwest::Response) -> Result<Bytes, Failure> {
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
-    {
+/// Reads a body up to [`MAX_BODY_BYTES`] (`length`: its announced length, refused at once
+/// when over).
+async fn read_capped(mut body: ByteStream, length: Option<u64>) -> Result<Bytes, Failure> {
+    if length.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(too_large());
     }
     let mut buf = BytesMut::new();
-    let mut s = resp.bytes_stream();
-    while let Some(chunk) = s.next().await {
+    while let Some(chunk) = body.next().await {
         match chunk {
             Ok(c) => {
                 if buf.len() + c.len() > MAX_BODY_BYTES {
@@ -730,13 +709,11 @@ async fn read_capped(resp: reqwest::Response) -> Result<Bytes, Failure> {
                 }
                 buf.extend_from_slice(&c);
             }
-            Err(e) if e.is_timeout() => {
+            Err(BodyError::Timeout) => {
                 return Err(Failure::timeout().message("timed out reading the body"))
             }
-            Err(e) => {
-                return Err(Failure::status(502)
-                    .code(BODY_INCOMPLETE)
-                    .message(transport_message(&e)))
+            Err(BodyError::Broken(m)) => {
+                return Err(Failure::status(502).code(BODY_INCOMPLETE).message(m))
             }
         }
     }

@@ -1,17 +1,16 @@
 //! Server-sent events from an upstream: read event by event, with usage picked out of the
 //! final chunk and an idle timeout between chunks.
 
-use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::classify::MAX_BODY_BYTES;
 use crate::exec::{Failure, Usage};
 
-type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+use super::transport::{BodyError, ByteStream};
 
 /// Code of the error event sent when an upstream stalls mid-stream.
 pub const STREAM_IDLE: &str = "stream_idle_timeout";
@@ -220,11 +219,11 @@ impl EventReader {
                 Some(Err(e)) => {
                     self.ended = true;
                     self.buf.clear();
-                    // The request's timeout (the attempt's time) covers the whole body.
-                    if e.is_timeout() {
-                        return Some(Err(StreamError::OutOfTime));
-                    }
-                    return Some(Err(StreamError::Interrupted(super::transport_message(&e))));
+                    // The exchange's time (the attempt's) covers the whole body.
+                    return Some(Err(match e {
+                        BodyError::Timeout => StreamError::OutOfTime,
+                        BodyError::Broken(m) => StreamError::Interrupted(m),
+                    }));
                 }
                 None => self.ended = true,
             }
