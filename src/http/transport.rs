@@ -76,6 +76,14 @@ impl Transport {
     /// A pool for `u`'s calls with this connect timeout: its `pool.max_idle` and
     /// `pool.idle_timeout`, no redirects followed (hyper follows none).
     pub(crate) fn new(u: &Upstream, connect: Duration) -> Result<Transport, BuildError> {
+        Self::with_pool(u.max_idle as usize, u.idle_timeout, connect)
+    }
+
+    fn with_pool(
+        max_idle: usize,
+        idle_timeout: Duration,
+        connect: Duration,
+    ) -> Result<Transport, BuildError> {
         let mut tcp = HttpConnector::new();
         tcp.set_connect_timeout(Some(connect));
         tcp.set_nodelay(true);
@@ -89,8 +97,8 @@ impl Transport {
             .enable_http2()
             .wrap_connector(tcp);
         let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(u.max_idle as usize)
-            .pool_idle_timeout(u.idle_timeout)
+            .pool_max_idle_per_host(max_idle)
+            .pool_idle_timeout(idle_timeout)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(https);
@@ -164,4 +172,123 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
         src = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn transport() -> Transport {
+        Transport::with_pool(4, Duration::from_secs(5), Duration::from_secs(1)).unwrap()
+    }
+
+    /// A server on 127.0.0.1 that answers every connection with `reply` after reading a
+    /// little, then waits `hold` before closing.
+    async fn server(reply: &'static [u8], hold: Duration) -> std::net::SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(reply).await;
+                    tokio::time::sleep(hold).await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn uri(scheme: &str, addr: std::net::SocketAddr) -> hyper::Uri {
+        format!("{scheme}://{addr}/v1/chat/completions")
+            .parse()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_https_upstream_that_does_not_speak_tls_is_a_connect_failure() {
+        let addr = server(b"HTTP/1.1 200 OK\r\n\r\n", Duration::ZERO).await;
+        let r = transport()
+            .post(
+                uri("https", addr),
+                Bytes::new(),
+                [None, None],
+                Duration::from_secs(5),
+            )
+            .await;
+        assert!(matches!(r, Err(SendError::Connect(_))), "{:?}", r.err());
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_a_connect_failure() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let r = transport()
+            .post(
+                uri("http", addr),
+                Bytes::new(),
+                [None, None],
+                Duration::from_secs(5),
+            )
+            .await;
+        assert!(matches!(r, Err(SendError::Connect(_))), "{:?}", r.err());
+    }
+
+    #[tokio::test]
+    async fn no_head_in_time_is_a_timeout_and_a_slow_body_is_cut_at_the_same_deadline() {
+        let silent = server(b"", Duration::from_secs(5)).await;
+        let r = transport()
+            .post(
+                uri("http", silent),
+                Bytes::new(),
+                [None, None],
+                Duration::from_millis(100),
+            )
+            .await;
+        assert!(matches!(r, Err(SendError::Timeout(_))), "{:?}", r.err());
+        // A head at once, then a body that never comes.
+        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc";
+        let slow = server(head, Duration::from_secs(5)).await;
+        let mut a = transport()
+            .post(
+                uri("http", slow),
+                Bytes::new(),
+                [None, None],
+                Duration::from_millis(200),
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.status, 200);
+        use futures_util::StreamExt;
+        assert_eq!(a.body.next().await, Some(Ok(Bytes::from_static(b"abc"))));
+        assert_eq!(a.body.next().await, Some(Err(BodyError::Timeout)));
+        assert_eq!(a.body.next().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_mid_body_is_broken() {
+        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc";
+        let addr = server(head, Duration::ZERO).await;
+        let mut a = transport()
+            .post(
+                uri("http", addr),
+                Bytes::new(),
+                [None, None],
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        use futures_util::StreamExt;
+        let mut got = Vec::new();
+        while let Some(c) = a.body.next().await {
+            got.push(c);
+        }
+        assert!(
+            matches!(got.last(), Some(Err(BodyError::Broken(_)))),
+            "{got:?}"
+        );
+    }
 }
