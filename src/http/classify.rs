@@ -32,6 +32,7 @@ use serde_json::Value;
 use crate::exec::{Done, Failure, RateLimitInfo, Usage};
 
 mod body;
+mod counts;
 use body::{Read, Shape};
 
 /// Largest upstream body read (16 MiB); a larger one is a failure, not an allocation.
@@ -246,8 +247,14 @@ pub fn usage(body: &Value) -> Option<Usage> {
 /// The tokens of a `usage` value (`None` when it names neither count as a `u64`).
 fn usage_of(u: &Value) -> Option<Usage> {
     let get = |a: &str, b: &str| u.get(a).or_else(|| u.get(b)).and_then(Value::as_u64);
-    let input = get("prompt_tokens", "input_tokens");
-    let output = get("completion_tokens", "output_tokens");
+    tokens(
+        get("prompt_tokens", "input_tokens"),
+        get("completion_tokens", "output_tokens"),
+    )
+}
+
+/// The usage of an input and an output count; `None` when neither is given.
+fn tokens(input: Option<u64>, output: Option<u64>) -> Option<Usage> {
     if input.is_none() && output.is_none() {
         return None;
     }

@@ -3,7 +3,8 @@
 //!
 //! An upstream's answer is mostly `choices` (the whole completion); parsing it into a
 //! [`Value`] only to look at two small fields cost the relay about 12.7k instructions a
-//! request (callgrind, issue 12). [`Read::of`] reads those two fields into values and
+//! request (callgrind, issue 12). [`Read::of`] reads `usage` into its counts
+//! ([`Counts`](super::counts::Counts)) and `error` (rare, small) into a `Value`, and
 //! checks the rest without keeping it; any body the fast reader does not take goes
 //! through the old `Value` parse ([`Read::by_value`]), so every outcome is what it was.
 
@@ -12,6 +13,7 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
+use super::counts::UsageValue;
 use super::usage_of;
 use crate::exec::Usage;
 
@@ -54,7 +56,7 @@ impl Read {
         let fields: Fields = serde_json::from_str(text).ok()?;
         Some(Read {
             shape: Shape::Object,
-            usage: fields.usage.as_ref().and_then(usage_of),
+            usage: fields.usage.and_then(|u| u.0).and_then(|c| c.usage()),
             error: fields.error.filter(|e| !e.is_null()),
         })
     }
@@ -81,10 +83,10 @@ impl Read {
     }
 }
 
-/// A JSON object's `usage` and `error` (`null` reads as `None`), every other member
-/// checked and dropped. A repeated key keeps its last value, as a `Value` map does.
+/// A JSON object's `usage` (as counts) and `error` (`null` reads as `None`), every other
+/// member checked and dropped. A repeated key keeps its last value, as a `Value` map does.
 struct Fields {
-    usage: Option<Value>,
+    usage: Option<UsageValue>,
     error: Option<Value>,
 }
 
@@ -110,7 +112,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
         };
         while let Some(key) = map.next_key::<Key>()? {
             match key {
-                Key::Usage => fields.usage = map.next_value()?,
+                Key::Usage => fields.usage = Some(map.next_value()?),
                 Key::Error => fields.error = map.next_value()?,
                 Key::Other => {
                     map.next_value::<Skip>()?;
@@ -159,7 +161,7 @@ impl Visitor<'_> for KeyVisitor {
 /// there and fail as a `Value`, and the two reads would disagree. This goes through
 /// `deserialize_any`, the call `Value` makes (same number parsing, escape checks and
 /// depth limit); borrowed strings and numbers allocate nothing.
-struct Skip;
+pub(super) struct Skip;
 
 impl<'de> Deserialize<'de> for Skip {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -222,6 +224,21 @@ pub(super) mod tests {
             r#"{"usage":{"prompt_tokens":4}}"#,
             r#"{"usage":{"prompt_tokens":"7","completion_tokens":-1}}"#,
             r#"{"usage":{"prompt_tokens":1.5}}"#,
+            r#"{"usage":{"prompt_tokens":"7","input_tokens":3,"output_tokens":2}}"#,
+            r#"{"usage":{"input_tokens":3,"prompt_tokens":null,"completion_tokens":{"a":1},"output_tokens":2}}"#,
+            r#"{"usage":{"prompt_tokens":[1],"input_tokens":1,"completion_tokens":true}}"#,
+            r#"{"usage":{"prompt_tokens":-0,"completion_tokens":0}}"#,
+            r#"{"usage":{"prompt_tokens":5.0,"completion_tokens":1e2}}"#,
+            r#"{"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":18446744073709551616}}"#,
+            r#"{"usage":{"prompt_tokens":-9223372036854775808,"completion_tokens":-1e400}}"#,
+            r#"{"usage":{"prompt_tokens":1,"prompt_tokens":"x","output_tokens":4,"output_tokens":5}}"#,
+            r#"{"usage":{"total_tokens":6,"details":{"cached_tokens":1,"x":[{}]}}}"#,
+            r#"{"usage":{"prompt_tokens":1,"x":"\ud800"}}"#,
+            r#"{"usage":{"prompt_tok\u0065ns":8}}"#,
+            r#"{"usage":{}}"#,
+            r#"{"usage":"lots"}"#,
+            r#"{"usage":42}"#,
+            r#"{"usage":true}"#,
             r#"{"usage":null}"#,
             r#"{"usage":[1,2]}"#,
             r#"{"usage":{"prompt_tokens":1},"usage":{"completion_tokens":2}}"#,
@@ -293,7 +310,16 @@ pub(super) mod tests {
             Some((2, 3))
         );
         assert_eq!(r.error, None);
+        let odd = [
+            r#"{"usage":{"prompt_tokens":"7","input_tokens":3},"usage":null}"#,
+            r#"{"usage":[1],"error":null,"x":{"y":[1.5,-2,"z"]}}"#,
+            r#"{"error":"unavailable","error":{"code":1}}"#,
+        ];
+        for body in odd {
+            assert!(Read::fast(body.as_bytes()).is_some(), "{body}");
+        }
         assert_eq!(Read::fast(b"[]"), None);
+        assert_eq!(Read::fast(br#"{"x":1e400}"#), None);
         assert_eq!(Read::fast(b"{\"x\":\"\xff\"}"), None);
     }
 
