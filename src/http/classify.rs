@@ -31,6 +31,10 @@ use serde_json::Value;
 
 use crate::exec::{Done, Failure, RateLimitInfo, Usage};
 
+mod body;
+mod counts;
+use body::{Read, Shape};
+
 /// Largest upstream body read (16 MiB); a larger one is a failure, not an allocation.
 pub const MAX_BODY_BYTES: usize = 16 << 20;
 
@@ -70,68 +74,84 @@ pub fn classify(
     body: &[u8],
     now: SystemTime,
 ) -> Result<Done<()>, Failure> {
+    outcome(status, headers, body, Read::of(body), now)
+}
+
+/// [`classify`] with the body already read (the tests give it both reads of a body).
+fn outcome(
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+    read: Read,
+    now: SystemTime,
+) -> Result<Done<()>, Failure> {
     let rate_limit = rate_limit(headers, now);
-    let json: Option<Value> = serde_json::from_slice(body).ok();
-    let usage = json.as_ref().and_then(usage);
     let header_wait = retry_after(headers, now);
-    let error = json
-        .as_ref()
-        .and_then(|j| j.get("error"))
-        .filter(|e| !e.is_null());
     if (200..300).contains(&status) {
-        match (&json, error) {
-            (Some(Value::Object(_)), None) => {
-                return Ok(Done {
-                    value: (),
-                    usage,
-                    rate_limit,
-                    pending: false,
-                });
-            }
-            (Some(Value::Object(_)), Some(e)) => {
-                // Some providers answer 200 with an error body.
-                let mut f = context_length(error_failure(502, e, header_wait));
-                f.rate_limit = rate_limit;
-                f.usage = usage;
-                return Err(f);
-            }
-            _ => {
-                return Err(Failure::status(502)
-                    .code(INVALID_RESPONSE)
-                    .message(format!(
-                        "status {status} with a body that is not a JSON object: {}",
-                        snippet(body)
-                    ))
-                    .with_rate_limit(rate_limit));
-            }
-        }
+        return success(status, body, read, header_wait, rate_limit);
     }
     let mut f = if (300..400).contains(&status) {
         Failure::status(status)
             .code(REDIRECT)
             .message("redirects are not followed")
     } else {
-        match error {
-            Some(e) if (400..500).contains(&status) => {
-                context_length(error_failure(status, e, header_wait))
-            }
-            Some(e) => error_failure(status, e, header_wait),
-            None => {
-                let f = Failure::status(status);
-                match json {
-                    Some(_) => f,
-                    None if body.is_empty() => f,
-                    None => f.message(snippet(body)),
-                }
-            }
-        }
+        error_status(status, body, &read, header_wait)
     };
     if f.retry_after.is_none() {
         f.retry_after = header_wait;
     }
     f.rate_limit = rate_limit;
-    f.usage = usage;
+    f.usage = read.usage;
     Err(f)
+}
+
+/// A 2xx: `Done` for a JSON object, a 502 for an error object or anything else.
+fn success(
+    status: u16,
+    body: &[u8],
+    read: Read,
+    header_wait: Option<Duration>,
+    rate_limit: Option<RateLimitInfo>,
+) -> Result<Done<()>, Failure> {
+    match (read.shape, &read.error) {
+        (Shape::Object, None) => Ok(Done {
+            value: (),
+            usage: read.usage,
+            rate_limit,
+            pending: false,
+        }),
+        (Shape::Object, Some(e)) => {
+            // Some providers answer 200 with an error body.
+            let mut f = context_length(error_failure(502, e, header_wait));
+            f.usage = read.usage;
+            Err(f.with_rate_limit(rate_limit))
+        }
+        _ => Err(Failure::status(502)
+            .code(INVALID_RESPONSE)
+            .message(format!(
+                "status {status} with a body that is not a JSON object: {}",
+                snippet(body)
+            ))
+            .with_rate_limit(rate_limit)),
+    }
+}
+
+/// A 4xx or 5xx: the body's error when it has one, else the status alone (with the
+/// start of a body that is not JSON).
+fn error_status(status: u16, body: &[u8], read: &Read, header_wait: Option<Duration>) -> Failure {
+    match &read.error {
+        Some(e) if (400..500).contains(&status) => {
+            context_length(error_failure(status, e, header_wait))
+        }
+        Some(e) => error_failure(status, e, header_wait),
+        None => {
+            let f = Failure::status(status);
+            match read.shape {
+                Shape::NotJson if !body.is_empty() => f.message(snippet(body)),
+                _ => f,
+            }
+        }
+    }
 }
 
 trait WithRateLimit {
@@ -221,10 +241,20 @@ fn secs_f64(s: f64) -> Option<Duration> {
 /// Token usage from an OpenAI-style body (`usage.prompt_tokens` / `completion_tokens`;
 /// Anthropic-style `input_tokens` / `output_tokens` too).
 pub fn usage(body: &Value) -> Option<Usage> {
-    let u = body.get("usage")?;
+    body.get("usage").and_then(usage_of)
+}
+
+/// The tokens of a `usage` value (`None` when it names neither count as a `u64`).
+fn usage_of(u: &Value) -> Option<Usage> {
     let get = |a: &str, b: &str| u.get(a).or_else(|| u.get(b)).and_then(Value::as_u64);
-    let input = get("prompt_tokens", "input_tokens");
-    let output = get("completion_tokens", "output_tokens");
+    tokens(
+        get("prompt_tokens", "input_tokens"),
+        get("completion_tokens", "output_tokens"),
+    )
+}
+
+/// The usage of an input and an output count; `None` when neither is given.
+fn tokens(input: Option<u64>, output: Option<u64>) -> Option<Usage> {
     if input.is_none() && output.is_none() {
         return None;
     }
@@ -854,6 +884,98 @@ mod tests {
                     );
                 }
                 _ => panic!("{}: got {got:?}", c.name),
+            }
+        }
+    }
+
+    /// `classify` as it was before the fast read (commit fc0a33f), kept to prove the
+    /// new one answers every body of the corpus the same.
+    fn classify_before(
+        status: u16,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<Done<()>, Failure> {
+        let rate_limit = rate_limit(headers, now);
+        let json: Option<Value> = serde_json::from_slice(body).ok();
+        let usage = json.as_ref().and_then(usage);
+        let header_wait = retry_after(headers, now);
+        let error = json
+            .as_ref()
+            .and_then(|j| j.get("error"))
+            .filter(|e| !e.is_null());
+        if (200..300).contains(&status) {
+            match (&json, error) {
+                (Some(Value::Object(_)), None) => {
+                    return Ok(Done {
+                        value: (),
+                        usage,
+                        rate_limit,
+                        pending: false,
+                    });
+                }
+                (Some(Value::Object(_)), Some(e)) => {
+                    // Some providers answer 200 with an error body.
+                    let mut f = context_length(error_failure(502, e, header_wait));
+                    f.rate_limit = rate_limit;
+                    f.usage = usage;
+                    return Err(f);
+                }
+                _ => {
+                    return Err(Failure::status(502)
+                        .code(INVALID_RESPONSE)
+                        .message(format!(
+                            "status {status} with a body that is not a JSON object: {}",
+                            snippet(body)
+                        ))
+                        .with_rate_limit(rate_limit));
+                }
+            }
+        }
+        let mut f = if (300..400).contains(&status) {
+            Failure::status(status)
+                .code(REDIRECT)
+                .message("redirects are not followed")
+        } else {
+            match error {
+                Some(e) if (400..500).contains(&status) => {
+                    context_length(error_failure(status, e, header_wait))
+                }
+                Some(e) => error_failure(status, e, header_wait),
+                None => {
+                    let f = Failure::status(status);
+                    match json {
+                        Some(_) => f,
+                        None if body.is_empty() => f,
+                        None => f.message(snippet(body)),
+                    }
+                }
+            }
+        };
+        if f.retry_after.is_none() {
+            f.retry_after = header_wait;
+        }
+        f.rate_limit = rate_limit;
+        f.usage = usage;
+        Err(f)
+    }
+
+    #[test]
+    fn both_reads_classify_alike_and_as_before() {
+        let h = headers(&[("retry-after", "3")]);
+        for body in body::tests::corpus() {
+            let name = String::from_utf8_lossy(&body);
+            for status in [200, 204, 301, 400, 404, 429, 500, 503] {
+                for h in [&HeaderMap::new(), &h] {
+                    let fast = outcome(status, h, &body, Read::of(&body), now());
+                    let value = outcome(status, h, &body, Read::by_value(&body), now());
+                    assert_eq!(fast, value, "{status} {name}");
+                    assert_eq!(
+                        fast,
+                        classify_before(status, h, &body, now()),
+                        "{status} {name}"
+                    );
+                }
             }
         }
     }
