@@ -4,6 +4,8 @@
 # run, with wrk at 1, 16 and 64 connections:
 #   direct   wrk → upstream nginx
 #   nginx    wrk → nginx (proxy_pass, keepalive) → upstream nginx
+#   floor    wrk → examples/relay_floor (axum + hyper's client forwarding bytes: the stack
+#            tollgate serve is built on, doing nothing else) → upstream nginx
 #   tollgate wrk → tollgate serve (one route: limits, breaker, retry budget, budget, never
 #            triggered) → upstream nginx
 # Installs nginx and wrk with apt-get when missing (needs root). Builds tollgate in release.
@@ -20,9 +22,11 @@ for tool in nginx wrk curl; do ensure "$tool"; done
 # TOLLGATE_BIN=path runs another build (a debug one, to try the script out).
 BIN="${TOLLGATE_BIN:-$ROOT/target/release/tollgate}"
 [ -n "${TOLLGATE_BIN:-}" ] || cargo build --release --quiet --bin tollgate
+FLOOR="${FLOOR_BIN:-$ROOT/target/release/examples/relay_floor}"
+[ -n "${FLOOR_BIN:-}" ] || cargo build --release --quiet --example relay_floor
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; [ -f "$WORK/up.pid" ] && kill "$(cat "$WORK/up.pid")" 2>/dev/null; [ -f "$WORK/px.pid" ] && kill "$(cat "$WORK/px.pid")" 2>/dev/null; rm -rf "$WORK"' EXIT
-UP=18471; PX=18472; TG=18473
+UP=18471; PX=18472; TG=18473; FL=18474
 BODY='{"id":"chatcmpl-1","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}'
 nginx_conf() { # NAME PORT LOCATION-BODY
     cat > "$WORK/$1.conf" <<CONF
@@ -73,6 +77,7 @@ POLICY
 "$BIN" serve --policy "$WORK/policy.toml" --listen "127.0.0.1:$TG" 2>"$WORK/tg.err" &
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$TG/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -sf "http://127.0.0.1:$TG/healthz" >/dev/null || die "tollgate serve did not start: $(cat "$WORK/tg.err")"
+"$FLOOR" "127.0.0.1:$FL" "http://127.0.0.1:$UP" 2>"$WORK/floor.err" &
 cat > "$WORK/post.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -84,7 +89,7 @@ end
 LUA
 printf '%-10s %6s %12s %10s %10s\n' target conns "req/s" "p50 ms" "p99 ms"
 for c in ${CONNS:-1 16 64}; do
-    for t in "direct $UP" "nginx $PX" "tollgate $TG"; do
+    for t in "direct $UP" "nginx $PX" "floor $FL" "tollgate $TG"; do
         set -- $t
         line=$(wrk -t1 -c"$c" -d"${DUR}s" -s "$WORK/post.lua" "http://127.0.0.1:$2/v1/chat/completions" | grep RESULT)
         set -- $1 $line

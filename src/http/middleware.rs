@@ -34,7 +34,7 @@
 //!   breaks mid-way are not told apart. Stream through the relay or
 //!   [`Client::chat_completion_stream`](super::Client::chat_completion_stream) instead.
 //! - The returned [`reqwest::Response`] is rebuilt from the bytes: status, headers (plus
-//!   `x-tollgate-route`, `-model`, `-upstream`, `-attempts`) and body are the upstream's,
+//!   `x-tollgate-route`, `-model`, `-upstream`, `-attempts`, `-failovers`, `-cost-usd`) and body are the upstream's,
 //!   but `url()` and `remote_addr()` are not.
 //! - When the executor gives up after an upstream answered (a 400, the last of several
 //!   503s), that answer is returned as the response, as plain reqwest would; when no
@@ -62,7 +62,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use axum::http::{Extensions, HeaderMap, HeaderValue};
+use axum::http::{Extensions, HeaderMap};
 use bytes::Bytes;
 use reqwest_middleware::{Middleware, Next};
 use serde_json::Value;
@@ -177,16 +177,7 @@ impl Middleware for TollgateMiddleware {
         match result {
             Ok(served) => {
                 let (mut a, served) = served.into_parts();
-                for (k, v) in [
-                    ("x-tollgate-route", served.route_name()),
-                    ("x-tollgate-model", served.model_name()),
-                    ("x-tollgate-upstream", served.upstream_name()),
-                    ("x-tollgate-attempts", &served.attempts.to_string()),
-                ] {
-                    if let Ok(v) = HeaderValue::from_str(v) {
-                        a.headers.insert(k, v);
-                    }
-                }
+                super::headers::write_served(&mut a.headers, &served);
                 Ok(response(a))
             }
             Err(e) => {

@@ -39,6 +39,7 @@
 //! ```
 
 pub mod classify;
+pub mod headers;
 mod key;
 mod layer;
 #[cfg(feature = "reqwest-middleware")]
@@ -108,6 +109,21 @@ struct UpstreamClient {
     /// `settings.base_url` parsed once (`None` if it does not parse: then each call parses
     /// and fails on its own), so a call does not parse the host again.
     base: Option<reqwest::Url>,
+    /// The URIs of the fixed paths ([`FIXED_PATHS`]) under `base`, built once: most calls
+    /// take theirs from here instead of joining and parsing one.
+    fixed: Vec<(&'static str, hyper::Uri)>,
+}
+
+/// The paths calls use that do not depend on the request (Gemini's name the model).
+const FIXED_PATHS: [&str; 4] = ["chat/completions", "completions", "embeddings", "messages"];
+
+/// [`FIXED_PATHS`] under `base`, those that make a valid URI.
+fn fixed_uris(base: Option<&reqwest::Url>) -> Vec<(&'static str, hyper::Uri)> {
+    let join = |p: &'static str| {
+        let url = join_path(base?.clone(), p)?;
+        Some((p, hyper::Uri::try_from(url.as_str()).ok()?))
+    };
+    FIXED_PATHS.into_iter().filter_map(join).collect()
 }
 
 /// The OpenAI-format endpoints a call can go to, under `{base_url}/`.
@@ -201,6 +217,7 @@ impl Client {
                 .into_iter()
                 .map(|d| Ok((d, build_http(u, d)?)))
                 .collect::<Result<Vec<_>, ClientError>>()?;
+            let base = reqwest::Url::parse(&u.base_url).ok();
             next.insert(
                 u.name.clone(),
                 Arc::new(UpstreamClient {
@@ -214,7 +231,8 @@ impl Client {
                         ),
                     http,
                     keys: KeyPool::new(keys, u.api),
-                    base: reqwest::Url::parse(&u.base_url).ok(),
+                    fixed: fixed_uris(base.as_ref()),
+                    base,
                 }),
             );
         }
@@ -604,15 +622,19 @@ impl UpstreamClient {
         w.filter(|_| self.keys.len() <= 1)
     }
 
-    /// `{base_url}/{path}` (`path` may end in `?query`): the parsed `base_url` of the
-    /// upstream when the target's is the same (a target of another plan version may differ:
-    /// parsed then), with the path's segments appended.
+    /// `{base_url}/{path}` (`path` may end in `?query`): a fixed path's URI built once, or
+    /// the parsed `base_url` of the upstream when the target's is the same (a target of
+    /// another plan version may differ: parsed then) with the path's segments appended.
     fn uri_for(&self, target: &Target, path: &str) -> Result<hyper::Uri, Failure> {
+        let same_base = self.settings.base_url == target.base_url();
+        if let Some((_, uri)) = self.fixed.iter().find(|(p, _)| same_base && *p == path) {
+            return Ok(uri.clone());
+        }
         let bad = |e: &dyn std::fmt::Display| {
             Failure::connect(format!("base_url `{}`: {e}", target.base_url()))
         };
         let url = match &self.base {
-            Some(b) if self.settings.base_url == target.base_url() => b.clone(),
+            Some(b) if same_base => b.clone(),
             _ => reqwest::Url::parse(target.base_url()).map_err(|e| bad(&e))?,
         };
         let url = join_path(url, path).ok_or_else(|| bad(&"cannot be a base URL"))?;

@@ -532,7 +532,7 @@ async fn plain_completion(
             *resp.status_mut() = StatusCode::OK;
             resp.headers_mut()
                 .insert("content-type", HeaderValue::from_static("application/json"));
-            served_headers(resp.headers_mut(), &served);
+            http::headers::write_served(resp.headers_mut(), &served);
             resp
         }
         Err(e) => exec_error(&inner.metrics, &e),
@@ -570,7 +570,7 @@ async fn stream_completion(
     record_served(&inner.metrics, &served);
     let (stream, meta) = served.into_parts();
     let mut headers = HeaderMap::new();
-    served_headers(&mut headers, &meta);
+    http::headers::write_served(&mut headers, &meta);
     let events = (dialect == Dialect::Anthropic)
         .then(|| crate::http::wire::anthropic::MessagesEvents::new(meta.model_name()));
     let acct = StreamAccount {
@@ -650,23 +650,6 @@ fn record_served<T>(metrics: &Metrics, s: &Served<T>) {
     );
 }
 
-fn served_headers<T>(h: &mut HeaderMap, s: &Served<T>) {
-    let cost = s.cost_usd;
-    let pairs = [
-        ("x-tollgate-route", s.route_name().to_string()),
-        ("x-tollgate-model", s.model_name().to_string()),
-        ("x-tollgate-upstream", s.upstream_name().to_string()),
-        ("x-tollgate-attempts", s.attempts.to_string()),
-        ("x-tollgate-failovers", s.failovers.to_string()),
-        ("x-tollgate-cost-usd", format!("{cost:.9}")),
-    ];
-    for (k, v) in pairs {
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            h.insert(k, v);
-        }
-    }
-}
-
 /// The HTTP answer for a request the executor gave up on.
 fn exec_error(metrics: &Metrics, e: &ExecError) -> Response {
     let (status, kind, code) = match &e.reason {
@@ -734,17 +717,13 @@ fn exec_error(metrics: &Metrics, e: &ExecError) -> Response {
     let mut resp = error_response(status, kind, code, &e.to_string());
     // What was tried, as a served answer says it (not `-cost-usd`: failed attempts are not
     // billed by the relay's accounting).
-    let pairs = [
-        ("x-tollgate-route", route.to_string()),
-        ("x-tollgate-model", model.to_string()),
-        ("x-tollgate-upstream", upstream.to_string()),
-        ("x-tollgate-attempts", e.attempts.len().to_string()),
-    ];
-    for (k, v) in pairs {
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            resp.headers_mut().insert(k, v);
-        }
-    }
+    let tried = http::headers::Tried {
+        route,
+        model,
+        upstream,
+        attempts: e.attempts.len() as u32,
+    };
+    http::headers::write_tried(resp.headers_mut(), &tried);
     // Tell the caller when an open breaker will let traffic through again.
     let retry_in = e
         .skipped
