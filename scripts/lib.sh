@@ -23,3 +23,19 @@ ensure() {
     if [ $# -eq 0 ]; then apt_install "$cmd"; else apt_install "$@"; fi
     command -v "$cmd" >/dev/null 2>&1 || die "$cmd still not found after installing it"
 }
+
+# stop_all DIR: the EXIT trap of the benchmark scripts. Stops the script's background jobs and
+# every daemon whose pid file is DIR/*.pid (nginx), then removes DIR. `set +e` first: a trap
+# runs under the script's `set -e`, and a `kill` with nothing left to kill must not end it
+# before the rest is stopped.
+stop_all() {
+    set +e
+    local jobs_left
+    jobs_left=$(jobs -p)
+    [ -n "$jobs_left" ] && kill $jobs_left 2>/dev/null
+    local f
+    for f in "$1"/*.pid; do
+        [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null
+    done
+    rm -rf "$1"
+}

@@ -15,7 +15,7 @@ for tool in nginx wrk curl python3; do ensure "$tool"; done
 BIN="${TOLLGATE_BIN:-$ROOT/target/release/tollgate}"
 [ -n "${TOLLGATE_BIN:-}" ] || cargo build --release --quiet --bin tollgate
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; [ -f "$WORK/up.pid" ] && kill "$(cat "$WORK/up.pid")" 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'stop_all "$WORK"' EXIT
 UP=18491; TG=18493
 cat > "$WORK/up.conf" <<CONF
 worker_processes 1;

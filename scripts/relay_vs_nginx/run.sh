@@ -25,7 +25,7 @@ BIN="${TOLLGATE_BIN:-$ROOT/target/release/tollgate}"
 FLOOR="${FLOOR_BIN:-$ROOT/target/release/examples/relay_floor}"
 [ -n "${FLOOR_BIN:-}" ] || cargo build --release --quiet --example relay_floor
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; [ -f "$WORK/up.pid" ] && kill "$(cat "$WORK/up.pid")" 2>/dev/null; [ -f "$WORK/px.pid" ] && kill "$(cat "$WORK/px.pid")" 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'stop_all "$WORK"' EXIT
 UP=18471; PX=18472; TG=18473; FL=18474
 BODY='{"id":"chatcmpl-1","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}'
 nginx_conf() { # NAME PORT LOCATION-BODY
