@@ -15,11 +15,12 @@
 //! the reload through `tollgate::reload` (`reload_now`: load, compile, compare, swap).
 
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use tollgate::exec::Executor;
 use tollgate::plan::Plan;
-use tollgate::policy::LoadOptions;
+use tollgate::policy::{LoadCache, LoadOptions};
 use tollgate::reload::{self, PolicySource, ReloadConfig, ReloadEvent};
 
 // As the `tollgate` binary (src/main.rs), so a reload here costs what `serve`'s does.
@@ -84,10 +85,47 @@ fn generate(kind: &str, n: usize, changed: Option<usize>) -> String {
     }
 }
 
-fn reload_once(kind: &str, n: usize) {
+/// Writes the policy into `dir`: one `policy.toml`, or with `files > 1` a directory
+/// `policy/` of `files` files, the callers (or routes) spread evenly across them after a
+/// head file. Returns the path to load and the file the changed entry is in.
+fn write_policy(
+    dir: &Path,
+    kind: &str,
+    n: usize,
+    files: usize,
+    changed: Option<usize>,
+) -> (PathBuf, PathBuf) {
+    let text = generate(kind, n, changed);
+    if files <= 1 {
+        let path = dir.join("policy.toml");
+        std::fs::write(&path, text).expect("write");
+        return (path.clone(), path);
+    }
+    let root = dir.join("policy");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    // Split at entry starts (blank line then `[`), `files` parts of about equal size.
+    let starts: Vec<usize> = text.match_indices("\n\n[").map(|(i, _)| i + 2).collect();
+    let per = starts.len().div_ceil(files);
+    let mut cuts = vec![0];
+    cuts.extend(starts.iter().skip(per).step_by(per).copied());
+    cuts.push(text.len());
+    let mut changed_file = root.join("part-0000.toml");
+    let marker = changed.map(|c| format!("[callers.c{c}]"));
+    for (k, w) in cuts.windows(2).enumerate() {
+        let part = &text[w[0]..w[1]];
+        let path = root.join(format!("part-{k:04}.toml"));
+        // Each part after the first needs no `version`: the head file holds it.
+        std::fs::write(&path, part).expect("write");
+        if marker.as_deref().is_some_and(|m| part.contains(m)) {
+            changed_file = path;
+        }
+    }
+    (root, changed_file)
+}
+
+fn reload_once(kind: &str, n: usize, files: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("policy.toml");
-    std::fs::write(&path, generate(kind, n, None)).expect("write");
+    let (path, _) = write_policy(dir.path(), kind, n, files, None);
     let opts = LoadOptions::new([path.clone()]).with_env(Vec::<(String, String)>::new());
     let t = Instant::now();
     let plan = Plan::load(&opts).expect("policy compiles").plan;
@@ -95,13 +133,22 @@ fn reload_once(kind: &str, n: usize) {
     let t = Instant::now();
     let exec = Executor::new(plan).expect("executor");
     let started = t.elapsed();
-    let handle =
-        reload::watch(PolicySource::from(opts), &exec, ReloadConfig::default()).expect("watch");
-    std::fs::write(&path, generate(kind, n, Some(n / 2))).expect("write");
+    let handle = reload::watch(
+        PolicySource::from(opts.clone()),
+        &exec,
+        ReloadConfig::default(),
+    )
+    .expect("watch");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
+    // The watcher reads the files once when it starts: wait for that (an unchanged reload).
+    let t = Instant::now();
+    let first = rt.block_on(handle.reload_now()).expect("reload");
+    let warmed = t.elapsed();
+    assert!(matches!(first, ReloadEvent::Unchanged { .. }), "{first}");
+    write_policy(dir.path(), kind, n, files, Some(n / 2));
     let t = Instant::now();
     let ev = rt.block_on(handle.reload_now()).expect("reload");
     let reloaded = t.elapsed();
@@ -110,24 +157,58 @@ fn reload_once(kind: &str, n: usize) {
         other => panic!("expected an applied reload, got {other}"),
     }
     println!(
-        "{kind} {n}: load+compile {:.3} s, Executor::new {:.3} s, reload (one changed) {:.3} s: {ev}",
+        "{kind} {n} in {files} file(s): load+compile {:.3} s, Executor::new {:.3} s, watcher ready {:.3} s, reload (one changed) {:.3} s: {ev}",
         compiled.as_secs_f64(),
         started.as_secs_f64(),
+        warmed.as_secs_f64(),
         reloaded.as_secs_f64()
     );
     handle.stop();
+    let mut cache = LoadCache::default();
+    cache.warm(&opts);
+    phases(&opts, &exec, &mut cache, || {
+        write_policy(dir.path(), kind, n, files, Some(n / 3));
+    });
+}
+
+/// The steps of one reload, timed one by one (what `reload_now` does, without the watcher):
+/// after `edit` changes the files, load, compile, compare with the running plan, swap.
+fn phases(opts: &LoadOptions, exec: &Executor, cache: &mut LoadCache, edit: impl FnOnce()) {
+    edit();
+    let t = Instant::now();
+    let loaded = tollgate::policy::load_cached(opts, cache);
+    let load = t.elapsed();
+    let t = Instant::now();
+    let compiled = tollgate::plan::compile(loaded).expect("compiles");
+    let compile = t.elapsed();
+    let t = Instant::now();
+    let summary = reload::Summary::between(&exec.plan(), &compiled.plan);
+    let compare = t.elapsed();
+    let t = Instant::now();
+    exec.swap_plan(compiled.plan).expect("swap");
+    let swap = t.elapsed();
+    println!(
+        "  phases: load {:.3} s, compile {:.3} s, compare {:.3} s, swap {:.3} s ({summary})",
+        load.as_secs_f64(),
+        compile.as_secs_f64(),
+        compare.as_secs_f64(),
+        swap.as_secs_f64()
+    );
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: scale_policy (gen|reload) (callers|routes) N";
-    let [mode, kind, n] = args.as_slice() else {
-        panic!("{usage}")
+    let usage = "usage: scale_policy (gen|reload) (callers|routes) N [FILES]";
+    let (mode, kind, n, files) = match args.as_slice() {
+        [m, k, n] => (m, k, n, "1"),
+        [m, k, n, f] => (m, k, n, f.as_str()),
+        _ => panic!("{usage}"),
     };
     let n: usize = n.parse().expect(usage);
+    let files: usize = files.parse().expect(usage);
     match mode.as_str() {
         "gen" => print!("{}", generate(kind, n, None)),
-        "reload" => reload_once(kind, n),
+        "reload" => reload_once(kind, n, files),
         _ => panic!("{usage}"),
     }
 }

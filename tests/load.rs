@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use tollgate::diagnostic::{Diagnostics, Origin};
 use tollgate::plan::compile;
-use tollgate::policy::{load, LoadOptions};
+use tollgate::policy::{load, load_cached, LoadCache, LoadOptions};
 
 const UPSTREAM: &str = r#"
 [upstreams.main]
@@ -413,6 +413,29 @@ fn same_both_ways(opts: &LoadOptions) {
 #[test]
 fn the_direct_path_reads_every_policy_as_figment_does() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (files, dirs) = corpus();
+    for f in &files {
+        same_both_ways(&no_env([f.clone()]));
+    }
+    for d in &dirs {
+        same_both_ways(&no_env([d.clone()]));
+    }
+    same_both_ways(&no_env([root.join("policies")]));
+    for pair in files.windows(2) {
+        same_both_ways(&no_env(pair.iter().cloned()));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for f in &files {
+        for text in each_line_removed(f) {
+            let p = write(dir.path(), "p.toml", &text);
+            same_both_ways(&no_env([p]));
+        }
+    }
+}
+
+/// Every corpus, example and regression policy file, and every directory holding them.
+fn corpus() -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
     let mut dirs = Vec::new();
     for d in [
@@ -439,25 +462,93 @@ fn the_direct_path_reads_every_policy_as_figment_does() {
         }
     }
     assert!(files.len() > 100, "found the corpus: {}", files.len());
-    for f in &files {
-        same_both_ways(&no_env([f.clone()]));
-    }
-    for d in &dirs {
-        same_both_ways(&no_env([d.clone()]));
-    }
-    same_both_ways(&no_env([root.join("policies")]));
-    for pair in files.windows(2) {
-        same_both_ways(&no_env(pair.iter().cloned()));
-    }
-    let dir = tempfile::tempdir().unwrap();
-    for f in &files {
-        let text = std::fs::read_to_string(f).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        for i in 0..lines.len() {
+    (files, dirs)
+}
+
+/// The file's text with each of its lines removed in turn (which makes all kinds of invalid
+/// and odd policies).
+fn each_line_removed(f: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(f).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    (0..lines.len())
+        .map(|i| {
             let mut l = lines.clone();
             l.remove(i);
-            let p = write(dir.path(), "p.toml", &l.join("\n"));
-            same_both_ways(&no_env([p]));
+            l.join("\n")
+        })
+        .collect()
+}
+
+#[track_caller]
+fn same_as_load(opts: &LoadOptions, cache: &mut LoadCache, what: &str) {
+    let cached = outcome(load_cached(opts, cache));
+    let plain = outcome(load(opts));
+    assert!(
+        cached == plain,
+        "{:?} ({what}): the cached load differs from load\n cached: {cached}\n load:   {plain}",
+        opts.paths
+    );
+}
+
+/// `policy::load_cached` gives what `load` gives: every corpus file, directory and
+/// neighbouring pair, with a new cache and with the cache of the load before; then a
+/// directory of two files whose second has each of its lines removed in turn, one load
+/// after the other through the same cache (the first file cached, the second read again).
+#[test]
+fn a_cached_load_is_a_load() {
+    let (files, dirs) = corpus();
+    let mut warm = LoadCache::default();
+    let sets = files
+        .iter()
+        .map(|f| vec![f.clone()])
+        .chain(dirs.iter().map(|d| vec![d.clone()]))
+        .chain(files.windows(2).map(|w| w.to_vec()));
+    for paths in sets {
+        let opts = no_env(paths);
+        same_as_load(&opts, &mut LoadCache::default(), "cold");
+        same_as_load(&opts, &mut warm, "warm");
+        same_as_load(&opts, &mut warm, "warm, again");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let opts = no_env([dir.path().to_path_buf()]);
+    for pair in files.windows(2) {
+        std::fs::copy(&pair[0], dir.path().join("a.toml")).unwrap();
+        for text in each_line_removed(&pair[1]) {
+            write(dir.path(), "b.toml", &text);
+            same_as_load(&opts, &mut warm, "b.toml edited");
         }
     }
+}
+
+/// A policy split across files, one entry edited: one file is parsed again, and the
+/// outcome is `load`'s.
+#[test]
+fn a_cached_load_parses_only_the_files_that_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "a.toml",
+        &format!("version = 1\n{UPSTREAM}\n[[routes]]\nname = \"r\"\ntargets = [\"m\"]\n"),
+    );
+    let callers = |i: usize, key: char| {
+        format!(
+            "[callers.c{i}]\nkey_sha256 = \"{}\"\n[budgets.b{i}]\nlimit_usd = 1.0\nwindow = \"1d\"\nscope = {{ keys = [\"c{i}\"] }}\n",
+            key.to_string().repeat(64)
+        )
+    };
+    write(dir.path(), "b.toml", &callers(1, 'a'));
+    write(dir.path(), "c.toml", &callers(2, 'b'));
+    let opts = no_env([dir.path().to_path_buf()]);
+    let mut cache = LoadCache::default();
+    same_as_load(&opts, &mut cache, "cold");
+    assert_eq!(cache.parsed(), 3, "every file read once");
+    same_as_load(&opts, &mut cache, "unchanged");
+    assert_eq!(cache.parsed(), 3, "nothing read again");
+    write(dir.path(), "c.toml", &callers(2, 'c'));
+    same_as_load(&opts, &mut cache, "c.toml edited");
+    assert_eq!(cache.parsed(), 4, "only c.toml read again");
+    // A name moved into another file: defined twice, reported by `load`.
+    write(dir.path(), "c.toml", &callers(1, 'c'));
+    same_as_load(&opts, &mut cache, "a name in two files");
+    assert!(compile(load_cached(&opts, &mut cache)).is_err());
 }

@@ -158,17 +158,7 @@ pub fn load_through_figment(opts: &LoadOptions) -> Loaded {
 }
 
 fn load_as(opts: &LoadOptions, direct: bool) -> Loaded {
-    let mut l = Loaded {
-        policy: Policy::default(),
-        diagnostics: Vec::new(),
-        sources: Sources::default(),
-        files: Vec::new(),
-        env: Vec::new(),
-        broken: BTreeSet::new(),
-        route_paths: Vec::new(),
-        io_failed: false,
-        unparsed: false,
-    };
+    let mut l = Loaded::empty();
     let mut route_offset = 0;
     let files = if opts.paths.is_empty() && !opts.texts.is_empty() {
         Vec::new()
@@ -279,6 +269,42 @@ pub(super) struct Doc {
 }
 
 impl Loaded {
+    pub(super) fn empty() -> Self {
+        Loaded {
+            policy: Policy::default(),
+            diagnostics: Vec::new(),
+            sources: Sources::default(),
+            files: Vec::new(),
+            env: Vec::new(),
+            broken: BTreeSet::new(),
+            route_paths: Vec::new(),
+            io_failed: false,
+            unparsed: false,
+        }
+    }
+
+    /// Whether nothing was reported and nothing left out: what was read is the policy.
+    pub(super) fn is_clean(&self) -> bool {
+        self.diagnostics.is_empty() && self.broken.is_empty() && !self.io_failed && !self.unparsed
+    }
+
+    /// Adds a file read cleanly elsewhere (see `policy::cache`): its text, and its
+    /// `[[routes]]` count, which follow those of the files added before it.
+    pub(super) fn add_clean_file(&mut self, source: SourceFile, routes: usize) {
+        let offset = self.route_paths.len();
+        let id = self.sources.add(source);
+        self.files.push(FileSpans {
+            id,
+            offset,
+            routes,
+            definitions: Vec::new(),
+            index: OnceLock::new(),
+        });
+        let base = KeyPath::root().key("routes");
+        self.route_paths
+            .extend((offset..offset + routes).map(|i| base.index(i)));
+    }
+
     /// Whether loading hit an I/O problem (a missing path, an unreadable file): the CLI
     /// exits 2 for those, 1 for an invalid policy.
     pub fn io_failed(&self) -> bool {
@@ -371,7 +397,7 @@ impl Loaded {
 
     /// The text of a file (or the text given for it); `None`, reported, if it cannot be
     /// read or is not UTF-8.
-    fn read(&mut self, path: &PathBuf, given: Option<String>) -> Option<String> {
+    pub(super) fn read(&mut self, path: &PathBuf, given: Option<String>) -> Option<String> {
         let read = match given {
             Some(t) => Ok(t.into_bytes()),
             None => std::fs::read(path),
@@ -407,7 +433,7 @@ impl Loaded {
             .push(Diagnostic::error(Code::Io, message, origin));
     }
 
-    fn expand(&mut self, paths: &[PathBuf]) -> Vec<PathBuf> {
+    pub(super) fn expand(&mut self, paths: &[PathBuf]) -> Vec<PathBuf> {
         let mut out = Vec::new();
         if paths.is_empty() {
             self.io_error("no policy path given", Origin::None);
@@ -522,7 +548,7 @@ impl Loaded {
         EnvOverrides { dict }
     }
 
-    fn extract_root<'a, N: Tree<'a>>(&mut self, root: N) {
+    pub(super) fn extract_root<'a, N: Tree<'a>>(&mut self, root: N) {
         let Some(entries) = root.entries() else {
             return self.type_error(&KeyPath::root(), "a table", root);
         };

@@ -6,6 +6,7 @@
 
 mod breaker;
 mod budget;
+mod cache;
 mod caller;
 mod convert;
 mod duration;
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub use breaker::{Breaker, FailureRate, HalfOpen, SlowCall};
 pub use budget::{Budget, OnExceed, Scope};
+pub use cache::{load_cached, LoadCache};
 pub use caller::Caller;
 pub use duration::{Duration, DurationError};
 #[doc(hidden)]

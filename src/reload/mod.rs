@@ -63,7 +63,7 @@ pub use event::ReloadEvent;
 pub use summary::{Changes, Summary};
 
 use crate::exec::Executor;
-use crate::policy::LoadOptions;
+use crate::policy::{LoadCache, LoadOptions};
 use watcher::{Msg, WatchSet, Worker};
 
 /// Default debounce: long enough to merge an editor's write-rename-chmod burst, short
@@ -321,6 +321,7 @@ pub fn watch_with(
         debouncer,
         rx,
         events: events.clone(),
+        cache: LoadCache::default(),
     };
     let thread = std::thread::Builder::new()
         .name("tollgate-reload".into())

@@ -29,7 +29,7 @@ use tokio::sync::{broadcast, oneshot};
 use super::{PolicySource, ReloadError, ReloadEvent, Summary};
 use crate::exec::Executor;
 use crate::plan::compile;
-use crate::policy::load;
+use crate::policy::{load_cached, LoadCache};
 
 /// The debouncer the worker drives.
 pub(crate) type FsDebouncer = Debouncer<RecommendedWatcher, RecommendedCache>;
@@ -189,11 +189,15 @@ pub(crate) struct Worker {
     pub(crate) debouncer: FsDebouncer,
     pub(crate) rx: Receiver<Msg>,
     pub(crate) events: broadcast::Sender<ReloadEvent>,
+    /// The files as last read: a reload parses only those whose bytes changed.
+    pub(crate) cache: LoadCache,
 }
 
 impl Worker {
     /// Runs until [`Msg::Stop`] (or every sender is gone).
     pub(crate) fn run(mut self) {
+        // Read once now, so that the first reload already reads only what changed.
+        self.cache.warm(&self.source.load_options());
         while let Ok(first) = self.rx.recv() {
             // Take everything queued, so a burst of events costs one reload.
             let mut batch = vec![first];
@@ -244,7 +248,10 @@ impl Worker {
             if reload || added {
                 let ev = match std::panic::catch_unwind(AssertUnwindSafe(|| self.reload())) {
                     Ok(ev) => ev,
-                    Err(p) => ReloadEvent::Error(ReloadError::Panicked(panic_message(&p))),
+                    Err(p) => {
+                        self.cache = LoadCache::default(); // as it was when the panic came
+                        ReloadEvent::Error(ReloadError::Panicked(panic_message(&p)))
+                    }
                 };
                 self.publish(ev.clone());
                 for r in replies {
@@ -266,8 +273,13 @@ impl Worker {
     }
 
     /// Loads (environment read again), compiles, and swaps if valid and different.
-    pub(crate) fn reload(&self) -> ReloadEvent {
-        reload_once(&self.source, &self.executor, self.prepare.as_ref())
+    pub(crate) fn reload(&mut self) -> ReloadEvent {
+        reload_once(
+            &self.source,
+            &self.executor,
+            self.prepare.as_ref(),
+            &mut self.cache,
+        )
     }
 }
 
@@ -276,10 +288,11 @@ pub(crate) fn reload_once(
     source: &PolicySource,
     executor: &Executor,
     prepare: Option<&super::Prepare>,
+    cache: &mut LoadCache,
 ) -> ReloadEvent {
     let version = executor.runtime().version();
     let opts = source.load_options();
-    let loaded = load(&opts);
+    let loaded = load_cached(&opts, cache);
     if loaded.io_failed() {
         let diagnostics = compile(loaded).err().unwrap_or_default();
         let paths = opts.paths.iter().filter(|p| !p.exists()).cloned().collect();
