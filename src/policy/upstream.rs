@@ -246,7 +246,7 @@ pub struct Pool {
     /// then fails as `timeout` (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
-    /// Most idle connections kept for reuse, per pool (default 32, at most `max_connections`).
+    /// Most idle connections kept for reuse, per pool (default `max_connections`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_idle: Option<u32>,
     /// How long an idle connection is kept (default 90s).

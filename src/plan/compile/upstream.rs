@@ -30,7 +30,9 @@ impl Compiler<'_> {
             let d = self.error(Code::InvalidValue, "max_connections is 0", &at);
             self.push(d.with_label("expected at least 1"));
         }
-        let max_idle = pool.max_idle.unwrap_or(32.min(max_connections));
+        // As many idle as may be in flight: with fewer, a burst past `max_idle` closes the
+        // surplus connections after each call and opens new ones for the next.
+        let max_idle = pool.max_idle.unwrap_or(max_connections);
         let limits = self.limits(u.limits.as_ref(), &path.key("limits"));
         self.rate_limit_headers_need_rate(name, u, &limits, &path);
         let breaker = match &u.breaker {
