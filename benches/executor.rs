@@ -16,8 +16,10 @@
 //! - `tower_resilience/stack`: retry (token-bucket budget) → circuit breaker (failure rate +
 //!   slow call, count-based window) → rate limiter (token bucket) → bulkhead → tower's
 //!   timeout → `service_fn`. Approximations are listed in BENCHMARKS.md.
-//! - `threads/{1,2}`: 1 or 2 OS threads, each with its own current-thread runtime, driving
-//!   `execute` on one shared `tollgate/full` executor (throughput, contention).
+//! - `threads/{tollgate_full,tollgate_plain}/{1,2}`: 1 or 2 OS threads, each with its own
+//!   current-thread runtime, driving `execute` on one shared executor (throughput,
+//!   contention): `full` shares its limits, breaker, retry budget and budget between the
+//!   threads, `plain` has none of them.
 //!
 //! Limits are set so nothing is ever refused during a run (every call is admitted).
 //!
@@ -344,18 +346,20 @@ fn hammer(exec: &Executor, threads: usize, iters: u64) -> Duration {
 
 fn threads(c: &mut Criterion) {
     let mut g = c.benchmark_group("threads");
-    // A std clock: the executor is shared across runtimes, so it must not depend on one.
-    let exec = Executor::builder(plan(FULL))
-        .clock(Arc::new(tollgate::exec::clock::StdClock::new()))
-        .seed(1)
-        .build()
-        .expect("executor");
-    for n in [1usize, 2] {
-        // Counts every thread's calls: compare elements/s across thread counts.
-        g.throughput(Throughput::Elements(n as u64));
-        g.bench_function(format!("tollgate_full/{n}"), |b| {
-            b.iter_custom(|iters| hammer(&exec, n, iters))
-        });
+    for (name, policy) in [("tollgate_full", FULL), ("tollgate_plain", PLAIN)] {
+        // A std clock: the executor is shared across runtimes, so it must not depend on one.
+        // Unseeded, as in production: each thread draws from its own generator.
+        let exec = Executor::builder(plan(policy))
+            .clock(Arc::new(tollgate::exec::clock::StdClock::new()))
+            .build()
+            .expect("executor");
+        for n in [1usize, 2] {
+            // Counts every thread's calls: compare elements/s across thread counts.
+            g.throughput(Throughput::Elements(n as u64));
+            g.bench_function(format!("{name}/{n}"), |b| {
+                b.iter_custom(|iters| hammer(&exec, n, iters))
+            });
+        }
     }
     g.finish();
 }

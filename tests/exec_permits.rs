@@ -39,9 +39,7 @@ fn assert_idle(exec: &Executor, what: &str) {
         "{what}: concurrency"
     );
     assert_eq!(
-        rt.model(tollgate::plan::ModelId(0))
-            .in_flight
-            .load(std::sync::atomic::Ordering::SeqCst),
+        rt.model(tollgate::plan::ModelId(0)).in_flight(),
         0,
         "{what}: in flight"
     );

@@ -315,10 +315,8 @@ impl Executor {
             }
         }
         if failure.is_some() {
-            ms.failures.fetch_add(1, Relaxed);
-            let _ = ms
-                .successes
-                .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+            ms.failures.incr();
+            ms.successes.decr_above_zero();
         }
     }
 }

@@ -38,6 +38,7 @@ mod settle;
 pub mod shared;
 pub mod state;
 mod stats;
+mod stripe;
 mod target;
 mod timeout;
 

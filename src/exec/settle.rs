@@ -2,7 +2,6 @@
 //! stats and latency, the spend report, budgets and the token limiter (actual cost and use
 //! replace the reservations), the rate limiter tightened by the upstream's headers.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use super::admit::Admission;
@@ -38,7 +37,7 @@ pub(super) fn holds(outcome: Settled<'_>, usage: Option<Usage>) -> bool {
 /// Settles a success; returns its cost in USD.
 pub(super) fn success<T>(rt: &Runtime, adm: &mut Admission<'_>, done: &Done<T>, end: Ended) -> f64 {
     let ms = &rt.models[end.model.index()];
-    ms.successes.fetch_add(1, Relaxed);
+    ms.successes.incr();
     ms.observe_latency(end.elapsed);
     ms.observe_outcome(false);
     let outcome = if done.pending {
@@ -53,7 +52,7 @@ pub(super) fn success<T>(rt: &Runtime, adm: &mut Admission<'_>, done: &Done<T>, 
 /// Settles a failure; returns its cost in USD (a failure may still report usage).
 pub(super) fn failure(rt: &Runtime, adm: &mut Admission<'_>, f: &Failure, end: Ended) -> f64 {
     let ms = &rt.models[end.model.index()];
-    ms.failures.fetch_add(1, Relaxed);
+    ms.failures.incr();
     let r = rt.plan.route(end.route);
     if r.failover_on.matches(&f.view()) {
         // A failure of the target itself (one the route would move away from) counts in

@@ -186,7 +186,7 @@ impl Stats {
             .zip(&rt.models)
             .enumerate()
             .map(|(i, (m, s))| {
-                let (ok, bad) = (s.successes.load(Relaxed), s.failures.load(Relaxed));
+                let (ok, bad) = (s.successes(), s.failures());
                 let line = report.by_model.get(i).copied().unwrap_or_default();
                 let ewma = s.ewma_nanos.load(Relaxed);
                 ModelView {
@@ -201,7 +201,7 @@ impl Stats {
                         ok as f64 / (ok + bad) as f64
                     },
                     latency_ewma: (ewma > 0).then(|| Duration::from_nanos(ewma)),
-                    in_flight: s.in_flight.load(Relaxed),
+                    in_flight: u32::try_from(s.in_flight()).unwrap_or(u32::MAX),
                     spend_usd: line.spend.as_dollars(),
                     tokens: (line.input_tokens, line.output_tokens),
                 }

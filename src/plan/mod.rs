@@ -71,8 +71,14 @@ id_type!(
 );
 
 /// A compiled policy. Clone it freely: it is an `Arc`.
+///
+/// An `Arc` of an `Arc`: a [`replica`](Plan::replica) is the same plan under a reference
+/// count of its own, so threads that clone the plan on every call (the executor hands one
+/// to each attempt) each count on their own cache line (`exec::stripe`).
 #[derive(Debug, Clone)]
-pub struct Plan(Arc<PlanData>);
+// The outer allocation is the point: one reference count per replica.
+#[allow(clippy::redundant_allocation)]
+pub struct Plan(Arc<Arc<PlanData>>);
 
 /// The contents of a [`Plan`].
 #[derive(Debug)]
@@ -118,6 +124,11 @@ impl std::ops::Deref for Plan {
 }
 
 impl Plan {
+    /// The same plan under another reference count (see the type's docs).
+    pub(crate) fn replica(&self) -> Plan {
+        Plan(Arc::new(Arc::clone(&self.0)))
+    }
+
     /// Loads and compiles in one step.
     pub fn load(
         opts: &crate::policy::LoadOptions,

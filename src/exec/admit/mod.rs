@@ -20,7 +20,7 @@
 mod stages;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -37,6 +37,7 @@ use super::shared::{
     SharedBudget, SharedRate, SharedReservation, SharedTokenReservation, SharedTokens,
 };
 use super::state::{BreakerSlot, Runtime, UpstreamState};
+use super::stripe::Counter;
 use crate::plan::{Model, ModelId, RouteId, UpstreamId};
 
 /// Breaker permits, the first (route or upstream) and the model's.
@@ -107,12 +108,15 @@ impl Tokens<'_> {
 }
 
 /// Counts a call in flight on a model while alive.
-pub(super) struct InFlight<'r>(&'r AtomicU32);
+pub(super) struct InFlight<'r>(&'r AtomicU64);
 
 impl<'r> InFlight<'r> {
-    fn enter(count: &'r AtomicU32) -> Self {
-        count.fetch_add(1, Relaxed);
-        InFlight(count)
+    /// Counts the call on this thread's stripe, and uncounts it there when dropped
+    /// (wherever that is).
+    fn enter(count: &'r Counter) -> Self {
+        let stripe = count.here();
+        stripe.fetch_add(1, Relaxed);
+        InFlight(stripe)
     }
 }
 

@@ -342,7 +342,7 @@ impl<'a, 'r> Call<'a, 'r> {
             cost_usd: self.trail.cost,
             usage: done.usage,
             failed: std::mem::take(&mut self.trail.failed),
-            plan: self.rt.plan.clone(),
+            plan: self.rt.plan_here(),
             plan_version: self.rt.version,
             hold,
             failovers: self.trail.failovers,
@@ -376,7 +376,7 @@ impl<'a, 'r> Call<'a, 'r> {
         Fut: Future<Output = Result<Done<T>, Failure>>,
     {
         let t = Target {
-            plan: self.rt.plan.clone(),
+            plan: self.rt.plan_here(),
             version: self.rt.version,
             route,
             model: self.rt.plan.route(route).targets[ti].model,

@@ -1,7 +1,5 @@
 //! Which route a request takes, and the order in which its targets are tried.
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use smallvec::SmallVec;
 
 use crate::exec::outcome::Usage;
@@ -73,11 +71,7 @@ pub(super) fn target_order(
             order.sort_by_key(|&i| rt.models[r.targets[i].model.index()].latency_score());
         }
         Strategy::LeastBusy => {
-            order.sort_by_key(|&i| {
-                rt.models[r.targets[i].model.index()]
-                    .in_flight
-                    .load(Relaxed)
-            });
+            order.sort_by_key(|&i| rt.models[r.targets[i].model.index()].in_flight());
         }
     }
     order

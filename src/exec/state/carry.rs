@@ -159,8 +159,8 @@ impl<'p> Carry<'p> {
             state
                 .failure_ppm
                 .store(p.failure_ppm.load(Relaxed), Relaxed);
-            state.successes.store(p.successes.load(Relaxed), Relaxed);
-            state.failures.store(p.failures.load(Relaxed), Relaxed);
+            state.successes.set(p.successes.get());
+            state.failures.set(p.failures.get());
         }
         Ok(Arc::new(state))
     }

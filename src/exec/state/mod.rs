@@ -18,6 +18,7 @@ use super::price::{BudgetConfig, BudgetLedger, SpendTracker, Usd};
 use super::retry_budget::RetryBudget;
 use super::shared::signals::{SignalEntry, SignalTask};
 use super::shared::{Shared, SharedBudget, SharedRate, SharedTokens, StateBackend};
+use super::stripe::{Counter, Striped};
 use crate::plan::StateScope;
 use crate::plan::{self, BreakerPolicy, Plan};
 
@@ -81,18 +82,33 @@ pub struct ModelState {
     /// Recent share of failed attempts (failures `failover_on` allows), exponentially
     /// weighted, in millionths (0 = none yet).
     pub failure_ppm: AtomicU32,
-    /// Calls in flight.
-    pub in_flight: AtomicU32,
-    /// Successful attempts.
-    pub successes: AtomicU64,
-    /// Failed attempts.
-    pub failures: AtomicU64,
+    /// Calls in flight ([`Self::in_flight`]); striped, as every call writes them.
+    pub(crate) in_flight: Counter,
+    /// Successful attempts ([`Self::successes`]).
+    pub(crate) successes: Counter,
+    /// Failed attempts ([`Self::failures`]).
+    pub(crate) failures: Counter,
 }
 
 /// Weight of a new latency sample in the EWMA.
 const EWMA_ALPHA: f64 = 0.3;
 
 impl ModelState {
+    /// Calls in flight now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.get()
+    }
+
+    /// Successful attempts so far.
+    pub fn successes(&self) -> u64 {
+        self.successes.get()
+    }
+
+    /// Failed attempts so far.
+    pub fn failures(&self) -> u64 {
+        self.failures.get()
+    }
+
     /// Folds a latency sample into the EWMA (racing updates may drop a sample: it is an
     /// estimate, and this keeps it one atomic load and store).
     pub fn observe_latency(&self, d: Duration) {
@@ -157,6 +173,9 @@ pub struct BudgetState {
 pub struct Runtime {
     /// The plan.
     pub(crate) plan: Plan,
+    /// The plan again, one replica per thread stripe: what each call hands out
+    /// ([`plan_here`](Self::plan_here)).
+    replicas: Striped<Plan>,
     /// Increases by one on every swap.
     pub(crate) version: u64,
     /// Per upstream, by [`plan::UpstreamId`].
@@ -238,6 +257,14 @@ impl Runtime {
         self.shared_budgets[id.index()].as_ref()
     }
 
+    /// The plan, for a call to keep: a clone of this thread's replica, whose count no other
+    /// thread writes (a clone of `plan` itself would make every call on every core write
+    /// one cache line).
+    #[inline]
+    pub(crate) fn plan_here(&self) -> Plan {
+        self.replicas.here().clone()
+    }
+
     /// The attached backend, with its settings and health.
     pub fn backend(&self) -> Option<&Shared> {
         self.shared.as_ref()
@@ -315,6 +342,7 @@ impl Runtime {
             signal_wake: wake,
             tokio: handle,
             signals: None,
+            replicas: Striped::new(|| plan.replica()),
             plan,
             version,
             upstreams,

@@ -216,7 +216,7 @@ impl<'a> Compiler<'a> {
                 .sections
                 .take_plan_names(std::mem::take(&mut self.caller_hashes)),
         };
-        let plan = Plan(Arc::new(data));
+        let plan = Plan(Arc::new(Arc::new(data)));
         self.deadline_warnings(&plan);
         plan
     }
