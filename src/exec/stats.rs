@@ -188,7 +188,7 @@ impl Stats {
             .map(|(i, (m, s))| {
                 let (ok, bad) = (s.successes(), s.failures());
                 let line = report.by_model.get(i).copied().unwrap_or_default();
-                let ewma = s.ewma_nanos.load(Relaxed);
+                let ewma = s.ewma_nanos();
                 ModelView {
                     name: m.name.clone(),
                     upstream: plan.upstream(m.upstream).name.clone(),
@@ -214,8 +214,8 @@ impl Stats {
             .enumerate()
             .map(|(i, (r, s))| RouteView {
                 name: r.name.clone(),
-                requests: s.requests.load(Relaxed),
-                failovers: s.failovers.load(Relaxed),
+                requests: s.requests(),
+                failovers: s.failovers(),
                 spend_usd: report.by_route.get(i).map_or(0.0, |l| l.spend.as_dollars()),
                 breakers: s.breakers.iter().map(breaker).collect(),
             })

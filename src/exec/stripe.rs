@@ -14,12 +14,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 pub(crate) const MAX_STRIPES: usize = 16;
 
 /// How many stripes: twice the cores (so the threads of a runtime sized to the cores rarely
-/// share one), at most [`MAX_STRIPES`].
+/// share one), rounded up to a power of two (a thread's stripe is a mask, not a division),
+/// at most [`MAX_STRIPES`].
 pub(crate) fn stripes() -> usize {
     static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *N.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (2 * cores).clamp(1, MAX_STRIPES)
+        (2 * cores).next_power_of_two().clamp(1, MAX_STRIPES)
     })
 }
 
@@ -57,8 +58,8 @@ impl<T> Striped<T> {
     /// This thread's stripe.
     #[inline]
     pub(crate) fn here(&self) -> &T {
-        // `new` makes at least one stripe.
-        &self.stripes[slot() % self.stripes.len()].0
+        // `new` makes a power of two of stripes, at least one: the mask keeps the index in.
+        &self.stripes[slot() & (self.stripes.len() - 1)].0
     }
 
     /// Every stripe (to sum them).
@@ -67,16 +68,16 @@ impl<T> Striped<T> {
     }
 }
 
-/// A count that many threads add to, striped: adding writes only the thread's own stripe,
-/// reading sums them.
-#[derive(Debug)]
-pub(crate) struct Counter(Striped<AtomicU64>);
-
-impl Default for Counter {
+impl<T: Default> Default for Striped<T> {
     fn default() -> Self {
-        Counter(Striped::new(|| AtomicU64::new(0)))
+        Striped::new(T::default)
     }
 }
+
+/// A count that many threads add to, striped: adding writes only the thread's own stripe,
+/// reading sums them.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(Striped<AtomicU64>);
 
 impl Counter {
     /// This thread's stripe (a guard that must undo its add on the same stripe keeps it).

@@ -14,7 +14,6 @@ mod race;
 mod trail;
 
 use std::future::Future;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use super::admit::{Admission, Admitting, Progress};
@@ -169,7 +168,7 @@ impl<'a, 'r> Call<'a, 'r> {
     /// Starts on `route`: its first target in its strategy's order.
     #[inline]
     fn enter(&mut self, route: RouteId) -> Cursor {
-        self.rt.routes[route.index()].requests.fetch_add(1, Relaxed);
+        self.rt.routes[route.index()].requests.incr();
         if self.reroutes > 0 {
             // The reroute is a move from one target to another.
             self.count_failover(route);
@@ -203,9 +202,7 @@ impl<'a, 'r> Call<'a, 'r> {
     #[inline]
     fn count_failover(&mut self, route: RouteId) {
         self.trail.failovers += 1;
-        self.rt.routes[route.index()]
-            .failovers
-            .fetch_add(1, Relaxed);
+        self.rt.routes[route.index()].failovers.incr();
     }
 
     /// One attempt at the cursor's target: the deadline and the retry budget, admission,

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::{Price, Usage, Usd};
-use crate::exec::stripe::Striped;
+use crate::exec::stripe;
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -137,27 +137,53 @@ impl fmt::Display for Savings {
 /// ```
 #[derive(Debug)]
 pub struct SpendTracker {
-    models: Striped<Box<[Counters]>>,
-    routes: Striped<Box<[Counters]>>,
+    models: Lines,
+    routes: Lines,
     /// The upstream of each model.
     model_upstream: Box<[usize]>,
     n_upstreams: usize,
 }
 
-fn counters(n: usize) -> Box<[Counters]> {
-    (0..n).map(|_| Counters::default()).collect()
+/// `n` lines of counters once per thread stripe, in one allocation: stripe `i` is
+/// `all[i * stride..][..n]`, and a gap of [`GAP`] counters (four cache lines) after each
+/// stripe's lines keeps two stripes off one cache line (separate allocations may sit side
+/// by side in one).
+#[derive(Debug)]
+struct Lines {
+    all: Box<[Counters]>,
+    n: usize,
+    stride: usize,
 }
 
-/// Each line, summed over the stripes.
-fn sum(striped: &Striped<Box<[Counters]>>) -> Vec<SpendLine> {
-    let mut out: Vec<SpendLine> = Vec::new();
-    for stripe in striped.iter() {
-        out.resize(stripe.len(), SpendLine::default());
-        for (o, c) in out.iter_mut().zip(stripe.iter()) {
-            *o = o.plus(c.line());
-        }
+/// Counters between two stripes' lines (32 bytes each: 256 bytes).
+const GAP: usize = 8;
+
+impl Lines {
+    fn new(n: usize) -> Self {
+        let stride = n + GAP;
+        let all = (0..stride * stripe::stripes())
+            .map(|_| Counters::default())
+            .collect();
+        Lines { all, n, stride }
     }
-    out
+
+    /// This thread's stripe of lines.
+    #[inline]
+    fn here(&self) -> &[Counters] {
+        let i = stripe::slot() & (stripe::stripes() - 1);
+        &self.all[i * self.stride..][..self.n]
+    }
+
+    /// Each line, summed over the stripes.
+    fn sum(&self) -> Vec<SpendLine> {
+        let mut out = vec![SpendLine::default(); self.n];
+        for stripe in self.all.chunks(self.stride) {
+            for (o, c) in out.iter_mut().zip(stripe) {
+                *o = o.plus(c.line());
+            }
+        }
+        out
+    }
 }
 
 impl SpendLine {
@@ -176,8 +202,8 @@ impl SpendTracker {
     /// routes `0..n_routes` and upstreams `0..n_upstreams`.
     pub fn new(model_upstream: &[usize], n_routes: usize, n_upstreams: usize) -> Self {
         SpendTracker {
-            models: Striped::new(|| counters(model_upstream.len())),
-            routes: Striped::new(|| counters(n_routes)),
+            models: Lines::new(model_upstream.len()),
+            routes: Lines::new(n_routes),
             model_upstream: model_upstream.into(),
             n_upstreams,
         }
@@ -199,7 +225,7 @@ impl SpendTracker {
     /// An owned snapshot. Each counter is read atomically; the snapshot as a whole is not
     /// (a call recorded meanwhile may appear in some lines and not others).
     pub fn report(&self) -> SpendReport {
-        let by_model = sum(&self.models);
+        let by_model = self.models.sum();
         let mut by_upstream = vec![SpendLine::default(); self.n_upstreams];
         let mut total = SpendLine::default();
         for (line, &u) in by_model.iter().zip(self.model_upstream.iter()) {
@@ -211,7 +237,7 @@ impl SpendTracker {
         SpendReport {
             total,
             by_model,
-            by_route: sum(&self.routes),
+            by_route: self.routes.sum(),
             by_upstream,
         }
     }

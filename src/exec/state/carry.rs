@@ -2,7 +2,7 @@
 //! of the same name in the old runtime and keeps, hands over or rebuilds its state (the
 //! rules are listed on [`Runtime::carry_over`]).
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use crate::exec::stripe::Counter;
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -155,10 +155,7 @@ impl<'p> Carry<'p> {
             ..ModelState::default()
         };
         if let Some(p) = prev {
-            state.ewma_nanos.store(p.ewma_nanos.load(Relaxed), Relaxed);
-            state
-                .failure_ppm
-                .store(p.failure_ppm.load(Relaxed), Relaxed);
+            state.set_estimates(p.ewma_nanos(), p.failure_ppm());
             state.successes.set(p.successes.get());
             state.failures.set(p.failures.get());
         }
@@ -222,15 +219,18 @@ impl<'p> Carry<'p> {
                 )?);
             }
         }
-        let count =
-            |f: fn(&RouteState) -> &AtomicU64| prev.map_or(0, |(_, _, s)| f(s).load(Relaxed));
-        Ok(Arc::new(RouteState {
+        let state = RouteState {
             retry_budget,
             breakers,
-            requests: AtomicU64::new(count(|s| &s.requests)),
-            failovers: AtomicU64::new(count(|s| &s.failovers)),
+            requests: Counter::default(),
+            failovers: Counter::default(),
             retry,
-        }))
+        };
+        if let Some((_, _, s)) = prev {
+            state.requests.set(s.requests());
+            state.failovers.set(s.failovers());
+        }
+        Ok(Arc::new(state))
     }
 
     /// A budget: shared as is when its limit and window are unchanged; else a new ledger

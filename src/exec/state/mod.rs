@@ -75,19 +75,25 @@ pub struct UpstreamState {
 pub struct ModelState {
     /// The model's own breaker, if its policy names one.
     pub breaker: Option<BreakerSlot>,
-    /// Recent latency, exponentially weighted (nanoseconds, 0 = no sample yet): successes
-    /// at their latency, failures `failover_on` allows at their per-try timeout (with
-    /// `failure_ppm`, the score `lowest-latency` orders targets by: [`Self::latency_score`]).
-    pub ewma_nanos: AtomicU64,
-    /// Recent share of failed attempts (failures `failover_on` allows), exponentially
-    /// weighted, in millionths (0 = none yet).
-    pub failure_ppm: AtomicU32,
+    /// The recent latency and failure share, one estimate per thread stripe (each thread
+    /// folds its own attempts into its own; readers take the mean of those with a sample:
+    /// [`Self::ewma_nanos`], [`Self::failure_ppm`]).
+    pub(crate) estimates: Striped<Estimate>,
     /// Calls in flight ([`Self::in_flight`]); striped, as every call writes them.
     pub(crate) in_flight: Counter,
     /// Successful attempts ([`Self::successes`]).
     pub(crate) successes: Counter,
     /// Failed attempts ([`Self::failures`]).
     pub(crate) failures: Counter,
+}
+
+/// One thread stripe's estimates of a model (see [`ModelState::estimates`]).
+#[derive(Debug, Default)]
+pub(crate) struct Estimate {
+    /// Recent latency, exponentially weighted (nanoseconds, 0 = no sample yet).
+    ewma_nanos: AtomicU64,
+    /// Recent share of failed attempts, exponentially weighted, in millionths.
+    failure_ppm: AtomicU32,
 }
 
 /// Weight of a new latency sample in the EWMA.
@@ -109,33 +115,80 @@ impl ModelState {
         self.failures.get()
     }
 
-    /// Folds a latency sample into the EWMA (racing updates may drop a sample: it is an
-    /// estimate, and this keeps it one atomic load and store).
+    /// Folds a latency sample into this thread's EWMA (racing updates may drop a sample: it
+    /// is an estimate, and this keeps it one atomic load and store).
     pub fn observe_latency(&self, d: Duration) {
+        let e = self.estimates.here();
         let sample = d.as_nanos().min(u64::MAX as u128) as u64;
-        let old = self.ewma_nanos.load(Relaxed);
+        let old = e.ewma_nanos.load(Relaxed);
         let new = if old == 0 {
             sample
         } else {
             (old as f64 * (1.0 - EWMA_ALPHA) + sample as f64 * EWMA_ALPHA) as u64
         };
-        self.ewma_nanos.store(new.max(1), Relaxed);
+        e.ewma_nanos.store(new.max(1), Relaxed);
     }
 
-    /// Folds an attempt's outcome into the failure share (as racy as the latency EWMA).
+    /// Folds an attempt's outcome into this thread's failure share (as racy as the latency
+    /// EWMA; a share that stays the same is not written again).
     pub fn observe_outcome(&self, failed: bool) {
-        let old = f64::from(self.failure_ppm.load(Relaxed));
+        let e = self.estimates.here();
+        let old = e.failure_ppm.load(Relaxed);
         let sample = if failed { 1e6 } else { 0.0 };
-        let new = old * (1.0 - EWMA_ALPHA) + sample * EWMA_ALPHA;
-        self.failure_ppm.store(new.round() as u32, Relaxed);
+        let new = (f64::from(old) * (1.0 - EWMA_ALPHA) + sample * EWMA_ALPHA).round() as u32;
+        if new != old {
+            e.failure_ppm.store(new, Relaxed);
+        }
+    }
+
+    /// Recent latency, exponentially weighted (nanoseconds; 0 = no sample yet): successes at
+    /// their latency, failures `failover_on` allows at their per-try timeout. The mean of
+    /// the thread stripes' estimates that have a sample (one thread: its own).
+    pub fn ewma_nanos(&self) -> u64 {
+        self.mean(|e| e.ewma_nanos.load(Relaxed)).0
+    }
+
+    /// Recent share of failed attempts (failures `failover_on` allows), exponentially
+    /// weighted, in millionths (0 = none yet); the mean as for [`Self::ewma_nanos`].
+    pub fn failure_ppm(&self) -> u32 {
+        let ppm = self.mean(|e| u64::from(e.failure_ppm.load(Relaxed))).1;
+        u32::try_from(ppm).unwrap_or(u32::MAX)
+    }
+
+    /// The mean latency and the mean of `f` over the stripes with a latency sample.
+    fn mean(&self, f: impl Fn(&Estimate) -> u64) -> (u64, u64) {
+        let (mut n, mut lat, mut other) = (0u128, 0u128, 0u128);
+        for e in self.estimates.iter() {
+            let l = e.ewma_nanos.load(Relaxed);
+            if l > 0 {
+                n += 1;
+                lat += u128::from(l);
+                other += u128::from(f(e));
+            }
+        }
+        match n {
+            0 => (0, 0),
+            // Means of u64s fit in a u64.
+            n => ((lat / n) as u64, (other / n) as u64),
+        }
+    }
+
+    /// Sets every stripe's estimates (of a new runtime's model, from the one it replaces):
+    /// each thread continues from the carried mean.
+    pub(crate) fn set_estimates(&self, ewma_nanos: u64, failure_ppm: u32) {
+        for e in self.estimates.iter() {
+            e.ewma_nanos.store(ewma_nanos, Relaxed);
+            e.failure_ppm.store(failure_ppm, Relaxed);
+        }
     }
 
     /// What `lowest-latency` orders targets by: the expected time to a successful answer,
     /// the latency EWMA divided by the recent success share (`u64::MAX` when every recent
     /// attempt failed); 0 before the first sample.
     pub fn latency_score(&self) -> u64 {
-        let latency = self.ewma_nanos.load(Relaxed) as f64;
-        let success = 1.0 - f64::from(self.failure_ppm.load(Relaxed).min(1_000_000)) / 1e6;
+        let (latency, ppm) = self.mean(|e| u64::from(e.failure_ppm.load(Relaxed)));
+        let latency = latency as f64;
+        let success = 1.0 - (ppm.min(1_000_000) as f64) / 1e6;
         if success <= 0.0 {
             return u64::MAX;
         }
@@ -151,12 +204,24 @@ pub struct RouteState {
     pub retry_budget: Option<Arc<RetryBudget>>,
     /// Breakers replacing the upstreams' for this route, one per target, if the route names one.
     pub breakers: Vec<BreakerSlot>,
+    /// Requests that came through it ([`Self::requests`]); striped, as every call counts.
+    pub(crate) requests: Counter,
+    /// Failovers of its requests ([`Self::failovers`]).
+    pub(crate) failovers: Counter,
+    retry: Option<plan::RetryBudget>,
+}
+
+impl RouteState {
     /// Requests that came through it.
-    pub requests: AtomicU64,
+    pub fn requests(&self) -> u64 {
+        self.requests.get()
+    }
+
     /// Failovers of its requests: moves from one target to another (see
     /// [`Served::failovers`](super::Served::failovers)).
-    pub failovers: AtomicU64,
-    retry: Option<plan::RetryBudget>,
+    pub fn failovers(&self) -> u64 {
+        self.failovers.get()
+    }
 }
 
 /// Live state of a budget.
@@ -501,6 +566,33 @@ mod tests {
     use crate::exec::shared::MemoryBackend;
     use crate::exec::Executor;
     use crate::policy::LoadOptions;
+
+    /// One thread's estimates are its own EWMA, as before striping; several threads' are the
+    /// mean of theirs; a carried estimate continues on every stripe.
+    #[test]
+    fn estimates_are_each_threads_ewma_and_their_mean() {
+        let m = ModelState::default();
+        assert_eq!(
+            (m.ewma_nanos(), m.failure_ppm(), m.latency_score()),
+            (0, 0, 0)
+        );
+        m.observe_latency(Duration::from_nanos(1_000));
+        m.observe_latency(Duration::from_nanos(2_000));
+        m.observe_outcome(true);
+        assert_eq!(m.ewma_nanos(), 1_300, "0.7 · 1000 + 0.3 · 2000");
+        assert_eq!(m.failure_ppm(), 300_000);
+        // Another stripe (there are at least two: twice the cores) with 3,000 and no failure.
+        let mine: *const Estimate = m.estimates.here();
+        let other = (m.estimates.iter())
+            .find(|e| !std::ptr::eq(*e, mine))
+            .expect("at least two stripes");
+        other.ewma_nanos.store(3_000, Relaxed);
+        assert_eq!(m.ewma_nanos(), 2_150, "the mean of 1,300 and 3,000");
+        assert_eq!(m.failure_ppm(), 150_000);
+        let n = ModelState::default();
+        n.set_estimates(5_000, 10);
+        assert_eq!((n.ewma_nanos(), n.failure_ppm()), (5_000, 10));
+    }
 
     /// Compiles a test policy (no environment overrides).
     fn compile(toml: String) -> Plan {
