@@ -56,6 +56,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::exec::clock::nanos;
+use crate::exec::stripe::Striped;
 pub use crate::spec::retry_budget::RetryBudgetConfig;
 
 /// Number of time buckets the `ttl` is split into.
@@ -83,7 +84,9 @@ pub struct RetryBudget {
     reserve: f64,
     /// Nanoseconds per bucket.
     width: u64,
-    deposits: [AtomicU64; BUCKETS],
+    /// One ring per thread stripe (`exec::stripe`): every request deposits, so two threads
+    /// would otherwise write one line on every call; a withdrawal sums the rings.
+    deposits: Striped<[AtomicU64; BUCKETS]>,
     withdrawals: [AtomicU64; BUCKETS],
 }
 
@@ -181,10 +184,17 @@ impl RetryBudget {
             .sum()
     }
 
+    /// Deposits in the window ending at `w`, over every stripe.
+    fn deposited(&self, w: u64) -> u64 {
+        (self.deposits.iter())
+            .map(|ring| Self::sum(ring, w, false))
+            .sum()
+    }
+
     /// Records one original request at `now`.
     #[inline]
     pub fn deposit(&self, now: u64) {
-        Self::add(&self.deposits, self.window(now));
+        Self::add(self.deposits.here(), self.window(now));
     }
 
     /// Asks for one extra attempt (retry, failover or hedge) at `now`.
@@ -193,7 +203,7 @@ impl RetryBudget {
         let stamp = Self::add(&self.withdrawals, w);
         // Counted ourselves first: concurrent withdrawers see each other.
         let withdrawn = Self::sum(&self.withdrawals, w, true) as f64;
-        let deposited = Self::sum(&self.deposits, w, false) as f64;
+        let deposited = self.deposited(w) as f64;
         if withdrawn <= self.ratio * deposited + self.reserve {
             true
         } else {
@@ -207,7 +217,7 @@ impl RetryBudget {
     pub fn balance(&self, now: u64) -> f64 {
         let w = self.window(now);
         let withdrawn = Self::sum(&self.withdrawals, w, true) as f64;
-        let deposited = Self::sum(&self.deposits, w, false) as f64;
+        let deposited = self.deposited(w) as f64;
         (self.ratio * deposited + self.reserve - withdrawn).max(0.0)
     }
 }
