@@ -5,7 +5,7 @@
 //! state of every entity that still exists under the same name and compatible settings
 //! (see [`Runtime::carry_over`]), then swaps the pair whole, so a request sees exactly one.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,6 +94,9 @@ pub(crate) struct Estimate {
     ewma_nanos: AtomicU64,
     /// Recent share of failed attempts, exponentially weighted, in millionths.
     failure_ppm: AtomicU32,
+    /// Whether this stripe's thread has folded in a sample of its own (not only the
+    /// estimate a reload carried over).
+    own: AtomicBool,
 }
 
 /// Weight of a new latency sample in the EWMA.
@@ -127,6 +130,9 @@ impl ModelState {
             (old as f64 * (1.0 - EWMA_ALPHA) + sample as f64 * EWMA_ALPHA) as u64
         };
         e.ewma_nanos.store(new.max(1), Relaxed);
+        if !e.own.load(Relaxed) {
+            e.own.store(true, Relaxed);
+        }
     }
 
     /// Folds an attempt's outcome into this thread's failure share (as racy as the latency
@@ -155,12 +161,15 @@ impl ModelState {
         u32::try_from(ppm).unwrap_or(u32::MAX)
     }
 
-    /// The mean latency and the mean of `f` over the stripes with a latency sample.
+    /// The mean latency and the mean of `f` over the stripes with samples of their own, or,
+    /// while none has one yet, over those with the estimate a reload carried over (so a
+    /// stripe no thread uses does not hold a carried estimate in the mean for ever).
     fn mean(&self, f: impl Fn(&Estimate) -> u64) -> (u64, u64) {
+        let any_own = self.estimates.iter().any(|e| e.own.load(Relaxed));
         let (mut n, mut lat, mut other) = (0u128, 0u128, 0u128);
         for e in self.estimates.iter() {
             let l = e.ewma_nanos.load(Relaxed);
-            if l > 0 {
+            if l > 0 && (!any_own || e.own.load(Relaxed)) {
                 n += 1;
                 lat += u128::from(l);
                 other += u128::from(f(e));
@@ -179,6 +188,7 @@ impl ModelState {
         for e in self.estimates.iter() {
             e.ewma_nanos.store(ewma_nanos, Relaxed);
             e.failure_ppm.store(failure_ppm, Relaxed);
+            e.own.store(false, Relaxed);
         }
     }
 
@@ -587,11 +597,17 @@ mod tests {
             .find(|e| !std::ptr::eq(*e, mine))
             .expect("at least two stripes");
         other.ewma_nanos.store(3_000, Relaxed);
+        other.own.store(true, Relaxed);
         assert_eq!(m.ewma_nanos(), 2_150, "the mean of 1,300 and 3,000");
         assert_eq!(m.failure_ppm(), 150_000);
         let n = ModelState::default();
         n.set_estimates(5_000, 10);
-        assert_eq!((n.ewma_nanos(), n.failure_ppm()), (5_000, 10));
+        assert_eq!((n.ewma_nanos(), n.failure_ppm()), (5_000, 10), "carried");
+        n.observe_latency(Duration::from_nanos(1_000));
+        n.observe_outcome(false);
+        // This thread's own 0.7 · 5000 + 0.3 · 1000 only: the other stripes hold the carried
+        // estimate, which no longer counts once a thread has its own.
+        assert_eq!((n.ewma_nanos(), n.failure_ppm()), (3_800, 7));
     }
 
     /// Compiles a test policy (no environment overrides).
