@@ -25,7 +25,7 @@
 //! file, directory and neighbouring pair, loaded cold, warm, and after each line of one file
 //! is removed, against [`load`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 use super::load::{load, LoadOptions, Loaded, ENV_PREFIX};
@@ -105,7 +105,8 @@ fn pieces(opts: &LoadOptions, cache: &mut LoadCache) -> Option<Vec<PathBuf>> {
         cache.files.clear();
         return None;
     }
-    cache.files.retain(|p, _| paths.contains(p));
+    let current: HashSet<&PathBuf> = paths.iter().collect();
+    cache.files.retain(|p, _| current.contains(p));
     let mut all_clean = true;
     for path in &paths {
         let text = probe.read(path, None)?;
