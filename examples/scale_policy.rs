@@ -86,20 +86,14 @@ fn generate(kind: &str, n: usize, changed: Option<usize>) -> String {
 }
 
 /// Writes the policy into `dir`: one `policy.toml`, or with `files > 1` a directory
-/// `policy/` of `files` files, the callers (or routes) spread evenly across them after a
-/// head file. Returns the path to load and the file the changed entry is in.
-fn write_policy(
-    dir: &Path,
-    kind: &str,
-    n: usize,
-    files: usize,
-    changed: Option<usize>,
-) -> (PathBuf, PathBuf) {
+/// `policy/` of `files` files, the entries spread evenly across them in order. Returns the
+/// path to load.
+fn write_policy(dir: &Path, kind: &str, n: usize, files: usize, changed: Option<usize>) -> PathBuf {
     let text = generate(kind, n, changed);
     if files <= 1 {
         let path = dir.join("policy.toml");
         std::fs::write(&path, text).expect("write");
-        return (path.clone(), path);
+        return path;
     }
     let root = dir.join("policy");
     std::fs::create_dir_all(&root).expect("mkdir");
@@ -109,23 +103,16 @@ fn write_policy(
     let mut cuts = vec![0];
     cuts.extend(starts.iter().skip(per).step_by(per).copied());
     cuts.push(text.len());
-    let mut changed_file = root.join("part-0000.toml");
-    let marker = changed.map(|c| format!("[callers.c{c}]"));
     for (k, w) in cuts.windows(2).enumerate() {
-        let part = &text[w[0]..w[1]];
         let path = root.join(format!("part-{k:04}.toml"));
-        // Each part after the first needs no `version`: the head file holds it.
-        std::fs::write(&path, part).expect("write");
-        if marker.as_deref().is_some_and(|m| part.contains(m)) {
-            changed_file = path;
-        }
+        std::fs::write(&path, &text[w[0]..w[1]]).expect("write");
     }
-    (root, changed_file)
+    root
 }
 
 fn reload_once(kind: &str, n: usize, files: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (path, _) = write_policy(dir.path(), kind, n, files, None);
+    let path = write_policy(dir.path(), kind, n, files, None);
     let opts = LoadOptions::new([path.clone()]).with_env(Vec::<(String, String)>::new());
     let t = Instant::now();
     let plan = Plan::load(&opts).expect("policy compiles").plan;

@@ -4,9 +4,9 @@
 //! A value every call writes (a reference count, a counter) is the slowest thing a call does
 //! once two cores share it: each write moves the line between the cores. [`Striped`] keeps
 //! a copy per stripe ([`stripes`]: twice the cores, at most [`MAX_STRIPES`]), each on its own
-//! cache lines; a thread always uses the same one (threads are numbered as they first ask,
-//! [`slot`]), and a reader that needs the whole (a sum) visits every stripe. Measured in BENCHMARKS.md ("Executor
-//! throughput, 1 vs 2 threads").
+//! cache lines; a thread always uses the same one ([`index_in`]: threads are numbered as
+//! they first ask), and a reader that needs the whole (a sum) visits every stripe. Measured
+//! in BENCHMARKS.md ("Executor throughput, 1 vs 2 threads").
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
@@ -24,9 +24,16 @@ pub(crate) fn stripes() -> usize {
     })
 }
 
-/// This thread's number (taken in the order threads first ask), from which its stripe is.
+/// This thread's stripe among `stripes` of them (a power of two, as [`stripes`] gives).
 #[inline]
-pub(crate) fn slot() -> usize {
+pub(crate) fn index_in(stripes: usize) -> usize {
+    debug_assert!(stripes.is_power_of_two());
+    slot() & (stripes - 1)
+}
+
+/// This thread's number, taken in the order threads first ask.
+#[inline]
+fn slot() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static SLOT: usize = NEXT.fetch_add(1, Relaxed);
@@ -58,8 +65,8 @@ impl<T> Striped<T> {
     /// This thread's stripe.
     #[inline]
     pub(crate) fn here(&self) -> &T {
-        // `new` makes a power of two of stripes, at least one: the mask keeps the index in.
-        &self.stripes[slot() & (self.stripes.len() - 1)].0
+        // `new` makes `stripes()` of them: a power of two, at least one.
+        &self.stripes[index_in(self.stripes.len())].0
     }
 
     /// Every stripe (to sum them).
@@ -118,22 +125,27 @@ impl Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
 
-    /// Counts made on many threads all reach the sum, whatever stripe each thread got.
+    /// Counts made on many threads all reach the sum, whatever stripe each thread got; a
+    /// count set on a new counter reads back.
     #[test]
     fn a_striped_counter_sums_every_threads_counts() {
-        let c = Striped::new(|| AtomicU64::new(0));
+        let c = Counter::default();
         std::thread::scope(|s| {
             for _ in 0..40 {
                 s.spawn(|| {
                     for _ in 0..1000 {
-                        c.here().fetch_add(1, Relaxed);
+                        c.incr();
                     }
                 });
             }
         });
-        assert_eq!(c.iter().map(|a| a.load(Relaxed)).sum::<u64>(), 40_000);
-        assert!((1..=MAX_STRIPES).contains(&stripes()));
+        assert_eq!(c.get(), 40_000);
+        c.decr_above_zero();
+        assert_eq!(c.get(), 39_999);
+        c.set(7);
+        assert_eq!(c.get(), 7);
+        assert!((1..=MAX_STRIPES).contains(&stripes()) && stripes().is_power_of_two());
+        assert!(index_in(stripes()) < stripes());
     }
 }

@@ -55,14 +55,13 @@ impl std::fmt::Debug for LoadCache {
 struct Piece {
     /// Its text, secrets masked for display, as [`load`] keeps it.
     source: SourceFile,
-    /// Its entries.
+    /// Its entries (all of them: a piece reported nothing, so none was left out).
     policy: Policy,
-    /// Its `[[routes]]` count.
-    routes: usize,
     /// Its top-level keys.
     keys: Vec<String>,
-    /// Whether its `routes` is an array of tables (`[[routes]]`) rather than an inline array.
-    route_tables: bool,
+    /// Whether its `routes`, if it has any, is an array of tables (`[[routes]]`) rather than
+    /// an inline array.
+    route_tables: Option<bool>,
 }
 
 /// [`load`], reading again only the files whose bytes changed since `cache` last saw them;
@@ -135,23 +134,22 @@ fn read_alone(path: &PathBuf, text: String) -> Option<Piece> {
     }
     let doc = toml_edit::ImDocument::parse(text.as_str()).ok()?;
     let table = doc.as_table();
-    let facts = FileFacts::of(table, false);
+    let secrets = FileFacts::of(table, false).secrets;
     let mut l = Loaded::empty();
     l.extract_root(Node::Table(table));
     if !l.is_clean() {
         return None;
     }
     let keys = table.iter().map(|(k, _)| k.to_string()).collect();
-    let route_tables = table.get("routes").is_none_or(|i| i.is_array_of_tables());
+    let route_tables = table.get("routes").map(|i| i.is_array_of_tables());
     drop(doc);
     let mut source = SourceFile::new(path, text);
-    for s in facts.secrets {
+    for s in secrets {
         source.redact(s);
     }
     Some(Piece {
         source,
         policy: l.policy,
-        routes: facts.routes,
         keys,
         route_tables,
     })
@@ -170,7 +168,7 @@ fn assemble(paths: &[PathBuf], cache: &LoadCache) -> Option<Loaded> {
     let mut l = Loaded::empty();
     for piece in pieces {
         add_entries(&mut l.policy, &piece.policy)?;
-        l.add_clean_file(piece.source.clone(), piece.routes);
+        l.add_clean_file(piece.source.clone(), piece.policy.routes.len());
     }
     Some(l)
 }
@@ -184,14 +182,8 @@ fn merges_plainly(pieces: &[&Piece]) -> bool {
             *files_of.entry(k.as_str()).or_default() += 1;
         }
     }
-    let route_kinds = pieces
-        .iter()
-        .filter(|p| p.routes > 0 || p.keys.iter().any(|k| k == "routes"))
-        .map(|p| p.route_tables);
-    let one_route_kind = {
-        let kinds: Vec<bool> = route_kinds.collect();
-        kinds.windows(2).all(|w| w[0] == w[1])
-    };
+    let kinds: Vec<bool> = pieces.iter().filter_map(|p| p.route_tables).collect();
+    let one_route_kind = kinds.windows(2).all(|w| w[0] == w[1]);
     files_of
         .iter()
         .all(|(k, n)| *n == 1 || NAMED_SECTIONS.contains(k) || (*k == "routes" && one_route_kind))

@@ -196,8 +196,15 @@ pub(crate) struct Worker {
 impl Worker {
     /// Runs until [`Msg::Stop`] (or every sender is gone).
     pub(crate) fn run(mut self) {
-        // Read once now, so that the first reload already reads only what changed.
-        self.cache.warm(&self.source.load_options());
+        // Read once now, so that the first reload already reads only what changed. Guarded as
+        // a reload is: a panic while loading leaves the cache empty, and the worker running.
+        let warmed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.cache.warm(&self.source.load_options())
+        }));
+        if let Err(p) = warmed {
+            self.cache = LoadCache::default();
+            self.publish(ReloadEvent::Error(ReloadError::Panicked(panic_message(&p))));
+        }
         while let Ok(first) = self.rx.recv() {
             // Take everything queued, so a burst of events costs one reload.
             let mut batch = vec![first];
@@ -249,7 +256,8 @@ impl Worker {
                 let ev = match std::panic::catch_unwind(AssertUnwindSafe(|| self.reload())) {
                     Ok(ev) => ev,
                     Err(p) => {
-                        self.cache = LoadCache::default(); // as it was when the panic came
+                        // The panic may have come mid-update: start the cache afresh.
+                        self.cache = LoadCache::default();
                         ReloadEvent::Error(ReloadError::Panicked(panic_message(&p)))
                     }
                 };

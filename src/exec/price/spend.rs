@@ -119,7 +119,8 @@ impl fmt::Display for Savings {
 /// model and per route, and once per thread stripe (`exec::stripe`: threads calling at once
 /// do not write the same cache lines), so [`record`](Self::record) is eight relaxed atomic
 /// adds on lines the thread keeps to itself and never allocates; [`report`](Self::report)
-/// sums the stripes, and makes the upstream lines and the total as sums of the model lines. Totals wrap only beyond `u64` (≈ $18.4 billion, 1.8e19 tokens).
+/// sums the stripes, and makes the upstream lines and the total as sums of the model lines.
+/// Totals wrap only beyond `u64` (≈ $18.4 billion, 1.8e19 tokens).
 ///
 /// ```
 /// use tollgate::exec::price::{Price, SpendKey, SpendTracker, Usage};
@@ -153,6 +154,7 @@ struct Lines {
     all: Box<[Counters]>,
     n: usize,
     stride: usize,
+    stripes: usize,
 }
 
 /// Counters between two stripes' lines (32 bytes each: 256 bytes).
@@ -160,18 +162,20 @@ const GAP: usize = 8;
 
 impl Lines {
     fn new(n: usize) -> Self {
-        let stride = n + GAP;
-        let all = (0..stride * stripe::stripes())
-            .map(|_| Counters::default())
-            .collect();
-        Lines { all, n, stride }
+        let (stride, stripes) = (n + GAP, stripe::stripes());
+        let all = (0..stride * stripes).map(|_| Counters::default()).collect();
+        Lines {
+            all,
+            n,
+            stride,
+            stripes,
+        }
     }
 
     /// This thread's stripe of lines.
     #[inline]
     fn here(&self) -> &[Counters] {
-        let i = stripe::slot() & (stripe::stripes() - 1);
-        &self.all[i * self.stride..][..self.n]
+        &self.all[stripe::index_in(self.stripes) * self.stride..][..self.n]
     }
 
     /// Each line, summed over the stripes.

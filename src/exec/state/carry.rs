@@ -2,7 +2,6 @@
 //! of the same name in the old runtime and keeps, hands over or rebuilds its state (the
 //! rules are listed on [`Runtime::carry_over`]).
 
-use crate::exec::stripe::Counter;
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -18,6 +17,7 @@ use crate::exec::limit::{
 use crate::exec::price::{BudgetConfig, BudgetLedger, Usd};
 use crate::exec::retry_budget::{RetryBudget, RetryBudgetConfig};
 use crate::exec::shared::{Shared, SharedBudget, SharedRate, SharedTokens};
+use crate::exec::stripe::Counter;
 use crate::plan::{self, BreakerPolicy, Plan, StateScope};
 
 /// What every step reads: the new plan, the old runtime, the time, the breakers' wake-up.
